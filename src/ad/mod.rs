@@ -1,0 +1,229 @@
+//! The advertisement ("ad") model: what a server tells the directors about itself.
+//!
+//! The JSON shape follows Pelican's server ad (`name`, `data-url`, `web-url`,
+//! `namespaces`, `capabilities`, `token-issuer`, `status`) plus Skein's ordering fields
+//! (`instance_id`, `generation`, `expires_at`). Pure data: no I/O here.
+
+mod order;
+mod signing;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::clock::UnixMillis;
+
+pub use order::{AdVersion, is_newer, merge};
+pub use signing::{SignError, SigningKey, VerifyingKey, decode_public_key, encode_public_key};
+
+/// What kind of server an ad describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerKind {
+    /// Exports namespaces from storage.
+    Origin,
+    /// Serves namespaces from its disk, near users.
+    Cache,
+    /// Redirects clients; a peer in the director cluster.
+    Director,
+}
+
+impl ServerKind {
+    /// The lowercase name used in JSON, keys and URLs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerKind::Origin => "origin",
+            ServerKind::Cache => "cache",
+            ServerKind::Director => "director",
+        }
+    }
+}
+
+impl fmt::Display for ServerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ServerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "origin" => Ok(ServerKind::Origin),
+            "cache" => Ok(ServerKind::Cache),
+            "director" => Ok(ServerKind::Director),
+            other => Err(format!(
+                "unknown server kind {other:?} (expected origin, cache or director)"
+            )),
+        }
+    }
+}
+
+/// A server's advertised state: Pelican's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum AdStatus {
+    /// Serving normally.
+    #[default]
+    #[serde(rename = "ok")]
+    Ok,
+    /// Withdrawing: directors stop routing to it at once.
+    #[serde(rename = "shutting down")]
+    ShuttingDown,
+}
+
+/// A process's identity: fixed for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InstanceId {
+    /// Process start time, Unix milliseconds.
+    pub started_at: UnixMillis,
+    /// Random per process, so two processes started in the same millisecond differ.
+    pub uuid: Uuid,
+}
+
+impl InstanceId {
+    /// A fresh instance started at `started_at`.
+    pub fn new(started_at: UnixMillis) -> Self {
+        Self {
+            started_at,
+            uuid: Uuid::new_v4(),
+        }
+    }
+}
+
+/// What a namespace allows (Pelican's capability keys on the wire; the plural
+/// spellings Pelican also accepts are read too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Readable without a token.
+    #[serde(rename = "PublicRead", alias = "PublicReads", default)]
+    pub public_reads: bool,
+    /// Readable (with a token unless public).
+    #[serde(rename = "Read", alias = "Reads", default)]
+    pub reads: bool,
+    /// Writable (PUT/DELETE go to an origin that allows it).
+    #[serde(rename = "Write", alias = "Writes", default)]
+    pub writes: bool,
+    /// Directory listings.
+    #[serde(rename = "Listing", alias = "Listings", default)]
+    pub listings: bool,
+    /// Clients may read from the origin directly.
+    #[serde(rename = "FallBackRead", alias = "DirectReads", default)]
+    pub direct_reads: bool,
+}
+
+/// An issuer of tokens for a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TokenIssuer {
+    /// The issuer URL.
+    #[serde(rename = "issuer")]
+    pub issuer_url: String,
+    /// The paths the issuer's tokens cover.
+    #[serde(rename = "base-paths", default)]
+    pub base_paths: Vec<String>,
+}
+
+/// How clients obtain tokens for a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TokenGeneration {
+    /// Pelican's strategy name (e.g. `OAuth2`).
+    #[serde(default)]
+    pub strategy: String,
+    /// Maximum scope depth.
+    #[serde(rename = "max-scope-depth", default)]
+    pub max_scope_depth: u32,
+    /// The issuer to ask.
+    #[serde(rename = "issuer", default)]
+    pub issuer: String,
+}
+
+/// One namespace a server serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceAd {
+    /// The namespace prefix, e.g. `/ligo/frames`.
+    pub path: String,
+    /// What the namespace allows.
+    #[serde(rename = "Caps", alias = "capabilities", default)]
+    pub caps: Capabilities,
+    /// Token issuers.
+    #[serde(rename = "token-issuer", default)]
+    pub issuers: Vec<TokenIssuer>,
+    /// Token generation hints.
+    #[serde(rename = "token-generation", default)]
+    pub generation: Vec<TokenGeneration>,
+}
+
+/// An advertisement, before signing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ad {
+    /// Unique server name in the federation.
+    pub name: String,
+    /// Origin, cache or director.
+    pub kind: ServerKind,
+    /// Where clients fetch objects (for a director: its advertise URL).
+    #[serde(rename = "data-url")]
+    pub data_url: String,
+    /// The server's web URL.
+    #[serde(rename = "web-url", default)]
+    pub web_url: String,
+    /// Namespaces served (empty for directors).
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceAd>,
+    /// Serving or withdrawing.
+    #[serde(default)]
+    pub status: AdStatus,
+    /// The sending process.
+    pub instance_id: InstanceId,
+    /// Per-process counter: higher is newer.
+    pub generation: u64,
+    /// Unix milliseconds after which the ad is dead.
+    pub expires_at: UnixMillis,
+    /// Software version of the sender (informational).
+    #[serde(default)]
+    pub version: String,
+}
+
+impl Ad {
+    /// The key under which directors keep this ad: one live ad per (kind, name).
+    pub fn key(&self) -> AdKey {
+        AdKey {
+            kind: self.kind,
+            name: self.name.clone(),
+        }
+    }
+
+    /// The ad's place in the total order.
+    pub fn version(&self) -> AdVersion {
+        AdVersion {
+            started_at: self.instance_id.started_at,
+            uuid: self.instance_id.uuid,
+            generation: self.generation,
+        }
+    }
+}
+
+/// An ad with its detached Ed25519 signature (base64url, over [`Ad`]'s canonical bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedAd {
+    /// The signed content.
+    #[serde(flatten)]
+    pub ad: Ad,
+    /// base64url (no padding) Ed25519 signature.
+    pub signature: String,
+}
+
+/// Identifies one server: directors hold at most one live ad per key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AdKey {
+    /// The server's kind.
+    pub kind: ServerKind,
+    /// The server's name.
+    pub name: String,
+}
+
+impl fmt::Display for AdKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}

@@ -1,0 +1,165 @@
+//! The service side: sign this server's ad and send it to every director.
+//!
+//! A service has no store, so its instance starts at the wall-clock time of process
+//! start. If its clock went backwards across a restart, directors answer `stale` until
+//! the previous instance's ad expires (at most `ads.max_lifetime`); the advertiser logs
+//! it loudly. Directors persist their last start and never have this problem.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio_util::sync::CancellationToken;
+
+use crate::ad::{AdStatus, Capabilities, NamespaceAd, SignedAd, TokenIssuer};
+use crate::client::{Client, ClientError};
+use crate::clock::{SharedClock, system};
+use crate::config::ServiceConfig;
+use crate::discovery::discover_directors;
+use crate::identity::{AdBody, Identity};
+use crate::keys::{self, KeyError};
+
+/// One director's answer to one advertisement.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The director.
+    pub director: String,
+    /// `accepted`, `duplicate`, `stale`, or the error.
+    pub result: Result<String, ClientError>,
+}
+
+impl Delivery {
+    /// True if the director now holds this ad (accepted, or already had it by forward).
+    pub fn held(&self) -> bool {
+        matches!(self.result.as_deref(), Ok("accepted") | Ok("duplicate"))
+    }
+}
+
+/// Signs and sends a service's ads.
+pub struct Advertiser {
+    config: ServiceConfig,
+    identity: Identity,
+    client: Client,
+    clock: SharedClock,
+}
+
+impl Advertiser {
+    /// Loads the key and starts a new instance.
+    pub fn new(config: ServiceConfig) -> Result<Self, AdvertiseError> {
+        let key = keys::load(&config.key)?;
+        let clock = system();
+        let identity = Identity::new(&config.name, config.kind, clock.now_ms(), key);
+        let client = Client::new(Duration::from_secs(5), config.ca_bundle.as_deref())?;
+        Ok(Self {
+            config,
+            identity,
+            client,
+            clock,
+        })
+    }
+
+    /// The next signed ad.
+    pub fn sign(&self, status: AdStatus) -> SignedAd {
+        let namespaces = self
+            .config
+            .namespaces
+            .iter()
+            .map(|ns| NamespaceAd {
+                path: ns.path.clone(),
+                caps: Capabilities {
+                    public_reads: ns.public_reads,
+                    reads: ns.reads || ns.public_reads,
+                    writes: ns.writes,
+                    listings: ns.listings,
+                    direct_reads: true,
+                },
+                issuers: ns
+                    .issuers
+                    .iter()
+                    .map(|url| TokenIssuer {
+                        issuer_url: url.clone(),
+                        base_paths: vec![ns.path.clone()],
+                    })
+                    .collect(),
+                generation: vec![],
+            })
+            .collect();
+        self.identity.sign(
+            AdBody {
+                data_url: self.config.data_url.clone(),
+                web_url: self.config.web_url.clone(),
+                namespaces,
+                status,
+            },
+            self.clock.now_ms() + self.config.lifetime.as_millis() as u64,
+        )
+    }
+
+    /// Every director currently discoverable.
+    pub async fn directors(&self) -> Vec<String> {
+        discover_directors(
+            &self.client,
+            self.config.federation.as_deref(),
+            &self.config.directors,
+        )
+        .await
+    }
+
+    /// Signs one ad and sends it to every director at once; a dead director delays
+    /// nobody (each send has its own timeout).
+    pub async fn advertise_once(&self, status: AdStatus) -> Vec<Delivery> {
+        let directors = self.directors().await;
+        let ad = self.sign(status);
+        let sends = directors.iter().map(|d| self.client.register(d, &ad));
+        let results = join_all(sends).await;
+        let deliveries: Vec<Delivery> = directors
+            .into_iter()
+            .zip(results)
+            .map(|(director, result)| Delivery {
+                director,
+                result: result.map(|r| r.status),
+            })
+            .collect();
+        for d in &deliveries {
+            match &d.result {
+                Ok(status) if status == "stale" => tracing::warn!(
+                    director = %d.director,
+                    "director holds a newer ad for this server: is another instance running, or did the clock go back?"
+                ),
+                Ok(status) => tracing::debug!(director = %d.director, %status, "advertised"),
+                Err(error) => tracing::warn!(director = %d.director, %error, "advertise failed"),
+            }
+        }
+        deliveries
+    }
+
+    /// Advertises every `interval` until `cancel`, then withdraws (status `shutting down`).
+    pub async fn run(&self, cancel: CancellationToken) {
+        loop {
+            let deliveries = self.advertise_once(AdStatus::Ok).await;
+            let held = deliveries.iter().filter(|d| d.held()).count();
+            tracing::info!(held, directors = deliveries.len(), "advertised");
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(self.config.interval) => {}
+            }
+        }
+        let deliveries = self.advertise_once(AdStatus::ShuttingDown).await;
+        let held = deliveries.iter().filter(|d| d.held()).count();
+        tracing::info!(
+            held,
+            directors = deliveries.len(),
+            "withdrew this server's ad"
+        );
+    }
+}
+
+/// Why a service could not advertise.
+#[derive(Debug, thiserror::Error)]
+pub enum AdvertiseError {
+    /// Key problem.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// Client problem (CA bundle).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}

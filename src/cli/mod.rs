@@ -1,0 +1,159 @@
+//! The `skein` command line: argument parsing and one function per subcommand.
+
+mod inspect;
+mod objects;
+mod serve;
+mod service;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Skein: a highly-available director cluster for Pelican-style data federations.
+#[derive(Debug, Parser)]
+#[command(name = "skein", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a director until SIGINT/SIGTERM (graceful: withdraws, drains, flushes).
+    Serve {
+        /// Director config (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Write a new Ed25519 private key (mode 0600) and print its public key.
+    Keygen {
+        /// Where to write the key (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign this server's ad and send it to every director, every interval.
+    Advertise {
+        /// Service config (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Send once and exit (0 if at least one director holds the ad).
+        #[arg(long)]
+        once: bool,
+        /// Print the signed ad (the exact JSON body) and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the directors a director or discovery URL knows.
+    Directors {
+        /// A director or federation discovery URL.
+        #[arg(long)]
+        from: String,
+        /// Print details as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the live ads a director holds.
+    Ads {
+        /// A director URL.
+        #[arg(long)]
+        from: String,
+        /// Print the ads as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the federation where PATH goes (failing over across directors).
+    Locate {
+        /// Federation discovery or director URL (repeat to give several).
+        #[arg(long, required = true)]
+        federation: Vec<String>,
+        /// Ask for an origin rather than a cache.
+        #[arg(long)]
+        origin: bool,
+        /// Ask where a write (PUT) goes.
+        #[arg(long)]
+        put: bool,
+        /// Object path, e.g. /test/hello.txt.
+        path: String,
+    },
+    /// Download an object through the federation (director, then caches, with failover).
+    Get {
+        /// Federation discovery or director URL (repeat to give several).
+        #[arg(long, required = true)]
+        federation: Vec<String>,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Object path, e.g. /test/hello.txt.
+        path: String,
+    },
+    /// Exit 0 if the director at URL is ready (for compose healthchecks).
+    Healthcheck {
+        /// Director URL, e.g. http://127.0.0.1:8444.
+        url: String,
+    },
+    /// Run a small origin serving a directory under its namespaces, advertising itself.
+    Origin {
+        /// Service config (TOML) with `listen` and `export`.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a small cache that fetches misses from origins found through the director.
+    Cache {
+        /// Service config (TOML) with `listen` and `cache_dir`.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => serve::serve(&config).await,
+        Command::Keygen { out } => serve::keygen(&out),
+        Command::Advertise {
+            config,
+            once,
+            dry_run,
+        } => service::advertise(&config, once, dry_run).await,
+        Command::Directors { from, json } => inspect::directors(&from, json).await,
+        Command::Ads { from, json } => inspect::ads(&from, json).await,
+        Command::Healthcheck { url } => inspect::healthcheck(&url).await,
+        Command::Locate {
+            federation,
+            origin,
+            put,
+            path,
+        } => objects::locate(&federation, origin, put, &path).await,
+        Command::Get {
+            federation,
+            output,
+            path,
+        } => objects::get(&federation, output.as_deref(), &path).await,
+        Command::Origin { config } => service::origin(&config).await,
+        Command::Cache { config } => service::cache(&config).await,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

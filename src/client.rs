@@ -1,0 +1,399 @@
+//! The typed HTTP client used by services, the CLI, peers and tests.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::ad::{AdKey, SignedAd};
+use crate::wire::{
+    AdListing, DigestEntry, DirectorInfo, ErrorBody, FederationDiscovery, FetchRequest,
+    ForwardResult, RegisterResponse,
+};
+
+/// The header a director sets when forwarding, naming itself.
+pub const FORWARDED_BY: &str = "x-skein-forwarded-by";
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not connect, timed out, or the body did not arrive.
+    #[error("{url}: {message}")]
+    Transport {
+        /// The URL asked.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The server answered with an error.
+    #[error("{url}: {status}: {detail}")]
+    Status {
+        /// The URL asked.
+        url: String,
+        /// Status code.
+        status: u16,
+        /// The server's explanation.
+        detail: String,
+    },
+    /// The link to this URL is cut by fault injection (tests).
+    #[error("{0}: link cut (fault injection)")]
+    Cut(String),
+    /// The CA bundle could not be read.
+    #[error("CA bundle {path}: {message}")]
+    CaBundle {
+        /// Bundle path.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Outgoing links to cut, for partition tests.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    cut: Arc<RwLock<HashSet<String>>>,
+}
+
+impl Faults {
+    /// Makes every request to URLs starting with `base` fail.
+    pub fn cut(&self, base: &str) {
+        self.cut
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(base.trim_end_matches('/').to_string());
+    }
+
+    /// Restores the link to `base`.
+    pub fn heal(&self, base: &str) {
+        self.cut
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(base.trim_end_matches('/'));
+    }
+
+    fn is_cut(&self, url: &str) -> bool {
+        let cut = self.cut.read().unwrap_or_else(|e| e.into_inner());
+        !cut.is_empty()
+            && cut.iter().any(|base| {
+                url.strip_prefix(base.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+    }
+}
+
+/// A client for directors and discovery servers.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    faults: Faults,
+}
+
+/// How a director answered a redirect request.
+#[derive(Debug, Clone)]
+pub struct Located {
+    /// HTTP status (307 normally).
+    pub status: u16,
+    /// The `Location` header.
+    pub location: Option<String>,
+    /// URLs from the `Link` header, in priority order.
+    pub links: Vec<String>,
+    /// The `X-Pelican-Namespace` header.
+    pub namespace: Option<String>,
+}
+
+impl Client {
+    /// A client with `timeout` per request and an optional extra CA bundle (PEM).
+    pub fn new(timeout: Duration, ca_bundle: Option<&Path>) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("skein/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(8);
+        if let Some(path) = ca_bundle {
+            let err = |message: String| ClientError::CaBundle {
+                path: path.display().to_string(),
+                message,
+            };
+            let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(err("no certificate found".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| ClientError::Transport {
+            url: String::new(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            http,
+            faults: Faults::default(),
+        })
+    }
+
+    /// The same client with a fault-injection handle (tests).
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// The underlying reqwest client (downloads).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn check(&self, url: &str) -> Result<(), ClientError> {
+        if self.faults.is_cut(url) {
+            Err(ClientError::Cut(url.to_string()))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        self.check(url)?;
+        let transport = |e: reqwest::Error| ClientError::Transport {
+            url: url.to_string(),
+            message: error_chain(&e),
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            let detail = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| format!("{}: {}", b.error, b.detail))
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            return Err(ClientError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+                detail,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport {
+            url: url.to_string(),
+            message: format!("unexpected answer: {e}"),
+        })
+    }
+
+    /// Fetches a federation discovery document from `base` (a director or metadata server).
+    pub async fn discovery(&self, base: &str) -> Result<FederationDiscovery, ClientError> {
+        let url = format!(
+            "{}/.well-known/pelican-configuration",
+            base.trim_end_matches('/')
+        );
+        self.send(&url, self.http.get(&url)).await
+    }
+
+    /// The directors `director` knows.
+    pub async fn directors(&self, director: &str) -> Result<Vec<DirectorInfo>, ClientError> {
+        let url = format!(
+            "{}/api/v1.0/director/directors",
+            director.trim_end_matches('/')
+        );
+        self.send(&url, self.http.get(&url)).await
+    }
+
+    /// The live ads `director` holds.
+    pub async fn ads(&self, director: &str) -> Result<Vec<AdListing>, ClientError> {
+        let url = format!("{}/api/v1.0/director/ads", director.trim_end_matches('/'));
+        self.send(&url, self.http.get(&url)).await
+    }
+
+    /// Registers a service's ad with `director`.
+    pub async fn register(
+        &self,
+        director: &str,
+        ad: &SignedAd,
+    ) -> Result<RegisterResponse, ClientError> {
+        let endpoint = match ad.ad.kind {
+            crate::ad::ServerKind::Cache => "registerCache",
+            crate::ad::ServerKind::Origin => "registerOrigin",
+            crate::ad::ServerKind::Director => "forward",
+        };
+        let url = format!(
+            "{}/api/v1.0/director/{endpoint}",
+            director.trim_end_matches('/')
+        );
+        self.send(&url, self.http.post(&url).json(ad)).await
+    }
+
+    /// Forwards an ad to a peer director, naming the sender.
+    pub async fn forward(
+        &self,
+        peer: &str,
+        ad: &SignedAd,
+        from: &str,
+    ) -> Result<RegisterResponse, ClientError> {
+        let url = format!("{}/api/v1.0/director/forward", peer.trim_end_matches('/'));
+        self.send(
+            &url,
+            self.http.post(&url).header(FORWARDED_BY, from).json(ad),
+        )
+        .await
+    }
+
+    /// Forwards a batch of ads to a peer; one result per ad, in order.
+    pub async fn forward_batch(
+        &self,
+        peer: &str,
+        ads: &[SignedAd],
+        from: &str,
+    ) -> Result<Vec<ForwardResult>, ClientError> {
+        let url = format!("{}/api/v1.0/director/forward", peer.trim_end_matches('/'));
+        self.send(
+            &url,
+            self.http.post(&url).header(FORWARDED_BY, from).json(ads),
+        )
+        .await
+    }
+
+    /// A peer's digest: which version of each ad it holds.
+    pub async fn digest(&self, peer: &str) -> Result<Vec<DigestEntry>, ClientError> {
+        let url = format!("{}/api/v1.0/director/digest", peer.trim_end_matches('/'));
+        self.send(&url, self.http.get(&url)).await
+    }
+
+    /// Fetches the signed ads for `keys` from a peer.
+    pub async fn fetch(&self, peer: &str, keys: Vec<AdKey>) -> Result<Vec<SignedAd>, ClientError> {
+        let url = format!("{}/api/v1.0/director/ads/fetch", peer.trim_end_matches('/'));
+        self.send(&url, self.http.post(&url).json(&FetchRequest { keys }))
+            .await
+    }
+
+    /// True if the director at `base` answers `/ready` with 200.
+    pub async fn ready(&self, base: &str) -> Result<bool, ClientError> {
+        let url = format!("{}/ready", base.trim_end_matches('/'));
+        self.check(&url)?;
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                message: error_chain(&e),
+            })?;
+        Ok(response.status() == StatusCode::OK)
+    }
+
+    /// Asks `director` where a GET of `path` goes (does not follow the redirect).
+    pub async fn locate(&self, director: &str, path: &str) -> Result<Located, ClientError> {
+        self.locate_with(reqwest::Method::GET, director, path).await
+    }
+
+    /// Asks `director` where `method` on `path` goes (does not follow the redirect).
+    pub async fn locate_with(
+        &self,
+        method: reqwest::Method,
+        director: &str,
+        path: &str,
+    ) -> Result<Located, ClientError> {
+        let url = format!("{}{}", director.trim_end_matches('/'), path);
+        self.check(&url)?;
+        let response =
+            self.http
+                .request(method, &url)
+                .send()
+                .await
+                .map_err(|e| ClientError::Transport {
+                    url: url.clone(),
+                    message: error_chain(&e),
+                })?;
+        let status = response.status();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let location = header("location");
+        let namespace = header("x-pelican-namespace");
+        let links = header("link")
+            .map(|l| parse_link_urls(&l))
+            .unwrap_or_default();
+        if status == StatusCode::TEMPORARY_REDIRECT || status == StatusCode::OK {
+            return Ok(Located {
+                status: status.as_u16(),
+                location,
+                links,
+                namespace,
+            });
+        }
+        let bytes = response.bytes().await.unwrap_or_default();
+        let detail = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|b| format!("{}: {}", b.error, b.detail))
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+        Err(ClientError::Status {
+            url,
+            status: status.as_u16(),
+            detail,
+        })
+    }
+}
+
+/// The URLs of a `Link` header, ordered by `pri` (as Pelican's client reads them).
+pub fn parse_link_urls(header: &str) -> Vec<String> {
+    let mut entries: Vec<(u32, String)> = header
+        .split(',')
+        .filter_map(|entry| {
+            let mut parts = entry.split(';').map(str::trim);
+            let url = parts
+                .next()?
+                .strip_prefix('<')?
+                .strip_suffix('>')?
+                .to_string();
+            let pri = parts
+                .find_map(|p| p.strip_prefix("pri="))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(u32::MAX);
+            Some((pri, url))
+        })
+        .collect();
+    entries.sort_by_key(|(pri, _)| *pri);
+    entries.into_iter().map(|(_, url)| url).collect()
+}
+
+/// A reqwest error with its causes, on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_header_is_read_in_priority_order() {
+        let header = r#"<http://b/x>; rel="duplicate"; pri=2; depth=1, <http://a/x>; rel="duplicate"; pri=1; depth=1"#;
+        assert_eq!(parse_link_urls(header), vec!["http://a/x", "http://b/x"]);
+    }
+
+    #[test]
+    fn faults_cut_by_prefix() {
+        let faults = Faults::default();
+        faults.cut("http://127.0.0.1:9/");
+        assert!(faults.is_cut("http://127.0.0.1:9/api"));
+        assert!(!faults.is_cut("http://127.0.0.1:90/api"));
+        faults.heal("http://127.0.0.1:9");
+        assert!(!faults.is_cut("http://127.0.0.1:9/api"));
+    }
+}

@@ -1,0 +1,128 @@
+//! The one place bincode is used: stored-value envelopes and canonical signing bytes.
+//!
+//! A stored value is `[format version: u8][crc32 of payload: u32 LE][bincode payload]`.
+//! bincode is pinned at 1.3.3 (the project has ended; see `migrations/README.md`).
+
+use bincode::Options;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::ad::Ad;
+
+/// The value format this build writes.
+pub const VALUE_FORMAT: u8 = 1;
+
+const HEADER_LEN: usize = 5;
+const SIGNING_DOMAIN: &[u8] = b"skein-ad-v1\0";
+/// No stored value or signed ad is anywhere near this; a corrupt length prefix is.
+const MAX_PAYLOAD: u64 = 16 << 20;
+
+/// bincode settings: fixed-width integers, no trailing bytes, bounded allocation.
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .reject_trailing_bytes()
+        .with_limit(MAX_PAYLOAD)
+}
+
+/// Why a stored value could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    /// Shorter than the envelope header.
+    #[error("value is truncated ({0} bytes)")]
+    Truncated(usize),
+    /// A format version this build does not read.
+    #[error("unknown value format {0}")]
+    UnknownFormat(u8),
+    /// The payload does not match its checksum.
+    #[error("checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum {
+        /// CRC32 in the envelope.
+        stored: u32,
+        /// CRC32 of the payload read.
+        computed: u32,
+    },
+    /// The payload is not a valid encoding of the expected type.
+    #[error("payload does not decode: {0}")]
+    Payload(String),
+}
+
+/// Encodes `value` in the current envelope format.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing plain data structs into a Vec cannot fail.
+    let payload = options().serialize(value).unwrap_or_default();
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.push(VALUE_FORMAT);
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Decodes an envelope written by [`encode`], checking format and checksum.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let payload = checked_payload(bytes)?;
+    options()
+        .deserialize(payload)
+        .map_err(|e| CodecError::Payload(e.to_string()))
+}
+
+/// The payload of an envelope, after checking format and checksum.
+fn checked_payload(bytes: &[u8]) -> Result<&[u8], CodecError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(CodecError::Truncated(bytes.len()));
+    }
+    if bytes[0] != VALUE_FORMAT {
+        return Err(CodecError::UnknownFormat(bytes[0]));
+    }
+    let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    let payload = &bytes[HEADER_LEN..];
+    let computed = crc32fast::hash(payload);
+    if stored != computed {
+        return Err(CodecError::Checksum { stored, computed });
+    }
+    Ok(payload)
+}
+
+/// The bytes an ad's signature covers: a domain tag, then the ad in bincode
+/// (fields in declaration order, fixed-width integers, length-prefixed strings).
+pub fn canonical_ad_bytes(ad: &Ad) -> Vec<u8> {
+    let mut out = SIGNING_DOMAIN.to_vec();
+    out.extend_from_slice(&options().serialize(ad).unwrap_or_default());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn round_trip(value in proptest::collection::vec(any::<(u64, String)>(), 0..8)) {
+            let bytes = encode(&value);
+            prop_assert_eq!(decode::<Vec<(u64, String)>>(&bytes).unwrap(), value);
+        }
+
+        #[test]
+        fn any_single_bit_flip_is_detected(value in any::<(u64, String)>(), bit in any::<usize>()) {
+            let mut bytes = encode(&value);
+            let bit = bit % (bytes.len() * 8);
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(decode::<(u64, String)>(&bytes).is_err());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode::<(u64, String)>(&bytes);
+        }
+    }
+
+    #[test]
+    fn truncated_and_unknown_format() {
+        assert_eq!(decode::<u64>(&[1, 2]), Err(CodecError::Truncated(2)));
+        assert_eq!(
+            decode::<u64>(&[9, 0, 0, 0, 0]),
+            Err(CodecError::UnknownFormat(9))
+        );
+    }
+}

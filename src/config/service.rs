@@ -1,0 +1,180 @@
+//! The service side's configuration (`skein advertise`, `skein origin`, `skein cache`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, Reader, layered};
+use crate::ad::ServerKind;
+
+const DEFAULTS: &str = r#"
+directors = []
+interval = "60s"
+lifetime = "15m"
+"#;
+
+const KNOWN_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "data_url",
+    "web_url",
+    "key",
+    "federation",
+    "directors",
+    "interval",
+    "lifetime",
+    "namespace",
+    "listen",
+    "export",
+    "cache_dir",
+    "ca_bundle",
+];
+
+/// One `[[namespace]]` a service serves.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Prefix, e.g. `/test`.
+    pub path: String,
+    /// Readable.
+    #[serde(default = "yes")]
+    pub reads: bool,
+    /// Readable without a token.
+    #[serde(default)]
+    pub public_reads: bool,
+    /// Writable.
+    #[serde(default)]
+    pub writes: bool,
+    /// Listable.
+    #[serde(default)]
+    pub listings: bool,
+    /// Token issuer URLs.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A service's configuration.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Unique server name (as in the trust file).
+    pub name: String,
+    /// Origin or cache.
+    pub kind: ServerKind,
+    /// Where clients fetch objects.
+    pub data_url: String,
+    /// Web URL.
+    pub web_url: String,
+    /// Private key file.
+    pub key: PathBuf,
+    /// Discovery URL (a director or a federation metadata server).
+    pub federation: Option<String>,
+    /// Static director list (discouraged).
+    pub directors: Vec<String>,
+    /// Re-advertise period.
+    pub interval: Duration,
+    /// Ad lifetime.
+    pub lifetime: Duration,
+    /// Namespaces served.
+    pub namespaces: Vec<NamespaceConfig>,
+    /// Listen address (`skein origin` / `skein cache`).
+    pub listen: Option<SocketAddr>,
+    /// Directory served (`skein origin`).
+    pub export: Option<PathBuf>,
+    /// Cache directory (`skein cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// Extra CA certificates (PEM) for HTTPS to directors.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl ServiceConfig {
+    /// Loads defaults, then `file`, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_figment(layered(DEFAULTS, file)?)
+    }
+
+    /// Loads from TOML text (tests).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        use figment::providers::{Format, Toml};
+        Self::from_figment(figment::Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(text)))
+    }
+
+    fn from_figment(figment: figment::Figment) -> Result<Self, ConfigError> {
+        let mut r = Reader::new(figment, KNOWN_KEYS);
+        let name: Option<String> = r.required("name");
+        let kind = r
+            .required::<String>("kind")
+            .and_then(|k| match k.parse::<ServerKind>() {
+                Ok(ServerKind::Director) | Err(_) => {
+                    r.problem(format!("kind: {k:?} must be origin or cache"));
+                    None
+                }
+                Ok(kind) => Some(kind),
+            });
+        let data = r.required("data_url");
+        let data_url = r.url("data_url", data);
+        let web = r.optional("web_url");
+        let web_url = r.url("web_url", web);
+        let key = r.required("key");
+        let fed = r.optional("federation");
+        let federation = r.url("federation", fed);
+        let listed: Vec<String> = r.required("directors").unwrap_or_default();
+        let directors: Vec<String> = listed
+            .into_iter()
+            .filter_map(|u| r.url("directors", Some(u)))
+            .collect();
+        if federation.is_none() && directors.is_empty() {
+            r.problem("federation: set federation (a discovery URL) or directors".into());
+        }
+        let interval = r.duration("interval");
+        let lifetime = r.duration("lifetime");
+        let namespaces: Vec<NamespaceConfig> = r.optional("namespace").unwrap_or_default();
+        for ns in &namespaces {
+            if !crate::paths::is_valid_namespace(&ns.path) {
+                r.problem(format!(
+                    "namespace.path: {:?} must be an absolute path without '.', '..', '//' or a trailing /",
+                    ns.path
+                ));
+            }
+        }
+        let listen = r
+            .optional::<String>("listen")
+            .and_then(|text| match text.parse() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    r.problem(format!(
+                        "listen: {text:?} is not an address like 0.0.0.0:9001"
+                    ));
+                    None
+                }
+            });
+        let export = r.optional("export");
+        let cache_dir = r.optional("cache_dir");
+        let ca_bundle = r.optional("ca_bundle");
+        let config = (|| {
+            let data_url = data_url?;
+            Some(ServiceConfig {
+                name: name?,
+                kind: kind?,
+                web_url: web_url.unwrap_or_else(|| data_url.clone()),
+                data_url,
+                key: key?,
+                federation,
+                directors,
+                interval: interval?,
+                lifetime: lifetime?,
+                namespaces,
+                listen,
+                export,
+                cache_dir,
+                ca_bundle,
+            })
+        })();
+        r.finish(config)
+    }
+}

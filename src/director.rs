@@ -1,0 +1,364 @@
+//! One director: opens its store, serves HTTP, and runs its workers until cancelled.
+//!
+//! The library never binds sockets or catches signals: [`Director::start`] takes a bound
+//! listener and a cancellation token, so tests can run several directors in one process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ad::{AdStatus, ServerKind, SigningKey};
+use crate::client::{Client, ClientError, Faults};
+use crate::clock::{SharedClock, system};
+use crate::config::DirectorConfig;
+use crate::http::{AppState, HttpLimits, router};
+use crate::identity::{AdBody, Identity, next_start_time};
+use crate::keys::{self, KeyError};
+use crate::ledger::{AdLimits, Ledger};
+use crate::metrics::Metrics;
+use crate::peers::{PeerSet, Source};
+use crate::replication::Replicator;
+use crate::store::{Store, StoreError};
+use crate::trust::{Trust, TrustFileError};
+use crate::{discovery, expiry};
+
+/// Why a director could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The identity key is missing, exposed or malformed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The trust file is missing or invalid.
+    #[error(transparent)]
+    Trust(#[from] TrustFileError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP client could not be built (CA bundle).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The listener's address could not be read.
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
+}
+
+/// Overrides for embedding and tests.
+#[derive(Default)]
+pub struct Options {
+    /// Wall clock (default: the system clock).
+    pub clock: Option<SharedClock>,
+    /// Trust (default: loaded from `federation.trust`).
+    pub trust: Option<Trust>,
+    /// Signing key (default: loaded from `identity.key`).
+    pub key: Option<SigningKey>,
+    /// Fault injection for outgoing peer requests.
+    pub faults: Faults,
+}
+
+/// Starts directors.
+pub struct Director;
+
+/// A running director.
+pub struct DirectorHandle {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    server: JoinHandle<()>,
+    faults: Faults,
+    forward_timeout: Duration,
+    max_lifetime: Duration,
+    started_in: Duration,
+}
+
+impl Director {
+    /// Starts a director with keys and trust from the files its config names.
+    pub async fn start(
+        config: DirectorConfig,
+        listener: TcpListener,
+        cancel: CancellationToken,
+    ) -> Result<DirectorHandle, StartError> {
+        Self::start_with(config, Options::default(), listener, cancel).await
+    }
+
+    /// Starts a director with overrides.
+    pub async fn start_with(
+        config: DirectorConfig,
+        options: Options,
+        listener: TcpListener,
+        cancel: CancellationToken,
+    ) -> Result<DirectorHandle, StartError> {
+        let began = Instant::now();
+        let clock = options.clock.unwrap_or_else(system);
+        let key = match options.key {
+            Some(key) => key,
+            None => keys::load(&config.identity.key)?,
+        };
+        let trust = match options.trust {
+            Some(trust) => trust,
+            None => Trust::load(&config.federation.trust)?,
+        };
+        let addr = listener.local_addr().map_err(StartError::Listener)?;
+
+        let data_dir = config.data_dir.clone();
+        let now = clock.now_ms();
+        let (store, moved_aside) =
+            tokio::task::spawn_blocking(move || Store::open_or_recover(&data_dir, now))
+                .await
+                .map_err(|e| StoreError::Database {
+                    path: config.data_dir.clone(),
+                    message: e.to_string(),
+                })??;
+        if let Some(aside) = moved_aside {
+            tracing::error!(moved_to = %aside.display(), "started with an empty store; catching up from peers");
+        }
+        let started_at = next_start_time(now, store.last_started_at()?);
+        store.set_last_started_at(started_at)?;
+
+        let limits = AdLimits {
+            max_lifetime: config.ads.max_lifetime,
+            max_clock_skew: config.ads.max_clock_skew,
+        };
+        let (ledger, quarantined) = Ledger::open(store.clone(), trust, clock.clone(), limits)?;
+        if quarantined > 0 {
+            tracing::error!(
+                quarantined,
+                "damaged ads were moved to quarantine; peers will resend them"
+            );
+        }
+        let ledger = Arc::new(ledger);
+        let identity = Arc::new(Identity::new(
+            &config.name,
+            ServerKind::Director,
+            started_at,
+            key,
+        ));
+        let (peers, mut added) = PeerSet::load(
+            &config.advertise_url,
+            identity.instance().uuid,
+            store.clone(),
+            clock.clone(),
+        );
+        let peers = Arc::new(peers);
+        for url in &config.federation.directors {
+            peers.add(url, Source::Configured);
+        }
+        let client = Client::new(
+            config.peers.forward_timeout,
+            config.federation.ca_bundle.as_deref(),
+        )?
+        .with_faults(options.faults.clone());
+        let metrics = Arc::new(Metrics::default());
+        let tracker = TaskTracker::new();
+        let workers = cancel.child_token();
+        let replicator = Replicator::new(
+            ledger.clone(),
+            peers.clone(),
+            client,
+            metrics.clone(),
+            tracker.clone(),
+            workers.clone(),
+        );
+        let state = Arc::new(AppState {
+            name: config.name.clone(),
+            advertise_url: peers.self_url().to_string(),
+            replicator: replicator.clone(),
+            ledger: ledger.clone(),
+            peers: peers.clone(),
+            metrics: metrics.clone(),
+            identity: identity.clone(),
+            ready: AtomicBool::new(true),
+        });
+        let limits = HttpLimits {
+            max_body: config.limits.max_body as usize,
+            request_timeout: config.limits.request_timeout,
+            max_concurrent: config.limits.max_concurrent,
+        };
+        let app = router(state.clone(), limits);
+        let server_cancel = cancel.clone();
+        let server = tokio::spawn(async move {
+            let serve =
+                axum::serve(listener, app).with_graceful_shutdown(server_cancel.cancelled_owned());
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "HTTP server failed");
+            }
+        });
+        let started_in = began.elapsed();
+        tracing::info!(
+            name = %config.name,
+            %addr,
+            advertise_url = %state.advertise_url,
+            ads = ledger.view().len(),
+            peers = peers.urls().len(),
+            started_in_ms = started_in.as_millis() as u64,
+            "director ready"
+        );
+
+        tracker.spawn(expiry::run(
+            ledger.clone(),
+            metrics.clone(),
+            config.ads.prune_interval,
+            workers.clone(),
+        ));
+        tracker.spawn(discovery::run(
+            replicator.clone(),
+            config.federation.discovery_url.clone(),
+            config.peers.poll_interval,
+            config.peers.forget_after,
+            workers.clone(),
+        ));
+        // Catch up with every director known at start, then with each one learned later.
+        for peer in peers.urls() {
+            replicator.spawn_sync(peer);
+        }
+        let watcher = replicator.clone();
+        let watch_cancel = workers.clone();
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = watch_cancel.cancelled() => return,
+                    url = added.recv() => match url {
+                        Some(url) => watcher.spawn_sync(url),
+                        None => return,
+                    }
+                }
+            }
+        });
+        let handle = DirectorHandle {
+            addr,
+            state,
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+            server,
+            faults: options.faults,
+            forward_timeout: config.peers.forward_timeout,
+            max_lifetime: config.ads.max_lifetime,
+            started_in,
+        };
+        handle.announce(AdStatus::Ok).await;
+        let announcer = handle.announcer();
+        let interval = config.peers.announce_interval;
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = workers.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {
+                        announcer.announce(AdStatus::Ok).await;
+                    }
+                }
+            }
+        });
+        Ok(handle)
+    }
+}
+
+/// Signs and spreads this director's own ad.
+#[derive(Clone)]
+struct Announcer {
+    state: Arc<AppState>,
+    max_lifetime: Duration,
+}
+
+impl Announcer {
+    async fn announce(&self, status: AdStatus) -> Option<crate::ad::SignedAd> {
+        let now = self.state.ledger.clock().now_ms();
+        let signed = self.state.identity.sign(
+            AdBody {
+                data_url: self.state.advertise_url.clone(),
+                web_url: self.state.advertise_url.clone(),
+                namespaces: vec![],
+                status,
+            },
+            now + self.max_lifetime.as_millis() as u64,
+        );
+        match self.state.replicator.accept(signed.clone(), None).await {
+            Ok(_) => Some(signed),
+            Err(error) => {
+                tracing::error!(%error, "could not accept this director's own ad (is it in the trust file as a director?)");
+                None
+            }
+        }
+    }
+}
+
+impl DirectorHandle {
+    fn announcer(&self) -> Announcer {
+        Announcer {
+            state: self.state.clone(),
+            max_lifetime: self.max_lifetime,
+        }
+    }
+
+    async fn announce(&self, status: AdStatus) -> Option<crate::ad::SignedAd> {
+        self.announcer().announce(status).await
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The advertise URL.
+    pub fn url(&self) -> &str {
+        &self.state.advertise_url
+    }
+
+    /// Handler state (view, peers, metrics) for inspection.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Fault injection for this director's outgoing peer requests.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Time from `start` being called to serving with the view loaded.
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+
+    /// Graceful stop: withdraw this director's ad from its peers, stop accepting, drain
+    /// requests, stop workers, flush the store.
+    pub async fn shutdown(self) {
+        if let Some(withdrawal) = self.announce(AdStatus::ShuttingDown).await {
+            let client = self.state.replicator.client().clone();
+            let from = self.state.advertise_url.clone();
+            let sends = self.state.peers.urls().into_iter().map(|peer| {
+                let client = client.clone();
+                let ad = withdrawal.clone();
+                let from = from.clone();
+                async move {
+                    tokio::time::timeout(self.forward_timeout, client.forward(&peer, &ad, &from))
+                        .await
+                }
+            });
+            join_all(sends).await;
+        }
+        self.state.ready.store(false, Ordering::SeqCst);
+        self.cancel.cancel();
+        let _ = self.server.await;
+        self.tracker.close();
+        self.tracker.wait().await;
+        if let Err(error) = self.state.ledger.store().flush_blocking() {
+            tracing::error!(%error, "final flush failed");
+        }
+    }
+
+    /// Abrupt stop, as close to `kill -9` as one process allows: no withdrawal, no drain.
+    /// Acknowledged ads are already durable.
+    pub async fn crash(self) {
+        self.server.abort();
+        self.cancel.cancel();
+        let _ = self.server.await;
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}

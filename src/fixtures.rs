@@ -1,0 +1,74 @@
+//! Ready-made ads, keys and trust entries for tests, fuzzing and benchmarks.
+
+use uuid::Uuid;
+
+use crate::ad::{Ad, AdStatus, Capabilities, InstanceId, NamespaceAd, ServerKind, SigningKey};
+use crate::clock::UnixMillis;
+use crate::trust::{Trust, TrustedServer};
+
+/// A deterministic key for a server name (tests only: never for real servers).
+pub fn key_for(name: &str) -> SigningKey {
+    let mut seed = [0u8; 32];
+    for (i, b) in name.bytes().enumerate() {
+        seed[i % 32] = seed[i % 32].wrapping_mul(31).wrapping_add(b);
+    }
+    seed[31] ^= name.len() as u8;
+    SigningKey::from_bytes(&seed)
+}
+
+/// A public, readable namespace.
+pub fn public_namespace(path: &str) -> NamespaceAd {
+    NamespaceAd {
+        path: path.to_string(),
+        caps: Capabilities {
+            public_reads: true,
+            reads: true,
+            writes: false,
+            listings: true,
+            direct_reads: true,
+        },
+        issuers: vec![],
+        generation: vec![],
+    }
+}
+
+/// An ad for `name` of `kind` serving `namespaces`, from a fixed instance.
+pub fn ad(
+    name: &str,
+    kind: ServerKind,
+    namespaces: &[&str],
+    started_at: UnixMillis,
+    generation: u64,
+) -> Ad {
+    Ad {
+        name: name.to_string(),
+        kind,
+        data_url: format!("http://{name}.example:8443"),
+        web_url: format!("http://{name}.example:8443"),
+        namespaces: namespaces.iter().map(|p| public_namespace(p)).collect(),
+        status: AdStatus::Ok,
+        instance_id: InstanceId {
+            started_at,
+            uuid: Uuid::from_u64_pair(started_at, name.len() as u64),
+        },
+        generation,
+        expires_at: started_at + 15 * 60 * 1000 + generation,
+        version: "test".into(),
+    }
+}
+
+/// A trust file that trusts each (name, kind, namespaces) with [`key_for`] keys.
+pub fn trust(servers: &[(&str, ServerKind, &[&str])]) -> Trust {
+    let mut trust = Trust::default();
+    for (name, kind, namespaces) in servers {
+        trust.insert(
+            *name,
+            TrustedServer {
+                kind: *kind,
+                key: key_for(name).verifying_key(),
+                namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+            },
+        );
+    }
+    trust
+}

@@ -1,0 +1,157 @@
+//! The client side (Pelican-compatible): discovery document, redirects, namespaces.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::{AppState, redirect};
+use crate::ad::NamespaceAd;
+use crate::metrics::RedirectResult;
+use crate::paths::parse_object_path;
+use crate::routing::{NoRoute, Purpose};
+use crate::wire::FederationDiscovery;
+
+const OBJECT_API: &str = "/api/v1.0/director/object";
+const ORIGIN_API: &str = "/api/v1.0/director/origin";
+
+pub(super) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/.well-known/pelican-configuration", get(discovery))
+        .route("/api/v2.0/director/listNamespaces", get(list_namespaces))
+        .fallback(object)
+}
+
+async fn discovery(State(state): State<Arc<AppState>>) -> Json<FederationDiscovery> {
+    let me = state.advertise_url.clone();
+    let mut endpoints = vec![me.clone()];
+    endpoints.extend(state.peers.urls());
+    Json(FederationDiscovery {
+        discovery_endpoint: me.clone(),
+        director_endpoint: me,
+        director_advertise_endpoints: endpoints,
+        namespace_registration_endpoint: String::new(),
+        jwks_uri: String::new(),
+        broker_endpoint: String::new(),
+    })
+}
+
+async fn list_namespaces(State(state): State<Arc<AppState>>) -> Json<Vec<NamespaceAd>> {
+    let now = state.ledger.clock().now_ms();
+    let view = state.ledger.view();
+    let namespaces = view
+        .namespaces(now)
+        .into_iter()
+        .filter_map(|prefix| view.route(&prefix, Purpose::Read, now).ok())
+        .map(|route| route.namespace)
+        .collect();
+    Json(namespaces)
+}
+
+/// Where a request for an object path should go, from its URL path and method.
+fn purpose_of(method: &Method, uri_path: &str) -> Result<(Purpose, String), ApiError> {
+    let (api_origin, raw) = if let Some(rest) = uri_path.strip_prefix(ORIGIN_API) {
+        (true, rest)
+    } else if let Some(rest) = uri_path.strip_prefix(OBJECT_API) {
+        (false, rest)
+    } else {
+        (false, uri_path)
+    };
+    let raw = if raw.is_empty() { "/" } else { raw };
+    let path = parse_object_path(raw)?;
+    let purpose = match *method {
+        Method::GET | Method::HEAD if api_origin => Purpose::OriginRead,
+        Method::GET | Method::HEAD => Purpose::Read,
+        Method::PUT | Method::DELETE => Purpose::Write,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not supported on object paths"),
+            ));
+        }
+    };
+    Ok((purpose, path))
+}
+
+#[derive(Serialize)]
+struct RouteBody<'a> {
+    namespace: &'a str,
+    location: String,
+    servers: Vec<&'a str>,
+}
+
+/// `GET|HEAD|PUT|DELETE /<path>` and the object/origin APIs: 307 to the best server.
+async fn object(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    match redirect_for(&state, &request) {
+        Ok(response) => {
+            state.metrics.redirect(RedirectResult::Redirected);
+            response
+        }
+        Err(error) => {
+            state
+                .metrics
+                .redirect(if error.status() == StatusCode::NOT_FOUND {
+                    RedirectResult::NotFound
+                } else {
+                    RedirectResult::Refused
+                });
+            error.into_response()
+        }
+    }
+}
+
+fn redirect_for(state: &AppState, request: &Request) -> Result<Response, ApiError> {
+    let uri = request.uri();
+    let (purpose, path) = purpose_of(request.method(), uri.path())?;
+    let mut no_redirect = false;
+    let query: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| {
+            let is_flag = *pair == "redirect=false";
+            no_redirect |= is_flag;
+            !pair.is_empty() && !is_flag
+        })
+        .collect();
+    let query = query.join("&");
+    let now = state.ledger.clock().now_ms();
+    let view = state.ledger.view();
+    let route = view.route(&path, purpose, now).map_err(|no| match no {
+        NoRoute::NoNamespace => {
+            ApiError::not_found(format!("no server serves a namespace containing {path}"))
+        }
+        NoRoute::NotAllowed { prefix } => ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not_allowed",
+            format!(
+                "no origin for namespace {prefix} allows {}",
+                request.method()
+            ),
+        ),
+    })?;
+    let headers = redirect::headers(&route, &path, Some(&query));
+    if no_redirect {
+        let body = RouteBody {
+            namespace: &route.prefix,
+            location: headers
+                .get(axum::http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            servers: route
+                .candidates
+                .iter()
+                .map(|c| c.data_url.as_str())
+                .collect(),
+        };
+        return Ok((StatusCode::OK, headers, Json(body)).into_response());
+    }
+    Ok((StatusCode::TEMPORARY_REDIRECT, headers).into_response())
+}

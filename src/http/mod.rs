@@ -1,0 +1,114 @@
+//! The director's HTTP API: one router built from per-group routers.
+
+mod clients;
+mod error;
+mod health;
+mod json;
+mod peers;
+mod redirect;
+mod services;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::identity::Identity;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::peers::PeerSet;
+use crate::replication::Replicator;
+
+pub use error::ApiError;
+
+/// `Server` header: Pelican's client treats a 404 without `pelican/` in `Server` as a
+/// proxy error and retries, so Skein says it speaks Pelican's director protocol.
+pub const SERVER_HEADER: &str = concat!("pelican/7 skein/", env!("CARGO_PKG_VERSION"));
+
+/// Everything handlers need.
+pub struct AppState {
+    /// This director's name.
+    pub name: String,
+    /// This director's advertise URL.
+    pub advertise_url: String,
+    /// Ingest and forwarding.
+    pub replicator: Arc<Replicator>,
+    /// The view.
+    pub ledger: Arc<Ledger>,
+    /// Known directors.
+    pub peers: Arc<PeerSet>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// This director's identity.
+    pub identity: Arc<Identity>,
+    /// True once the store is open and the view loaded.
+    pub ready: AtomicBool,
+}
+
+/// Request limits applied to every route.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Largest request body, bytes.
+    pub max_body: usize,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+    /// Requests in flight before shedding with 503.
+    pub max_concurrent: usize,
+}
+
+/// The full router with limits applied.
+pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|error: tower::BoxError| async move {
+            overloaded_or_timeout(error)
+        }))
+        .load_shed()
+        .concurrency_limit(limits.max_concurrent)
+        .timeout(limits.request_timeout);
+    Router::new()
+        .merge(services::router())
+        .merge(peers::router())
+        .merge(health::router())
+        .merge(clients::router())
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limits.max_body))
+        .layer(shed)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::SERVER,
+            HeaderValue::from_static(SERVER_HEADER),
+        ))
+}
+
+fn overloaded_or_timeout(error: tower::BoxError) -> Response {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request took too long",
+        )
+        .into_response();
+    }
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the director is at its concurrency limit; retry shortly",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
+    ApiError::internal(error).into_response()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,240 @@
+//! The director's view of the federation: checks, stores and indexes every ad.
+//!
+//! One writer at a time decides "newer?", writes sled and publishes a new [`View`]
+//! snapshot; readers never wait for it. An ad is acknowledged only once durable.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+use crate::ad::{AdKey, AdVersion, ServerKind, SignedAd, is_newer};
+use crate::clock::{SharedClock, UnixMillis};
+use crate::config::check_url;
+use crate::paths::is_valid_namespace;
+use crate::routing::View;
+use crate::store::{Store, StoreError, StoredAd};
+use crate::trust::{Trust, TrustError};
+
+/// An ad whose expiry lies further ahead than this is refused outright (a broken clock
+/// must not make one ad live, or "newest", for ever); nearer ones are clamped.
+pub const MAX_EXPIRY_AHEAD: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Longest server name accepted.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Most namespaces in one ad.
+pub const MAX_NAMESPACES: usize = 10_000;
+
+/// Limits applied to incoming ads.
+#[derive(Debug, Clone, Copy)]
+pub struct AdLimits {
+    /// An ad expires at min(its expiry, receipt + this).
+    pub max_lifetime: Duration,
+    /// How far ahead of this director's clock a start time may be.
+    pub max_clock_skew: Duration,
+}
+
+/// What happened to an ad.
+#[derive(Debug, Clone)]
+pub enum IngestOutcome {
+    /// Newer than what was held: stored, durable and routed.
+    Accepted(Arc<StoredAd>),
+    /// The same version was already held.
+    Duplicate,
+    /// An older version than the one held.
+    Stale,
+}
+
+impl IngestOutcome {
+    /// The wire status: `accepted`, `duplicate` or `stale`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            IngestOutcome::Accepted(_) => "accepted",
+            IngestOutcome::Duplicate => "duplicate",
+            IngestOutcome::Stale => "stale",
+        }
+    }
+}
+
+/// Why an ad was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Not trusted (unknown signer, bad signature, forbidden namespace).
+    #[error(transparent)]
+    Untrusted(#[from] TrustError),
+    /// Well-signed but not sane (bad URL, clock far off, expired, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed: nothing was acknowledged.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The director's ads: durable in sled, indexed in memory.
+pub struct Ledger {
+    store: Store,
+    view: ArcSwap<View>,
+    writer: Mutex<()>,
+    trust: Trust,
+    clock: SharedClock,
+    limits: AdLimits,
+    expiry_changed: Notify,
+}
+
+impl Ledger {
+    /// Loads every stored ad into a fresh view.
+    pub fn open(
+        store: Store,
+        trust: Trust,
+        clock: SharedClock,
+        limits: AdLimits,
+    ) -> Result<(Self, usize), StoreError> {
+        let loaded = store.load_ads()?;
+        let quarantined = loaded.quarantined.len();
+        let view = View::from_ads(loaded.ads);
+        Ok((
+            Self {
+                store,
+                view: ArcSwap::from_pointee(view),
+                writer: Mutex::new(()),
+                trust,
+                clock,
+                limits,
+                expiry_changed: Notify::new(),
+            },
+            quarantined,
+        ))
+    }
+
+    /// The current snapshot (lock-free).
+    pub fn view(&self) -> Arc<View> {
+        self.view.load_full()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// Woken whenever the earliest expiry may have moved earlier.
+    pub fn expiry_changed(&self) -> &Notify {
+        &self.expiry_changed
+    }
+
+    /// The version held for `key`.
+    pub fn version_of(&self, key: &AdKey) -> Option<AdVersion> {
+        self.view.load().get(key).map(|a| a.ad.version())
+    }
+
+    /// Checks, stores (durably) and indexes `signed` if it is newer than what is held.
+    pub async fn ingest(&self, signed: SignedAd) -> Result<IngestOutcome, IngestError> {
+        let now = self.clock.now_ms();
+        self.check_sane(&signed, now)?;
+        self.trust.check(&signed)?;
+        let key = signed.ad.key();
+        let version = signed.ad.version();
+        let accepted = {
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let current = self.view.load();
+            let held = current.get(&key).map(|a| a.ad.version());
+            if !is_newer(version, held) {
+                return Ok(if held == Some(version) {
+                    IngestOutcome::Duplicate
+                } else {
+                    IngestOutcome::Stale
+                });
+            }
+            let stored = Arc::new(StoredAd::new(
+                signed,
+                now,
+                self.limits.max_lifetime.as_millis() as u64,
+            ));
+            self.store.put_ad(&stored)?;
+            self.view.store(Arc::new(current.with_ad(stored.clone())));
+            stored
+        };
+        self.expiry_changed.notify_one();
+        self.store.flush().await?;
+        Ok(IngestOutcome::Accepted(accepted))
+    }
+
+    fn check_sane(&self, signed: &SignedAd, now: UnixMillis) -> Result<(), IngestError> {
+        let ad = &signed.ad;
+        let invalid = |why: String| Err(IngestError::Invalid(why));
+        if ad.name.trim().is_empty() || ad.name.len() > MAX_NAME_LEN {
+            return invalid(format!("name must be 1 to {MAX_NAME_LEN} characters"));
+        }
+        if let Err(why) = check_url(&ad.data_url) {
+            return invalid(format!("data-url: {why}"));
+        }
+        if ad.kind == ServerKind::Director && !ad.namespaces.is_empty() {
+            return invalid("a director ad carries no namespaces".into());
+        }
+        if ad.namespaces.len() > MAX_NAMESPACES {
+            return invalid(format!("more than {MAX_NAMESPACES} namespaces"));
+        }
+        if let Some(ns) = ad
+            .namespaces
+            .iter()
+            .find(|ns| !is_valid_namespace(&ns.path))
+        {
+            return invalid(format!(
+                "namespace {:?} is not a clean absolute path",
+                ns.path
+            ));
+        }
+        let skew = self.limits.max_clock_skew.as_millis() as u64;
+        if ad.instance_id.started_at > now.saturating_add(skew) {
+            return invalid(format!(
+                "instance started_at {} is {} ms ahead of this director's clock (limit {skew} ms)",
+                ad.instance_id.started_at,
+                ad.instance_id.started_at - now
+            ));
+        }
+        if ad.expires_at <= now {
+            return invalid(format!("ad expired at {} (now {now})", ad.expires_at));
+        }
+        if ad.expires_at > now.saturating_add(MAX_EXPIRY_AHEAD.as_millis() as u64) {
+            return invalid(format!(
+                "expires_at {} is unreasonably far in the future",
+                ad.expires_at
+            ));
+        }
+        Ok(())
+    }
+
+    /// Drops every ad whose expiry has passed; returns their keys.
+    pub async fn prune(&self, now: UnixMillis) -> Result<Vec<AdKey>, StoreError> {
+        let expired = {
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let current = self.view.load_full();
+            let expired: Vec<AdKey> = current
+                .ads()
+                .filter(|a| a.expires_at <= now)
+                .map(|a| a.ad.key())
+                .collect();
+            if expired.is_empty() {
+                return Ok(expired);
+            }
+            let mut next = (*current).clone();
+            for key in &expired {
+                self.store.remove_ad(key)?;
+                next = next.without(key);
+            }
+            self.view.store(Arc::new(next));
+            expired
+        };
+        self.store.flush().await?;
+        Ok(expired)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,29 @@
+//! Skein: a highly-available director cluster for Pelican-style data federations.
+//!
+//! Start with [`director::Director`] (one director) and `docs/replication.md` (the cluster).
+
+pub mod ad;
+pub mod advertiser;
+pub mod client;
+pub mod clock;
+pub mod codec;
+pub mod config;
+pub mod director;
+pub mod discovery;
+pub mod expiry;
+#[doc(hidden)]
+pub mod fixtures;
+pub mod http;
+pub mod identity;
+pub mod keys;
+pub mod ledger;
+pub mod metrics;
+pub mod paths;
+pub mod peers;
+pub mod replication;
+pub mod routing;
+pub mod servers;
+pub mod store;
+pub mod telemetry;
+pub mod trust;
+pub mod wire;

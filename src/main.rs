@@ -1,0 +1,18 @@
+//! The `skein` binary: parse the command line, start logging, run the subcommand.
+
+mod cli;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    skein::telemetry::init("info");
+    match cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("skein: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

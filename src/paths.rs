@@ -1,0 +1,177 @@
+//! Object paths: parsing hostile input into a clean path, prefix matching, re-encoding.
+
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+/// The longest object path accepted (bytes, decoded).
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// Characters escaped when a path goes back into a URL or header: everything but
+/// unreserved characters, `/` and a few sub-delimiters that are safe in a path.
+const PATH_ESCAPE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}')
+    .add(b';')
+    .add(b',');
+
+/// Why a path was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    /// Does not start with `/`.
+    #[error("path must start with /")]
+    NotAbsolute,
+    /// Longer than [`MAX_PATH_LEN`].
+    #[error("path is longer than {MAX_PATH_LEN} bytes")]
+    TooLong,
+    /// Percent-encoding that is not UTF-8.
+    #[error("path is not valid UTF-8 after percent-decoding")]
+    BadEncoding,
+    /// NUL, CR, LF or another control character.
+    #[error("path contains a control character")]
+    ControlCharacter,
+    /// A `.` or `..` segment.
+    #[error("path contains a '.' or '..' segment")]
+    DotSegment,
+}
+
+/// Decodes and checks a request path; returns it with duplicate slashes folded.
+pub fn parse_object_path(raw: &str) -> Result<String, PathError> {
+    if raw.len() > MAX_PATH_LEN * 3 {
+        return Err(PathError::TooLong);
+    }
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| PathError::BadEncoding)?;
+    if !decoded.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if decoded.len() > MAX_PATH_LEN {
+        return Err(PathError::TooLong);
+    }
+    if decoded.chars().any(char::is_control) {
+        return Err(PathError::ControlCharacter);
+    }
+    let mut clean = String::with_capacity(decoded.len());
+    for segment in decoded.split('/').filter(|s| !s.is_empty()) {
+        if segment == "." || segment == ".." {
+            return Err(PathError::DotSegment);
+        }
+        clean.push('/');
+        clean.push_str(segment);
+    }
+    if clean.is_empty() {
+        clean.push('/');
+    }
+    Ok(clean)
+}
+
+/// Checks a namespace prefix as advertised (same rules as an object path).
+pub fn is_valid_namespace(prefix: &str) -> bool {
+    parse_object_path(prefix).is_ok_and(|clean| clean == prefix)
+}
+
+/// Percent-encodes a clean path for a `Location` or `Link` header.
+pub fn encode_path(path: &str) -> String {
+    utf8_percent_encode(path, PATH_ESCAPE).to_string()
+}
+
+/// True if `path` is `prefix` or lies below it on a component boundary.
+pub fn is_under_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The component prefixes of a clean path, longest first: `/a/b/c`, `/a/b`, `/a`.
+pub fn prefixes_longest_first(path: &str) -> impl Iterator<Item = &str> {
+    let mut end = Some(path.len());
+    std::iter::from_fn(move || {
+        let current = end?;
+        if current == 0 {
+            end = None;
+            return None;
+        }
+        let prefix = &path[..current];
+        end = prefix.rfind('/');
+        Some(prefix)
+    })
+    .filter(|p| !p.is_empty() && *p != "/")
+}
+
+/// Number of path components in a namespace prefix (`/a/b` has 2).
+pub fn depth(prefix: &str) -> usize {
+    prefix.split('/').filter(|s| !s.is_empty()).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        assert_eq!(parse_object_path("/a/../etc"), Err(PathError::DotSegment));
+        assert_eq!(parse_object_path("/a/%2e%2e/b"), Err(PathError::DotSegment));
+        assert_eq!(
+            parse_object_path("/a%00b"),
+            Err(PathError::ControlCharacter)
+        );
+        assert_eq!(
+            parse_object_path("/a%0d%0aSet-Cookie:x"),
+            Err(PathError::ControlCharacter)
+        );
+        assert_eq!(parse_object_path("/a%ff"), Err(PathError::BadEncoding));
+        assert_eq!(parse_object_path("a"), Err(PathError::NotAbsolute));
+        let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
+        assert_eq!(parse_object_path(&long), Err(PathError::TooLong));
+    }
+
+    #[test]
+    fn clean_paths_pass_and_fold_slashes() {
+        assert_eq!(
+            parse_object_path("/ligo//frames/x.gwf").unwrap(),
+            "/ligo/frames/x.gwf"
+        );
+        assert_eq!(parse_object_path("/a%20b").unwrap(), "/a b");
+        assert_eq!(encode_path("/a b/c?d"), "/a%20b/c%3Fd");
+    }
+
+    #[test]
+    fn prefix_matching_respects_components() {
+        assert!(is_under_prefix("/ligo/frames/x", "/ligo/frames"));
+        assert!(is_under_prefix("/ligo/frames", "/ligo/frames"));
+        assert!(!is_under_prefix("/ligo/framesx", "/ligo/frames"));
+        assert!(is_under_prefix("/anything", "/"));
+        let all: Vec<_> = prefixes_longest_first("/a/b/c").collect();
+        assert_eq!(all, vec!["/a/b/c", "/a/b", "/a"]);
+        assert_eq!(depth("/a/b"), 2);
+    }
+
+    proptest! {
+        #[test]
+        fn parsed_paths_are_header_safe(raw in "\\PC*") {
+            if let Ok(clean) = parse_object_path(&format!("/{raw}")) {
+                let encoded = encode_path(&clean);
+                prop_assert!(encoded.bytes().all(|b| (0x21..0x7f).contains(&b)));
+                prop_assert!(!clean.contains("/../"));
+            }
+        }
+    }
+}

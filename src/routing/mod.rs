@@ -1,0 +1,244 @@
+//! The in-memory view of the federation and the redirect decision.
+//!
+//! [`View`] is an immutable snapshot built from persistent maps: an update clones it in
+//! O(1) and changes it in O(log n), then publishes the new snapshot atomically. Readers
+//! (every redirect) load the current snapshot without taking any lock.
+
+mod rank;
+
+use std::sync::Arc;
+
+use imbl::{HashMap, OrdSet};
+
+use crate::ad::{AdKey, AdStatus, NamespaceAd, ServerKind};
+use crate::clock::UnixMillis;
+use crate::paths::prefixes_longest_first;
+use crate::store::StoredAd;
+
+pub use rank::{rank_by, score};
+
+/// What a client wants to do with a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Read through the best cache, else an origin.
+    Read,
+    /// Read from an origin.
+    OriginRead,
+    /// Write to an origin whose namespace allows writes.
+    Write,
+}
+
+/// One server a client may be sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Server name.
+    pub name: String,
+    /// Origin or cache.
+    pub kind: ServerKind,
+    /// Base URL objects are fetched from.
+    pub data_url: String,
+}
+
+/// Where a path goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The longest advertised namespace prefix containing the path.
+    pub prefix: String,
+    /// The namespace as advertised (capabilities, issuers), origin's copy preferred.
+    pub namespace: NamespaceAd,
+    /// Servers in rank order, best first.
+    pub candidates: Vec<Candidate>,
+    /// An origin for the namespace that allows listings (for `collections-url`).
+    pub collections_url: Option<String>,
+}
+
+/// Why no route was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoRoute {
+    /// No live server advertises a namespace containing the path.
+    NoNamespace,
+    /// The namespace exists but no live server does what was asked (e.g. writes).
+    NotAllowed {
+        /// The namespace found.
+        prefix: String,
+    },
+}
+
+/// An immutable snapshot of every live ad.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    ads: HashMap<AdKey, Arc<StoredAd>>,
+    by_prefix: HashMap<Arc<str>, OrdSet<AdKey>>,
+}
+
+impl View {
+    /// Builds a view from loaded ads.
+    pub fn from_ads(ads: impl IntoIterator<Item = StoredAd>) -> Self {
+        ads.into_iter()
+            .fold(View::default(), |view, ad| view.with_ad(Arc::new(ad)))
+    }
+
+    /// A copy with `stored` replacing any ad of the same key.
+    pub fn with_ad(&self, stored: Arc<StoredAd>) -> Self {
+        let key = stored.ad.key();
+        let mut next = self.without(&key);
+        if stored.ad.kind != ServerKind::Director {
+            for ns in &stored.ad.namespaces {
+                next.by_prefix
+                    .entry(Arc::from(ns.path.as_str()))
+                    .or_default()
+                    .insert(key.clone());
+            }
+        }
+        next.ads.insert(key, stored);
+        next
+    }
+
+    /// A copy without the ad at `key`.
+    pub fn without(&self, key: &AdKey) -> Self {
+        let mut next = self.clone();
+        if let Some(old) = next.ads.remove(key) {
+            for ns in &old.ad.namespaces {
+                let path: &str = &ns.path;
+                if let Some(set) = next.by_prefix.get_mut(path) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        next.by_prefix.remove(path);
+                    }
+                }
+            }
+        }
+        next
+    }
+
+    /// The ad held for `key`.
+    pub fn get(&self, key: &AdKey) -> Option<&Arc<StoredAd>> {
+        self.ads.get(key)
+    }
+
+    /// Every ad held (live or not yet pruned).
+    pub fn ads(&self) -> impl Iterator<Item = &Arc<StoredAd>> {
+        self.ads.values()
+    }
+
+    /// Number of ads held.
+    pub fn len(&self) -> usize {
+        self.ads.len()
+    }
+
+    /// True if no ad is held.
+    pub fn is_empty(&self) -> bool {
+        self.ads.is_empty()
+    }
+
+    /// The earliest expiry among held ads.
+    pub fn next_expiry(&self) -> Option<UnixMillis> {
+        self.ads.values().map(|a| a.expires_at).min()
+    }
+
+    /// Namespace prefixes with at least one live, serving server.
+    pub fn namespaces(&self, now: UnixMillis) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .by_prefix
+            .iter()
+            .filter(|(_, keys)| keys.iter().any(|k| self.serving(k, now).is_some()))
+            .map(|(prefix, _)| prefix.to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn serving(&self, key: &AdKey, now: UnixMillis) -> Option<&Arc<StoredAd>> {
+        self.ads
+            .get(key)
+            .filter(|a| a.ad.status == AdStatus::Ok && a.expires_at > now)
+    }
+
+    /// Decides where `path` (clean, absolute) goes for `purpose` at time `now`.
+    pub fn route(&self, path: &str, purpose: Purpose, now: UnixMillis) -> Result<Route, NoRoute> {
+        let mut refused_prefix = None;
+        for prefix in prefixes_longest_first(path).chain(std::iter::once("/")) {
+            let Some(keys) = self.by_prefix.get(prefix) else {
+                continue;
+            };
+            let live: Vec<(&Arc<StoredAd>, &NamespaceAd)> = keys
+                .iter()
+                .filter_map(|k| self.serving(k, now))
+                .filter_map(|a| {
+                    a.ad.namespaces
+                        .iter()
+                        .find(|ns| ns.path == prefix)
+                        .map(|ns| (a, ns))
+                })
+                .collect();
+            if live.is_empty() {
+                continue;
+            }
+            match build_route(prefix, &live, path, purpose) {
+                Some(route) => return Ok(route),
+                None => {
+                    refused_prefix.get_or_insert_with(|| prefix.to_string());
+                }
+            }
+        }
+        Err(match refused_prefix {
+            Some(prefix) => NoRoute::NotAllowed { prefix },
+            None => NoRoute::NoNamespace,
+        })
+    }
+}
+
+fn build_route(
+    prefix: &str,
+    live: &[(&Arc<StoredAd>, &NamespaceAd)],
+    path: &str,
+    purpose: Purpose,
+) -> Option<Route> {
+    let candidate = |(a, _): &(&Arc<StoredAd>, &NamespaceAd)| Candidate {
+        name: a.ad.name.clone(),
+        kind: a.ad.kind,
+        data_url: a.ad.data_url.clone(),
+    };
+    let of_kind = |kind: ServerKind, keep: &dyn Fn(&NamespaceAd) -> bool| {
+        let mut picked: Vec<Candidate> = live
+            .iter()
+            .filter(|(a, ns)| a.ad.kind == kind && keep(ns))
+            .map(candidate)
+            .collect();
+        rank_by(&mut picked, path, |c| &c.name);
+        picked
+    };
+    let candidates = match purpose {
+        Purpose::Read => {
+            let mut all = of_kind(ServerKind::Cache, &|_| true);
+            all.extend(of_kind(ServerKind::Origin, &|_| true));
+            all
+        }
+        Purpose::OriginRead => of_kind(ServerKind::Origin, &|_| true),
+        Purpose::Write => of_kind(ServerKind::Origin, &|ns| ns.caps.writes),
+    };
+    if candidates.is_empty() {
+        return None;
+    }
+    let origin_ns = live
+        .iter()
+        .filter(|(a, _)| a.ad.kind == ServerKind::Origin)
+        .min_by(|x, y| x.0.ad.name.cmp(&y.0.ad.name));
+    let namespace = origin_ns
+        .or_else(|| live.first())
+        .map(|(_, ns)| (*ns).clone())?;
+    let collections_url = live
+        .iter()
+        .filter(|(a, ns)| a.ad.kind == ServerKind::Origin && ns.caps.listings)
+        .map(|(a, _)| a.ad.data_url.clone())
+        .min();
+    Some(Route {
+        prefix: prefix.to_string(),
+        namespace,
+        candidates,
+        collections_url,
+    })
+}
+
+#[cfg(test)]
+mod tests;

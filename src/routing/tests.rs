@@ -1,0 +1,115 @@
+//! Unit tests for the view and redirect decision.
+
+use super::*;
+use crate::ad::{AdStatus, ServerKind};
+use crate::fixtures;
+use crate::store::StoredAd;
+
+const NOW: u64 = 1_000_000;
+
+fn stored(name: &str, kind: ServerKind, namespaces: &[&str]) -> Arc<StoredAd> {
+    let ad = fixtures::ad(name, kind, namespaces, NOW - 10, 1);
+    let signed = ad.sign(&fixtures::key_for(name));
+    Arc::new(StoredAd::new(signed, NOW - 5, 15 * 60 * 1000))
+}
+
+#[test]
+fn caches_first_then_origin_longest_prefix() {
+    let view = View::default()
+        .with_ad(stored("origin-1", ServerKind::Origin, &["/ligo"]))
+        .with_ad(stored("origin-2", ServerKind::Origin, &["/ligo/frames"]))
+        .with_ad(stored("cache-1", ServerKind::Cache, &["/ligo/frames"]))
+        .with_ad(stored("cache-2", ServerKind::Cache, &["/ligo/frames"]));
+    let route = view
+        .route("/ligo/frames/x.gwf", Purpose::Read, NOW)
+        .unwrap();
+    assert_eq!(route.prefix, "/ligo/frames");
+    let kinds: Vec<_> = route.candidates.iter().map(|c| c.kind).collect();
+    assert_eq!(
+        kinds,
+        [ServerKind::Cache, ServerKind::Cache, ServerKind::Origin]
+    );
+    assert_eq!(route.candidates[2].name, "origin-2");
+
+    let other = view.route("/ligo/other", Purpose::Read, NOW).unwrap();
+    assert_eq!(other.prefix, "/ligo");
+    assert_eq!(other.candidates[0].name, "origin-1");
+
+    let origin = view
+        .route("/ligo/frames/x", Purpose::OriginRead, NOW)
+        .unwrap();
+    assert!(
+        origin
+            .candidates
+            .iter()
+            .all(|c| c.kind == ServerKind::Origin)
+    );
+    assert_eq!(
+        view.route("/ligox", Purpose::Read, NOW),
+        Err(NoRoute::NoNamespace)
+    );
+}
+
+#[test]
+fn replacing_and_removing_updates_the_index() {
+    let view = View::default().with_ad(stored("origin-1", ServerKind::Origin, &["/a"]));
+    let moved = view.with_ad(stored("origin-1", ServerKind::Origin, &["/b"]));
+    assert!(moved.route("/a/x", Purpose::Read, NOW).is_err());
+    assert!(moved.route("/b/x", Purpose::Read, NOW).is_ok());
+    assert!(
+        view.route("/a/x", Purpose::Read, NOW).is_ok(),
+        "old snapshot unchanged"
+    );
+    let gone = moved.without(&AdKey {
+        kind: ServerKind::Origin,
+        name: "origin-1".into(),
+    });
+    assert!(gone.is_empty());
+    assert!(gone.namespaces(NOW).is_empty());
+}
+
+#[test]
+fn expired_and_withdrawn_servers_get_no_traffic() {
+    let live = stored("cache-1", ServerKind::Cache, &["/a"]);
+    let mut withdrawn = (*stored("cache-2", ServerKind::Cache, &["/a"])).clone();
+    withdrawn.ad.status = AdStatus::ShuttingDown;
+    let view = View::default()
+        .with_ad(live.clone())
+        .with_ad(Arc::new(withdrawn))
+        .with_ad(stored("origin-1", ServerKind::Origin, &["/a"]));
+    let route = view.route("/a/x", Purpose::Read, NOW).unwrap();
+    let names: Vec<_> = route.candidates.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["cache-1", "origin-1"]);
+    let after_expiry = view.route("/a/x", Purpose::Read, live.expires_at);
+    assert_eq!(after_expiry, Err(NoRoute::NoNamespace));
+}
+
+#[test]
+fn writes_need_a_writable_origin() {
+    let mut writable = (*stored("origin-w", ServerKind::Origin, &["/w"])).clone();
+    writable.ad.namespaces[0].caps.writes = true;
+    let view = View::default()
+        .with_ad(stored("origin-r", ServerKind::Origin, &["/r"]))
+        .with_ad(Arc::new(writable));
+    assert_eq!(
+        view.route("/r/x", Purpose::Write, NOW),
+        Err(NoRoute::NotAllowed {
+            prefix: "/r".into()
+        })
+    );
+    assert_eq!(
+        view.route("/w/x", Purpose::Write, NOW).unwrap().candidates[0].name,
+        "origin-w"
+    );
+}
+
+#[test]
+fn same_object_same_cache() {
+    let view = (0..10).fold(View::default(), |v, i| {
+        v.with_ad(stored(&format!("cache-{i}"), ServerKind::Cache, &["/ns"]))
+    });
+    let first = view.route("/ns/object", Purpose::Read, NOW).unwrap();
+    for _ in 0..5 {
+        assert_eq!(view.route("/ns/object", Purpose::Read, NOW).unwrap(), first);
+    }
+}

@@ -1,0 +1,191 @@
+//! The trust file: who may advertise what. An ad is accepted only if its signature
+//! verifies with the key listed for its name and kind and every namespace is allowed.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::ad::{ServerKind, SignError, SignedAd, VerifyingKey, decode_public_key};
+use crate::paths::is_under_prefix;
+
+/// One `[[server]]` entry as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerEntry {
+    name: String,
+    kind: ServerKind,
+    public_key: String,
+    #[serde(default)]
+    namespaces: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustFile {
+    #[serde(default)]
+    server: Vec<ServerEntry>,
+}
+
+/// A trusted server.
+#[derive(Debug, Clone)]
+pub struct TrustedServer {
+    /// Its kind.
+    pub kind: ServerKind,
+    /// Its signing key.
+    pub key: VerifyingKey,
+    /// Namespace prefixes it may serve.
+    pub namespaces: Vec<String>,
+}
+
+/// Why an ad is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TrustError {
+    /// No entry for the ad's name.
+    #[error("server {0:?} is not in the trust file")]
+    UnknownServer(String),
+    /// The entry is for another kind.
+    #[error("server {name:?} is trusted as a {trusted}, not as a {claimed}")]
+    WrongKind {
+        /// Server name.
+        name: String,
+        /// Kind in the trust file.
+        trusted: ServerKind,
+        /// Kind in the ad.
+        claimed: ServerKind,
+    },
+    /// The signature does not verify.
+    #[error(transparent)]
+    Signature(#[from] SignError),
+    /// A namespace outside the server's allowed prefixes.
+    #[error("server {name:?} may not serve namespace {namespace:?}")]
+    ForbiddenNamespace {
+        /// Server name.
+        name: String,
+        /// The namespace refused.
+        namespace: String,
+    },
+}
+
+/// Why the trust file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustFileError {
+    /// Unreadable.
+    #[error("trust file {path}")]
+    Io {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not valid TOML of the expected shape.
+    #[error("trust file {path}: {message}")]
+    Invalid {
+        /// Path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The loaded trust file.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    servers: HashMap<String, TrustedServer>,
+}
+
+impl Trust {
+    /// Loads and checks a trust file.
+    pub fn load(path: &Path) -> Result<Self, TrustFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrustFileError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| TrustFileError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses trust-file TOML, reporting every bad entry at once.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: TrustFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut servers = HashMap::new();
+        let mut problems = Vec::new();
+        for entry in file.server {
+            let key = match decode_public_key(&entry.public_key) {
+                Ok(key) => key,
+                Err(e) => {
+                    problems.push(format!("server {:?}: {e}", entry.name));
+                    continue;
+                }
+            };
+            for ns in &entry.namespaces {
+                if !ns.starts_with('/') {
+                    problems.push(format!(
+                        "server {:?}: namespace {ns:?} must start with /",
+                        entry.name
+                    ));
+                }
+            }
+            let trusted = TrustedServer {
+                kind: entry.kind,
+                key,
+                namespaces: entry.namespaces,
+            };
+            if servers.insert(entry.name.clone(), trusted).is_some() {
+                problems.push(format!("server {:?} is listed twice", entry.name));
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { servers })
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// Adds or replaces an entry (used by tests and embedders).
+    pub fn insert(&mut self, name: impl Into<String>, server: TrustedServer) {
+        self.servers.insert(name.into(), server);
+    }
+
+    /// Number of trusted servers.
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// True if nobody is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// Checks an ad: known signer of the right kind, valid signature, allowed namespaces.
+    pub fn check(&self, signed: &SignedAd) -> Result<(), TrustError> {
+        let ad = &signed.ad;
+        let trusted = self
+            .servers
+            .get(&ad.name)
+            .ok_or_else(|| TrustError::UnknownServer(ad.name.clone()))?;
+        if trusted.kind != ad.kind {
+            return Err(TrustError::WrongKind {
+                name: ad.name.clone(),
+                trusted: trusted.kind,
+                claimed: ad.kind,
+            });
+        }
+        signed.verify(&trusted.key)?;
+        for ns in &ad.namespaces {
+            let allowed = trusted
+                .namespaces
+                .iter()
+                .any(|prefix| is_under_prefix(&ns.path, prefix));
+            if !allowed {
+                return Err(TrustError::ForbiddenNamespace {
+                    name: ad.name.clone(),
+                    namespace: ns.path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

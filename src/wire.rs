@@ -1,0 +1,127 @@
+//! JSON shapes of the HTTP API, shared by the server handlers and the typed client.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ad::{AdKey, AdVersion, SignedAd};
+use crate::clock::UnixMillis;
+
+/// Pelican's federation discovery document (`/.well-known/pelican-configuration`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederationDiscovery {
+    /// Where this document lives.
+    #[serde(default)]
+    pub discovery_endpoint: String,
+    /// A director clients should ask.
+    #[serde(default)]
+    pub director_endpoint: String,
+    /// Every director known (for services advertising to all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub director_advertise_endpoints: Vec<String>,
+    /// Namespace registry (empty: Skein uses a trust file).
+    #[serde(default)]
+    pub namespace_registration_endpoint: String,
+    /// Federation JWKS (empty where not used).
+    #[serde(default)]
+    pub jwks_uri: String,
+    /// Connection broker (empty where not used).
+    #[serde(default)]
+    pub broker_endpoint: String,
+}
+
+/// One entry of `GET /api/v1.0/director/directors`: Pelican's DirectorAd plus Skein's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectorInfo {
+    /// Director name (empty until its ad is known).
+    #[serde(default)]
+    pub name: String,
+    /// Instance start, Unix ms.
+    #[serde(rename = "startTime", default)]
+    pub start_time: UnixMillis,
+    /// Instance UUID.
+    #[serde(rename = "instanceID", default)]
+    pub instance_id: String,
+    /// Ad generation.
+    #[serde(rename = "generationID", default)]
+    pub generation_id: u64,
+    /// Software version.
+    #[serde(default)]
+    pub version: String,
+    /// Ad expiry, Unix ms.
+    #[serde(default)]
+    pub expiry: UnixMillis,
+    /// The director's URL.
+    pub advertise_url: String,
+    /// When it last answered this director (Unix ms, 0: never).
+    #[serde(default)]
+    pub last_seen: UnixMillis,
+    /// Whether the last contact succeeded.
+    #[serde(default)]
+    pub reachable: bool,
+    /// True for the director answering.
+    #[serde(rename = "self", default)]
+    pub is_self: bool,
+}
+
+/// Answer to an ad registration or forward.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// `accepted`, `duplicate` or `stale`.
+    pub status: String,
+}
+
+/// One ad as listed by `GET /api/v1.0/director/ads`: the signed ad plus local facts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdListing {
+    /// The ad and its signature, as the server sent it.
+    #[serde(flatten)]
+    pub signed: SignedAd,
+    /// When this director accepted it.
+    pub received_at: UnixMillis,
+    /// When this director drops it.
+    pub effective_expiry: UnixMillis,
+}
+
+/// One entry of a digest: which version of which ad a director holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestEntry {
+    /// The ad's key.
+    pub key: AdKey,
+    /// The version held.
+    pub version: AdVersion,
+}
+
+/// Body of `POST /api/v1.0/director/ads/fetch`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchRequest {
+    /// Keys wanted.
+    pub keys: Vec<AdKey>,
+}
+
+/// Error body of every 4xx/5xx.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Short machine-readable code.
+    pub error: String,
+    /// A sentence for humans.
+    pub detail: String,
+}
+
+/// Body of `POST /api/v1.0/director/forward`: one ad, or a batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ForwardBody {
+    /// A batch of ads (answered with one [`ForwardResult`] each, in order).
+    Batch(Vec<SignedAd>),
+    /// A single ad (answered with a [`RegisterResponse`]).
+    One(Box<SignedAd>),
+}
+
+/// The outcome for one ad of a forwarded batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardResult {
+    /// `accepted`, `duplicate`, `stale` or `refused`.
+    pub status: String,
+    /// Why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
