@@ -48,6 +48,11 @@ impl ManualClock {
         self.now.fetch_add(ms, Ordering::SeqCst);
     }
 
+    /// The current reading.
+    pub fn now(&self) -> UnixMillis {
+        self.now.load(Ordering::SeqCst)
+    }
+
     /// Sets the clock to `ms`.
     pub fn set(&self, ms: UnixMillis) {
         self.now.store(ms, Ordering::SeqCst);

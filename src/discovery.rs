@@ -76,9 +76,11 @@ pub async fn run(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(poll_interval) => {}
         }
-        // Anti-entropy backstop: one digest exchange with every peer per interval.
-        for peer in replicator.peers().urls() {
-            replicator.spawn_sync(peer);
+        // Anti-entropy backstop: one digest exchange with one random peer per interval.
+        let peers = replicator.peers().urls();
+        if !peers.is_empty() {
+            let pick = rand::random::<u64>() as usize % peers.len();
+            replicator.spawn_sync(peers[pick].clone());
         }
     }
 }

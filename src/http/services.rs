@@ -69,19 +69,17 @@ async fn forward(
         .map(str::to_string);
     match body {
         ForwardBody::One(ad) => {
-            let outcome = state.replicator.accept(*ad, from.as_deref()).await?;
+            let outcome = state.replicator.accept_forwarded(*ad, from.as_deref())?;
             Ok(Json(RegisterResponse {
                 status: outcome.status().to_string(),
             })
             .into_response())
         }
         ForwardBody::Batch(ads) => {
-            // Concurrent ingests share one fsync (group commit).
-            let outcomes = futures::future::join_all(
-                ads.into_iter()
-                    .map(|ad| state.replicator.accept(ad, from.as_deref())),
-            )
-            .await;
+            let outcomes: Vec<_> = ads
+                .into_iter()
+                .map(|ad| state.replicator.accept_forwarded(ad, from.as_deref()))
+                .collect();
             let mut results = Vec::with_capacity(outcomes.len());
             for outcome in outcomes {
                 results.push(match outcome {

@@ -135,6 +135,16 @@ impl Ledger {
 
     /// Checks, stores (durably) and indexes `signed` if it is newer than what is held.
     pub async fn ingest(&self, signed: SignedAd) -> Result<IngestOutcome, IngestError> {
+        let outcome = self.apply(signed)?;
+        if matches!(outcome, IngestOutcome::Accepted(_)) {
+            self.store.flush().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Like [`Ledger::ingest`] but returns before the write is durable: the ad is already
+    /// routed. The caller must `store().flush()` before acknowledging it to anyone.
+    pub fn apply(&self, signed: SignedAd) -> Result<IngestOutcome, IngestError> {
         let now = self.clock.now_ms();
         self.check_sane(&signed, now)?;
         self.trust.check(&signed)?;
@@ -161,7 +171,6 @@ impl Ledger {
             stored
         };
         self.expiry_changed.notify_one();
-        self.store.flush().await?;
         Ok(IngestOutcome::Accepted(accepted))
     }
 

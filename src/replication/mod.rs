@@ -82,13 +82,48 @@ impl Replicator {
         &self.client
     }
 
-    /// Ingests `signed`; if newer, queues it for every peer but `from`.
+    /// Ingests `signed`; if newer, queues it for every peer but `from`, then waits until
+    /// it is durable. Forwarding starts before the local fsync: a peer makes its own
+    /// durable copy, and only the answer to the sender waits for this one.
     pub async fn accept(
         self: &Arc<Self>,
         signed: SignedAd,
         from: Option<&str>,
     ) -> Result<IngestOutcome, IngestError> {
-        let result = self.ledger.ingest(signed).await;
+        let result = self.apply_and_offer(signed, from);
+        if let Ok(IngestOutcome::Accepted(_)) = &result {
+            self.ledger.store().flush().await?;
+        }
+        result
+    }
+
+    /// Accepts an ad forwarded by a peer: like [`Replicator::accept`], but answers before
+    /// the local fsync (which follows in the background). The peer keeps its own durable
+    /// copy and this director would catch up from it after a crash, so the forwarder
+    /// need not wait, and its queue does not stall behind this disk.
+    pub fn accept_forwarded(
+        self: &Arc<Self>,
+        signed: SignedAd,
+        from: Option<&str>,
+    ) -> Result<IngestOutcome, IngestError> {
+        let result = self.apply_and_offer(signed, from);
+        if let Ok(IngestOutcome::Accepted(_)) = &result {
+            let store = self.ledger.store().clone();
+            self.tracker.spawn(async move {
+                if let Err(error) = store.flush().await {
+                    tracing::error!(%error, "background flush failed");
+                }
+            });
+        }
+        result
+    }
+
+    fn apply_and_offer(
+        self: &Arc<Self>,
+        signed: SignedAd,
+        from: Option<&str>,
+    ) -> Result<IngestOutcome, IngestError> {
+        let result = self.ledger.apply(signed);
         let label = match &result {
             Ok(outcome) => outcome.status(),
             Err(IngestError::Untrusted(_)) => "forbidden",

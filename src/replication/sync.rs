@@ -12,6 +12,10 @@ use super::Replicator;
 /// Most keys fetched per request.
 const FETCH_CHUNK: usize = 512;
 
+/// Ads accepted more recently than this are not pushed by a sync: they are still in (or
+/// just left) the peer's forward queue, and pushing them again would only duplicate.
+const PUSH_GRACE_MS: u64 = 2_000;
+
 /// What one sync exchanged.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SyncReport {
@@ -38,7 +42,11 @@ impl Replicator {
             .collect();
         let mut report = SyncReport::default();
         let queue = self.queue_for(&crate::peers::normalize(peer));
-        for ad in view.ads().filter(|a| a.expires_at > now) {
+        let settled = now.saturating_sub(PUSH_GRACE_MS);
+        for ad in view
+            .ads()
+            .filter(|a| a.expires_at > now && a.received_at <= settled)
+        {
             let key = ad.ad.key();
             if is_newer(ad.ad.version(), their_versions.get(&key).copied()) {
                 queue.push(ad.clone());

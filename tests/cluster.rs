@@ -1,0 +1,417 @@
+//! Cluster tests: several real directors in one process, polling until a deadline.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use skein::ad::{AdKey, ServerKind};
+use skein::clock::ManualClock;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn origin_key() -> AdKey {
+    AdKey {
+        kind: ServerKind::Origin,
+        name: "origin-1".into(),
+    }
+}
+
+async fn all_hold(cluster: &Cluster, key: &AdKey, generation: u64) -> bool {
+    cluster
+        .running()
+        .all(|d| held_generation(d, key) == Some(generation))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_of_partial_knowledge_converges_to_everyone_knowing_everyone() {
+    // 0 knows 1, 1 knows 2, 2 knows nobody, 3 knows 2.
+    let cluster = Cluster::start(4, Tuning::default(), |i| match i {
+        0 => vec![1],
+        1 => vec![2],
+        3 => vec![2],
+        _ => vec![],
+    })
+    .await;
+    eventually(WAIT, "every director knows the 3 others", || async {
+        cluster.running().all(|d| d.state().peers.urls().len() == 3)
+    })
+    .await;
+    for d in cluster.running() {
+        assert!(
+            !d.state().peers.urls().contains(&d.url().to_string()),
+            "never lists itself as a peer"
+        );
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ad_sent_to_one_director_is_served_by_all() {
+    let cluster = Cluster::full_mesh(3).await;
+    let started = now_ms();
+    let ad = signed("origin-1", ServerKind::Origin, &["/ns"], started, 1);
+    let status = client()
+        .register(cluster.handle(0).url(), &ad)
+        .await
+        .unwrap();
+    assert_eq!(status.status, "accepted");
+    let sent = Instant::now();
+    eventually(WAIT, "all directors route /ns to origin-1", || async {
+        cluster
+            .running()
+            .all(|d| routes_to(d, "/ns/file").as_deref() == Some("origin-1"))
+    })
+    .await;
+    println!("convergence (3 directors): {:?}", sent.elapsed());
+    cluster.shutdown().await;
+}
+
+/// Sends `versions` successive versions of one ad to director 0 and checks that every
+/// director ends with the last, that forwarding stops, and how many forwards it took.
+async fn forwarding_is_bounded(n: usize, versions: u64) {
+    let cluster = Cluster::full_mesh(n).await;
+    eventually(WAIT, "mesh settled (director ads spread)", || async {
+        cluster
+            .running()
+            .all(|d| d.state().peers.urls().len() == n - 1)
+            && cluster.backlog() == 0
+    })
+    .await;
+    // Let the start-up catch-up settle before counting.
+    let mut last = u64::MAX;
+    eventually(WAIT, "forward counters idle", || {
+        let now = cluster.forwards_total();
+        let idle = now == last && cluster.backlog() == 0;
+        last = now;
+        async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            idle
+        }
+    })
+    .await;
+    let before = cluster.forwards_total();
+    let started = now_ms();
+    let client = client();
+    for generation in 1..=versions {
+        let ad = signed(
+            "origin-1",
+            ServerKind::Origin,
+            &["/ns"],
+            started,
+            generation,
+        );
+        client.register(cluster.handle(0).url(), &ad).await.unwrap();
+    }
+    eventually(WAIT, "every director holds the last version", || async {
+        all_hold(&cluster, &origin_key(), versions).await
+    })
+    .await;
+    let mut last = u64::MAX;
+    eventually(WAIT, "forwarding stopped", || {
+        let now = cluster.forwards_total();
+        let idle = now == last && cluster.backlog() == 0;
+        last = now;
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            idle
+        }
+    })
+    .await;
+    let forwards = cluster.forwards_total() - before;
+    let per_version = forwards as f64 / versions as f64;
+    println!(
+        "{n} directors: {forwards} forwards for {versions} versions ({per_version:.1} per version)"
+    );
+    // Each director forwards a version at most once to each other director.
+    assert!(
+        forwards <= versions * (n as u64) * (n as u64 - 1),
+        "{forwards} forwards for {versions} versions on {n} directors"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_stops_with_3_directors() {
+    forwarding_is_bounded(3, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_stops_with_5_directors() {
+    forwarding_is_bounded(5, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_stops_with_7_directors() {
+    forwarding_is_bounded(7, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_director_listing_itself_sends_itself_nothing() {
+    // Director 0 is configured with its own URL as well as director 1's.
+    let cluster = Cluster::start(2, Tuning::default(), |i| {
+        if i == 0 { vec![0, 1] } else { vec![0] }
+    })
+    .await;
+    let me = cluster.handle(0);
+    assert_eq!(me.state().peers.urls(), vec![cluster.nodes[1].url.clone()]);
+    let ad = signed("origin-1", ServerKind::Origin, &["/ns"], now_ms(), 1);
+    client().register(me.url(), &ad).await.unwrap();
+    eventually(WAIT, "director 1 has the ad", || async {
+        held_generation(cluster.handle(1), &origin_key()) == Some(1)
+    })
+    .await;
+    let metrics = me.state().metrics.render(0, 0);
+    assert!(
+        !metrics.contains(&format!("peer=\"{}\"", me.url())),
+        "forwarded to itself:\n{metrics}"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_director_leaves_the_others_serving_and_forwarding() {
+    let mut cluster = Cluster::full_mesh(3).await;
+    let started = now_ms();
+    client()
+        .register(
+            cluster.handle(0).url(),
+            &signed("origin-1", ServerKind::Origin, &["/ns"], started, 1),
+        )
+        .await
+        .unwrap();
+    eventually(WAIT, "all hold v1", || async {
+        all_hold(&cluster, &origin_key(), 1).await
+    })
+    .await;
+    cluster.crash(0).await;
+    client()
+        .register(
+            cluster.handle(1).url(),
+            &signed("origin-1", ServerKind::Origin, &["/ns"], started, 2),
+        )
+        .await
+        .unwrap();
+    eventually(WAIT, "survivors hold v2", || async {
+        all_hold(&cluster, &origin_key(), 2).await
+    })
+    .await;
+    for d in cluster.running() {
+        assert_eq!(routes_to(d, "/ns/x").as_deref(), Some("origin-1"));
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_director_serves_its_store_at_once_then_catches_up() {
+    let mut cluster = Cluster::full_mesh(3).await;
+    let started = now_ms();
+    let c = client();
+    c.register(
+        cluster.handle(0).url(),
+        &signed("origin-1", ServerKind::Origin, &["/ns"], started, 1),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "all hold v1", || async {
+        all_hold(&cluster, &origin_key(), 1).await
+    })
+    .await;
+    cluster.crash(0).await;
+    // While 0 is down the origin moves on, and a cache appears.
+    c.register(
+        cluster.handle(1).url(),
+        &signed("origin-1", ServerKind::Origin, &["/ns"], started, 2),
+    )
+    .await
+    .unwrap();
+    c.register(
+        cluster.handle(2).url(),
+        &signed("cache-1", ServerKind::Cache, &["/ns"], started, 1),
+    )
+    .await
+    .unwrap();
+    // Restart 0 cut off from its peers: it must serve its own stored view immediately.
+    cluster.cut(0, 1);
+    cluster.cut(0, 2);
+    cluster.restart(0).await;
+    let restarted = cluster.handle(0);
+    assert_eq!(
+        held_generation(restarted, &origin_key()),
+        Some(1),
+        "view loaded from the store"
+    );
+    assert_eq!(routes_to(restarted, "/ns/x").as_deref(), Some("origin-1"));
+    let located = c.locate(restarted.url(), "/ns/x").await.unwrap();
+    assert_eq!(located.status, 307);
+    // Heal: it catches up without anyone re-advertising.
+    cluster.heal(0, 1);
+    cluster.heal(0, 2);
+    let healed = Instant::now();
+    eventually(WAIT, "restarted director caught up", || async {
+        let d = cluster.handle(0);
+        held_generation(d, &origin_key()) == Some(2)
+            && routes_to(d, "/ns/x").as_deref() == Some("cache-1")
+    })
+    .await;
+    println!("catch-up after heal: {:?}", healed.elapsed());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_link_heals_to_convergence() {
+    let cluster = Cluster::full_mesh(3).await;
+    let started = now_ms();
+    // Isolate director 2 completely.
+    cluster.cut(2, 0);
+    cluster.cut(2, 1);
+    let c = client();
+    for generation in 1..=3 {
+        c.register(
+            cluster.handle(0).url(),
+            &signed(
+                "origin-1",
+                ServerKind::Origin,
+                &["/ns"],
+                started,
+                generation,
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    eventually(WAIT, "director 1 holds v3", || async {
+        held_generation(cluster.handle(1), &origin_key()) == Some(3)
+    })
+    .await;
+    assert_eq!(
+        held_generation(cluster.handle(2), &origin_key()),
+        None,
+        "partitioned"
+    );
+    cluster.heal(2, 0);
+    cluster.heal(2, 1);
+    let healed = Instant::now();
+    eventually(WAIT, "partitioned director converged", || async {
+        all_hold(&cluster, &origin_key(), 3).await
+    })
+    .await;
+    println!("convergence after heal: {:?}", healed.elapsed());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_ad_disappears_everywhere() {
+    let clock = ManualClock::new(now_ms());
+    let tuning = Tuning {
+        clock: Some(clock.clone()),
+        ..Tuning::default()
+    };
+    let cluster = Cluster::start(3, tuning, |i| (0..3).filter(|j| *j != i).collect()).await;
+    let started = clock.now();
+    let ad = signed("origin-1", ServerKind::Origin, &["/ns"], started, 1);
+    let expires_at = ad.ad.expires_at;
+    client()
+        .register(cluster.handle(0).url(), &ad)
+        .await
+        .unwrap();
+    eventually(WAIT, "all hold the ad", || async {
+        all_hold(&cluster, &origin_key(), 1).await
+    })
+    .await;
+    clock.set(expires_at);
+    eventually(WAIT, "the ad is gone everywhere", || async {
+        cluster
+            .running()
+            .all(|d| held_generation(d, &origin_key()).is_none() && routes_to(d, "/ns/x").is_none())
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_survivor_of_a_pair_keeps_itself_and_its_view() {
+    // Pelican #3449: with one of two directors down, the survivor must still list itself,
+    // services must still reach it, and its view must not empty.
+    let mut cluster = Cluster::full_mesh(2).await;
+    let started = now_ms();
+    let c = client();
+    c.register(
+        cluster.handle(0).url(),
+        &signed("origin-1", ServerKind::Origin, &["/ns"], started, 1),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "both hold v1", || async {
+        all_hold(&cluster, &origin_key(), 1).await
+    })
+    .await;
+    let dead = cluster.nodes[1].url.clone();
+    let survivor = cluster.nodes[0].url.clone();
+    cluster.crash(1).await;
+    // Wait until the survivor has noticed that its peer is gone.
+    eventually(WAIT, "survivor marks the peer unreachable", || async {
+        let list = c.directors(&survivor).await.unwrap();
+        list.iter().any(|d| d.advertise_url == dead && !d.reachable)
+    })
+    .await;
+    let listed = c.directors(&survivor).await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|d| d.advertise_url == survivor && d.is_self),
+        "counts itself"
+    );
+    // A service whose seed is the dead director still finds the survivor.
+    let found =
+        skein::discovery::discover_directors(&c, Some(&dead), std::slice::from_ref(&survivor))
+            .await;
+    assert!(found.contains(&survivor), "{found:?}");
+    let status = c
+        .register(
+            &survivor,
+            &signed("origin-1", ServerKind::Origin, &["/ns"], started, 2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.status, "accepted");
+    assert_eq!(
+        routes_to(cluster.handle(0), "/ns/x").as_deref(),
+        Some("origin-1")
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_older_copy_never_overwrites_a_newer_ad() {
+    let cluster = Cluster::full_mesh(2).await;
+    let started = now_ms();
+    let c = client();
+    let newer = signed("origin-1", ServerKind::Origin, &["/ns"], started, 5);
+    let older = signed("origin-1", ServerKind::Origin, &["/ns"], started, 4);
+    assert_eq!(
+        c.register(cluster.handle(0).url(), &newer)
+            .await
+            .unwrap()
+            .status,
+        "accepted"
+    );
+    let from = cluster.handle(1).url().to_string();
+    assert_eq!(
+        c.forward(cluster.handle(0).url(), &older, &from)
+            .await
+            .unwrap()
+            .status,
+        "stale"
+    );
+    let restarted_earlier = signed("origin-1", ServerKind::Origin, &["/ns"], started - 1, 99);
+    assert_eq!(
+        c.forward(cluster.handle(0).url(), &restarted_earlier, &from)
+            .await
+            .unwrap()
+            .status,
+        "stale"
+    );
+    assert_eq!(held_generation(cluster.handle(0), &origin_key()), Some(5));
+    cluster.shutdown().await;
+}

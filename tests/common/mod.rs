@@ -1,0 +1,298 @@
+//! Test harness: real directors on 127.0.0.1 port 0 with temp sled directories.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skein::ad::{AdKey, ServerKind, SignedAd};
+use skein::client::{Client, Faults};
+use skein::clock::SharedClock;
+use skein::config::DirectorConfig;
+use skein::director::{Director, DirectorHandle, Options};
+use skein::fixtures;
+use skein::routing::Purpose;
+use skein::trust::Trust;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Polls `check` every 20 ms until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Servers every test federation trusts.
+pub fn trust(directors: usize) -> Trust {
+    let names: Vec<String> = (0..directors).map(director_name).collect();
+    let mut servers: Vec<(&str, ServerKind, &[&str])> = names
+        .iter()
+        .map(|n| (n.as_str(), ServerKind::Director, &[][..]))
+        .collect();
+    servers.push(("origin-1", ServerKind::Origin, &["/ns", "/other"]));
+    servers.push(("origin-2", ServerKind::Origin, &["/ns"]));
+    servers.push(("cache-1", ServerKind::Cache, &["/ns"]));
+    fixtures::trust(&servers)
+}
+
+/// `director-0`, `director-1`, ...
+pub fn director_name(i: usize) -> String {
+    format!("director-{i}")
+}
+
+/// Tunables for test directors: fast polling, optional slow announce.
+#[derive(Clone)]
+pub struct Tuning {
+    pub poll_interval: &'static str,
+    pub announce_interval: &'static str,
+    pub clock: Option<SharedClock>,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            poll_interval: "300ms",
+            announce_interval: "1h",
+            clock: None,
+        }
+    }
+}
+
+/// One director slot: its port and data dir survive restarts.
+pub struct Node {
+    pub index: usize,
+    pub port: u16,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub seeds: Vec<String>,
+    pub faults: Faults,
+    pub handle: Option<DirectorHandle>,
+}
+
+/// Several directors in one process.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub trust_size: usize,
+    pub tuning: Tuning,
+    _dirs: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `n` directors; `seeds(i)` gives the indexes director i is configured with.
+    pub async fn start(n: usize, tuning: Tuning, seeds: impl Fn(usize) -> Vec<usize>) -> Self {
+        let dirs = tempfile::tempdir().unwrap();
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let urls: Vec<String> = listeners
+            .iter()
+            .map(|l| format!("http://{}", l.local_addr().unwrap()))
+            .collect();
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            trust_size: n,
+            tuning,
+            _dirs: dirs,
+        };
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let node = Node {
+                index: i,
+                port: listener.local_addr().unwrap().port(),
+                url: urls[i].clone(),
+                data_dir: cluster._dirs.path().join(format!("d{i}")),
+                seeds: seeds(i).into_iter().map(|j| urls[j].clone()).collect(),
+                faults: Faults::default(),
+                handle: None,
+            };
+            cluster.nodes.push(node);
+            cluster.boot(i, listener).await;
+        }
+        cluster
+    }
+
+    /// Every director knows every other (static lists).
+    pub async fn full_mesh(n: usize) -> Self {
+        Self::start(n, Tuning::default(), move |i| {
+            (0..n).filter(|j| *j != i).collect()
+        })
+        .await
+    }
+
+    fn config(&self, i: usize) -> DirectorConfig {
+        let node = &self.nodes[i];
+        let seeds = node
+            .seeds
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!(
+            r#"
+name = "{name}"
+listen = "127.0.0.1:{port}"
+advertise_url = "{url}"
+data_dir = {dir:?}
+[identity]
+key = "unused-in-tests"
+[federation]
+trust = "unused-in-tests"
+directors = [{seeds}]
+[peers]
+poll_interval = "{poll}"
+forward_timeout = "1s"
+announce_interval = "{announce}"
+[ads]
+prune_interval = "200ms"
+"#,
+            name = director_name(i),
+            port = node.port,
+            url = node.url,
+            dir = node.data_dir,
+            poll = self.tuning.poll_interval,
+            announce = self.tuning.announce_interval,
+        );
+        DirectorConfig::from_toml(&text).unwrap()
+    }
+
+    async fn boot(&mut self, i: usize, listener: TcpListener) {
+        let options = Options {
+            clock: self.tuning.clock.clone(),
+            trust: Some(trust(self.trust_size)),
+            key: Some(fixtures::key_for(&director_name(i))),
+            faults: self.nodes[i].faults.clone(),
+        };
+        let handle =
+            Director::start_with(self.config(i), options, listener, CancellationToken::new())
+                .await
+                .unwrap();
+        self.nodes[i].handle = Some(handle);
+    }
+
+    /// Restarts a stopped director on its old port and data dir.
+    pub async fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].handle.is_none(), "director {i} is running");
+        let addr = format!("127.0.0.1:{}", self.nodes[i].port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(&addr).await {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot rebind {addr}: {e}"),
+            }
+        };
+        self.boot(i, listener).await;
+    }
+
+    /// Abrupt stop (no withdrawal).
+    pub async fn crash(&mut self, i: usize) {
+        self.nodes[i].handle.take().expect("running").crash().await;
+    }
+
+    /// Graceful stop.
+    pub async fn stop(&mut self, i: usize) {
+        self.nodes[i]
+            .handle
+            .take()
+            .expect("running")
+            .shutdown()
+            .await;
+    }
+
+    pub fn handle(&self, i: usize) -> &DirectorHandle {
+        self.nodes[i].handle.as_ref().expect("running")
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = &DirectorHandle> {
+        self.nodes.iter().filter_map(|n| n.handle.as_ref())
+    }
+
+    /// Cuts the links between `i` and `j` in both directions.
+    pub fn cut(&self, i: usize, j: usize) {
+        self.nodes[i].faults.cut(&self.nodes[j].url);
+        self.nodes[j].faults.cut(&self.nodes[i].url);
+    }
+
+    /// Restores the links between `i` and `j`.
+    pub fn heal(&self, i: usize, j: usize) {
+        self.nodes[i].faults.heal(&self.nodes[j].url);
+        self.nodes[j].faults.heal(&self.nodes[i].url);
+    }
+
+    /// Total forward attempts made by running directors.
+    pub fn forwards_total(&self) -> u64 {
+        self.running()
+            .map(|d| d.state().metrics.forwards_total())
+            .sum()
+    }
+
+    /// Ads waiting in any running director's forward queues.
+    pub fn backlog(&self) -> usize {
+        self.running().map(|d| d.state().replicator.backlog()).sum()
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].handle.is_some() {
+                self.stop(i).await;
+            }
+        }
+    }
+}
+
+/// Version (generation) of `key` held by director `d`, if any.
+pub fn held_generation(d: &DirectorHandle, key: &AdKey) -> Option<u64> {
+    d.state().ledger.view().get(key).map(|a| a.ad.generation)
+}
+
+/// The first server `d` routes `path` to (reads), if any.
+pub fn routes_to(d: &DirectorHandle, path: &str) -> Option<String> {
+    let now = d.state().ledger.clock().now_ms();
+    d.state()
+        .ledger
+        .view()
+        .route(path, Purpose::Read, now)
+        .ok()
+        .map(|r| r.candidates[0].name.clone())
+}
+
+/// A signed ad for a fixture server with a given instance start and generation.
+pub fn signed(
+    name: &str,
+    kind: ServerKind,
+    namespaces: &[&str],
+    started_at: u64,
+    generation: u64,
+) -> SignedAd {
+    let mut ad = fixtures::ad(name, kind, namespaces, started_at, generation);
+    ad.expires_at = started_at + 600_000 + generation;
+    ad.sign(&fixtures::key_for(name))
+}
+
+/// Current wall-clock milliseconds.
+pub fn now_ms() -> u64 {
+    skein::clock::Clock::now_ms(&skein::clock::SystemClock)
+}
+
+/// A client for tests.
+pub fn client() -> Client {
+    Client::new(Duration::from_secs(5), None).unwrap()
+}
+
+pub type Shared<T> = Arc<T>;
