@@ -44,9 +44,23 @@ fn harness() -> Harness {
         max_lifetime: Duration::from_secs(900),
         max_clock_skew: Duration::from_secs(300),
     };
-    let ledger = Arc::new(Ledger::open(store.clone(), trust, clock.clone(), limits).unwrap().0);
-    let identity = Arc::new(Identity::new("director-a", ServerKind::Director, NOW, fixtures::key_for("director-a")));
-    let (peers, _added) = PeerSet::load("http://director-a:8444", identity.instance().uuid, store, clock);
+    let ledger = Arc::new(
+        Ledger::open(store.clone(), trust, clock.clone(), limits)
+            .unwrap()
+            .0,
+    );
+    let identity = Arc::new(Identity::new(
+        "director-a",
+        ServerKind::Director,
+        NOW,
+        fixtures::key_for("director-a"),
+    ));
+    let (peers, _added) = PeerSet::load(
+        "http://director-a:8444",
+        identity.instance().uuid,
+        store,
+        clock,
+    );
     let peers = Arc::new(peers);
     let metrics = Arc::new(Metrics::default());
     let replicator = Replicator::new(
@@ -102,11 +116,19 @@ impl Harness {
         let headers = response.headers().clone();
         let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        Answer { status, headers, json }
+        Answer {
+            status,
+            headers,
+            json,
+        }
     }
 
     async fn register(&self, ad: &SignedAd) -> Answer {
-        let endpoint = if ad.ad.kind == ServerKind::Cache { "registerCache" } else { "registerOrigin" };
+        let endpoint = if ad.ad.kind == ServerKind::Cache {
+            "registerCache"
+        } else {
+            "registerOrigin"
+        };
         self.call(
             Method::POST,
             &format!("/api/v1.0/director/{endpoint}"),
@@ -117,18 +139,37 @@ impl Harness {
 }
 
 fn header<'a>(answer: &'a Answer, name: &str) -> &'a str {
-    answer.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    answer
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 #[tokio::test]
 async fn redirects_carry_pelican_headers() {
     let h = harness();
-    assert_eq!(h.register(&ad("origin-1", ServerKind::Origin, &["/ns"], 1)).await.json["status"], "accepted");
-    assert_eq!(h.register(&ad("cache-1", ServerKind::Cache, &["/ns"], 1)).await.json["status"], "accepted");
+    assert_eq!(
+        h.register(&ad("origin-1", ServerKind::Origin, &["/ns"], 1))
+            .await
+            .json["status"],
+        "accepted"
+    );
+    assert_eq!(
+        h.register(&ad("cache-1", ServerKind::Cache, &["/ns"], 1))
+            .await
+            .json["status"],
+        "accepted"
+    );
 
-    let a = h.call(Method::GET, "/ns/dir/file.txt?authz=abc", None).await;
+    let a = h
+        .call(Method::GET, "/ns/dir/file.txt?authz=abc", None)
+        .await;
     assert_eq!(a.status, StatusCode::TEMPORARY_REDIRECT);
-    assert_eq!(header(&a, "location"), "http://cache-1.example:8443/ns/dir/file.txt?authz=abc");
+    assert_eq!(
+        header(&a, "location"),
+        "http://cache-1.example:8443/ns/dir/file.txt?authz=abc"
+    );
     assert_eq!(
         header(&a, "link"),
         "<http://cache-1.example:8443/ns/dir/file.txt>; rel=\"duplicate\"; pri=1; depth=1, \
@@ -142,21 +183,35 @@ async fn redirects_carry_pelican_headers() {
 
     let head = h.call(Method::HEAD, "/ns/dir/file.txt", None).await;
     assert_eq!(head.status, StatusCode::TEMPORARY_REDIRECT);
-    let object_api = h.call(Method::GET, "/api/v1.0/director/object/ns/a", None).await;
-    assert_eq!(header(&object_api, "location"), "http://cache-1.example:8443/ns/a");
-    let origin_api = h.call(Method::GET, "/api/v1.0/director/origin/ns/a", None).await;
-    assert_eq!(header(&origin_api, "location"), "http://origin-1.example:8443/ns/a");
+    let object_api = h
+        .call(Method::GET, "/api/v1.0/director/object/ns/a", None)
+        .await;
+    assert_eq!(
+        header(&object_api, "location"),
+        "http://cache-1.example:8443/ns/a"
+    );
+    let origin_api = h
+        .call(Method::GET, "/api/v1.0/director/origin/ns/a", None)
+        .await;
+    assert_eq!(
+        header(&origin_api, "location"),
+        "http://origin-1.example:8443/ns/a"
+    );
 
     let no_redirect = h.call(Method::GET, "/ns/a?redirect=false", None).await;
     assert_eq!(no_redirect.status, StatusCode::OK);
     assert_eq!(no_redirect.json["namespace"], "/ns");
-    assert_eq!(header(&no_redirect, "location"), "http://cache-1.example:8443/ns/a");
+    assert_eq!(
+        header(&no_redirect, "location"),
+        "http://cache-1.example:8443/ns/a"
+    );
 }
 
 #[tokio::test]
 async fn unknown_paths_and_bad_methods_get_json_errors() {
     let h = harness();
-    h.register(&ad("origin-1", ServerKind::Origin, &["/ns"], 1)).await;
+    h.register(&ad("origin-1", ServerKind::Origin, &["/ns"], 1))
+        .await;
     let missing = h.call(Method::GET, "/nowhere/x", None).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.json["error"], "not_found");
@@ -168,7 +223,9 @@ async fn unknown_paths_and_bad_methods_get_json_errors() {
     let hostile = h.call(Method::GET, "/ns/%2e%2e/etc/passwd", None).await;
     assert_eq!(hostile.status, StatusCode::BAD_REQUEST);
     assert_eq!(hostile.json["error"], "bad_path");
-    let crlf = h.call(Method::GET, "/ns/a%0d%0aSet-Cookie:%20x", None).await;
+    let crlf = h
+        .call(Method::GET, "/ns/a%0d%0aSet-Cookie:%20x", None)
+        .await;
     assert_eq!(crlf.status, StatusCode::BAD_REQUEST);
     assert!(crlf.headers.get("set-cookie").is_none());
 }
@@ -178,11 +235,15 @@ async fn writes_go_to_a_writable_origin() {
     let h = harness();
     let mut writable = fixtures::ad("origin-w", ServerKind::Origin, &["/w"], NOW - 1000, 1);
     writable.namespaces[0].caps.writes = true;
-    h.register(&writable.sign(&fixtures::key_for("origin-w"))).await;
+    h.register(&writable.sign(&fixtures::key_for("origin-w")))
+        .await;
     for method in [Method::PUT, Method::DELETE] {
         let a = h.call(method, "/w/new.dat", None).await;
         assert_eq!(a.status, StatusCode::TEMPORARY_REDIRECT);
-        assert_eq!(header(&a, "location"), "http://origin-w.example:8443/w/new.dat");
+        assert_eq!(
+            header(&a, "location"),
+            "http://origin-w.example:8443/w/new.dat"
+        );
     }
 }
 
@@ -192,7 +253,12 @@ async fn registration_answers_accepted_duplicate_stale_and_refusals_keep_the_vie
     let v2 = ad("origin-1", ServerKind::Origin, &["/ns"], 2);
     assert_eq!(h.register(&v2).await.json["status"], "accepted");
     assert_eq!(h.register(&v2).await.json["status"], "duplicate");
-    assert_eq!(h.register(&ad("origin-1", ServerKind::Origin, &["/ns"], 1)).await.json["status"], "stale");
+    assert_eq!(
+        h.register(&ad("origin-1", ServerKind::Origin, &["/ns"], 1))
+            .await
+            .json["status"],
+        "stale"
+    );
 
     let wrong_endpoint = h
         .call(
@@ -205,22 +271,44 @@ async fn registration_answers_accepted_duplicate_stale_and_refusals_keep_the_vie
 
     let unknown = ad("stranger", ServerKind::Origin, &["/ns"], 9);
     let a = h.register(&unknown).await;
-    assert_eq!((a.status, a.json["error"].as_str()), (StatusCode::FORBIDDEN, Some("untrusted")));
+    assert_eq!(
+        (a.status, a.json["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("untrusted"))
+    );
 
     let mut tampered = ad("origin-1", ServerKind::Origin, &["/ns"], 9);
     tampered.ad.data_url = "http://evil.example".into();
     let a = h.register(&tampered).await;
-    assert_eq!((a.status, a.json["error"].as_str()), (StatusCode::FORBIDDEN, Some("bad_signature")));
+    assert_eq!(
+        (a.status, a.json["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("bad_signature"))
+    );
 
     let forbidden = ad("origin-1", ServerKind::Origin, &["/secret"], 9);
     let a = h.register(&forbidden).await;
-    assert_eq!((a.status, a.json["error"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden_namespace")));
+    assert_eq!(
+        (a.status, a.json["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden_namespace"))
+    );
 
-    let malformed = h.call(Method::POST, "/api/v1.0/director/registerOrigin", Some("{\"name\":".into())).await;
-    assert_eq!((malformed.status, malformed.json["error"].as_str()), (StatusCode::BAD_REQUEST, Some("malformed_json")));
+    let malformed = h
+        .call(
+            Method::POST,
+            "/api/v1.0/director/registerOrigin",
+            Some("{\"name\":".into()),
+        )
+        .await;
+    assert_eq!(
+        (malformed.status, malformed.json["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("malformed_json"))
+    );
 
     let huge = h
-        .call(Method::POST, "/api/v1.0/director/registerOrigin", Some("x".repeat(200 * 1024)))
+        .call(
+            Method::POST,
+            "/api/v1.0/director/registerOrigin",
+            Some("x".repeat(200 * 1024)),
+        )
         .await;
     assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(huge.json["error"], "payload_too_large");
@@ -235,11 +323,18 @@ async fn registration_answers_accepted_duplicate_stale_and_refusals_keep_the_vie
 #[tokio::test]
 async fn a_withdrawn_server_gets_no_more_traffic() {
     let h = harness();
-    h.register(&ad("origin-1", ServerKind::Origin, &["/ns"], 1)).await;
-    h.register(&ad("cache-1", ServerKind::Cache, &["/ns"], 1)).await;
+    h.register(&ad("origin-1", ServerKind::Origin, &["/ns"], 1))
+        .await;
+    h.register(&ad("cache-1", ServerKind::Cache, &["/ns"], 1))
+        .await;
     let mut leaving = fixtures::ad("cache-1", ServerKind::Cache, &["/ns"], NOW - 1000, 2);
     leaving.status = crate::ad::AdStatus::ShuttingDown;
-    assert_eq!(h.register(&leaving.sign(&fixtures::key_for("cache-1"))).await.json["status"], "accepted");
+    assert_eq!(
+        h.register(&leaving.sign(&fixtures::key_for("cache-1")))
+            .await
+            .json["status"],
+        "accepted"
+    );
     let a = h.call(Method::GET, "/ns/x", None).await;
     assert_eq!(header(&a, "location"), "http://origin-1.example:8443/ns/x");
     assert!(!header(&a, "link").contains("cache-1"));
@@ -248,17 +343,32 @@ async fn a_withdrawn_server_gets_no_more_traffic() {
 #[tokio::test]
 async fn discovery_listings_and_operations() {
     let h = harness();
-    h.register(&ad("origin-1", ServerKind::Origin, &["/ns"], 1)).await;
-    let d = h.call(Method::GET, "/.well-known/pelican-configuration", None).await;
+    h.register(&ad("origin-1", ServerKind::Origin, &["/ns"], 1))
+        .await;
+    let d = h
+        .call(Method::GET, "/.well-known/pelican-configuration", None)
+        .await;
     assert_eq!(d.json["director_endpoint"], "http://director-a:8444");
-    assert_eq!(d.json["director_advertise_endpoints"][0], "http://director-a:8444");
-    for key in ["discovery_endpoint", "namespace_registration_endpoint", "jwks_uri", "broker_endpoint"] {
+    assert_eq!(
+        d.json["director_advertise_endpoints"][0],
+        "http://director-a:8444"
+    );
+    for key in [
+        "discovery_endpoint",
+        "namespace_registration_endpoint",
+        "jwks_uri",
+        "broker_endpoint",
+    ] {
         assert!(d.json.get(key).is_some(), "missing {key}");
     }
-    let ns = h.call(Method::GET, "/api/v2.0/director/listNamespaces", None).await;
+    let ns = h
+        .call(Method::GET, "/api/v2.0/director/listNamespaces", None)
+        .await;
     assert_eq!(ns.json[0]["path"], "/ns");
     assert_eq!(ns.json[0]["Caps"]["PublicRead"], true);
-    let directors = h.call(Method::GET, "/api/v1.0/director/directors", None).await;
+    let directors = h
+        .call(Method::GET, "/api/v1.0/director/directors", None)
+        .await;
     assert_eq!(directors.json[0]["advertise_url"], "http://director-a:8444");
     assert_eq!(directors.json[0]["self"], true);
     let ads = h.call(Method::GET, "/api/v1.0/director/ads", None).await;
@@ -275,13 +385,25 @@ async fn discovery_listings_and_operations() {
         .await;
     assert_eq!(fetch.json.as_array().unwrap().len(), 1);
 
-    assert_eq!(h.call(Method::GET, "/health", None).await.status, StatusCode::OK);
-    assert_eq!(h.call(Method::GET, "/api/v1.0/health", None).await.status, StatusCode::OK);
+    assert_eq!(
+        h.call(Method::GET, "/health", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.call(Method::GET, "/api/v1.0/health", None).await.status,
+        StatusCode::OK
+    );
     assert_eq!(h.call(Method::GET, "/ready", None).await.json["ads"], 1);
     h.call(Method::GET, "/ns/x", None).await;
     let request = Request::get("/metrics").body(Body::empty()).unwrap();
     let response = h.app.clone().oneshot(request).await.unwrap();
-    let text = String::from_utf8(to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
+    let text = String::from_utf8(
+        to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
     for needle in [
         "skein_ads_live 1",
         "skein_ads_received_total{result=\"accepted\"} 1",

@@ -38,7 +38,10 @@ async fn round_trip_and_reopen() {
     assert!(loaded.quarantined.is_empty());
     assert_eq!(store.load_peers().unwrap()[0].url, "http://d:1");
     assert_eq!(store.last_started_at().unwrap(), Some(42));
-    assert_eq!(store.get_ad(&stored("origin-1", 2).ad.key()).unwrap(), Some(stored("origin-1", 2)));
+    assert_eq!(
+        store.get_ad(&stored("origin-1", 2).ad.key()).unwrap(),
+        Some(stored("origin-1", 2))
+    );
 }
 
 #[tokio::test]
@@ -59,7 +62,11 @@ async fn a_damaged_value_is_quarantined_not_a_panic() {
     let loaded = store.load_ads().unwrap();
     assert_eq!(loaded.ads, vec![good]);
     assert_eq!(loaded.quarantined, vec![bad.ad.key().to_string()]);
-    assert_eq!(store.load_ads().unwrap().quarantined.len(), 0, "moved aside once");
+    assert_eq!(
+        store.load_ads().unwrap().quarantined.len(),
+        0,
+        "moved aside once"
+    );
 }
 
 #[test]
@@ -95,7 +102,8 @@ fn an_unopenable_store_is_moved_aside() {
 /// The committed fixture of schema 1 (see `migrations/`) must keep opening.
 #[test]
 fn the_committed_schema_1_fixture_opens() {
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/fixtures/schema-1");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/fixtures/schema-1");
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixture, dir.path());
     let store = Store::open(dir.path()).unwrap();
@@ -122,7 +130,8 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 #[test]
 #[ignore = "writes the committed fixture; run by hand when adding a schema version"]
 fn write_schema_1_fixture() {
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/fixtures/schema-1");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/fixtures/schema-1");
     let _ = std::fs::remove_dir_all(&fixture);
     let store = Store::open(&fixture).unwrap();
     store.put_ad(&stored("origin-1", 3)).unwrap();

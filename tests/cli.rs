@@ -1,0 +1,275 @@
+//! The `skein` binary as a user runs it: keygen, serve, advertise, locate, healthcheck,
+//! `kill -9` and restart.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::eventually;
+
+const SKEIN: &str = env!("CARGO_BIN_EXE_skein");
+
+fn skein(dir: &Path, args: &[&str]) -> Output {
+    Command::new(SKEIN)
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run skein")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Federation {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Federation {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut trust = String::new();
+        for (name, kind, namespaces) in [
+            ("director-a", "director", "[]"),
+            ("origin-1", "origin", "[\"/test\"]"),
+            ("cache-1", "cache", "[\"/test\"]"),
+        ] {
+            let out = skein(
+                dir.path(),
+                &["keygen", "--out", &format!("keys/{name}.key")],
+            );
+            assert!(
+                out.status.success(),
+                "keygen: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let public = String::from_utf8(out.stdout).unwrap();
+            trust.push_str(&format!(
+                "[[server]]\nname = \"{name}\"\nkind = \"{kind}\"\npublic_key = \"{}\"\nnamespaces = {namespaces}\n\n",
+                public.trim()
+            ));
+        }
+        std::fs::write(dir.path().join("trust.toml"), trust).unwrap();
+        std::fs::write(
+            dir.path().join("director.toml"),
+            format!(
+                "name = \"director-a\"\nlisten = \"127.0.0.1:{port}\"\nadvertise_url = \"http://127.0.0.1:{port}\"\n\
+                 data_dir = \"data\"\n[identity]\nkey = \"keys/director-a.key\"\n[federation]\ntrust = \"trust.toml\"\n"
+            ),
+        )
+        .unwrap();
+        for (name, kind, data_port) in [("origin-1", "origin", 19001), ("cache-1", "cache", 19101)]
+        {
+            std::fs::write(
+                dir.path().join(format!("{name}.toml")),
+                format!(
+                    "name = \"{name}\"\nkind = \"{kind}\"\ndata_url = \"http://127.0.0.1:{data_port}\"\n\
+                     key = \"keys/{name}.key\"\nfederation = \"http://127.0.0.1:{port}\"\ninterval = \"1s\"\n\
+                     [[namespace]]\npath = \"/test\"\npublic_reads = true\n"
+                ),
+            )
+            .unwrap();
+        }
+        Federation { dir, port }
+    }
+
+    fn serve(&self) -> Child {
+        Command::new(SKEIN)
+            .args(["serve", "--config", "director.toml"])
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start director")
+    }
+
+    async fn wait_ready(&self) -> Duration {
+        let started = Instant::now();
+        let url = self.url();
+        eventually(Duration::from_secs(20), "director ready", || {
+            let url = url.clone();
+            async move { common::client().ready(&url).await.unwrap_or(false) }
+        })
+        .await;
+        started.elapsed()
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advertise_locate_kill_and_restart() {
+    let fed = Federation::new();
+    let dir = fed.path();
+    let mut director = fed.serve();
+    fed.wait_ready().await;
+
+    let dry = skein(
+        &dir,
+        &["advertise", "--config", "origin-1.toml", "--dry-run"],
+    );
+    assert!(dry.status.success());
+    let ad: serde_json::Value = serde_json::from_str(&stdout(&dry)).unwrap();
+    assert_eq!(ad["name"], "origin-1");
+    assert!(ad["signature"].is_string());
+
+    for service in ["origin-1.toml", "cache-1.toml"] {
+        let out = skein(&dir, &["advertise", "--config", service, "--once"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout(&out).contains(": accepted"), "{}", stdout(&out));
+    }
+
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let located = skein(
+        &dir,
+        &[
+            "locate",
+            "--federation",
+            &dead,
+            "--federation",
+            &fed.url(),
+            "/test/file.txt",
+        ],
+    );
+    assert!(
+        located.status.success(),
+        "{}",
+        String::from_utf8_lossy(&located.stderr)
+    );
+    let text = stdout(&located);
+    assert!(
+        text.contains("redirect: http://127.0.0.1:19101/test/file.txt"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2. http://127.0.0.1:19001/test/file.txt"),
+        "{text}"
+    );
+
+    let ads = skein(&dir, &["ads", "--from", &fed.url()]);
+    assert!(stdout(&ads).contains("origin-1") && stdout(&ads).contains("cache-1"));
+    assert!(skein(&dir, &["healthcheck", &fed.url()]).status.success());
+    assert!(!skein(&dir, &["healthcheck", &dead]).status.success());
+
+    // kill -9, restart: the same redirects at once, before anyone re-advertises.
+    director.kill().unwrap();
+    director.wait().unwrap();
+    let mut director = fed.serve();
+    let ready_in = fed.wait_ready().await;
+    println!("restart to ready (process start to /ready): {ready_in:?}");
+    let again = skein(
+        &dir,
+        &["locate", "--federation", &fed.url(), "/test/file.txt"],
+    );
+    assert_eq!(
+        stdout(&again).lines().nth(1),
+        text.lines().nth(1),
+        "same redirect after kill -9"
+    );
+
+    // Nothing reachable: advertise --once fails with a clear message.
+    std::fs::write(
+        dir.join("lonely.toml"),
+        format!(
+            "name = \"origin-1\"\nkind = \"origin\"\ndata_url = \"http://127.0.0.1:19001\"\nkey = \"keys/origin-1.key\"\ndirectors = [\"{dead}\"]\n"
+        ),
+    )
+    .unwrap();
+    let lonely = skein(&dir, &["advertise", "--config", "lonely.toml", "--once"]);
+    assert!(!lonely.status.success());
+    assert!(String::from_utf8_lossy(&lonely.stderr).contains("no director accepted"));
+
+    director.kill().unwrap();
+    director.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_service_withdraws_at_once() {
+    let fed = Federation::new();
+    let dir = fed.path();
+    let mut director = fed.serve();
+    fed.wait_ready().await;
+    assert!(
+        skein(&dir, &["advertise", "--config", "origin-1.toml", "--once"])
+            .status
+            .success()
+    );
+    let mut cache = Command::new(SKEIN)
+        .args(["advertise", "--config", "cache-1.toml"])
+        .current_dir(&dir)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let client = common::client();
+    let url = fed.url();
+    eventually(Duration::from_secs(20), "cache routed", || {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            client
+                .locate(&url, "/test/a")
+                .await
+                .is_ok_and(|l| l.location.as_deref() == Some("http://127.0.0.1:19101/test/a"))
+        }
+    })
+    .await;
+    // SIGTERM: the advertiser sends a final `shutting down` ad.
+    let status = Command::new("kill")
+        .args(["-TERM", &cache.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(cache.wait().unwrap().success());
+    let located = client.locate(&url, "/test/a").await.unwrap();
+    assert_eq!(
+        located.location.as_deref(),
+        Some("http://127.0.0.1:19001/test/a"),
+        "no traffic to the stopped cache"
+    );
+    director.kill().unwrap();
+    director.wait().unwrap();
+}
+
+#[test]
+fn bad_config_names_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "name = \"x\"\nlisten = \"nope\"\nsurprise = 1\n",
+    )
+    .unwrap();
+    let out = skein(dir.path(), &["serve", "--config", "bad.toml"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "listen:",
+        "surprise: unknown key",
+        "advertise_url: missing",
+        "identity.key: missing",
+    ] {
+        assert!(err.contains(key), "{key} not in {err}");
+    }
+}
