@@ -5,6 +5,8 @@
 //! the previous instance's ad expires (at most `ads.max_lifetime`); the advertiser logs
 //! it loudly. Directors persist their last start and never have this problem.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -40,6 +42,8 @@ pub struct Advertiser {
     identity: Identity,
     client: Client,
     clock: SharedClock,
+    /// Directors found in earlier rounds: sent to first, before discovery answers.
+    known: Mutex<BTreeSet<String>>,
 }
 
 impl Advertiser {
@@ -49,11 +53,19 @@ impl Advertiser {
         let clock = system();
         let identity = Identity::new(&config.name, config.kind, clock.now_ms(), key);
         let client = Client::new(Duration::from_secs(5), config.ca_bundle.as_deref())?;
+        let known = Mutex::new(
+            config
+                .directors
+                .iter()
+                .map(|d| crate::peers::normalize(d))
+                .collect(),
+        );
         Ok(Self {
             config,
             identity,
             client,
             clock,
+            known,
         })
     }
 
@@ -104,21 +116,34 @@ impl Advertiser {
         .await
     }
 
-    /// Signs one ad and sends it to every director at once; a dead director delays
-    /// nobody (each send has its own timeout).
+    /// Signs one ad and sends it to every director: at once to those already known, and
+    /// to each one discovery adds as soon as it is found. Every send has its own timeout,
+    /// so a dead or hung director delays nobody else.
     pub async fn advertise_once(&self, status: AdStatus) -> Vec<Delivery> {
-        let directors = self.directors().await;
         let ad = self.sign(status);
-        let sends = directors.iter().map(|d| self.client.register(d, &ad));
-        let results = join_all(sends).await;
-        let deliveries: Vec<Delivery> = directors
-            .into_iter()
-            .zip(results)
-            .map(|(director, result)| Delivery {
-                director,
-                result: result.map(|r| r.status),
-            })
+        let sent = Mutex::new(BTreeSet::new());
+        let deliveries = Mutex::new(Vec::new());
+        let first_wave: Vec<String> = self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
             .collect();
+        let discovered = async {
+            let found = self.directors().await;
+            self.send_to_new(&ad, &found, &sent, &deliveries).await;
+            found
+        };
+        let (_, found) = futures::join!(
+            self.send_to_new(&ad, &first_wave, &sent, &deliveries),
+            discovered
+        );
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(found);
+        let deliveries = deliveries.into_inner().unwrap_or_else(|e| e.into_inner());
         for d in &deliveries {
             match &d.result {
                 Ok(status) if status == "stale" => tracing::warn!(
@@ -130,6 +155,30 @@ impl Advertiser {
             }
         }
         deliveries
+    }
+
+    async fn send_to_new(
+        &self,
+        ad: &SignedAd,
+        directors: &[String],
+        sent: &Mutex<BTreeSet<String>>,
+        out: &Mutex<Vec<Delivery>>,
+    ) {
+        let fresh: Vec<&String> = {
+            let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+            directors
+                .iter()
+                .filter(|d| sent.insert((*d).clone()))
+                .collect()
+        };
+        let results = join_all(fresh.iter().map(|d| self.client.register(d, ad))).await;
+        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+        for (director, result) in fresh.into_iter().zip(results) {
+            out.push(Delivery {
+                director: director.clone(),
+                result: result.map(|r| r.status),
+            });
+        }
     }
 
     /// Advertises every `interval` until `cancel`, then withdraws (status `shutting down`).

@@ -352,10 +352,10 @@ impl DirectorHandle {
         }
     }
 
-    /// Abrupt stop, as close to `kill -9` as one process allows: no withdrawal, no drain.
-    /// Acknowledged ads are already durable.
+    /// Abrupt stop, as close to `kill -9` as one process allows: no withdrawal ad and no
+    /// final flush (acknowledged ads are already durable). Connections are closed so
+    /// that the store is released and the director can be restarted in this process.
     pub async fn crash(self) {
-        self.server.abort();
         self.cancel.cancel();
         let _ = self.server.await;
         self.tracker.close();

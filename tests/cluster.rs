@@ -415,3 +415,91 @@ async fn a_delayed_older_copy_never_overwrites_a_newer_ad() {
     assert_eq!(held_generation(cluster.handle(0), &origin_key()), Some(5));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_is_newer_even_when_the_clock_went_back() {
+    let clock = ManualClock::new(now_ms());
+    let tuning = Tuning {
+        clock: Some(clock.clone()),
+        ..Tuning::default()
+    };
+    let mut cluster = Cluster::start(2, tuning, |i| vec![1 - i]).await;
+    let key = AdKey {
+        kind: ServerKind::Director,
+        name: director_name(0),
+    };
+    let first_life = cluster.handle(0).state().identity.instance();
+    eventually(WAIT, "peer holds director 0's ad", || async {
+        cluster.handle(1).state().ledger.version_of(&key).is_some()
+    })
+    .await;
+    cluster.crash(0).await;
+    // Two minutes back: within the peers' skew allowance and the ad lifetime.
+    clock.set(first_life.started_at - 120_000);
+    cluster.restart(0).await;
+    let second_life = cluster.handle(0).state().identity.instance();
+    assert!(
+        second_life.started_at > first_life.started_at,
+        "{second_life:?} after {first_life:?}"
+    );
+    eventually(WAIT, "peer holds the second life's ad", || async {
+        cluster
+            .handle(1)
+            .state()
+            .ledger
+            .version_of(&key)
+            .is_some_and(|v| v.uuid == second_life.uuid)
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_director_delays_no_other_when_a_service_advertises() {
+    use skein::advertiser::Advertiser;
+    use skein::config::ServiceConfig;
+
+    let cluster = Cluster::full_mesh(1).await;
+    // A "director" that accepts connections and never answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_url = format!("http://{}", hung.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("origin-1.key");
+    write_key(&key_path, "origin-1");
+    let config = ServiceConfig::from_toml(&format!(
+        "name = \"origin-1\"\nkind = \"origin\"\ndata_url = \"http://origin-1.example:8443\"\nkey = {key_path:?}\n\
+         directors = [\"{hung_url}\", \"{}\"]\n[[namespace]]\npath = \"/ns\"\npublic_reads = true\n",
+        cluster.handle(0).url()
+    ))
+    .unwrap();
+    let advertiser = Advertiser::new(config).unwrap();
+    let sending =
+        tokio::spawn(async move { advertiser.advertise_once(skein::ad::AdStatus::Ok).await });
+    eventually(
+        Duration::from_secs(3),
+        "the live director got the ad",
+        || async { held_generation(cluster.handle(0), &origin_key()).is_some() },
+    )
+    .await;
+    assert!(
+        !sending.is_finished(),
+        "still waiting for the hung director"
+    );
+    let deliveries = sending.await.unwrap();
+    let held: Vec<bool> = deliveries.iter().map(|d| d.held()).collect();
+    assert_eq!(held.iter().filter(|h| **h).count(), 1, "{deliveries:?}");
+    drop(hung);
+    cluster.shutdown().await;
+}
+
+fn write_key(path: &std::path::Path, name: &str) {
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+    let seed = skein::fixtures::key_for(name).to_bytes();
+    std::fs::write(
+        path,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(seed),
+    )
+    .unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}

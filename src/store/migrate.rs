@@ -23,7 +23,7 @@ pub(super) fn migrate(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
         Some(bytes) => Some(
             <[u8; 4]>::try_from(bytes.as_ref())
                 .map(u32::from_le_bytes)
-                .map_err(|_| StoreError::Database {
+                .map_err(|_| StoreError::Damaged {
                     path: path.to_path_buf(),
                     message: "schema version record is damaged".into(),
                 })?,

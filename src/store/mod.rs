@@ -100,6 +100,14 @@ pub enum StoreError {
         /// What failed.
         source: CodecError,
     },
+    /// The database files are damaged (sled reports corruption, or our records are).
+    #[error("store at {path} is damaged: {message}")]
+    Damaged {
+        /// Data directory.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The database was written by a newer Skein.
     #[error("store schema version {found} is newer than this build understands ({supported})")]
     FutureSchema {
@@ -108,6 +116,18 @@ pub enum StoreError {
         /// Newest this build reads.
         supported: u32,
     },
+}
+
+/// Sorts sled's errors into damage (move the store aside) and everything else.
+fn classify(dir: &Path, error: sled::Error) -> StoreError {
+    let path = dir.to_path_buf();
+    let message = error.to_string();
+    match error {
+        sled::Error::Corruption { .. }
+        | sled::Error::Unsupported(_)
+        | sled::Error::ReportableBug(_) => StoreError::Damaged { path, message },
+        _ => StoreError::Database { path, message },
+    }
 }
 
 /// What [`Store::load_ads`] found.
@@ -140,10 +160,7 @@ const LAST_STARTED_AT: &[u8] = b"last_started_at";
 impl Store {
     /// Opens (creating if needed) and migrates the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let err = |e: sled::Error| StoreError::Database {
-            path: dir.to_path_buf(),
-            message: e.to_string(),
-        };
+        let err = |e: sled::Error| classify(dir, e);
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(64 << 20)
@@ -176,10 +193,9 @@ impl Store {
     ) -> Result<(Self, Option<PathBuf>), StoreError> {
         match Self::open(dir) {
             Ok(store) => Ok((store, None)),
-            Err(StoreError::FutureSchema { found, supported }) => {
-                Err(StoreError::FutureSchema { found, supported })
-            }
-            Err(first) => {
+            // Only damage is moved aside: an I/O error (a full disk, or another process
+            // holding the lock on this directory) must never cost a sound store.
+            Err(first @ StoreError::Damaged { .. }) => {
                 let aside = dir.with_extension(format!("corrupt-{now}"));
                 tracing::error!(
                     path = %dir.display(),
@@ -193,6 +209,7 @@ impl Store {
                 })?;
                 Ok((Self::open(dir)?, Some(aside)))
             }
+            Err(other) => Err(other),
         }
     }
 

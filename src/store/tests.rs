@@ -139,3 +139,17 @@ fn write_schema_1_fixture() {
     store.set_last_started_at(1_700_000_000_000).unwrap();
     store.flush_blocking().unwrap();
 }
+
+#[test]
+fn a_locked_store_is_an_error_never_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = Store::open(dir.path()).unwrap();
+    held.put_ad(&stored("origin-1", 1)).unwrap();
+    held.flush_blocking().unwrap();
+    match Store::open_or_recover(dir.path(), 9) {
+        Err(StoreError::Database { .. }) => {}
+        Err(other) => panic!("unexpected error {other}"),
+        Ok((_, aside)) => panic!("opened a store another handle holds (moved aside: {aside:?})"),
+    }
+    assert_eq!(held.load_ads().unwrap().ads.len(), 1);
+}
