@@ -128,12 +128,14 @@ writes = true
             &federation,
             &format!(
                 r#"cache_dir = "{}"
+# A dead director first: the cache must fail over to the live one.
+directors = ["http://127.0.0.1:1", "{federation}"]
 [[namespace]]
 path = "/test"
 public_reads = true
 listings = true
 "#,
-                root.join("cache").display()
+                root.join("cache").display(),
             ),
         )?;
         let cache = cache::start(cache_config, cache_listener, CancellationToken::new()).await?;
@@ -324,6 +326,7 @@ async fn hostile_paths_get_json_errors() -> anyhow::Result<()> {
             "/test/a%00b",
             "/test/a%0d%0aSet-Cookie:x",
             "/test/sub/./big.bin",
+            "/test/.skein-tmp-0123",
         ] {
             let (status, body) = raw(addr, "GET", target).await?;
             assert_eq!(status, 400, "{addr} {target}: {body}");

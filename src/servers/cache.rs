@@ -8,7 +8,8 @@
 //! download instead of fetching again. A hit never touches the network, so the cache
 //! keeps serving what it holds when origins or directors are gone. Every response
 //! carries `X-Cache: HIT` or `MISS`; directory listings are passed through uncached.
-//! Caches take no writes (405).
+//! Caches take no writes (405). Objects are treated as immutable (as in Pelican): a
+//! cached copy is never revalidated; delete it from `cache_dir` to refetch.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -118,7 +119,7 @@ async fn serve(cache: &Cache, request: Request) -> Result<Response, ApiError> {
             "this cache serves no namespace containing {path}"
         )));
     }
-    let rel = files::relative(&path);
+    let rel = files::relative(&path)?;
     let headers = request.headers();
     if let Some(response) = hit(cache, &rel, &method, headers, true).await? {
         return Ok(response);

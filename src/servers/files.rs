@@ -31,6 +31,9 @@ pub enum FileError {
     /// A directory where an object was expected.
     #[error("a directory is in the way")]
     IsDirectory,
+    /// A name reserved for temp files.
+    #[error("names starting with {TEMP_PREFIX} are reserved")]
+    Reserved,
     /// The `Range` asks for bytes past the end.
     #[error("range not satisfiable (object is {0} bytes)")]
     BadRange(u64),
@@ -60,6 +63,7 @@ impl From<FileError> for ApiError {
             FileError::IsDirectory => {
                 ApiError::new(StatusCode::CONFLICT, "is_directory", error.to_string())
             }
+            FileError::Reserved => ApiError::bad_request("reserved_name", error.to_string()),
             FileError::BadRange(_) => ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "bad_range",
@@ -83,9 +87,16 @@ pub fn internal(cause: impl std::fmt::Display) -> ApiError {
     )
 }
 
-/// `rest` (`/a/b`, already clean) as a relative path (`a/b`).
-pub fn relative(rest: &str) -> PathBuf {
-    PathBuf::from(rest.trim_start_matches('/'))
+/// `rest` (`/a/b`, already clean) as a relative path (`a/b`), refusing names that
+/// could collide with a download or upload in flight.
+pub fn relative(rest: &str) -> Result<PathBuf, FileError> {
+    if rest
+        .split('/')
+        .any(|segment| segment.starts_with(TEMP_PREFIX))
+    {
+        return Err(FileError::Reserved);
+    }
+    Ok(PathBuf::from(rest.trim_start_matches('/')))
 }
 
 /// The canonical path and metadata of `root/rel` if it exists and stays inside

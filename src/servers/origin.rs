@@ -85,7 +85,7 @@ async fn serve(origin: &Origin, request: Request) -> Result<Response, ApiError> 
     let ns = namespace_of(&origin.namespaces, &path).ok_or_else(|| {
         ApiError::not_found(format!("this origin serves no namespace containing {path}"))
     })?;
-    let rel = files::relative(&path[ns.path.len()..]);
+    let rel = files::relative(&path[ns.path.len()..])?;
     match method {
         Method::GET | Method::HEAD => read(origin, ns, &rel, &method, request.headers()).await,
         Method::PUT | Method::DELETE if !ns.writes => Err(ApiError::new(
