@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use skein::ad::ServerKind;
+use skein::ad::{AdStatus, ServerKind};
+use skein::advertiser::Advertiser;
 use skein::client::Client;
 use skein::config::{DirectorConfig, ServiceConfig};
 use skein::director::{Director, DirectorHandle, Options};
@@ -83,6 +84,7 @@ trust = "unused.toml"
         let trust = fixtures::trust(&[
             ("director-a", ServerKind::Director, &[]),
             ("origin-1", ServerKind::Origin, &["/test", "/up"]),
+            ("origin-2", ServerKind::Origin, &["/test"]),
             ("cache-1", ServerKind::Cache, &["/test"]),
         ]);
         let options = Options {
@@ -420,5 +422,45 @@ async fn writes_round_trip_where_allowed() -> anyhow::Result<()> {
     );
     let forbidden = get(&format!("{}/up/", fed.origin_url())).await?;
     assert_eq!(forbidden.status(), 403);
+    fed.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cache_fails_over_from_a_dead_origin() -> anyhow::Result<()> {
+    let fed = Federation::start().await?;
+    // origin-2 advertises /test but nothing listens at its data URL.
+    let dead = "http://127.0.0.1:1";
+    let config = service(
+        fed.dir.path(),
+        "origin-2",
+        dead,
+        &fed.director_url(),
+        "[[namespace]]\npath = \"/test\"\npublic_reads = true\n",
+    )?;
+    let advertiser = Advertiser::new(config)?;
+    assert!(
+        advertiser
+            .advertise_once(AdStatus::Ok)
+            .await
+            .iter()
+            .any(|d| d.held())
+    );
+    // Find an object the director ranks the dead origin first for.
+    let mut chosen = None;
+    for i in 0..40 {
+        let path = format!("/test/f{i}.txt");
+        let api = format!("/api/v1.0/director/origin{path}");
+        let located = fed.client.locate(&fed.director_url(), &api).await?;
+        if located.location.is_some_and(|l| l.starts_with(dead)) && located.links.len() == 2 {
+            chosen = Some(path);
+            break;
+        }
+    }
+    let path = chosen.context("the dead origin was never ranked first")?;
+    std::fs::write(fed.export().join(&path["/test/".len()..]), "failover")?;
+    let response = get(&format!("{}{path}", fed.cache_url())).await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-cache"], "MISS");
+    assert_eq!(response.text().await?, "failover");
     fed.stop().await
 }

@@ -36,7 +36,7 @@ pub enum ServerError {
     #[error(transparent)]
     Client(#[from] crate::client::ClientError),
     /// Binding, the served directory, or serving failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
