@@ -42,14 +42,14 @@ case "${1:-}" in
     mkdir -p "$LOCAL/logs" "$LOCAL/pids" "$LOCAL/data"
     keys
     for d in a b c; do start "director-$d" "$SKEIN" serve --config "config/local/director-$d.toml"; done
-    for p in 8441 8442 8443; do wait_ready "http://127.0.0.1:$p"; done
+    for p in 7441 7442 7443; do wait_ready "http://127.0.0.1:$p"; done
     start origin-1 "$SKEIN" origin --config config/local/origin-1.toml
     start cache-1 "$SKEIN" cache --config config/local/cache-1.toml
-    echo "federation up: directors on 127.0.0.1:8441-8443, origin :9001, cache :9101"
-    echo "try: $SKEIN get --federation http://127.0.0.1:8441 /test/hello.txt"
+    echo "federation up: directors on 127.0.0.1:7441-7443, origin :7501, cache :7601"
+    echo "try: $SKEIN get --federation http://127.0.0.1:7441 /test/hello.txt"
     ;;
   status)
-    for p in 8441 8442 8443; do
+    for p in 7441 7442 7443; do
       echo "== director on :$p"; "$SKEIN" directors --from "http://127.0.0.1:$p" || true
       "$SKEIN" ads --from "http://127.0.0.1:$p" || true
     done

@@ -7,7 +7,15 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    skein::telemetry::init("info");
+    // Servers log what they do; client commands speak only when something is wrong.
+    let level = match cli.command {
+        cli::Command::Serve { .. }
+        | cli::Command::Advertise { .. }
+        | cli::Command::Origin { .. }
+        | cli::Command::Cache { .. } => "info",
+        _ => "warn",
+    };
+    skein::telemetry::init(level);
     match cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -1,6 +1,7 @@
 //! The `skein` command line: argument parsing and one function per subcommand.
 
 mod inspect;
+mod memory;
 mod objects;
 mod serve;
 mod service;

@@ -24,19 +24,36 @@ fn client() -> anyhow::Result<Client> {
     )?)
 }
 
-/// Every director reachable from the given federation URLs, seeds first.
+/// Every director reachable from the given federation URLs, seeds first, then those
+/// discovered now, then those remembered from earlier runs (so that a client can still
+/// fail over when the director it was pointed at is the one that is down).
 async fn directors(client: &Client, federation: &[String]) -> Vec<String> {
     let mut all: Vec<String> = federation
         .iter()
         .map(|f| f.trim_end_matches('/').to_string())
         .collect();
+    let mut remembered = super::memory::load();
     for f in federation {
-        for d in discover_directors(client, Some(f), &[]).await {
-            if !all.contains(&d) {
-                all.push(d);
+        let found = discover_directors(client, Some(f), &[]).await;
+        for d in &found {
+            if !all.contains(d) {
+                all.push(d.clone());
+            }
+        }
+        if found.len() > 1 {
+            remembered.insert(f.trim_end_matches('/').to_string(), found);
+        }
+        for d in remembered
+            .get(f.trim_end_matches('/'))
+            .into_iter()
+            .flatten()
+        {
+            if !all.contains(d) {
+                all.push(d.clone());
             }
         }
     }
+    super::memory::save(&remembered);
     all
 }
 
