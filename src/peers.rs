@@ -323,3 +323,88 @@ fn mark(sources: &mut PeerSources, source: Source) {
         Source::Learned => sources.learned = true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ad::ServerKind;
+    use crate::clock::ManualClock;
+    use crate::fixtures;
+
+    fn set(
+        dir: &std::path::Path,
+        clock: Arc<ManualClock>,
+    ) -> (PeerSet, mpsc::UnboundedReceiver<String>) {
+        let store = Store::open(dir).unwrap();
+        PeerSet::load("http://me:1/", Uuid::from_u128(7), store, clock)
+    }
+
+    use std::sync::Arc;
+
+    #[test]
+    fn self_is_never_a_peer_and_seeds_are_never_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000);
+        let (peers, mut added) = set(dir.path(), clock.clone());
+        assert!(
+            !peers.add("http://me:1", Source::Configured),
+            "never itself"
+        );
+        assert!(!peers.add("not a url", Source::Learned));
+        assert!(peers.add("http://seed:1/", Source::Configured));
+        assert!(peers.add("http://learned:1", Source::Learned));
+        assert!(
+            !peers.add("http://learned:1", Source::Learned),
+            "already known"
+        );
+        assert_eq!(added.try_recv().unwrap(), "http://seed:1");
+        assert_eq!(added.try_recv().unwrap(), "http://learned:1");
+        peers.mark_failed("http://seed:1", "down");
+        peers.mark_failed("http://learned:1", "down");
+        clock.advance(10_000);
+        assert_eq!(
+            peers.forget_stale(5_000),
+            vec!["http://learned:1".to_string()]
+        );
+        assert_eq!(peers.urls(), vec!["http://seed:1".to_string()]);
+        assert_eq!(peers.count_with_self(), 2);
+        let listing = peers.listing(crate::wire::DirectorInfo {
+            name: "me".into(),
+            start_time: 1,
+            instance_id: String::new(),
+            generation_id: 0,
+            version: String::new(),
+            expiry: 0,
+            advertise_url: "http://me:1".into(),
+            last_seen: 0,
+            reachable: true,
+            is_self: true,
+        });
+        assert!(listing[0].is_self && listing.len() == 2);
+    }
+
+    #[test]
+    fn peers_survive_a_restart_and_aliases_of_self_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000);
+        {
+            let (peers, _) = set(dir.path(), clock.clone());
+            peers.add("http://other:1", Source::Discovery);
+            peers.add("http://me-alias:1", Source::Learned);
+        }
+        let (peers, _) = set(dir.path(), clock);
+        assert_eq!(peers.urls().len(), 2);
+        // A director ad carrying this process's UUID under another URL: that URL is me.
+        let mut ad = fixtures::ad("me", ServerKind::Director, &[], 5, 1);
+        ad.instance_id.uuid = Uuid::from_u128(7);
+        ad.data_url = "http://me-alias:1".into();
+        peers.note_director_ad(&ad);
+        assert!(peers.is_self("http://me-alias:1"));
+        assert_eq!(peers.urls(), vec!["http://other:1".to_string()]);
+        assert!(
+            peers.mark_ok("http://other:1"),
+            "first contact counts as coming back"
+        );
+        assert!(!peers.mark_ok("http://other:1"));
+    }
+}
