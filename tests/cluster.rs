@@ -17,6 +17,23 @@ fn origin_key() -> AdKey {
     }
 }
 
+/// Registers a fixture server's ad with director `at`, as the server would.
+async fn send(
+    cluster: &Cluster,
+    at: usize,
+    name: &str,
+    kind: ServerKind,
+    started: u64,
+    generation: u64,
+) -> String {
+    let ad = signed(name, kind, &["/ns"], started, generation);
+    client()
+        .register(cluster.handle(at).url(), &ad)
+        .await
+        .unwrap()
+        .status
+}
+
 async fn all_hold(cluster: &Cluster, key: &AdKey, generation: u64) -> bool {
     cluster
         .running()
@@ -67,6 +84,21 @@ async fn an_ad_sent_to_one_director_is_served_by_all() {
     cluster.shutdown().await;
 }
 
+/// Waits until no director forwards anything for a while (counters stable, queues empty).
+async fn forwarding_idle(cluster: &Cluster, what: &str) {
+    let mut last = u64::MAX;
+    eventually(WAIT, what, || {
+        let now = cluster.forwards_total();
+        let idle = now == last && cluster.backlog() == 0;
+        last = now;
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            idle
+        }
+    })
+    .await;
+}
+
 /// Sends `versions` successive versions of one ad to director 0 and checks that every
 /// director ends with the last, that forwarding stops, and how many forwards it took.
 async fn forwarding_is_bounded(n: usize, versions: u64) {
@@ -79,45 +111,25 @@ async fn forwarding_is_bounded(n: usize, versions: u64) {
     })
     .await;
     // Let the start-up catch-up settle before counting.
-    let mut last = u64::MAX;
-    eventually(WAIT, "forward counters idle", || {
-        let now = cluster.forwards_total();
-        let idle = now == last && cluster.backlog() == 0;
-        last = now;
-        async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            idle
-        }
-    })
-    .await;
+    forwarding_idle(&cluster, "forward counters idle").await;
     let before = cluster.forwards_total();
     let started = now_ms();
-    let client = client();
     for generation in 1..=versions {
-        let ad = signed(
+        send(
+            &cluster,
+            0,
             "origin-1",
             ServerKind::Origin,
-            &["/ns"],
             started,
             generation,
-        );
-        client.register(cluster.handle(0).url(), &ad).await.unwrap();
+        )
+        .await;
     }
     eventually(WAIT, "every director holds the last version", || async {
         all_hold(&cluster, &origin_key(), versions).await
     })
     .await;
-    let mut last = u64::MAX;
-    eventually(WAIT, "forwarding stopped", || {
-        let now = cluster.forwards_total();
-        let idle = now == last && cluster.backlog() == 0;
-        last = now;
-        async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            idle
-        }
-    })
-    .await;
+    forwarding_idle(&cluster, "forwarding stopped").await;
     let forwards = cluster.forwards_total() - before;
     let per_version = forwards as f64 / versions as f64;
     println!(
@@ -173,25 +185,13 @@ async fn a_director_listing_itself_sends_itself_nothing() {
 async fn killing_one_director_leaves_the_others_serving_and_forwarding() {
     let mut cluster = Cluster::full_mesh(3).await;
     let started = now_ms();
-    client()
-        .register(
-            cluster.handle(0).url(),
-            &signed("origin-1", ServerKind::Origin, &["/ns"], started, 1),
-        )
-        .await
-        .unwrap();
+    send(&cluster, 0, "origin-1", ServerKind::Origin, started, 1).await;
     eventually(WAIT, "all hold v1", || async {
         all_hold(&cluster, &origin_key(), 1).await
     })
     .await;
     cluster.crash(0).await;
-    client()
-        .register(
-            cluster.handle(1).url(),
-            &signed("origin-1", ServerKind::Origin, &["/ns"], started, 2),
-        )
-        .await
-        .unwrap();
+    send(&cluster, 1, "origin-1", ServerKind::Origin, started, 2).await;
     eventually(WAIT, "survivors hold v2", || async {
         all_hold(&cluster, &origin_key(), 2).await
     })
@@ -207,30 +207,15 @@ async fn a_restarted_director_serves_its_store_at_once_then_catches_up() {
     let mut cluster = Cluster::full_mesh(3).await;
     let started = now_ms();
     let c = client();
-    c.register(
-        cluster.handle(0).url(),
-        &signed("origin-1", ServerKind::Origin, &["/ns"], started, 1),
-    )
-    .await
-    .unwrap();
+    send(&cluster, 0, "origin-1", ServerKind::Origin, started, 1).await;
     eventually(WAIT, "all hold v1", || async {
         all_hold(&cluster, &origin_key(), 1).await
     })
     .await;
     cluster.crash(0).await;
     // While 0 is down the origin moves on, and a cache appears.
-    c.register(
-        cluster.handle(1).url(),
-        &signed("origin-1", ServerKind::Origin, &["/ns"], started, 2),
-    )
-    .await
-    .unwrap();
-    c.register(
-        cluster.handle(2).url(),
-        &signed("cache-1", ServerKind::Cache, &["/ns"], started, 1),
-    )
-    .await
-    .unwrap();
+    send(&cluster, 1, "origin-1", ServerKind::Origin, started, 2).await;
+    send(&cluster, 2, "cache-1", ServerKind::Cache, started, 1).await;
     // Restart 0 cut off from its peers: it must serve its own stored view immediately.
     cluster.cut(0, 1);
     cluster.cut(0, 2);
@@ -336,12 +321,7 @@ async fn the_survivor_of_a_pair_keeps_itself_and_its_view() {
     let mut cluster = Cluster::full_mesh(2).await;
     let started = now_ms();
     let c = client();
-    c.register(
-        cluster.handle(0).url(),
-        &signed("origin-1", ServerKind::Origin, &["/ns"], started, 1),
-    )
-    .await
-    .unwrap();
+    send(&cluster, 0, "origin-1", ServerKind::Origin, started, 1).await;
     eventually(WAIT, "both hold v1", || async {
         all_hold(&cluster, &origin_key(), 1).await
     })
