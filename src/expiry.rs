@@ -23,6 +23,7 @@ pub async fn run(
             None => prune_interval,
         }
         .min(prune_interval);
+        ledger.set_next_wake(now.saturating_add(wait.as_millis() as u64));
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = ledger.expiry_changed().notified() => continue,

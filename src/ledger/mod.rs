@@ -3,6 +3,7 @@
 //! One writer at a time decides "newer?", writes sled and publishes a new [`View`]
 //! snapshot; readers never wait for it. An ad is acknowledged only once durable.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,6 +82,8 @@ pub struct Ledger {
     clock: SharedClock,
     limits: AdLimits,
     expiry_changed: Notify,
+    /// When the expiry worker next wakes (Unix ms); an ad expiring earlier wakes it.
+    next_wake: AtomicU64,
 }
 
 impl Ledger {
@@ -103,6 +106,7 @@ impl Ledger {
                 clock,
                 limits,
                 expiry_changed: Notify::new(),
+                next_wake: AtomicU64::new(0),
             },
             quarantined,
         ))
@@ -123,9 +127,14 @@ impl Ledger {
         &self.clock
     }
 
-    /// Woken whenever the earliest expiry may have moved earlier.
+    /// Woken when an ad arrives that expires before the worker's next planned wake.
     pub fn expiry_changed(&self) -> &Notify {
         &self.expiry_changed
+    }
+
+    /// Records when the expiry worker plans to wake next.
+    pub fn set_next_wake(&self, at: UnixMillis) {
+        self.next_wake.store(at, Ordering::SeqCst);
     }
 
     /// The version held for `key`.
@@ -170,7 +179,9 @@ impl Ledger {
             self.view.store(Arc::new(current.with_ad(stored.clone())));
             stored
         };
-        self.expiry_changed.notify_one();
+        if accepted.expires_at < self.next_wake.load(Ordering::SeqCst) {
+            self.expiry_changed.notify_one();
+        }
         Ok(IngestOutcome::Accepted(accepted))
     }
 
