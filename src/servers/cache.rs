@@ -1,10 +1,195 @@
-//! `skein cache`: serves from its disk, fetching misses from origins through the director.
+//! `skein cache`: serves objects from `cache_dir`, filling misses from origins found
+//! through the directors, and advertises itself.
+//!
+//! Object `/<namespace>/<rest>` is stored at `<cache_dir>/<namespace>/<rest>`. A miss
+//! asks the directors (`/api/v1.0/director/origin/...`, failing over) for origins,
+//! downloads into a uniquely named temp file, checks the length, renames it into place
+//! and serves it from disk. Concurrent misses for one object wait for the first
+//! download instead of fetching again. A hit never touches the network, so the cache
+//! keeps serving what it holds when origins or directors are gone. Every response
+//! carries `X-Cache: HIT` or `MISS`; directory listings are passed through uncached.
+//! Caches take no writes (405). Objects are treated as immutable (as in Pelican): a
+//! cached copy is never revalidated; delete it from `cache_dir` to refetch.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServiceConfig;
+use super::fetch::{self, Fetched};
+use super::files::{self, FileError};
+use super::origin::LISTING_HEADER;
+use super::{ServerError, ServerHandle, launch, namespace_of};
+use crate::client::Client;
+use crate::config::{NamespaceConfig, ServiceConfig};
+use crate::http::ApiError;
+use crate::paths::parse_object_path;
 
-/// Runs until `cancel`.
-pub async fn run(_config: ServiceConfig, _cancel: CancellationToken) -> anyhow::Result<()> {
-    anyhow::bail!("skein cache is not built yet")
+/// A running cache.
+pub type CacheHandle = ServerHandle;
+
+/// The response header saying whether the object came from disk.
+pub const X_CACHE: &str = "x-cache";
+
+/// Per-request timeout towards directors.
+const DIRECTOR_TIMEOUT: Duration = Duration::from_secs(5);
+/// Whole-download timeout towards origins.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+type Inflight = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+struct Cache {
+    root: PathBuf,
+    namespaces: Vec<NamespaceConfig>,
+    federation: Option<String>,
+    directors: Vec<String>,
+    control: Client,
+    download: Client,
+    inflight: Inflight,
+}
+
+/// Serves and advertises on an already bound listener until `cancel` (or
+/// [`ServerHandle::shutdown`]).
+pub async fn start(
+    config: ServiceConfig,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> Result<CacheHandle, ServerError> {
+    let dir = config
+        .cache_dir
+        .clone()
+        .ok_or_else(|| ServerError::Config("cache_dir: missing".into()))?;
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(ServerError::io(format!("cache_dir {}", dir.display())))?;
+    let root = tokio::fs::canonicalize(&dir)
+        .await
+        .map_err(ServerError::io(format!("cache_dir {}", dir.display())))?;
+    let ca = config.ca_bundle.as_deref();
+    let state = Arc::new(Cache {
+        root,
+        namespaces: config.namespaces.clone(),
+        federation: config.federation.clone(),
+        directors: config.directors.clone(),
+        control: Client::new(DIRECTOR_TIMEOUT, ca)?,
+        download: Client::new(DOWNLOAD_TIMEOUT, ca)?,
+        inflight: Mutex::default(),
+    });
+    let app = Router::new().fallback(handle).with_state(state);
+    launch(config, app, listener, cancel).await
+}
+
+/// Binds `listen` and serves until `cancel`.
+pub async fn run(config: ServiceConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    Ok(super::run_with(config, cancel, start).await?)
+}
+
+async fn handle(State(cache): State<Arc<Cache>>, request: Request) -> Result<Response, ApiError> {
+    serve(&cache, request).await
+}
+
+fn x_cache(hit: bool) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        X_CACHE,
+        HeaderValue::from_static(if hit { "HIT" } else { "MISS" }),
+    );
+    headers
+}
+
+async fn serve(cache: &Cache, request: Request) -> Result<Response, ApiError> {
+    let method = request.method().clone();
+    if method != Method::GET && method != Method::HEAD {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "read_only",
+            format!("a cache does not accept {method}; write to an origin"),
+        ));
+    }
+    let path = parse_object_path(request.uri().path())?;
+    if namespace_of(&cache.namespaces, &path).is_none() {
+        return Err(ApiError::not_found(format!(
+            "this cache serves no namespace containing {path}"
+        )));
+    }
+    let rel = files::relative(&path)?;
+    let headers = request.headers();
+    if let Some(response) = hit(cache, &rel, &method, headers, true).await? {
+        return Ok(response);
+    }
+    let slot = {
+        let mut inflight = cache.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        inflight.entry(path.clone()).or_default().clone()
+    };
+    let result = async {
+        let _turn = slot.lock().await;
+        // Another request may have filled it while this one waited.
+        if let Some(response) = hit(cache, &rel, &method, headers, true).await? {
+            return Ok(response);
+        }
+        miss(cache, &path, &rel, &method, headers).await
+    }
+    .await;
+    {
+        let mut inflight = cache.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        // The map and this request hold the last two references: nobody else waits.
+        if Arc::strong_count(&slot) <= 2 {
+            inflight.remove(&path);
+        }
+    }
+    result
+}
+
+/// The object from disk, if the cache holds it as a file.
+async fn hit(
+    cache: &Cache,
+    rel: &Path,
+    method: &Method,
+    headers: &HeaderMap,
+    is_hit: bool,
+) -> Result<Option<Response>, ApiError> {
+    match files::existing(&cache.root, rel).await {
+        Ok((real, meta)) if meta.is_file() => Ok(Some(
+            files::serve_file(&real, meta.len(), method, headers, x_cache(is_hit)).await,
+        )),
+        Ok(_) | Err(FileError::NotFound) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn miss(
+    cache: &Cache,
+    path: &str,
+    rel: &Path,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let urls = fetch::origin_urls(
+        &cache.control,
+        cache.federation.as_deref(),
+        &cache.directors,
+        path,
+    )
+    .await?;
+    match fetch::download(&cache.download, &urls, &cache.root, rel).await? {
+        Fetched::Stored => hit(cache, rel, method, headers, false)
+            .await?
+            .ok_or_else(|| ApiError::from(FileError::NotFound)),
+        Fetched::Listing(bytes) => {
+            let mut extra = x_cache(false);
+            extra.insert(LISTING_HEADER, HeaderValue::from_static("true"));
+            extra.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok((StatusCode::OK, extra, bytes).into_response())
+        }
+    }
 }

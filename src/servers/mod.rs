@@ -1,4 +1,159 @@
 //! Small real origin and cache servers for the demo federation and tests.
+//!
+//! Both take a bound listener and a cancellation token (`origin::start`,
+//! `cache::start`) and return a [`ServerHandle`]; `run` binds `listen` and waits.
+//! Both advertise themselves in the background and withdraw their ad (status
+//! `shutting down`) before they stop serving.
 
 pub mod cache;
+mod fetch;
+pub mod files;
 pub mod origin;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::advertiser::{AdvertiseError, Advertiser};
+use crate::config::{NamespaceConfig, ServiceConfig};
+use crate::http::SERVER_HEADER;
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A config key this server needs is missing or wrong.
+    #[error("config: {0}")]
+    Config(String),
+    /// The key could not be loaded or the client built.
+    #[error(transparent)]
+    Advertise(#[from] AdvertiseError),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    /// Binding, the served directory, or serving failed.
+    #[error("{context}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A server task panicked.
+    #[error("server task failed: {0}")]
+    Task(String),
+}
+
+impl ServerError {
+    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+}
+
+/// A running origin or cache.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    advertiser: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://` + the bound address.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Withdraws the ad, stops accepting, drains requests.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.cancel.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after its cancellation token fires).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        let advertised = self.advertiser.await;
+        let served = self.server.await;
+        advertised.map_err(|e| ServerError::Task(e.to_string()))?;
+        served
+            .map_err(|e| ServerError::Task(e.to_string()))?
+            .map_err(ServerError::io("serving HTTP"))
+    }
+}
+
+/// Serves `app` on `listener` and advertises `config` until `cancel`; the ad is
+/// withdrawn before the listener closes.
+async fn launch(
+    config: ServiceConfig,
+    app: Router,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> Result<ServerHandle, ServerError> {
+    let addr = listener
+        .local_addr()
+        .map_err(ServerError::io("reading the listener address"))?;
+    let advertiser = Advertiser::new(config)?;
+    let cancel = cancel.child_token();
+    let withdrawn = CancellationToken::new();
+    let advertiser = {
+        let cancel = cancel.clone();
+        let withdrawn = withdrawn.clone();
+        tokio::spawn(async move {
+            advertiser.run(cancel).await;
+            withdrawn.cancel();
+        })
+    };
+    let app = app.layer(SetResponseHeaderLayer::overriding(
+        header::SERVER,
+        HeaderValue::from_static(SERVER_HEADER),
+    ));
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(withdrawn.cancelled_owned())
+            .await
+    });
+    tracing::info!(%addr, "serving");
+    Ok(ServerHandle {
+        addr,
+        cancel,
+        server,
+        advertiser,
+    })
+}
+
+/// Binds `config.listen`, starts with `start`, and waits until `cancel`.
+async fn run_with<F, Fut>(
+    config: ServiceConfig,
+    cancel: CancellationToken,
+    start: F,
+) -> Result<(), ServerError>
+where
+    F: FnOnce(ServiceConfig, TcpListener, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<ServerHandle, ServerError>>,
+{
+    let listen = config
+        .listen
+        .ok_or_else(|| ServerError::Config("listen: missing (e.g. 0.0.0.0:9001)".into()))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(ServerError::io(format!("binding {listen}")))?;
+    start(config, listener, cancel).await?.wait().await
+}
+
+/// The longest configured namespace containing `path`.
+fn namespace_of<'a>(namespaces: &'a [NamespaceConfig], path: &str) -> Option<&'a NamespaceConfig> {
+    namespaces
+        .iter()
+        .filter(|ns| crate::paths::is_under_prefix(path, &ns.path))
+        .max_by_key(|ns| ns.path.len())
+}

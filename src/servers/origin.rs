@@ -1,10 +1,167 @@
-//! `skein origin`: serves a directory under its namespaces and advertises itself.
+//! `skein origin`: serves the `export` directory under its namespaces and advertises itself.
+//!
+//! Every namespace maps onto the same directory: object `/<namespace>/<rest>` is the
+//! file `<export>/<rest>` (so `/test/a.txt` is `<export>/a.txt`). With several
+//! namespaces, each sees the whole export; give each origin one namespace to keep
+//! them apart.
+//!
+//! - `GET`/`HEAD` a file: its bytes, with `Content-Length` and single-range support.
+//! - `GET` a directory: a JSON array of `{name, size, is_dir}` if the namespace allows
+//!   listings (`X-Skein-Listing: true`), else 403.
+//! - `PUT`/`DELETE` when the namespace has `writes = true` (temp file + rename; 201
+//!   created, 204 replaced or deleted), else 405.
+//!
+//! Paths go through [`crate::paths::parse_object_path`]; symlinks leading outside the
+//! export are refused. Every error is JSON `{error, detail}`.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServiceConfig;
+use super::files::{self, FileError};
+use super::{ServerError, ServerHandle, launch, namespace_of};
+use crate::config::{NamespaceConfig, ServiceConfig};
+use crate::http::ApiError;
+use crate::paths::parse_object_path;
 
-/// Runs until `cancel`.
-pub async fn run(_config: ServiceConfig, _cancel: CancellationToken) -> anyhow::Result<()> {
-    anyhow::bail!("skein origin is not built yet")
+/// A running origin.
+pub type OriginHandle = ServerHandle;
+
+/// Header marking a response as a directory listing (caches pass it through uncached).
+pub const LISTING_HEADER: &str = "x-skein-listing";
+
+struct Origin {
+    root: PathBuf,
+    namespaces: Vec<NamespaceConfig>,
+}
+
+/// Serves and advertises on an already bound listener until `cancel` (or
+/// [`ServerHandle::shutdown`]).
+pub async fn start(
+    config: ServiceConfig,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> Result<OriginHandle, ServerError> {
+    let export = config
+        .export
+        .clone()
+        .ok_or_else(|| ServerError::Config("export: missing (the directory to serve)".into()))?;
+    let root = tokio::fs::canonicalize(&export)
+        .await
+        .map_err(ServerError::io(format!("export {}", export.display())))?;
+    if !root.is_dir() {
+        return Err(ServerError::Config(format!(
+            "export: {} is not a directory",
+            export.display()
+        )));
+    }
+    let state = Arc::new(Origin {
+        root,
+        namespaces: config.namespaces.clone(),
+    });
+    let app = Router::new().fallback(handle).with_state(state);
+    launch(config, app, listener, cancel).await
+}
+
+/// Binds `listen` and serves until `cancel`.
+pub async fn run(config: ServiceConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    Ok(super::run_with(config, cancel, start).await?)
+}
+
+async fn handle(State(origin): State<Arc<Origin>>, request: Request) -> Result<Response, ApiError> {
+    serve(&origin, request).await
+}
+
+async fn serve(origin: &Origin, request: Request) -> Result<Response, ApiError> {
+    let method = request.method().clone();
+    let path = parse_object_path(request.uri().path())?;
+    let ns = namespace_of(&origin.namespaces, &path).ok_or_else(|| {
+        ApiError::not_found(format!("this origin serves no namespace containing {path}"))
+    })?;
+    let rel = files::relative(&path[ns.path.len()..])?;
+    match method {
+        Method::GET | Method::HEAD => read(origin, ns, &rel, &method, request.headers()).await,
+        Method::PUT | Method::DELETE if !ns.writes => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "read_only",
+            format!("namespace {} does not allow writes", ns.path),
+        )),
+        Method::PUT => {
+            if rel.as_os_str().is_empty() {
+                return Err(FileError::IsDirectory.into());
+            }
+            let expected = request
+                .headers()
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let body = request.into_body().into_data_stream();
+            let (created, size) = files::write_atomic(&origin.root, &rel, body, expected).await?;
+            tracing::info!(%path, size, created, "stored");
+            Ok(if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::NO_CONTENT
+            }
+            .into_response())
+        }
+        Method::DELETE => {
+            let (real, meta) = files::existing(&origin.root, &rel).await?;
+            if meta.is_dir() {
+                return Err(FileError::IsDirectory.into());
+            }
+            // Remove the link itself if the name is a symlink, never its target.
+            let victim = if tokio::fs::symlink_metadata(origin.root.join(&rel))
+                .await
+                .is_ok_and(|m| m.file_type().is_symlink())
+            {
+                origin.root.join(&rel)
+            } else {
+                real
+            };
+            tokio::fs::remove_file(&victim)
+                .await
+                .map_err(FileError::from)?;
+            tracing::info!(%path, "deleted");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not supported"),
+        )),
+    }
+}
+
+async fn read(
+    origin: &Origin,
+    ns: &NamespaceConfig,
+    rel: &std::path::Path,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let (real, meta) = files::existing(&origin.root, rel).await?;
+    if meta.is_dir() {
+        if !ns.listings {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "no_listings",
+                format!("namespace {} does not allow listings", ns.path),
+            ));
+        }
+        let entries = files::list(&real).await?;
+        let mut response = Json(entries).into_response();
+        response
+            .headers_mut()
+            .insert(LISTING_HEADER, HeaderValue::from_static("true"));
+        return Ok(response);
+    }
+    Ok(files::serve_file(&real, meta.len(), method, headers, HeaderMap::new()).await)
 }

@@ -1,0 +1,153 @@
+//! A cache miss, upstream: ask the directors where the object's origin is, then
+//! download it from the first origin that has it into the cache directory.
+
+use std::path::Path;
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+
+use super::files::{self, FileError};
+use super::origin::LISTING_HEADER;
+use crate::client::{Client, ClientError};
+use crate::discovery::discover_directors;
+use crate::http::ApiError;
+use crate::paths::encode_path;
+
+const ORIGIN_API: &str = "/api/v1.0/director/origin";
+
+/// Why a miss could not be filled.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Directors know no origin for it, or every origin answered 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// No director or origin answered usefully.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Storing it failed.
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+impl From<FetchError> for ApiError {
+    fn from(error: FetchError) -> Self {
+        match error {
+            FetchError::NotFound(detail) => ApiError::not_found(detail),
+            FetchError::Unavailable(detail) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", detail)
+            }
+            FetchError::File(FileError::Truncated { expected, received }) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!("the origin sent {received} of {expected} bytes"),
+            ),
+            FetchError::File(FileError::Body(detail)) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", detail)
+            }
+            FetchError::File(e) => e.into(),
+        }
+    }
+}
+
+/// What came back from an origin.
+pub enum Fetched {
+    /// Stored in the cache.
+    Stored,
+    /// A directory listing: passed through, never cached.
+    Listing(Bytes),
+}
+
+/// The origin URLs for `path`, best first, from the first director that answers.
+pub async fn origin_urls(
+    client: &Client,
+    federation: Option<&str>,
+    seeds: &[String],
+    path: &str,
+) -> Result<Vec<String>, FetchError> {
+    let directors = discover_directors(client, federation, seeds).await;
+    let api_path = format!("{ORIGIN_API}{}", encode_path(path));
+    let mut not_found = None;
+    let mut last = String::from("no director is known");
+    for director in &directors {
+        match client
+            .locate_with(reqwest::Method::GET, director, &api_path)
+            .await
+        {
+            Ok(located) => {
+                let mut urls: Vec<String> = located.location.into_iter().collect();
+                for link in located.links {
+                    if !urls.contains(&link) {
+                        urls.push(link);
+                    }
+                }
+                if !urls.is_empty() {
+                    return Ok(urls);
+                }
+                last = format!("{director} named no origin for {path}");
+            }
+            Err(ClientError::Status { status, detail, .. }) if status == 404 || status == 405 => {
+                not_found = Some(detail);
+            }
+            Err(error) => {
+                tracing::debug!(%director, %error, "director unavailable; trying the next");
+                last = error.to_string();
+            }
+        }
+    }
+    Err(match not_found {
+        Some(detail) => FetchError::NotFound(detail),
+        None => FetchError::Unavailable(last),
+    })
+}
+
+/// Downloads from the first of `urls` that has the object into `root/rel`.
+pub async fn download(
+    client: &Client,
+    urls: &[String],
+    root: &Path,
+    rel: &Path,
+) -> Result<Fetched, FetchError> {
+    let mut not_found = None;
+    let mut last = String::from("no origin URL");
+    for url in urls {
+        let response = match client.http().get(url).send().await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(%url, error = %crate::client::error_chain(&error), "origin unavailable; trying the next");
+                last = format!("{url}: {error}");
+                continue;
+            }
+        };
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            not_found = Some(format!("{url}: not found"));
+            continue;
+        }
+        if status != reqwest::StatusCode::OK {
+            last = format!("{url}: HTTP {status}");
+            continue;
+        }
+        if response.headers().contains_key(LISTING_HEADER) {
+            return match response.bytes().await {
+                Ok(bytes) => Ok(Fetched::Listing(bytes)),
+                Err(error) => Err(FetchError::Unavailable(format!("{url}: {error}"))),
+            };
+        }
+        let expected = response.content_length();
+        match files::write_atomic(root, rel, response.bytes_stream(), expected).await {
+            Ok((_, size)) => {
+                tracing::info!(%url, size, "filled from origin");
+                return Ok(Fetched::Stored);
+            }
+            Err(error @ (FileError::Body(_) | FileError::Truncated { .. })) => {
+                tracing::warn!(%url, %error, "download broke off; trying the next origin");
+                last = format!("{url}: {error}");
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(match not_found {
+        Some(detail) => FetchError::NotFound(detail),
+        None => FetchError::Unavailable(last),
+    })
+}
