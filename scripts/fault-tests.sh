@@ -10,5 +10,6 @@ if ! docker info >/dev/null 2>&1; then
     echo "fault-tests: SKIPPED: the Docker daemon is not reachable (docker info fails)"
     exit 0
 fi
-scripts/federation.sh build
+# The debug binary that `cargo test` already built (shared libraries go into the image).
+SKEIN_PROFILE=${SKEIN_PROFILE:-dev} scripts/federation.sh build
 cargo test --locked --test federation_faults -- --ignored --nocapture --test-threads=1
