@@ -129,7 +129,16 @@ async fn partition_and_heal(fed: &Federation) -> anyhow::Result<Violations> {
     load.stop_ads();
     let before = load.stats.read();
     let healed = Instant::now();
-    docker_async(&["network", "connect", NETWORK, &victim.container]).await?;
+    // Compose's DNS name for the service is a network alias: give it back.
+    docker_async(&[
+        "network",
+        "connect",
+        "--alias",
+        &victim.name,
+        NETWORK,
+        &victim.container,
+    ])
+    .await?;
     println!(
         "[{name}] reconnected {} (ads changed {} times during the partition)",
         victim.container, before[4]

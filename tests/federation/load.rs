@@ -20,7 +20,7 @@ const LOOKUP_PERIOD: Duration = Duration::from_millis(20);
 /// How long the load servers' first ads may take to reach every director.
 const WARM_UP: Duration = Duration::from_secs(30);
 /// Per-request timeout of the load clients (a dead director costs at most this).
-const TIMEOUT: Duration = Duration::from_secs(2);
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counters, cumulative since the load started.
 #[derive(Debug, Default)]
