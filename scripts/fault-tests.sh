@@ -11,5 +11,5 @@ if ! docker info >/dev/null 2>&1; then
     exit 0
 fi
 # The debug binary that `cargo test` already built (shared libraries go into the image).
-SKEIN_PROFILE=${SKEIN_PROFILE:-dev} scripts/federation.sh build
+FEDERATION_PROFILE=${FEDERATION_PROFILE:-dev} scripts/federation.sh build
 cargo test --locked --test federation_faults -- --ignored --nocapture --test-threads=1

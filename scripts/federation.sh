@@ -10,13 +10,17 @@
 # No registry is needed: the image is `FROM scratch` with a static skein binary (and a
 # static busybox for the first-start key script). Installs what is missing with apt-get
 # (busybox-static, docker-compose) when run as root on Debian/Ubuntu.
-# Environment: SKEIN_IMAGE (default skein:local), SKEIN_BINARY (use this static binary
-# instead of building one), CARGO_TARGET_DIR (as for cargo).
+# Environment (not SKEIN_*: skein reads those as config keys):
+#   FEDERATION_PROFILE   release (default, static binary) or dev (the debug build)
+#   FEDERATION_BINARY    use this skein binary instead of building one
+#   FEDERATION_IMAGE     image name (default skein:local)
+#   FEDERATION_SKIP_BUILD=1  `up` uses the image as it is
+#   CARGO_TARGET_DIR     as for cargo
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-image=${SKEIN_IMAGE:-skein:local}
-export SKEIN_IMAGE=$image
+image=${FEDERATION_IMAGE:-skein:local}
+export FEDERATION_IMAGE=$image
 project=skein
 
 say() { printf 'federation: %s\n' "$*" >&2; }
@@ -58,18 +62,18 @@ static_busybox() {
     echo /bin/busybox
 }
 
-# Builds skein and prints its path. SKEIN_PROFILE=release (default): a static binary
-# (crt-static; glibc >= 2.34 resolves names without NSS modules). SKEIN_PROFILE=dev: the
+# Builds skein and prints its path. FEDERATION_PROFILE=release (default): a static binary
+# (crt-static; glibc >= 2.34 resolves names without NSS modules). FEDERATION_PROFILE=dev: the
 # plain debug binary that `cargo build`/`cargo test` make anyway (its shared libraries
 # go into the image too), so a CI run that already ran the tests builds almost nothing.
 build_binary() {
-    if [ -n "${SKEIN_BINARY:-}" ]; then
-        echo "$SKEIN_BINARY"
+    if [ -n "${FEDERATION_BINARY:-}" ]; then
+        echo "$FEDERATION_BINARY"
         return
     fi
     local host target_dir
     target_dir=${CARGO_TARGET_DIR:-$root/target}
-    case "${SKEIN_PROFILE:-release}" in
+    case "${FEDERATION_PROFILE:-release}" in
         release)
             host=$(rustc -vV | sed -n 's/^host: //p')
             say "building a static skein for $host (cargo build --release)"
@@ -82,7 +86,7 @@ build_binary() {
             (cd "$root" && cargo build --locked --bin skein >&2)
             echo "$target_dir/debug/skein"
             ;;
-        *) die "SKEIN_PROFILE must be release or dev" ;;
+        *) die "FEDERATION_PROFILE must be release or dev" ;;
     esac
 }
 
@@ -141,7 +145,7 @@ wait_healthy() {
 }
 
 up() {
-    [ "${SKEIN_SKIP_BUILD:-}" = 1 ] || build
+    [ "${FEDERATION_SKIP_BUILD:-}" = 1 ] || build
     find_compose
     say "starting the federation"
     "${compose[@]}" up -d "$@" >&2

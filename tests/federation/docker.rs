@@ -83,7 +83,7 @@ impl Federation {
         run(Command::new(&script)
             .arg("up")
             .args(&services)
-            .env("SKEIN_SKIP_BUILD", "1")
+            .env("FEDERATION_SKIP_BUILD", "1")
             .env("FAULT_LOAD_SERVERS", load_servers.to_string()))?;
         let directors = ["a", "b", "c"]
             .iter()
