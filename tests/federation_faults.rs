@@ -40,6 +40,7 @@ async fn directors_survive_kill_partition_and_rolling_restart() -> anyhow::Resul
     violations.extend(kill_and_restart(&fed).await?);
     violations.extend(partition_and_heal(&fed).await?);
     violations.extend(rolling_restart(&fed).await?);
+    violations.extend(demo_download(&fed).await?);
     println!(
         "fault tests done in {:.1}s; violations: {}",
         started.elapsed().as_secs_f64(),
@@ -195,6 +196,37 @@ async fn rolling_restart(fed: &Federation) -> anyhow::Result<Violations> {
             t.as_secs_f64()
         ),
         None => violations.push(format!("{name}: the directors did not agree within 60s")),
+    }
+    Ok(violations)
+}
+
+/// After the faults, `curl -L DIRECTOR/test/hello.txt` still gives the origin's bytes
+/// through every director (skipped when `FAULT_SERVICES` leaves the origin out).
+async fn demo_download(fed: &Federation) -> anyhow::Result<Violations> {
+    if std::env::var("FAULT_SERVICES").is_ok() {
+        return Ok(Violations::new());
+    }
+    let want = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sample-data/hello.txt"),
+    )?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let mut violations = Violations::new();
+    for url in fed.urls() {
+        let response = http.get(format!("{url}/test/hello.txt")).send().await?;
+        let from = response.url().to_string();
+        let body = response.bytes().await?;
+        if body.as_ref() == want.as_slice() {
+            println!(
+                "[demo] {url}/test/hello.txt -> {from}: {} bytes, as the origin has them",
+                body.len()
+            );
+        } else {
+            violations.push(format!(
+                "demo: {url}/test/hello.txt gave other bytes (from {from})"
+            ));
+        }
     }
     Ok(violations)
 }
