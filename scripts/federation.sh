@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The demo federation in Docker: three directors, one origin, two caches.
+#
+#   scripts/federation.sh build    build the static binary and the image skein:local
+#   scripts/federation.sh up [SERVICE...]  build, start (everything), wait until healthy
+#   scripts/federation.sh status   containers, directors and the ads each one holds
+#   scripts/federation.sh logs     follow the logs
+#   scripts/federation.sh down     stop and remove containers, network and volumes (keys too)
+#
+# No registry is needed: the image is `FROM scratch` with a static skein binary (and a
+# static busybox for the first-start key script). Installs what is missing with apt-get
+# (busybox-static, docker-compose) when run as root on Debian/Ubuntu.
+# Environment (not SKEIN_*: skein reads those as config keys):
+#   FEDERATION_PROFILE   release (default, static binary) or dev (the debug build)
+#   FEDERATION_BINARY    use this skein binary instead of building one
+#   FEDERATION_IMAGE     image name (default skein:local)
+#   FEDERATION_SKIP_BUILD=1  `up` uses the image as it is
+#   CARGO_TARGET_DIR     as for cargo
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+image=${FEDERATION_IMAGE:-skein:local}
+export FEDERATION_IMAGE=$image
+project=skein
+
+say() { printf 'federation: %s\n' "$*" >&2; }
+die() {
+    say "$*"
+    exit 1
+}
+
+apt_install() {
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+        die "please install $* (needs root and apt-get to do it here)"
+    fi
+    say "installing $*"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; then
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
+    fi
+}
+
+# Sets the array `compose` to the v2 plugin or the v1 tool, whichever exists.
+find_compose() {
+    command -v docker >/dev/null || die "docker is not installed"
+    docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable (docker info fails)"
+    if docker compose version >/dev/null 2>&1; then
+        compose=(docker compose)
+    else
+        command -v docker-compose >/dev/null || apt_install docker-compose
+        compose=(docker-compose)
+    fi
+    compose+=(--project-name "$project" --file "$root/docker-compose.yml")
+}
+
+static_busybox() {
+    if [ -x /bin/busybox ] && [ -z "$(shared_libraries /bin/busybox)" ]; then
+        echo /bin/busybox
+        return
+    fi
+    apt_install busybox-static
+    echo /bin/busybox
+}
+
+# Builds skein and prints its path. FEDERATION_PROFILE=release (default): a static binary
+# (crt-static; glibc >= 2.34 resolves names without NSS modules). FEDERATION_PROFILE=dev: the
+# plain debug binary that `cargo build`/`cargo test` make anyway (its shared libraries
+# go into the image too), so a CI run that already ran the tests builds almost nothing.
+build_binary() {
+    if [ -n "${FEDERATION_BINARY:-}" ]; then
+        echo "$FEDERATION_BINARY"
+        return
+    fi
+    local host target_dir
+    target_dir=${CARGO_TARGET_DIR:-$root/target}
+    case "${FEDERATION_PROFILE:-release}" in
+        release)
+            host=$(rustc -vV | sed -n 's/^host: //p')
+            say "building a static skein for $host (cargo build --release)"
+            (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' \
+                cargo build --release --locked --target "$host" --bin skein >&2)
+            echo "$target_dir/$host/release/skein"
+            ;;
+        dev)
+            say "building skein (cargo build, debug)"
+            (cd "$root" && cargo build --locked --bin skein >&2)
+            echo "$target_dir/debug/skein"
+            ;;
+        *) die "FEDERATION_PROFILE must be release or dev" ;;
+    esac
+}
+
+# The shared libraries (and the loader) a binary needs; nothing for a static one.
+shared_libraries() {
+    ldd "$1" 2>/dev/null | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (.*/\1/p' || true
+}
+
+build() {
+    find_compose
+    local binary busybox context lib
+    binary=$(build_binary)
+    busybox=$(static_busybox)
+    context=$(mktemp -d)
+    mkdir -p "$context"/rootfs/{bin,etc,usr/local/bin,usr/local/share/skein}
+    mkdir -p "$context"/state/{keys,var/lib/skein,var/cache/skein}
+    if command -v objcopy >/dev/null; then
+        objcopy --strip-debug "$binary" "$context/rootfs/usr/local/bin/skein"
+    else
+        cp "$binary" "$context/rootfs/usr/local/bin/skein"
+    fi
+    for lib in $(shared_libraries "$binary"); do
+        mkdir -p "$context/rootfs$(dirname "$lib")"
+        cp -L "$lib" "$context/rootfs$lib"
+    done
+    cp "$busybox" "$context/rootfs/bin/busybox"
+    for applet in sh cat ls rm mv chmod tr echo; do
+        ln -s busybox "$context/rootfs/bin/$applet"
+    done
+    cp "$root/docker/init-keys.sh" "$context/rootfs/usr/local/share/skein/init-keys.sh"
+    printf 'root:x:0:0:root:/:/bin/sh\nskein:x:10001:10001:skein:/var/lib/skein:/bin/sh\n' \
+        >"$context/rootfs/etc/passwd"
+    printf 'root:x:0:\nskein:x:10001:\n' >"$context/rootfs/etc/group"
+    cp "$root/docker/Dockerfile" "$context/Dockerfile"
+    say "building image $image"
+    docker build --quiet --tag "$image" "$context" >/dev/null
+    rm -rf "$context"
+    docker run --rm "$image" --version >&2
+}
+
+wait_healthy() {
+    local deadline=$((SECONDS + ${1:-120})) waiting
+    while :; do
+        waiting=""
+        for c in $("${compose[@]}" ps -q); do
+            state=$(docker inspect -f '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$c")
+            case "$state" in
+                *" running healthy" | *"skein-keys exited"*) ;;
+                *) waiting="$waiting ${state%% *}" ;;
+            esac
+        done
+        [ -z "$waiting" ] && return 0
+        [ $SECONDS -ge $deadline ] && die "not healthy in time:$waiting (see: $0 logs)"
+        sleep 1
+    done
+}
+
+up() {
+    [ "${FEDERATION_SKIP_BUILD:-}" = 1 ] || build
+    find_compose
+    say "starting the federation"
+    "${compose[@]}" up -d "$@" >&2
+    wait_healthy 180
+    say "up: directors http://127.0.0.1:8441 8442 8443; origin 127.0.0.1:9001; caches 127.0.0.1:9101 9102"
+    say "try: curl -L http://127.0.0.1:8441/test/hello.txt"
+}
+
+status() {
+    find_compose
+    "${compose[@]}" ps
+    for d in a b c; do
+        echo "== director-$d"
+        docker exec "skein-director-$d" skein ads --from http://127.0.0.1:8444 || true
+    done
+}
+
+case "${1:-}" in
+    build) build ;;
+    up)
+        shift
+        up "$@"
+        ;;
+    down)
+        find_compose
+        "${compose[@]}" down --volumes --remove-orphans
+        ;;
+    status) status ;;
+    logs)
+        find_compose
+        "${compose[@]}" logs -f
+        ;;
+    wait) find_compose && wait_healthy "${2:-120}" ;;
+    *) die "usage: $0 build|up|down|status|logs" ;;
+esac

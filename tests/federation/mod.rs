@@ -1,0 +1,9 @@
+//! Support for the fault tests: the compose federation, load, and the checks.
+
+pub mod checks;
+pub mod docker;
+pub mod load;
+
+pub use checks::{await_agreement, await_no_lost_acks, wait_serving};
+pub use docker::{Federation, docker_available};
+pub use load::Load;
