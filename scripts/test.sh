@@ -22,4 +22,7 @@ cargo clippy --all-targets --locked -- -D warnings
 step "unit, handler, cluster and CLI tests"
 cargo nextest run --locked --no-fail-fast
 
+step "fault tests against the docker compose federation (kill, partition, rolling restart)"
+scripts/fault-tests.sh
+
 step "done"
