@@ -51,6 +51,14 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// True if the server answered and refused the request itself (a 4xx other than
+    /// timeout or rate limiting): repeating the same request cannot succeed.
+    pub fn is_definitive_refusal(&self) -> bool {
+        matches!(self, ClientError::Status { status, .. } if (400..500).contains(status) && *status != 408 && *status != 429)
+    }
+}
+
 /// Outgoing links to cut, for partition tests.
 #[derive(Debug, Default, Clone)]
 pub struct Faults {
@@ -256,6 +264,23 @@ impl Client {
             self.http.post(&url).header(FORWARDED_BY, from).json(ads),
         )
         .await
+    }
+
+    /// Forwards an already encoded JSON array of signed ads to a peer.
+    pub async fn forward_encoded(
+        &self,
+        peer: &str,
+        body: Vec<u8>,
+        from: &str,
+    ) -> Result<Vec<ForwardResult>, ClientError> {
+        let url = format!("{}/api/v1.0/director/forward", peer.trim_end_matches('/'));
+        let request = self
+            .http
+            .post(&url)
+            .header(FORWARDED_BY, from)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.send(&url, request).await
     }
 
     /// A peer's digest: which version of each ad it holds.

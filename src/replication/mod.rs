@@ -30,6 +30,8 @@ pub use sync::SyncReport;
 
 /// Most ads sent in one forward request.
 const BATCH: usize = 256;
+/// Most bytes of JSON in one forward request (well under a peer's 1 MiB body limit).
+const BATCH_BYTES: usize = 512 * 1024;
 /// First retry delay after a failed forward; doubles up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest retry delay.
@@ -185,14 +187,13 @@ impl Replicator {
                     _ = queue.wait() => {}
                 }
             }
-            let batch = queue.take(BATCH);
+            let (batch, body) = encode_batch(&queue);
             if batch.is_empty() {
                 continue;
             }
-            let signed: Vec<SignedAd> = batch.iter().map(|a| a.signed()).collect();
             let sent = tokio::select! {
                 _ = self.cancel.cancelled() => return,
-                sent = self.client.forward_batch(&peer, &signed, self.peers.self_url()) => sent,
+                sent = self.client.forward_encoded(&peer, body, self.peers.self_url()) => sent,
             };
             match sent {
                 Ok(results) => {
@@ -206,6 +207,13 @@ impl Replicator {
                     if self.peers.mark_ok(&peer) {
                         self.spawn_sync(peer.clone());
                     }
+                }
+                Err(error) if error.is_definitive_refusal() => {
+                    // The peer answered and refused the request itself (not one ad):
+                    // sending the same bytes again cannot succeed.
+                    self.metrics.forwarded(&peer, "rejected");
+                    self.peers.mark_ok(&peer);
+                    tracing::error!(peer = %peer, %error, ads = batch.len(), "peer rejected a forward batch; dropped");
                 }
                 Err(error) => {
                     self.metrics.forwarded(&peer, "error");
@@ -243,6 +251,32 @@ impl Replicator {
     }
 }
 
+/// Takes ads from `queue` into one JSON array of at most [`BATCH`] ads and about
+/// [`BATCH_BYTES`] bytes (always at least one ad); the rest goes back.
+fn encode_batch(queue: &PeerQueue) -> (Vec<Arc<StoredAd>>, Vec<u8>) {
+    let taken = queue.take(BATCH);
+    let mut body = b"[".to_vec();
+    let mut batch = Vec::with_capacity(taken.len());
+    let mut rest = Vec::new();
+    for ad in taken {
+        let Ok(json) = serde_json::to_vec(&ad.signed()) else {
+            continue;
+        };
+        if !batch.is_empty() && body.len() + json.len() + 2 > BATCH_BYTES {
+            rest.push(ad);
+            continue;
+        }
+        if !batch.is_empty() {
+            body.push(b',');
+        }
+        body.extend_from_slice(&json);
+        batch.push(ad);
+    }
+    body.push(b']');
+    queue.put_back(rest);
+    (batch, body)
+}
+
 /// Exponential backoff with ±50% jitter.
 fn backoff(failures: u32) -> Duration {
     let exp = BASE_BACKOFF.saturating_mul(1u32 << failures.min(10).saturating_sub(1));
@@ -254,6 +288,33 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_stay_under_the_byte_budget_and_keep_the_rest() {
+        use crate::fixtures;
+        let queue = PeerQueue::default();
+        let many: Vec<String> = (0..2000).map(|i| format!("/ns/{i:04}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        for i in 0..20 {
+            let name = format!("origin-{i}");
+            let ad = fixtures::ad(&name, ServerKind::Origin, &refs, 10, 1);
+            queue.push(Arc::new(StoredAd::new(
+                ad.sign(&fixtures::key_for(&name)),
+                10,
+                u64::MAX,
+            )));
+        }
+        let (batch, body) = encode_batch(&queue);
+        assert!(!batch.is_empty() && batch.len() < 20, "{} ads", batch.len());
+        assert!(body.len() <= BATCH_BYTES, "{} bytes", body.len());
+        let parsed: Vec<SignedAd> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed.len(), batch.len());
+        assert_eq!(
+            queue.len(),
+            20 - batch.len(),
+            "the rest waits for the next batch"
+        );
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {
