@@ -92,6 +92,14 @@ pub enum StoreError {
         /// sled's message.
         message: String,
     },
+    /// The database files are damaged (sled reports corruption, or panicked opening them).
+    #[error("store at {path} is damaged: {message}")]
+    Damaged {
+        /// Data directory.
+        path: PathBuf,
+        /// What was found.
+        message: String,
+    },
     /// A value failed its checks.
     #[error("stored value {key}: {source}")]
     Corrupt {
@@ -140,9 +148,17 @@ const LAST_STARTED_AT: &[u8] = b"last_started_at";
 impl Store {
     /// Opens (creating if needed) and migrates the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let err = |e: sled::Error| StoreError::Database {
-            path: dir.to_path_buf(),
-            message: e.to_string(),
+        let err = |e: sled::Error| match e {
+            sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => StoreError::Damaged {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            },
+            // I/O errors (a lock held by another process, permissions, a full disk) are
+            // not damage: moving the store aside would lose sound data.
+            _ => StoreError::Database {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            },
         };
         let db = sled::Config::new()
             .path(dir)
@@ -168,18 +184,29 @@ impl Store {
         })
     }
 
-    /// Opens the store; if it cannot be opened, moves the directory aside (loudly) and
-    /// starts empty, so the director can serve and catch up from its peers.
+    /// Opens the store; if it is damaged, moves the directory aside (loudly) and starts
+    /// empty, so the director can serve and catch up from its peers. Errors that are not
+    /// damage (a lock held by another process, permissions, a newer schema) are returned.
     pub fn open_or_recover(
         dir: &Path,
         now: UnixMillis,
     ) -> Result<(Self, Option<PathBuf>), StoreError> {
-        match Self::open(dir) {
+        // sled panics on some damage rather than reporting it.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::open(dir)))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "sled panicked while opening".into());
+                Err(StoreError::Damaged {
+                    path: dir.to_path_buf(),
+                    message,
+                })
+            });
+        match opened {
             Ok(store) => Ok((store, None)),
-            Err(StoreError::FutureSchema { found, supported }) => {
-                Err(StoreError::FutureSchema { found, supported })
-            }
-            Err(first) => {
+            Err(first @ StoreError::Damaged { .. }) => {
                 let aside = dir.with_extension(format!("corrupt-{now}"));
                 tracing::error!(
                     path = %dir.display(),
@@ -193,6 +220,7 @@ impl Store {
                 })?;
                 Ok((Self::open(dir)?, Some(aside)))
             }
+            Err(other) => Err(other),
         }
     }
 
