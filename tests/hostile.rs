@@ -738,3 +738,74 @@ async fn a_store_in_use_is_refused_not_moved_aside() {
     assert_eq!(health.status().as_u16(), 200);
     a.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_stops_accepting_drains_in_flight_requests_and_keeps_their_ads() {
+    let dir = tempfile::tempdir().unwrap();
+    // One slot, so that a shed /health proves the registration reached its handler (a
+    // connection still in the accept queue is reset when the listener closes).
+    let d = start("director-a", dir.path(), "[limits]\nmax_concurrent = 1").await;
+    let addr = d.addr();
+    let ad = signed_by(origin_ad(&["/test"], now_ms() - 60_000, 1), "origin-1");
+    let body = serde_json::to_vec(&ad).unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let (first, rest) = (first.to_vec(), rest.to_vec());
+    // A registration in flight: headers and half the body sent.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let head = format!(
+        "POST /api/v1.0/director/registerOrigin HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&first).unwrap();
+    health_until(&d, 503).await;
+    let stopping = tokio::spawn(d.shutdown());
+    // New connections are refused once the listener is closed.
+    let started = Instant::now();
+    while TcpStream::connect(addr).is_ok() {
+        assert!(started.elapsed() < DEADLINE, "still accepting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The request in flight still completes and is acknowledged.
+    let answer = tokio::task::spawn_blocking(move || {
+        stream.write_all(&rest).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(answer.contains("accepted"), "{answer}");
+    tokio::time::timeout(DEADLINE, stopping)
+        .await
+        .expect("shutdown never returned")
+        .unwrap();
+    // What was acknowledged survived the stop.
+    let d = start("director-a", dir.path(), "").await;
+    assert!(snapshot(&d).await.iter().any(|a| a.1 == "origin-1"));
+    still_routes(&d).await;
+    d.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_outliving_the_drain_is_cut_and_shutdown_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(
+        "director-a",
+        dir.path(),
+        "[limits]\nrequest_timeout = \"1s\"",
+    )
+    .await;
+    let addr = d.addr();
+    // Never finishes its body; the drain is bounded, so shutdown still returns.
+    let stream = tokio::task::spawn_blocking(move || slow_post(addr))
+        .await
+        .unwrap();
+    tokio::time::timeout(DEADLINE, d.shutdown())
+        .await
+        .expect("shutdown waited for a stuck client");
+    drop(stream);
+}
