@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Config lines for a director whose requests (headers and body) get one second.
+const ONE_SECOND_REQUESTS: &str = "[limits]\nrequest_timeout = \"1s\"";
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -389,12 +392,7 @@ async fn hostile_paths_are_refused_without_header_injection() {
 #[tokio::test]
 async fn slow_body_gets_408_and_slow_headers_are_cut() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(
-        "director-a",
-        dir.path(),
-        "[limits]\nrequest_timeout = \"1s\"",
-    )
-    .await;
+    let d = start("director-a", dir.path(), ONE_SECOND_REQUESTS).await;
     let addr = d.addr();
     // Headers promise 100 bytes; a few arrive, then nothing.
     let answer = tokio::task::spawn_blocking(move || {
@@ -793,12 +791,7 @@ async fn shutdown_stops_accepting_drains_in_flight_requests_and_keeps_their_ads(
 #[tokio::test]
 async fn a_request_outliving_the_drain_is_cut_and_shutdown_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(
-        "director-a",
-        dir.path(),
-        "[limits]\nrequest_timeout = \"1s\"",
-    )
-    .await;
+    let d = start("director-a", dir.path(), ONE_SECOND_REQUESTS).await;
     let addr = d.addr();
     // Never finishes its body; the drain is bounded, so shutdown still returns.
     let stream = tokio::task::spawn_blocking(move || slow_post(addr))
