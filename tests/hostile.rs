@@ -415,8 +415,15 @@ async fn slow_body_gets_408_and_slow_headers_are_cut() {
     // Nothing sent at all after connecting: cut as well.
     let silent = tokio::task::spawn_blocking(move || is_cut(addr, b""));
     assert!(silent.await.unwrap(), "a silent client kept its connection");
-    // And the director still answers.
+    // And the director still answers, in HTTP/1.1 and in HTTP/2 with prior knowledge.
     let health = reqwest::get(format!("{}/health", d.url())).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let health = h2c.get(format!("{}/health", d.url())).send().await.unwrap();
+    assert_eq!(health.version(), reqwest::Version::HTTP_2);
     assert_eq!(health.status().as_u16(), 200);
     d.shutdown().await;
 }
@@ -637,6 +644,20 @@ public_reads = true
     assert!(client.ready(d.url()).await.unwrap());
     let ads = client.ads(d.url()).await.unwrap();
     assert!(ads.iter().any(|a| a.signed.ad.name == "origin-1"));
+    // HTTP/1.1 over TLS (no h2 in ALPN) is served too.
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca_path).unwrap()).unwrap();
+    let http1 = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .http1_only()
+        .build()
+        .unwrap();
+    let health = http1
+        .get(format!("{}/health", d.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.version(), reqwest::Version::HTTP_11);
+    assert_eq!(health.status().as_u16(), 200);
     let located = client.locate(d.url(), "/test/x").await.unwrap();
     assert_eq!(
         located.location.as_deref(),
