@@ -384,6 +384,16 @@ async fn hostile_paths_are_refused_without_header_injection() {
         assert_eq!(status_of(&answer), 400, "{answer}");
         assert!(!answer.to_ascii_lowercase().contains("set-cookie"));
     }
+    // A header flood is refused by hyper before any handler runs.
+    let mut flood = String::from("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for i in 0..200 {
+        flood.push_str(&format!("X-Flood-{i}: {}\r\n", "y".repeat(100)));
+    }
+    flood.push_str("\r\n");
+    let answer = tokio::task::spawn_blocking(move || raw_exchange(addr, flood.as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(status_of(&answer), 431, "{answer}");
     assert_eq!(snapshot(&d).await, before);
     still_routes(&d).await;
     d.shutdown().await;
