@@ -18,6 +18,7 @@ use crate::ad::{AdStatus, ServerKind, SigningKey};
 use crate::client::{Client, ClientError, Faults};
 use crate::clock::{SharedClock, system};
 use crate::config::DirectorConfig;
+use crate::http::serve::{ServeOptions, TlsError, load_tls, serve};
 use crate::http::{AppState, HttpLimits, router};
 use crate::identity::{AdBody, Identity, next_start_time};
 use crate::keys::{self, KeyError};
@@ -44,6 +45,9 @@ pub enum StartError {
     /// The HTTP client could not be built (CA bundle).
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The listener's address could not be read.
     #[error("listener: {0}")]
     Listener(std::io::Error),
@@ -104,6 +108,10 @@ impl Director {
         let trust = match options.trust {
             Some(trust) => trust,
             None => Trust::load(&config.federation.trust)?,
+        };
+        let tls = match &config.tls {
+            Some(tls) => Some(load_tls(&tls.cert, &tls.key)?),
+            None => None,
         };
         let addr = listener.local_addr().map_err(StartError::Listener)?;
 
@@ -182,14 +190,12 @@ impl Director {
             max_concurrent: config.limits.max_concurrent,
         };
         let app = router(state.clone(), limits);
-        let server_cancel = cancel.clone();
-        let server = tokio::spawn(async move {
-            let serve =
-                axum::serve(listener, app).with_graceful_shutdown(server_cancel.cancelled_owned());
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "HTTP server failed");
-            }
-        });
+        let serve_options = ServeOptions {
+            tls,
+            header_timeout: config.limits.request_timeout,
+            drain_timeout: config.limits.request_timeout + Duration::from_secs(1),
+        };
+        let server = tokio::spawn(serve(listener, app, serve_options, cancel.clone()));
         let started_in = began.elapsed();
         tracing::info!(
             name = %config.name,

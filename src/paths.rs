@@ -54,6 +54,11 @@ pub fn parse_object_path(raw: &str) -> Result<String, PathError> {
     let decoded = percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| PathError::BadEncoding)?;
+    clean_decoded(&decoded)
+}
+
+/// Checks an already-decoded path; returns it with duplicate slashes folded.
+fn clean_decoded(decoded: &str) -> Result<String, PathError> {
     if !decoded.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -77,9 +82,10 @@ pub fn parse_object_path(raw: &str) -> Result<String, PathError> {
     Ok(clean)
 }
 
-/// Checks a namespace prefix as advertised (same rules as an object path).
+/// Checks a namespace prefix as advertised: a clean path, already decoded (as object
+/// paths are once parsed), so a `%` in it is a literal `%`.
 pub fn is_valid_namespace(prefix: &str) -> bool {
-    parse_object_path(prefix).is_ok_and(|clean| clean == prefix)
+    clean_decoded(prefix).is_ok_and(|clean| clean == prefix)
 }
 
 /// Percent-encodes a clean path for a `Location` or `Link` header.
@@ -162,6 +168,21 @@ mod tests {
         let all: Vec<_> = prefixes_longest_first("/a/b/c").collect();
         assert_eq!(all, vec!["/a/b/c", "/a/b", "/a"]);
         assert_eq!(depth("/a/b"), 2);
+    }
+
+    #[test]
+    fn namespaces_are_decoded_paths() {
+        // Found by fuzzing (object_path): a request for `/a%2541` parses to `/a%41`, but
+        // the namespace `/a%41` was refused because it was percent-decoded a second time.
+        let clean = parse_object_path("/a%2541/x").unwrap();
+        assert_eq!(clean, "/a%41/x");
+        assert!(is_valid_namespace("/a%41"));
+        assert!(prefixes_longest_first(&clean).all(is_valid_namespace));
+        assert!(!is_valid_namespace("/a/../b"));
+        assert!(!is_valid_namespace("/a//b"));
+        assert!(!is_valid_namespace("/a/"));
+        assert!(!is_valid_namespace("/a\nb"));
+        assert!(!is_valid_namespace("a"));
     }
 
     proptest! {

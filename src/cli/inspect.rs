@@ -5,13 +5,15 @@ use std::time::Duration;
 use skein::client::Client;
 use skein::discovery::discover_directors;
 
-fn client() -> anyhow::Result<Client> {
-    Ok(Client::new(Duration::from_secs(5), None)?)
+use super::CaBundle;
+
+fn client(ca: &CaBundle) -> anyhow::Result<Client> {
+    Ok(Client::new(Duration::from_secs(5), ca.path.as_deref())?)
 }
 
 /// Prints the directors `from` knows.
-pub async fn directors(from: &str, json: bool) -> anyhow::Result<()> {
-    let client = client()?;
+pub async fn directors(from: &str, json: bool, ca: &CaBundle) -> anyhow::Result<()> {
+    let client = client(ca)?;
     if json {
         let list = client.directors(from).await?;
         println!("{}", serde_json::to_string_pretty(&list)?);
@@ -25,8 +27,8 @@ pub async fn directors(from: &str, json: bool) -> anyhow::Result<()> {
 }
 
 /// Prints the live ads a director holds.
-pub async fn ads(from: &str, json: bool) -> anyhow::Result<()> {
-    let listing = client()?.ads(from).await?;
+pub async fn ads(from: &str, json: bool, ca: &CaBundle) -> anyhow::Result<()> {
+    let listing = client(ca)?.ads(from).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&listing)?);
         return Ok(());
@@ -57,8 +59,8 @@ pub async fn ads(from: &str, json: bool) -> anyhow::Result<()> {
 }
 
 /// Exits 0 if the director is ready.
-pub async fn healthcheck(url: &str) -> anyhow::Result<()> {
-    let client = Client::new(Duration::from_secs(3), None)?;
+pub async fn healthcheck(url: &str, ca: &CaBundle) -> anyhow::Result<()> {
+    let client = Client::new(Duration::from_secs(3), ca.path.as_deref())?;
     if client.ready(url).await? {
         Ok(())
     } else {

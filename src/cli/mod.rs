@@ -8,7 +8,7 @@ mod service;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Skein: a highly-available director cluster for Pelican-style data federations.
 #[derive(Debug, Parser)]
@@ -17,6 +17,14 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--ca-bundle`, for the commands that talk to directors.
+#[derive(Debug, Args)]
+pub struct CaBundle {
+    /// Extra CA certificates (PEM) to trust for HTTPS directors.
+    #[arg(id = "ca_bundle", long = "ca-bundle", env = "SKEIN_CA_BUNDLE", value_name = "FILE")]
+    pub path: Option<PathBuf>,
 }
 
 /// The subcommands.
@@ -54,6 +62,8 @@ pub enum Command {
         /// Print details as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        ca: CaBundle,
     },
     /// Print the live ads a director holds.
     Ads {
@@ -63,6 +73,8 @@ pub enum Command {
         /// Print the ads as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        ca: CaBundle,
     },
     /// Ask the federation where PATH goes (failing over across directors).
     Locate {
@@ -77,6 +89,8 @@ pub enum Command {
         put: bool,
         /// Object path, e.g. /test/hello.txt.
         path: String,
+        #[command(flatten)]
+        ca: CaBundle,
     },
     /// Download an object through the federation (director, then caches, with failover).
     Get {
@@ -88,11 +102,15 @@ pub enum Command {
         output: Option<PathBuf>,
         /// Object path, e.g. /test/hello.txt.
         path: String,
+        #[command(flatten)]
+        ca: CaBundle,
     },
     /// Exit 0 if the director at URL is ready (for compose healthchecks).
     Healthcheck {
         /// Director URL, e.g. http://127.0.0.1:8444.
         url: String,
+        #[command(flatten)]
+        ca: CaBundle,
     },
     /// Run a small origin serving a directory under its namespaces, advertising itself.
     Origin {
@@ -118,20 +136,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             once,
             dry_run,
         } => service::advertise(&config, once, dry_run).await,
-        Command::Directors { from, json } => inspect::directors(&from, json).await,
-        Command::Ads { from, json } => inspect::ads(&from, json).await,
-        Command::Healthcheck { url } => inspect::healthcheck(&url).await,
+        Command::Directors { from, json, ca } => inspect::directors(&from, json, &ca).await,
+        Command::Ads { from, json, ca } => inspect::ads(&from, json, &ca).await,
+        Command::Healthcheck { url, ca } => inspect::healthcheck(&url, &ca).await,
         Command::Locate {
             federation,
             origin,
             put,
             path,
-        } => objects::locate(&federation, origin, put, &path).await,
+            ca,
+        } => objects::locate(&federation, origin, put, &path, &ca).await,
         Command::Get {
             federation,
             output,
             path,
-        } => objects::get(&federation, output.as_deref(), &path).await,
+            ca,
+        } => objects::get(&federation, output.as_deref(), &path, &ca).await,
         Command::Origin { config } => service::origin(&config).await,
         Command::Cache { config } => service::cache(&config).await,
     }

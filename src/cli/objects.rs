@@ -14,13 +14,15 @@ use skein::client::{Client, ClientError, Located};
 use skein::discovery::discover_directors;
 use skein::paths::{encode_path, parse_object_path};
 
+use super::CaBundle;
+
 /// A connect attempt to a dead director costs at most this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn client() -> anyhow::Result<Client> {
+fn client(ca: &CaBundle) -> anyhow::Result<Client> {
     Ok(Client::new(
         Duration::from_secs(30).max(CONNECT_TIMEOUT),
-        None,
+        ca.path.as_deref(),
     )?)
 }
 
@@ -96,8 +98,9 @@ pub async fn locate(
     origin: bool,
     put: bool,
     path: &str,
+    ca: &CaBundle,
 ) -> anyhow::Result<()> {
-    let client = client()?;
+    let client = client(ca)?;
     let method = if put { Method::PUT } else { Method::GET };
     let (director, located) = locate_any(
         &client,
@@ -118,8 +121,13 @@ pub async fn locate(
 }
 
 /// Downloads PATH to `output` (or stdout).
-pub async fn get(federation: &[String], output: Option<&Path>, path: &str) -> anyhow::Result<()> {
-    let client = client()?;
+pub async fn get(
+    federation: &[String],
+    output: Option<&Path>,
+    path: &str,
+    ca: &CaBundle,
+) -> anyhow::Result<()> {
+    let client = client(ca)?;
     let (_, located) =
         locate_any(&client, federation, Method::GET, &object_path(path, false)?).await?;
     let mut candidates = located.links.clone();

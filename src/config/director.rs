@@ -124,7 +124,9 @@ pub struct LimitsConfig {
 impl DirectorConfig {
     /// Loads defaults, then `file`, then the environment, and validates everything.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::from_figment(layered(DEFAULTS, file)?)
+        // `SKEIN_CA_BUNDLE` is the CLI's `--ca-bundle`; a director's bundle is
+        // `federation.ca_bundle` (`SKEIN_FEDERATION__CA_BUNDLE`), so the former is not a key.
+        Self::from_figment(layered(DEFAULTS, file, &["ca_bundle"])?)
     }
 
     /// Loads from TOML text layered over the defaults (tests, embedding).

@@ -27,8 +27,12 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
-/// Layers defaults, an optional file and the environment.
-fn layered(defaults: &str, file: Option<&Path>) -> Result<Figment, ConfigError> {
+/// Layers defaults, an optional file and the environment (less the `ignore_env` keys).
+fn layered(
+    defaults: &str,
+    file: Option<&Path>,
+    ignore_env: &[&str],
+) -> Result<Figment, ConfigError> {
     let mut figment = Figment::from(Toml::string(defaults));
     if let Some(path) = file {
         if !path.exists() {
@@ -38,7 +42,7 @@ fn layered(defaults: &str, file: Option<&Path>) -> Result<Figment, ConfigError> 
         }
         figment = figment.merge(Toml::file(path));
     }
-    Ok(figment.merge(Env::prefixed("SKEIN_").split("__")))
+    Ok(figment.merge(Env::prefixed("SKEIN_").split("__").ignore(ignore_env)))
 }
 
 /// Reads keys one at a time, collecting problems instead of stopping at the first.

@@ -95,7 +95,7 @@ pub struct ServiceConfig {
 impl ServiceConfig {
     /// Loads defaults, then `file`, then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::from_figment(layered(DEFAULTS, file)?)
+        Self::from_figment(layered(DEFAULTS, file, &[])?)
     }
 
     /// Loads from TOML text (tests).

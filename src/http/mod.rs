@@ -6,6 +6,7 @@ mod health;
 mod json;
 mod peers;
 mod redirect;
+pub mod serve;
 mod services;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::identity::Identity;
@@ -70,7 +72,9 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
             overloaded_or_timeout(error)
         }))
         .load_shed()
-        .concurrency_limit(limits.max_concurrent)
+        // Global: axum applies a layer to each route separately, and a plain
+        // concurrency limit would then be per route.
+        .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrent))
         .timeout(limits.request_timeout);
     Router::new()
         .merge(services::router())

@@ -194,6 +194,9 @@ impl Ledger {
         if let Err(why) = check_url(&ad.data_url) {
             return invalid(format!("data-url: {why}"));
         }
+        if let Err(why) = sanity::check(ad) {
+            return invalid(why);
+        }
         if ad.kind == ServerKind::Director && !ad.namespaces.is_empty() {
             return invalid("a director ad carries no namespaces".into());
         }
@@ -256,5 +259,6 @@ impl Ledger {
     }
 }
 
+mod sanity;
 #[cfg(test)]
 mod tests;

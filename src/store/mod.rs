@@ -92,6 +92,15 @@ pub enum StoreError {
         /// sled's message.
         message: String,
     },
+    /// The database files are damaged (sled reports corruption or panics opening them, or
+    /// our schema record is unreadable).
+    #[error("store at {path} is damaged: {message}")]
+    Damaged {
+        /// Data directory.
+        path: PathBuf,
+        /// What was found.
+        message: String,
+    },
     /// A value failed its checks.
     #[error("stored value {key}: {source}")]
     Corrupt {
@@ -99,14 +108,6 @@ pub enum StoreError {
         key: String,
         /// What failed.
         source: CodecError,
-    },
-    /// The database files are damaged (sled reports corruption, or our records are).
-    #[error("store at {path} is damaged: {message}")]
-    Damaged {
-        /// Data directory.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
     },
     /// The database was written by a newer Skein.
     #[error("store schema version {found} is newer than this build understands ({supported})")]
@@ -185,13 +186,27 @@ impl Store {
         })
     }
 
-    /// Opens the store; if it cannot be opened, moves the directory aside (loudly) and
-    /// starts empty, so the director can serve and catch up from its peers.
+    /// Opens the store; if it is damaged, moves the directory aside (loudly) and starts
+    /// empty, so the director can serve and catch up from its peers. Errors that are not
+    /// damage (a lock held by another process, permissions, a newer schema) are returned.
     pub fn open_or_recover(
         dir: &Path,
         now: UnixMillis,
     ) -> Result<(Self, Option<PathBuf>), StoreError> {
-        match Self::open(dir) {
+        // sled panics on some damage rather than reporting it.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::open(dir)))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "sled panicked while opening".into());
+                Err(StoreError::Damaged {
+                    path: dir.to_path_buf(),
+                    message,
+                })
+            });
+        match opened {
             Ok(store) => Ok((store, None)),
             // Only damage is moved aside: an I/O error (a full disk, or another process
             // holding the lock on this directory) must never cost a sound store.

@@ -1,0 +1,203 @@
+//! Bounds on every string and list an ad carries, so that nothing a trusted (or
+//! compromised) server signs can break a header, a log line or the director's memory.
+
+use crate::ad::{Ad, NamespaceAd};
+use crate::config::check_url;
+use crate::paths::is_valid_namespace;
+
+/// Longest URL accepted anywhere in an ad.
+pub const MAX_URL_LEN: usize = 2048;
+/// Most token issuers (and token-generation entries) per namespace.
+pub const MAX_ISSUERS: usize = 16;
+/// Most base paths per token issuer.
+pub const MAX_BASE_PATHS: usize = 64;
+/// Longest free-form short string (software version, token strategy).
+pub const MAX_SHORT_LEN: usize = 64;
+/// Largest `max-scope-depth` accepted (paths are at most 4096 bytes).
+pub const MAX_SCOPE_DEPTH: u32 = 2048;
+
+/// Characters that are legal in a URL but would split a header list or a `Link` entry.
+const HEADER_BREAKERS: &[char] = &['<', '>', '"', ',', ';', '\\'];
+
+/// Checks the strings and lists of `ad` beyond name, data URL and namespace paths.
+pub(super) fn check(ad: &Ad) -> Result<(), String> {
+    if ad.name.chars().any(char::is_control) {
+        return Err("name contains a control character".into());
+    }
+    header_url(&ad.data_url).map_err(|why| format!("data-url: {why}"))?;
+    if !ad.web_url.is_empty() {
+        header_url(&ad.web_url).map_err(|why| format!("web-url: {why}"))?;
+    }
+    short(&ad.version).map_err(|why| format!("version: {why}"))?;
+    for ns in &ad.namespaces {
+        namespace(ns).map_err(|why| format!("namespace {:?}: {why}", ns.path))?;
+    }
+    Ok(())
+}
+
+fn namespace(ns: &NamespaceAd) -> Result<(), String> {
+    if ns.issuers.len() > MAX_ISSUERS {
+        return Err(format!("more than {MAX_ISSUERS} token issuers"));
+    }
+    if ns.generation.len() > MAX_ISSUERS {
+        return Err(format!("more than {MAX_ISSUERS} token-generation entries"));
+    }
+    for issuer in &ns.issuers {
+        header_url(&issuer.issuer_url).map_err(|why| format!("token-issuer: {why}"))?;
+        if issuer.base_paths.len() > MAX_BASE_PATHS {
+            return Err(format!(
+                "token-issuer has more than {MAX_BASE_PATHS} base paths"
+            ));
+        }
+        if let Some(bad) = issuer.base_paths.iter().find(|p| !is_valid_namespace(p)) {
+            return Err(format!(
+                "token-issuer base path {bad:?} is not a clean absolute path"
+            ));
+        }
+    }
+    for generation in &ns.generation {
+        if !generation.issuer.is_empty() {
+            header_url(&generation.issuer)
+                .map_err(|why| format!("token-generation issuer: {why}"))?;
+        }
+        short(&generation.strategy).map_err(|why| format!("token-generation strategy: {why}"))?;
+        if generation
+            .strategy
+            .chars()
+            .any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            return Err(format!(
+                "token-generation strategy {:?} must be letters, digits, - or _",
+                generation.strategy
+            ));
+        }
+        if generation.max_scope_depth > MAX_SCOPE_DEPTH {
+            return Err(format!(
+                "token-generation max-scope-depth {} is more than {MAX_SCOPE_DEPTH}",
+                generation.max_scope_depth
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An http(s) URL that can go into a redirect header unchanged.
+fn header_url(url: &str) -> Result<(), String> {
+    if url.len() > MAX_URL_LEN {
+        return Err(format!("URL longer than {MAX_URL_LEN} bytes"));
+    }
+    check_url(url)?;
+    if !url.is_ascii() {
+        return Err(format!("{url:?} must be ASCII (percent-encode it)"));
+    }
+    if let Some(c) = url.chars().find(|c| HEADER_BREAKERS.contains(c)) {
+        return Err(format!("{url:?} contains {c:?}"));
+    }
+    Ok(())
+}
+
+/// A short, printable string.
+fn short(text: &str) -> Result<(), String> {
+    if text.len() > MAX_SHORT_LEN {
+        return Err(format!("longer than {MAX_SHORT_LEN} bytes"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("contains a control character".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ad::{ServerKind, TokenGeneration, TokenIssuer};
+    use crate::fixtures;
+
+    fn with_ns(edit: impl FnOnce(&mut NamespaceAd)) -> Ad {
+        let mut ad = fixtures::ad("o", ServerKind::Origin, &["/ns"], 1, 1);
+        edit(&mut ad.namespaces[0]);
+        ad
+    }
+
+    fn issuer(url: &str) -> TokenIssuer {
+        TokenIssuer {
+            issuer_url: url.into(),
+            base_paths: vec!["/ns".into()],
+        }
+    }
+
+    #[test]
+    fn sound_ads_pass() {
+        let ad = with_ns(|ns| {
+            ns.issuers.push(issuer("https://issuer.example/ns"));
+            ns.generation.push(TokenGeneration {
+                strategy: "OAuth2".into(),
+                max_scope_depth: 3,
+                issuer: "https://issuer.example/ns".into(),
+            });
+        });
+        assert_eq!(check(&ad), Ok(()));
+    }
+
+    #[test]
+    fn hostile_token_fields_are_refused() {
+        let cases: Vec<Ad> = vec![
+            with_ns(|ns| ns.issuers.push(issuer("file:///etc/passwd"))),
+            with_ns(|ns| {
+                ns.issuers
+                    .push(issuer("https://a.example/\r\nSet-Cookie: x"))
+            }),
+            with_ns(|ns| {
+                ns.issuers
+                    .push(issuer("https://a.example/x, issuer=https://evil"))
+            }),
+            with_ns(|ns| {
+                ns.issuers
+                    .push(issuer(&format!("https://a.example/{}", "a".repeat(3000))))
+            }),
+            with_ns(|ns| ns.issuers = vec![issuer("https://a.example"); MAX_ISSUERS + 1]),
+            with_ns(|ns| {
+                ns.issuers.push(TokenIssuer {
+                    issuer_url: "https://a.example".into(),
+                    base_paths: vec!["/ns/../etc".into()],
+                })
+            }),
+            with_ns(|ns| {
+                ns.generation.push(TokenGeneration {
+                    strategy: "OAuth2\nX: y".into(),
+                    max_scope_depth: 1,
+                    issuer: "https://a.example".into(),
+                })
+            }),
+            with_ns(|ns| {
+                ns.generation.push(TokenGeneration {
+                    strategy: "OAuth2".into(),
+                    max_scope_depth: u32::MAX,
+                    issuer: "https://a.example".into(),
+                })
+            }),
+            with_ns(|ns| {
+                ns.generation.push(TokenGeneration {
+                    strategy: "OAuth2".into(),
+                    max_scope_depth: 1,
+                    issuer: "javascript:alert(1)".into(),
+                })
+            }),
+        ];
+        for ad in cases {
+            assert!(check(&ad).is_err(), "accepted {:?}", ad.namespaces[0]);
+        }
+        let mut ad = with_ns(|_| {});
+        ad.name = "o\u{7}".into();
+        assert!(check(&ad).is_err());
+        let mut ad = with_ns(|_| {});
+        ad.web_url = "ftp://x".into();
+        assert!(check(&ad).is_err());
+        let mut ad = with_ns(|_| {});
+        ad.data_url = "http://o.example/<x>".into();
+        assert!(check(&ad).is_err());
+        let mut ad = with_ns(|_| {});
+        ad.version = "v".repeat(MAX_SHORT_LEN + 1);
+        assert!(check(&ad).is_err());
+    }
+}
