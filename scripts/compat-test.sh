@@ -5,16 +5,18 @@
 # into a venv, and runs tests/compat/pelicanfs_check.py against it.
 #   scripts/compat-test.sh            prints "pelicanfs: N passed, M failed"; exit 0 only if all pass
 # Env: PELICANFS_VERSION (default 1.5.0), COMPAT_VENV (default $CARGO_TARGET_DIR/compat-venv),
-#      COMPAT_VERBOSE=1 for pelicanfs debug logs.
+#      COMPAT_VERBOSE=1 for pelicanfs debug logs, SKEIN_BIN=path to test a prebuilt skein
+#      (no build), COMPAT_NO_TLS=1 to skip the TLS front (pelicanfs then gets the
+#      director_endpoint set directly instead of fetching discovery over https).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-SKEIN=$TARGET/debug/skein
+SKEIN=${SKEIN_BIN:-$TARGET/debug/skein}
 VERSION=${PELICANFS_VERSION:-1.5.0}
 VENV=${COMPAT_VENV:-$TARGET/compat-venv}
 
-cargo build --quiet --bin skein
+[ -n "${SKEIN_BIN:-}" ] || cargo build --quiet --bin skein
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/skein-compat.XXXXXX")
 PIDS=()
@@ -127,16 +129,21 @@ if ! "$VENV/bin/python" -c "import pelicanfs, sys; from importlib.metadata impor
 fi
 
 # pelicanfs fetches discovery only over https: a TLS front relays it to the director.
-start tls-front "$VENV/bin/python" tests/compat/tls_front.py --backend "127.0.0.1:$DPORT" \
-  --cert-out "$WORK/front.pem" --port-out "$WORK/front.port"
-deadline=$((SECONDS + 15))
-until [ -s "$WORK/front.port" ]; do
-  if [ $SECONDS -ge $deadline ]; then echo "TLS front did not start" >&2; exit 1; fi
-  sleep 0.1
-done
-FRONT=pelican://127.0.0.1:$(cat "$WORK/front.port")
+discovery=()
+if [ -z "${COMPAT_NO_TLS:-}" ]; then
+  start tls-front "$VENV/bin/python" tests/compat/tls_front.py --backend "127.0.0.1:$DPORT" \
+    --cert-out "$WORK/front.pem" --port-out "$WORK/front.port"
+  deadline=$((SECONDS + 15))
+  until [ -s "$WORK/front.port" ]; do
+    if [ $SECONDS -ge $deadline ]; then echo "TLS front did not start" >&2; exit 1; fi
+    sleep 0.1
+  done
+  # The front's self-signed certificate is the only one pelicanfs needs to trust.
+  export SSL_CERT_FILE="$WORK/front.pem"
+  discovery=(--discovery "pelican://127.0.0.1:$(cat "$WORK/front.port")")
+fi
 
 verbose=(); [ -n "${COMPAT_VERBOSE:-}" ] && verbose=(--verbose)
-SSL_CERT_FILE="$WORK/front.pem" timeout 90 "$VENV/bin/python" tests/compat/pelicanfs_check.py \
-  --director "$DIRECTOR" --discovery "$FRONT" --cache-url "$CACHE" \
+timeout 90 "$VENV/bin/python" tests/compat/pelicanfs_check.py \
+  --director "$DIRECTOR" "${discovery[@]}" --cache-url "$CACHE" \
   --expect-file "$WORK/export/hello.txt" --path /test/hello.txt "${verbose[@]}"
