@@ -5,18 +5,18 @@
 # into a venv, and runs tests/compat/pelicanfs_check.py against it.
 #   scripts/compat-test.sh            prints "pelicanfs: N passed, M failed"; exit 0 only if all pass
 # Env: PELICANFS_VERSION (default 1.5.0), COMPAT_VENV (default $CARGO_TARGET_DIR/compat-venv),
-#      COMPAT_VERBOSE=1 for pelicanfs debug logs, SKEIN_BIN=path to test a prebuilt skein
+#      COMPAT_VERBOSE=1 for pelicanfs debug logs, COMPAT_SKEIN=path to test a prebuilt skein
 #      (no build), COMPAT_NO_TLS=1 to skip the TLS front (pelicanfs then gets the
 #      director_endpoint set directly instead of fetching discovery over https).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-SKEIN=${SKEIN_BIN:-$TARGET/debug/skein}
+SKEIN=${COMPAT_SKEIN:-$TARGET/debug/skein}
 VERSION=${PELICANFS_VERSION:-1.5.0}
 VENV=${COMPAT_VENV:-$TARGET/compat-venv}
 
-[ -n "${SKEIN_BIN:-}" ] || cargo build --quiet --bin skein
+[ -n "${COMPAT_SKEIN:-}" ] || cargo build --quiet --locked --bin skein
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/skein-compat.XXXXXX")
 PIDS=()
