@@ -355,6 +355,60 @@ async fn hostile_paths_get_json_errors() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn origin_lists_over_webdav_propfind() -> anyhow::Result<()> {
+    let fed = Federation::start().await?;
+    let outside = tempfile::tempdir()?;
+    std::os::unix::fs::symlink(outside.path(), fed.export().join("escape"))?;
+    let origin = fed.origin.as_ref().context("origin")?.addr();
+
+    let (status, body) = raw(origin, "PROPFIND", "/test").await?;
+    assert_eq!(status, 207, "{body}");
+    assert!(body.contains("<D:href>/test/</D:href>"), "{body}");
+    assert!(body.contains("<D:href>/test/hello.txt</D:href>"), "{body}");
+    assert!(
+        body.contains(&format!(
+            "<D:getcontentlength>{}</D:getcontentlength>",
+            HELLO.len()
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains("<D:href>/test/sub/</D:href><D:propstat><D:prop><D:displayname>sub</D:displayname><D:resourcetype><D:collection/>"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("escape"),
+        "a symlink out of the export is listed: {body}"
+    );
+
+    let (status, body) = raw(origin, "PROPFIND", "/test/hello.txt").await?;
+    assert_eq!(status, 207, "{body}");
+    assert_eq!(body.matches("<D:response>").count(), 1, "{body}");
+    let (status, _) = raw(origin, "PROPFIND", "/test/missing").await?;
+    assert_eq!(status, 404);
+    let (status, body) = raw(origin, "PROPFIND", "/up").await?;
+    assert_eq!(status, 403, "listings are off for /up: {body}");
+
+    // The cache relays what it does not hold and describes what it does from disk.
+    let cache = fed.cache.as_ref().context("cache")?.addr();
+    let (status, body) = raw(cache, "PROPFIND", "/test").await?;
+    assert_eq!(status, 207, "{body}");
+    assert!(body.contains("<D:href>/test/hello.txt</D:href>"), "{body}");
+    let (status, _) = raw(cache, "PROPFIND", "/test/missing").await?;
+    assert_eq!(status, 404);
+    assert_eq!(
+        get(&format!("{}/test/hello.txt", fed.cache_url()))
+            .await?
+            .status(),
+        200
+    );
+    let (status, body) = raw(cache, "PROPFIND", "/test/hello.txt").await?;
+    assert_eq!(status, 207, "{body}");
+    assert!(body.contains("<D:resourcetype></D:resourcetype>"), "{body}");
+    fed.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_round_trip_where_allowed() -> anyhow::Result<()> {
     let fed = Federation::start().await?;
     let http = reqwest::Client::new();

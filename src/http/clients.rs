@@ -67,6 +67,8 @@ fn purpose_of(method: &Method, uri_path: &str) -> Result<(Purpose, String), ApiE
     let purpose = match *method {
         Method::GET | Method::HEAD if api_origin => Purpose::OriginRead,
         Method::GET | Method::HEAD => Purpose::Read,
+        // WebDAV listing (Pelican clients list this way): to an origin, like Pelican's director.
+        ref m if m.as_str() == "PROPFIND" => Purpose::OriginRead,
         Method::PUT | Method::DELETE => Purpose::Write,
         _ => {
             return Err(ApiError::new(

@@ -198,6 +198,16 @@ async fn redirects_carry_pelican_headers() {
         "http://origin-1.example:8443/ns/a"
     );
 
+    // pelicanfs lists by PROPFIND to the director and reads Link + collections-url.
+    let propfind = Method::from_bytes(b"PROPFIND").unwrap();
+    let listing = h.call(propfind, "/ns/dir", None).await;
+    assert_eq!(listing.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        header(&listing, "location"),
+        "http://origin-1.example:8443/ns/dir"
+    );
+    assert!(header(&listing, "x-pelican-namespace").contains("collections-url="));
+
     let no_redirect = h.call(Method::GET, "/ns/a?redirect=false", None).await;
     assert_eq!(no_redirect.status, StatusCode::OK);
     assert_eq!(no_redirect.json["namespace"], "/ns");

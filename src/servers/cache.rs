@@ -8,7 +8,9 @@
 //! download instead of fetching again. A hit never touches the network, so the cache
 //! keeps serving what it holds when origins or directors are gone. Every response
 //! carries `X-Cache: HIT` or `MISS`; directory listings are passed through uncached.
-//! Caches take no writes (405). Objects are treated as immutable (as in Pelican): a
+//! `PROPFIND` (WebDAV stat/listing, which Pelican clients send to caches for `exists`
+//! and `info`) is answered from disk for a cached object and relayed to the origin
+//! otherwise. Caches take no writes (405). Objects are treated as immutable (as in Pelican): a
 //! cached copy is never revalidated; delete it from `cache_dir` to refetch.
 
 use std::collections::HashMap;
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::fetch::{self, Fetched};
 use super::files::{self, FileError};
 use super::origin::LISTING_HEADER;
+use super::webdav;
 use super::{ServerError, ServerHandle, launch, namespace_of};
 use crate::client::Client;
 use crate::config::{NamespaceConfig, ServiceConfig};
@@ -106,6 +109,9 @@ fn x_cache(hit: bool) -> HeaderMap {
 
 async fn serve(cache: &Cache, request: Request) -> Result<Response, ApiError> {
     let method = request.method().clone();
+    if method.as_str() == webdav::PROPFIND {
+        return propfind(cache, request).await;
+    }
     if method != Method::GET && method != Method::HEAD {
         return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -192,4 +198,43 @@ async fn miss(
             Ok((StatusCode::OK, extra, bytes).into_response())
         }
     }
+}
+
+/// `PROPFIND`: a cached object is described from disk; anything else (directories,
+/// objects not held) is asked of the origin and its `207` relayed uncached.
+async fn propfind(cache: &Cache, request: Request) -> Result<Response, ApiError> {
+    let path = parse_object_path(request.uri().path())?;
+    if namespace_of(&cache.namespaces, &path).is_none() {
+        return Err(ApiError::not_found(format!(
+            "this cache serves no namespace containing {path}"
+        )));
+    }
+    let rel = files::relative(&path)?;
+    match files::existing(&cache.root, &rel).await {
+        Ok((real, meta)) if meta.is_file() => {
+            let mut response =
+                webdav::propfind(&cache.root, &real, &meta, &path, request.headers()).await?;
+            response.headers_mut().extend(x_cache(true));
+            return Ok(response);
+        }
+        Ok(_) | Err(FileError::NotFound) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let urls = fetch::origin_urls(
+        &cache.control,
+        cache.federation.as_deref(),
+        &cache.directors,
+        &path,
+    )
+    .await?;
+    let depth = request.headers().get("depth").cloned();
+    let (status, content_type, body) = fetch::propfind(&cache.control, &urls, depth).await?;
+    let mut response = (status, body).into_response();
+    if let Some(content_type) = content_type {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+    }
+    response.headers_mut().extend(x_cache(false));
+    Ok(response)
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use axum::body::Bytes;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 
 use super::files::{self, FileError};
 use super::origin::LISTING_HEADER;
@@ -100,6 +100,56 @@ pub async fn origin_urls(
     })
 }
 
+/// The outcome of trying origins one after another.
+struct Attempts {
+    not_found: Option<String>,
+    last: String,
+}
+
+impl Attempts {
+    fn new() -> Self {
+        Self {
+            not_found: None,
+            last: String::from("no origin URL"),
+        }
+    }
+
+    /// Sends `request` to `url`: the response if `usable(status)`, else `None` with the
+    /// failure noted (a 404 as not found, anything else as unavailable).
+    async fn send(
+        &mut self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+        usable: impl Fn(reqwest::StatusCode) -> bool,
+    ) -> Option<reqwest::Response> {
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(%url, error = %crate::client::error_chain(&error), "origin unavailable; trying the next");
+                self.last = format!("{url}: {error}");
+                return None;
+            }
+        };
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            self.not_found = Some(format!("{url}: not found"));
+            return None;
+        }
+        if !usable(status) {
+            self.last = format!("{url}: HTTP {status}");
+            return None;
+        }
+        Some(response)
+    }
+
+    fn failed(self) -> FetchError {
+        match self.not_found {
+            Some(detail) => FetchError::NotFound(detail),
+            None => FetchError::Unavailable(self.last),
+        }
+    }
+}
+
 /// Downloads from the first of `urls` that has the object into `root/rel`.
 pub async fn download(
     client: &Client,
@@ -107,26 +157,15 @@ pub async fn download(
     root: &Path,
     rel: &Path,
 ) -> Result<Fetched, FetchError> {
-    let mut not_found = None;
-    let mut last = String::from("no origin URL");
+    let mut attempts = Attempts::new();
     for url in urls {
-        let response = match client.http().get(url).send().await {
-            Ok(response) => response,
-            Err(error) => {
-                tracing::debug!(%url, error = %crate::client::error_chain(&error), "origin unavailable; trying the next");
-                last = format!("{url}: {error}");
-                continue;
-            }
+        let request = client.http().get(url);
+        let Some(response) = attempts
+            .send(url, request, |s| s == reqwest::StatusCode::OK)
+            .await
+        else {
+            continue;
         };
-        let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            not_found = Some(format!("{url}: not found"));
-            continue;
-        }
-        if status != reqwest::StatusCode::OK {
-            last = format!("{url}: HTTP {status}");
-            continue;
-        }
         if response.headers().contains_key(LISTING_HEADER) {
             return match response.bytes().await {
                 Ok(bytes) => Ok(Fetched::Listing(bytes)),
@@ -141,13 +180,39 @@ pub async fn download(
             }
             Err(error @ (FileError::Body(_) | FileError::Truncated { .. })) => {
                 tracing::warn!(%url, %error, "download broke off; trying the next origin");
-                last = format!("{url}: {error}");
+                attempts.last = format!("{url}: {error}");
             }
             Err(error) => return Err(error.into()),
         }
     }
-    Err(match not_found {
-        Some(detail) => FetchError::NotFound(detail),
-        None => FetchError::Unavailable(last),
-    })
+    Err(attempts.failed())
+}
+
+/// Relays `PROPFIND` to the first of `urls` that answers it: its status (`207`, or a
+/// `4xx` other than 404 such as listings refused), content type and body.
+pub async fn propfind(
+    client: &Client,
+    urls: &[String],
+    depth: Option<HeaderValue>,
+) -> Result<(StatusCode, Option<HeaderValue>, Bytes), FetchError> {
+    let method = reqwest::Method::from_bytes(super::webdav::PROPFIND.as_bytes())
+        .map_err(|e| FetchError::Unavailable(e.to_string()))?;
+    let mut attempts = Attempts::new();
+    for url in urls {
+        let mut request = client.http().request(method.clone(), url);
+        if let Some(depth) = &depth {
+            request = request.header("depth", depth.clone());
+        }
+        let Some(response) = attempts.send(url, request, |s| !s.is_server_error()).await else {
+            continue;
+        };
+        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+        let status =
+            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        return match response.bytes().await {
+            Ok(body) => Ok((status, content_type, body)),
+            Err(error) => Err(FetchError::Unavailable(format!("{url}: {error}"))),
+        };
+    }
+    Err(attempts.failed())
 }

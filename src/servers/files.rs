@@ -124,10 +124,14 @@ pub struct Entry {
     pub size: u64,
     /// True for a directory.
     pub is_dir: bool,
+    /// Last modification (for WebDAV listings; not in the JSON listing).
+    #[serde(skip)]
+    pub modified: Option<std::time::SystemTime>,
 }
 
-/// The sorted entries of a directory, hiding temp files.
-pub async fn list(dir: &Path) -> Result<Vec<Entry>, FileError> {
+/// The sorted entries of `dir` (inside the canonical `root`), hiding temp files,
+/// dangling symlinks and symlinks leading out of `root` (which are not served either).
+pub async fn list(root: &Path, dir: &Path) -> Result<Vec<Entry>, FileError> {
     let mut entries = Vec::new();
     let mut read = tokio::fs::read_dir(dir).await?;
     while let Some(entry) = read.next_entry().await? {
@@ -135,13 +139,18 @@ pub async fn list(dir: &Path) -> Result<Vec<Entry>, FileError> {
         if name.starts_with(TEMP_PREFIX) {
             continue;
         }
+        match tokio::fs::canonicalize(entry.path()).await {
+            Ok(target) if target.starts_with(root) => {}
+            _ => continue,
+        }
         let Ok(meta) = tokio::fs::metadata(entry.path()).await else {
-            continue; // dangling symlink
+            continue;
         };
         entries.push(Entry {
             name,
             size: if meta.is_dir() { 0 } else { meta.len() },
             is_dir: meta.is_dir(),
+            modified: meta.modified().ok(),
         });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -394,7 +403,7 @@ mod tests {
             Err(FileError::Truncated { .. })
         ));
         assert_eq!(std::fs::read(root.join(rel)).unwrap(), b"hello");
-        let names: Vec<_> = list(&root.join("a/b"))
+        let names: Vec<_> = list(&root, &root.join("a/b"))
             .await
             .unwrap()
             .into_iter()

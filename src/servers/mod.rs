@@ -9,6 +9,7 @@ pub mod cache;
 mod fetch;
 pub mod files;
 pub mod origin;
+pub mod webdav;
 
 use std::net::SocketAddr;
 

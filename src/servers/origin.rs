@@ -8,6 +8,8 @@
 //! - `GET`/`HEAD` a file: its bytes, with `Content-Length` and single-range support.
 //! - `GET` a directory: a JSON array of `{name, size, is_dir}` if the namespace allows
 //!   listings (`X-Skein-Listing: true`), else 403.
+//! - `PROPFIND` (WebDAV, what Pelican clients list with): `207 Multi-Status` for a
+//!   file or a directory and its children, if the namespace allows listings.
 //! - `PUT`/`DELETE` when the namespace has `writes = true` (temp file + rename; 201
 //!   created, 204 replaced or deleted), else 405.
 //!
@@ -26,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::files::{self, FileError};
+use super::webdav;
 use super::{ServerError, ServerHandle, launch, namespace_of};
 use crate::config::{NamespaceConfig, ServiceConfig};
 use crate::http::ApiError;
@@ -132,12 +135,27 @@ async fn serve(origin: &Origin, request: Request) -> Result<Response, ApiError> 
             tracing::info!(%path, "deleted");
             Ok(StatusCode::NO_CONTENT.into_response())
         }
+        ref m if m.as_str() == webdav::PROPFIND => {
+            if !ns.listings {
+                return Err(no_listings(ns));
+            }
+            let (real, meta) = files::existing(&origin.root, &rel).await?;
+            Ok(webdav::propfind(&origin.root, &real, &meta, &path, request.headers()).await?)
+        }
         _ => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{method} is not supported"),
         )),
     }
+}
+
+fn no_listings(ns: &NamespaceConfig) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "no_listings",
+        format!("namespace {} does not allow listings", ns.path),
+    )
 }
 
 async fn read(
@@ -150,13 +168,9 @@ async fn read(
     let (real, meta) = files::existing(&origin.root, rel).await?;
     if meta.is_dir() {
         if !ns.listings {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "no_listings",
-                format!("namespace {} does not allow listings", ns.path),
-            ));
+            return Err(no_listings(ns));
         }
-        let entries = files::list(&real).await?;
+        let entries = files::list(&origin.root, &real).await?;
         let mut response = Json(entries).into_response();
         response
             .headers_mut()
