@@ -6,8 +6,10 @@
 #   scripts/compat-test.sh            prints "pelicanfs: N passed, M failed"; exit 0 only if all pass
 # Env: PELICANFS_VERSION (default 1.5.0), COMPAT_VENV (default $CARGO_TARGET_DIR/compat-venv),
 #      COMPAT_VERBOSE=1 for pelicanfs debug logs, COMPAT_SKEIN=path to test a prebuilt skein
-#      (no build), COMPAT_NO_TLS=1 to skip the TLS front (pelicanfs then gets the
-#      director_endpoint set directly instead of fetching discovery over https).
+#      (no build).
+# pelicanfs fetches the discovery document only over https, so the director serves TLS
+# (its own [tls] listener) with a certificate from a throwaway CA made here with openssl;
+# pelicanfs trusts that CA through SSL_CERT_FILE, the origin and cache through ca_bundle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -39,9 +41,23 @@ free_port() {
 DPORT=$(free_port); OPORT=$(free_port); CPORT=$(free_port)
 while [ "$OPORT" = "$DPORT" ]; do OPORT=$(free_port); done
 while [ "$CPORT" = "$DPORT" ] || [ "$CPORT" = "$OPORT" ]; do CPORT=$(free_port); done
-DIRECTOR=http://127.0.0.1:$DPORT ORIGIN=http://127.0.0.1:$OPORT CACHE=http://127.0.0.1:$CPORT
+DIRECTOR=https://127.0.0.1:$DPORT ORIGIN=http://127.0.0.1:$OPORT CACHE=http://127.0.0.1:$CPORT
 
-mkdir -p "$WORK"/{keys,logs,export,data,cache}
+mkdir -p "$WORK"/{keys,logs,export,data,cache,tls}
+# A throwaway CA and a certificate for the director at 127.0.0.1.
+(
+  cd "$WORK/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -keyout ca.key -out ca.pem -subj /CN=skein-compat-ca \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout director.key -out director.csr -subj /CN=127.0.0.1 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
+  openssl x509 -req -in director.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+    -out director.pem -extfile ext.cnf 2>/dev/null
+  chmod 600 director.key ca.key
+)
+CA="$WORK/tls/ca.pem"
 printf 'Hello from a Skein origin, read by pelicanfs.\n' > "$WORK/export/hello.txt"
 printf 'second object\n' > "$WORK/export/other.txt"
 
@@ -59,6 +75,9 @@ name = "director"
 listen = "127.0.0.1:$DPORT"
 advertise_url = "$DIRECTOR"
 data_dir = "$WORK/data/director"
+[tls]
+cert = "$WORK/tls/director.pem"
+key = "$WORK/tls/director.key"
 [identity]
 key = "$WORK/keys/director.key"
 [federation]
@@ -73,6 +92,7 @@ key = "$WORK/keys/origin.key"
 federation = "$DIRECTOR"
 interval = "2s"
 lifetime = "1m"
+ca_bundle = "$CA"
 listen = "127.0.0.1:$OPORT"
 export = "$WORK/export"
 [[namespace]]
@@ -91,6 +111,7 @@ key = "$WORK/keys/cache.key"
 federation = "$DIRECTOR"
 interval = "2s"
 lifetime = "1m"
+ca_bundle = "$CA"
 listen = "127.0.0.1:$CPORT"
 cache_dir = "$WORK/cache"
 [[namespace]]
@@ -109,6 +130,7 @@ start cache "$SKEIN" cache --config "$WORK/cache.toml"
 
 # Ready when the director sends /test/hello.txt to the cache (so both have advertised).
 deadline=$((SECONDS + 30))
+export SKEIN_CA_BUNDLE="$CA"   # for skein locate
 until "$SKEIN" locate --federation "$DIRECTOR" /test/hello.txt 2>/dev/null | grep -q "^redirect: $CACHE/" \
    && "$SKEIN" locate --origin --federation "$DIRECTOR" /test/hello.txt 2>/dev/null | grep -q "^redirect: $ORIGIN/"; do
   if [ $SECONDS -ge $deadline ]; then echo "federation did not come up in 30s" >&2; exit 1; fi
@@ -128,20 +150,9 @@ if ! "$VENV/bin/python" -c "import pelicanfs, sys; from importlib.metadata impor
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "pelicanfs==$VERSION"
 fi
 
-# pelicanfs fetches discovery only over https: a TLS front relays it to the director.
-discovery=()
-if [ -z "${COMPAT_NO_TLS:-}" ]; then
-  start tls-front "$VENV/bin/python" tests/compat/tls_front.py --backend "127.0.0.1:$DPORT" \
-    --cert-out "$WORK/front.pem" --port-out "$WORK/front.port"
-  deadline=$((SECONDS + 15))
-  until [ -s "$WORK/front.port" ]; do
-    if [ $SECONDS -ge $deadline ]; then echo "TLS front did not start" >&2; exit 1; fi
-    sleep 0.1
-  done
-  # The front's self-signed certificate is the only one pelicanfs needs to trust.
-  export SSL_CERT_FILE="$WORK/front.pem"
-  discovery=(--discovery "pelican://127.0.0.1:$(cat "$WORK/front.port")")
-fi
+# pelicanfs fetches discovery over https from the director itself.
+export SSL_CERT_FILE="$CA"
+discovery=(--discovery "pelican://127.0.0.1:$DPORT")
 
 verbose=(); [ -n "${COMPAT_VERBOSE:-}" ] && verbose=(--verbose)
 timeout 90 "$VENV/bin/python" tests/compat/pelicanfs_check.py \

@@ -22,6 +22,9 @@ cargo clippy --all-targets --locked -- -D warnings
 step "unit, handler, cluster and CLI tests"
 cargo nextest run --locked --no-fail-fast
 
+step "a real Pelican client (pelicanfs) against a Skein federation over TLS"
+scripts/compat-test.sh
+
 step "fault tests against the docker compose federation (kill, partition, rolling restart)"
 scripts/fault-tests.sh
 

@@ -23,7 +23,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct CaBundle {
     /// Extra CA certificates (PEM) to trust for HTTPS directors.
-    #[arg(id = "ca_bundle", long = "ca-bundle", env = "SKEIN_CA_BUNDLE", value_name = "FILE")]
+    #[arg(
+        id = "ca_bundle",
+        long = "ca-bundle",
+        env = "SKEIN_CA_BUNDLE",
+        value_name = "FILE"
+    )]
     pub path: Option<PathBuf>,
 }
 

@@ -119,6 +119,24 @@ pub enum StoreError {
     },
 }
 
+/// Opens sled, waiting briefly for its file lock: a previous handle in this process (or
+/// a process that is just exiting) releases it from a background thread.
+fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
+    let config = sled::Config::new().path(dir).cache_capacity(64 << 20);
+    let mut attempts = 0;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && attempts < 30 =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Sorts sled's errors into damage (move the store aside) and everything else.
 fn classify(dir: &Path, error: sled::Error) -> StoreError {
     let path = dir.to_path_buf();
@@ -162,11 +180,7 @@ impl Store {
     /// Opens (creating if needed) and migrates the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let err = |e: sled::Error| classify(dir, e);
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 << 20)
-            .open()
-            .map_err(err)?;
+        let db = open_db(dir).map_err(err)?;
         migrate::migrate(&db, dir)?;
         let ads = db.open_tree("ads").map_err(err)?;
         let peers = db.open_tree("peers").map_err(err)?;
