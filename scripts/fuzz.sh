@@ -10,6 +10,7 @@ cd "$(dirname "$0")/../fuzz"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 targets=(ad_json stored_value object_path)
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cargo fuzz build -O
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
