@@ -224,14 +224,25 @@ impl Director {
         for peer in peers.urls() {
             replicator.spawn_sync(peer);
         }
+        // A newly learned director gets this director's ad at once (so it learns of us
+        // without waiting for an announce interval), then a catch-up in both directions.
         let watcher = replicator.clone();
         let watch_cancel = workers.clone();
+        let own_key = crate::ad::AdKey {
+            kind: ServerKind::Director,
+            name: config.name.clone(),
+        };
         tracker.spawn(async move {
             loop {
                 tokio::select! {
                     _ = watch_cancel.cancelled() => return,
                     url = added.recv() => match url {
-                        Some(url) => watcher.spawn_sync(url),
+                        Some(url) => {
+                            if let Some(own) = watcher.ledger().view().get(&own_key).cloned() {
+                                watcher.send_to(&url, own);
+                            }
+                            watcher.spawn_sync(url);
+                        }
                         None => return,
                     }
                 }

@@ -483,3 +483,22 @@ fn write_key(path: &std::path::Path, name: &str) {
     .unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directors_find_each_other_through_the_discovery_document_alone() {
+    // No static lists: every director's discovery URL is director 0, which serves the
+    // federation document like any Skein director.
+    let tuning = Tuning {
+        discovery_from: Some(0),
+        ..Tuning::default()
+    };
+    let cluster = Cluster::start(3, tuning, |_| vec![]).await;
+    eventually(WAIT, "every director knows the 2 others", || async {
+        cluster.running().all(|d| d.state().peers.urls().len() == 2)
+    })
+    .await;
+    let doc = client().discovery(cluster.handle(1).url()).await.unwrap();
+    assert_eq!(doc.director_endpoint, cluster.handle(1).url());
+    assert_eq!(doc.director_advertise_endpoints.len(), 3, "{doc:?}");
+    cluster.shutdown().await;
+}

@@ -153,6 +153,13 @@ impl Replicator {
         }
     }
 
+    /// Queues `ad` for one peer.
+    pub fn send_to(self: &Arc<Self>, peer: &str, ad: Arc<StoredAd>) {
+        if !self.peers.is_self(peer) {
+            self.queue_for(&crate::peers::normalize(peer)).push(ad);
+        }
+    }
+
     /// Ads waiting for any peer (tests and the status page).
     pub fn backlog(&self) -> usize {
         self.queues

@@ -59,6 +59,8 @@ pub struct Tuning {
     pub poll_interval: &'static str,
     pub announce_interval: &'static str,
     pub clock: Option<SharedClock>,
+    /// Every director uses this director's URL as its `federation.discovery_url`.
+    pub discovery_from: Option<usize>,
 }
 
 impl Default for Tuning {
@@ -67,6 +69,7 @@ impl Default for Tuning {
             poll_interval: "300ms",
             announce_interval: "1h",
             clock: None,
+            discovery_from: None,
         }
     }
 }
@@ -140,6 +143,11 @@ impl Cluster {
             .map(|s| format!("{s:?}"))
             .collect::<Vec<_>>()
             .join(", ");
+        let discovery = self
+            .tuning
+            .discovery_from
+            .map(|k| format!("discovery_url = {:?}", self.nodes[k].url))
+            .unwrap_or_default();
         let text = format!(
             r#"
 name = "{name}"
@@ -149,6 +157,7 @@ data_dir = {dir:?}
 [identity]
 key = "unused-in-tests"
 [federation]
+{discovery}
 trust = "unused-in-tests"
 directors = [{seeds}]
 [peers]
