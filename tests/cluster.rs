@@ -34,6 +34,23 @@ async fn send(
         .status
 }
 
+/// Sends origin-1's ad (this generation) to director 0 and waits until all hold it.
+async fn send_everywhere(cluster: &Cluster, started: u64, generation: u64) {
+    send(
+        cluster,
+        0,
+        "origin-1",
+        ServerKind::Origin,
+        started,
+        generation,
+    )
+    .await;
+    eventually(WAIT, "every director holds the ad", || async {
+        all_hold(cluster, &origin_key(), generation).await
+    })
+    .await;
+}
+
 async fn all_hold(cluster: &Cluster, key: &AdKey, generation: u64) -> bool {
     cluster
         .running()
@@ -185,11 +202,7 @@ async fn a_director_listing_itself_sends_itself_nothing() {
 async fn killing_one_director_leaves_the_others_serving_and_forwarding() {
     let mut cluster = Cluster::full_mesh(3).await;
     let started = now_ms();
-    send(&cluster, 0, "origin-1", ServerKind::Origin, started, 1).await;
-    eventually(WAIT, "all hold v1", || async {
-        all_hold(&cluster, &origin_key(), 1).await
-    })
-    .await;
+    send_everywhere(&cluster, started, 1).await;
     cluster.crash(0).await;
     send(&cluster, 1, "origin-1", ServerKind::Origin, started, 2).await;
     eventually(WAIT, "survivors hold v2", || async {
@@ -207,11 +220,7 @@ async fn a_restarted_director_serves_its_store_at_once_then_catches_up() {
     let mut cluster = Cluster::full_mesh(3).await;
     let started = now_ms();
     let c = client();
-    send(&cluster, 0, "origin-1", ServerKind::Origin, started, 1).await;
-    eventually(WAIT, "all hold v1", || async {
-        all_hold(&cluster, &origin_key(), 1).await
-    })
-    .await;
+    send_everywhere(&cluster, started, 1).await;
     cluster.crash(0).await;
     // While 0 is down the origin moves on, and a cache appears.
     send(&cluster, 1, "origin-1", ServerKind::Origin, started, 2).await;
@@ -321,11 +330,7 @@ async fn the_survivor_of_a_pair_keeps_itself_and_its_view() {
     let mut cluster = Cluster::full_mesh(2).await;
     let started = now_ms();
     let c = client();
-    send(&cluster, 0, "origin-1", ServerKind::Origin, started, 1).await;
-    eventually(WAIT, "both hold v1", || async {
-        all_hold(&cluster, &origin_key(), 1).await
-    })
-    .await;
+    send_everywhere(&cluster, started, 1).await;
     let dead = cluster.nodes[1].url.clone();
     let survivor = cluster.nodes[0].url.clone();
     cluster.crash(1).await;
