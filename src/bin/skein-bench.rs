@@ -20,6 +20,10 @@ use skein::trust::Trust;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The same allocator as the `skein` binary, so figures match what users run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "Skein system benchmarks (see scripts/bench.sh)")]
 struct Cli {
@@ -132,6 +136,22 @@ fn rss_mib() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// CPU time (user + system) this process has used, in ms: on a shared machine it is a
+/// steadier figure than wall time.
+fn cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some(ticks * 10.0)
+        })
         .unwrap_or(0.0)
 }
 
@@ -417,7 +437,7 @@ async fn restart(data_dir: &Path, mode: &str) -> Result<()> {
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
             println!(
                 "{}",
-                json!({"bench": "restart", "mode": "raw", "ads": count, "bytes": bytes, "ms": ms, "rss_mib": rss_mib()})
+                json!({"bench": "restart", "mode": "raw", "ads": count, "bytes": bytes, "ms": ms, "cpu_ms": cpu_ms(), "rss_mib": rss_mib()})
             );
         }
         "director" => {
@@ -429,12 +449,29 @@ async fn restart(data_dir: &Path, mode: &str) -> Result<()> {
             let ads = handle.state().ledger.view().len();
             println!(
                 "{}",
-                json!({"bench": "restart", "mode": "director", "ads": ads, "ms": ms,
+                json!({"bench": "restart", "mode": "director", "ads": ads, "ms": ms, "cpu_ms": cpu_ms(),
                        "started_in_ms": handle.started_in().as_secs_f64() * 1000.0, "rss_mib": rss_mib()})
             );
             handle.crash().await;
         }
-        other => bail!("unknown mode {other:?} (director or raw)"),
+        "phases" => {
+            let store = Store::open(data_dir)?;
+            let opened = t0.elapsed().as_secs_f64() * 1000.0;
+            let loaded = store.load_ads()?;
+            let decoded = t0.elapsed().as_secs_f64() * 1000.0;
+            let count = loaded.ads.len();
+            let view = skein::routing::View::from_ads(loaded.ads);
+            let built = t0.elapsed().as_secs_f64() * 1000.0;
+            println!(
+                "{}",
+                json!({"bench": "restart", "mode": "phases", "ads": count, "open_ms": opened,
+                       "load_ms": decoded - opened, "view_ms": built - decoded, "rss_mib": rss_mib()})
+            );
+            let t1 = Instant::now();
+            drop(view);
+            eprintln!("drop view: {:.1} ms", t1.elapsed().as_secs_f64() * 1000.0);
+        }
+        other => bail!("unknown mode {other:?} (director, raw or phases)"),
     }
     Ok(())
 }
@@ -454,6 +491,7 @@ async fn ingest(
     let now = now_ms();
     let signed: Vec<SignedAd> = servers.iter().map(|s| federation_ad(s, now, 1)).collect();
     let t0 = Instant::now();
+    let cpu0 = cpu_ms();
     let accepted = match via {
         "accept" => accept_all(&handle, signed, clients).await?,
         "http" => {
@@ -499,7 +537,8 @@ async fn ingest(
     println!(
         "{}",
         json!({"bench": "ingest", "via": via, "ads": ads, "accepted": accepted, "clients": clients,
-               "batch": batch, "secs": secs, "ads_per_sec": accepted as f64 / secs, "rss_mib": rss_mib()})
+               "batch": batch, "secs": secs, "ads_per_sec": accepted as f64 / secs,
+               "cpu_ms_per_1000_ads": (cpu_ms() - cpu0) / accepted.max(1) as f64 * 1000.0, "rss_mib": rss_mib()})
     );
     handle.crash().await;
     Ok(())
