@@ -222,7 +222,7 @@ for n in (3, 5, 7):
         rows.append((f"(f) forwards per ad version, {n} directors", f"{conv[n]['forwards_per_ad']:.1f}", "-", "-"))
 loads = [r["load"] for r in wrk]
 out = []
-out.append(f"Run: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, {'quick' if quick else 'full'} mode, commit `{sh('git rev-parse --short HEAD')}`.\n")
+out.append(f"Run: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, {'quick' if quick else 'full'} mode, commit `{sh('git rev-parse --short HEAD')}`{' with uncommitted code changes' if sh('git status --porcelain -- src benches Cargo.toml Cargo.lock') else ''}.\n")
 out.append("| figure | measured | goal | |\n|---|---|---|---|")
 for r in rows:
     out.append("| " + " | ".join(r) + " |")

@@ -6,6 +6,7 @@
 
 mod rank;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use imbl::HashMap;
@@ -108,41 +109,66 @@ impl View {
         next
     }
 
+    /// Indexes `stored`, replacing any ad of the same key. A new version usually keeps its
+    /// namespaces, so entries are replaced where they are: each prefix's map path is copied
+    /// once rather than once to remove and again to insert.
     fn insert(&mut self, stored: Arc<StoredAd>) {
         let key = stored.ad.key();
-        self.remove(&key);
-        if stored.ad.kind != ServerKind::Director {
-            for (index, ns) in stored.ad.namespaces.iter().enumerate() {
-                let path: &str = &ns.path;
-                let entry = (stored.clone(), index);
-                match self.by_prefix.get_mut(path) {
-                    Some(servers) => match position(servers, &key) {
-                        // The same path twice in one ad: the first one counts.
-                        Ok(_) => {}
-                        Err(at) => Arc::make_mut(servers).insert(at, entry),
-                    },
-                    None => {
-                        self.by_prefix
-                            .insert(Arc::from(path), Arc::new(vec![entry]));
-                    }
+        let indexed = stored.ad.kind != ServerKind::Director;
+        if let Some(old) = self.ads.insert(key.clone(), stored.clone()) {
+            let kept: HashSet<&str> = if indexed {
+                stored
+                    .ad
+                    .namespaces
+                    .iter()
+                    .map(|ns| ns.path.as_str())
+                    .collect()
+            } else {
+                HashSet::new()
+            };
+            for ns in &old.ad.namespaces {
+                if !kept.contains(ns.path.as_str()) {
+                    self.unindex(&ns.path, &key);
                 }
             }
         }
-        self.ads.insert(key, stored);
+        if !indexed {
+            return;
+        }
+        for (index, ns) in stored.ad.namespaces.iter().enumerate() {
+            let path: &str = &ns.path;
+            let entry = (stored.clone(), index);
+            match self.by_prefix.get_mut(path) {
+                Some(servers) => match position(servers, &key) {
+                    // Already this version: the same path twice in one ad, first one counts.
+                    Ok(at) if Arc::ptr_eq(&servers[at].0, &stored) => {}
+                    Ok(at) => Arc::make_mut(servers)[at] = entry,
+                    Err(at) => Arc::make_mut(servers).insert(at, entry),
+                },
+                None => {
+                    self.by_prefix
+                        .insert(Arc::from(path), Arc::new(vec![entry]));
+                }
+            }
+        }
     }
 
     fn remove(&mut self, key: &AdKey) {
         if let Some(old) = self.ads.remove(key) {
             for ns in &old.ad.namespaces {
-                let path: &str = &ns.path;
-                if let Some(servers) = self.by_prefix.get_mut(path) {
-                    if let Ok(at) = position(servers, key) {
-                        Arc::make_mut(servers).remove(at);
-                    }
-                    if servers.is_empty() {
-                        self.by_prefix.remove(path);
-                    }
-                }
+                self.unindex(&ns.path, key);
+            }
+        }
+    }
+
+    /// Drops `key` from the servers of `path`.
+    fn unindex(&mut self, path: &str, key: &AdKey) {
+        if let Some(servers) = self.by_prefix.get_mut(path) {
+            if let Ok(at) = position(servers, key) {
+                Arc::make_mut(servers).remove(at);
+            }
+            if servers.is_empty() {
+                self.by_prefix.remove(path);
             }
         }
     }
