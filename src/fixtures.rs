@@ -72,3 +72,72 @@ pub fn trust(servers: &[(&str, ServerKind, &[&str])]) -> Trust {
     }
     trust
 }
+
+/// One server of a synthetic federation: name, kind and the namespaces it serves.
+pub type FederationServer = (String, ServerKind, Vec<String>);
+
+/// The `i`-th namespace of a synthetic federation (`/vo<i/100>/ns<i>`).
+pub fn namespace_path(i: usize) -> String {
+    format!("/vo{}/ns{i}", i / 100)
+}
+
+/// A synthetic federation for benchmarks: half the servers are origins splitting
+/// `namespaces` between them; each cache serves the namespaces of three origins, so every
+/// namespace has one origin and about three caches.
+pub fn federation(servers: usize, namespaces: usize) -> Vec<FederationServer> {
+    let origins = (servers / 2).max(1);
+    let caches = servers - origins;
+    let per_origin = namespaces.div_ceil(origins);
+    let of_origin = |o: usize| -> Vec<String> {
+        (o * per_origin..((o + 1) * per_origin).min(namespaces))
+            .map(namespace_path)
+            .collect()
+    };
+    let mut out: Vec<FederationServer> = (0..origins)
+        .map(|o| (format!("origin-{o}"), ServerKind::Origin, of_origin(o)))
+        .collect();
+    out.extend((0..caches).map(|c| {
+        let namespaces = (0..3.min(origins))
+            .flat_map(|k| of_origin((c + k) % origins))
+            .collect();
+        (format!("cache-{c}"), ServerKind::Cache, namespaces)
+    }));
+    out
+}
+
+/// Trust for a synthetic federation (plus `directors`), with [`key_for`] keys.
+pub fn federation_trust(servers: &[FederationServer], directors: &[String]) -> Trust {
+    let mut trust = Trust::default();
+    for (name, kind, namespaces) in servers {
+        trust.insert(
+            name.as_str(),
+            TrustedServer {
+                kind: *kind,
+                key: key_for(name).verifying_key(),
+                namespaces: namespaces.clone(),
+            },
+        );
+    }
+    for name in directors {
+        trust.insert(
+            name.as_str(),
+            TrustedServer {
+                kind: ServerKind::Director,
+                key: key_for(name).verifying_key(),
+                namespaces: vec![],
+            },
+        );
+    }
+    trust
+}
+
+/// A signed ad for one server of a synthetic federation.
+pub fn federation_ad(
+    server: &FederationServer,
+    started_at: UnixMillis,
+    generation: u64,
+) -> crate::ad::SignedAd {
+    let (name, kind, namespaces) = server;
+    let paths: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+    ad(name, *kind, &paths, started_at, generation).sign(&key_for(name))
+}

@@ -94,9 +94,8 @@ impl Ledger {
         clock: SharedClock,
         limits: AdLimits,
     ) -> Result<(Self, usize), StoreError> {
-        let loaded = store.load_ads()?;
-        let quarantined = loaded.quarantined.len();
-        let view = View::from_ads(loaded.ads);
+        let (view, quarantined) = load_view(&store)?;
+        let quarantined = quarantined.len();
         Ok((
             Self {
                 store,
@@ -257,6 +256,37 @@ impl Ledger {
         self.store.flush().await?;
         Ok(expired)
     }
+}
+
+/// Ads decoded per hand-over from the scanning thread to the indexing one.
+const LOAD_BATCH: usize = 512;
+
+/// Scans the store and builds the view at once: this thread decodes while another
+/// indexes, so a restart costs about the longer of the two rather than their sum.
+fn load_view(store: &Store) -> Result<(View, Vec<String>), StoreError> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<StoredAd>>(16);
+        let builder = scope.spawn(move || View::from_ads(rx.into_iter().flatten()));
+        let mut batch = Vec::with_capacity(LOAD_BATCH);
+        let scanned = store.load_ads_with(|ad| {
+            batch.push(ad);
+            if batch.len() == LOAD_BATCH {
+                // The builder only stops early by panicking, which join() re-raises.
+                let _ = tx.send(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(LOAD_BATCH),
+                ));
+            }
+        });
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
+        }
+        drop(tx);
+        let view = builder
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Ok((view, scanned?))
+    })
 }
 
 mod sanity;

@@ -6,9 +6,10 @@
 
 mod rank;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use imbl::{HashMap, OrdSet};
+use imbl::HashMap;
 
 use crate::ad::{AdKey, AdStatus, NamespaceAd, ServerKind};
 use crate::clock::UnixMillis;
@@ -64,51 +65,112 @@ pub enum NoRoute {
     },
 }
 
+/// The servers advertising one prefix, each with the index of that namespace in its ad,
+/// sorted by key. A prefix has few servers, so a small copy-on-write vector is smaller and
+/// faster to scan than a persistent set (an `imbl::OrdSet` allocates a 64-slot node even
+/// for one key), and holding the ads themselves spares `route` a map lookup per server.
+type Servers = Arc<Vec<(Arc<StoredAd>, usize)>>;
+
 /// An immutable snapshot of every live ad.
 #[derive(Debug, Clone, Default)]
 pub struct View {
     ads: HashMap<AdKey, Arc<StoredAd>>,
-    by_prefix: HashMap<Arc<str>, OrdSet<AdKey>>,
+    by_prefix: HashMap<Arc<str>, Servers>,
+}
+
+/// Where the ad of `key` sits (or would sit) in a prefix's servers.
+fn position(servers: &[(Arc<StoredAd>, usize)], key: &AdKey) -> Result<usize, usize> {
+    servers.binary_search_by(|(a, _)| {
+        (a.ad.kind, a.ad.name.as_str()).cmp(&(key.kind, key.name.as_str()))
+    })
 }
 
 impl View {
-    /// Builds a view from loaded ads.
+    /// Builds a view from loaded ads (in place: nothing is shared yet, so nothing is copied).
     pub fn from_ads(ads: impl IntoIterator<Item = StoredAd>) -> Self {
-        ads.into_iter()
-            .fold(View::default(), |view, ad| view.with_ad(Arc::new(ad)))
+        let mut view = View::default();
+        for ad in ads {
+            view.insert(Arc::new(ad));
+        }
+        view
     }
 
     /// A copy with `stored` replacing any ad of the same key.
     pub fn with_ad(&self, stored: Arc<StoredAd>) -> Self {
-        let key = stored.ad.key();
-        let mut next = self.without(&key);
-        if stored.ad.kind != ServerKind::Director {
-            for ns in &stored.ad.namespaces {
-                next.by_prefix
-                    .entry(Arc::from(ns.path.as_str()))
-                    .or_default()
-                    .insert(key.clone());
-            }
-        }
-        next.ads.insert(key, stored);
+        let mut next = self.clone();
+        next.insert(stored);
         next
     }
 
     /// A copy without the ad at `key`.
     pub fn without(&self, key: &AdKey) -> Self {
         let mut next = self.clone();
-        if let Some(old) = next.ads.remove(key) {
+        next.remove(key);
+        next
+    }
+
+    /// Indexes `stored`, replacing any ad of the same key. A new version usually keeps its
+    /// namespaces, so entries are replaced where they are: each prefix's map path is copied
+    /// once rather than once to remove and again to insert.
+    fn insert(&mut self, stored: Arc<StoredAd>) {
+        let key = stored.ad.key();
+        let indexed = stored.ad.kind != ServerKind::Director;
+        if let Some(old) = self.ads.insert(key.clone(), stored.clone()) {
+            let kept: HashSet<&str> = if indexed {
+                stored
+                    .ad
+                    .namespaces
+                    .iter()
+                    .map(|ns| ns.path.as_str())
+                    .collect()
+            } else {
+                HashSet::new()
+            };
             for ns in &old.ad.namespaces {
-                let path: &str = &ns.path;
-                if let Some(set) = next.by_prefix.get_mut(path) {
-                    set.remove(key);
-                    if set.is_empty() {
-                        next.by_prefix.remove(path);
-                    }
+                if !kept.contains(ns.path.as_str()) {
+                    self.unindex(&ns.path, &key);
                 }
             }
         }
-        next
+        if !indexed {
+            return;
+        }
+        for (index, ns) in stored.ad.namespaces.iter().enumerate() {
+            let path: &str = &ns.path;
+            let entry = (stored.clone(), index);
+            match self.by_prefix.get_mut(path) {
+                Some(servers) => match position(servers, &key) {
+                    // Already this version: the same path twice in one ad, first one counts.
+                    Ok(at) if Arc::ptr_eq(&servers[at].0, &stored) => {}
+                    Ok(at) => Arc::make_mut(servers)[at] = entry,
+                    Err(at) => Arc::make_mut(servers).insert(at, entry),
+                },
+                None => {
+                    self.by_prefix
+                        .insert(Arc::from(path), Arc::new(vec![entry]));
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &AdKey) {
+        if let Some(old) = self.ads.remove(key) {
+            for ns in &old.ad.namespaces {
+                self.unindex(&ns.path, key);
+            }
+        }
+    }
+
+    /// Drops `key` from the servers of `path`.
+    fn unindex(&mut self, path: &str, key: &AdKey) {
+        if let Some(servers) = self.by_prefix.get_mut(path) {
+            if let Ok(at) = position(servers, key) {
+                Arc::make_mut(servers).remove(at);
+            }
+            if servers.is_empty() {
+                self.by_prefix.remove(path);
+            }
+        }
     }
 
     /// The ad held for `key`.
@@ -141,35 +203,24 @@ impl View {
         let mut out: Vec<String> = self
             .by_prefix
             .iter()
-            .filter(|(_, keys)| keys.iter().any(|k| self.serving(k, now).is_some()))
+            .filter(|(_, servers)| servers.iter().any(|(a, _)| is_serving(a, now)))
             .map(|(prefix, _)| prefix.to_string())
             .collect();
         out.sort();
         out
     }
 
-    fn serving(&self, key: &AdKey, now: UnixMillis) -> Option<&Arc<StoredAd>> {
-        self.ads
-            .get(key)
-            .filter(|a| a.ad.status == AdStatus::Ok && a.expires_at > now)
-    }
-
     /// Decides where `path` (clean, absolute) goes for `purpose` at time `now`.
     pub fn route(&self, path: &str, purpose: Purpose, now: UnixMillis) -> Result<Route, NoRoute> {
         let mut refused_prefix = None;
         for prefix in prefixes_longest_first(path).chain(std::iter::once("/")) {
-            let Some(keys) = self.by_prefix.get(prefix) else {
+            let Some(servers) = self.by_prefix.get(prefix) else {
                 continue;
             };
-            let live: Vec<(&Arc<StoredAd>, &NamespaceAd)> = keys
+            let live: Vec<(&Arc<StoredAd>, &NamespaceAd)> = servers
                 .iter()
-                .filter_map(|k| self.serving(k, now))
-                .filter_map(|a| {
-                    a.ad.namespaces
-                        .iter()
-                        .find(|ns| ns.path == prefix)
-                        .map(|ns| (a, ns))
-                })
+                .filter(|(a, _)| is_serving(a, now))
+                .filter_map(|(a, index)| a.ad.namespaces.get(*index).map(|ns| (a, ns)))
                 .collect();
             if live.is_empty() {
                 continue;
@@ -186,6 +237,11 @@ impl View {
             None => NoRoute::NoNamespace,
         })
     }
+}
+
+/// True if `ad` is live and not withdrawing at `now`.
+fn is_serving(ad: &StoredAd, now: UnixMillis) -> bool {
+    ad.ad.status == AdStatus::Ok && ad.expires_at > now
 }
 
 fn build_route(

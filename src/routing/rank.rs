@@ -18,8 +18,11 @@ pub fn score(server: &str, object: &str) -> u64 {
 
 /// Sorts `items` best first for `object`, by each item's server name.
 pub fn rank_by<T>(items: &mut [T], object: &str, name: impl Fn(&T) -> &str) {
-    items.sort_by_cached_key(|item| {
-        std::cmp::Reverse((score(name(item), object), name(item).to_owned()))
+    // Best first: highest score, ties by name (descending). Lists are short, so scores are
+    // recomputed per comparison rather than cached with an owned copy of every name.
+    items.sort_by(|a, b| {
+        let (a, b) = (name(a), name(b));
+        (score(b, object), b).cmp(&(score(a, object), a))
     });
 }
 

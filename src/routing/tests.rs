@@ -113,3 +113,42 @@ fn same_object_same_cache() {
         assert_eq!(view.route("/ns/object", Purpose::Read, NOW).unwrap(), first);
     }
 }
+
+#[test]
+fn a_new_version_keeping_some_namespaces_is_indexed_exactly_once() {
+    let old = View::default()
+        .with_ad(stored("origin-1", ServerKind::Origin, &["/a", "/b"]))
+        .with_ad(stored("origin-2", ServerKind::Origin, &["/b"]));
+    let mut newer = fixtures::ad(
+        "origin-1",
+        ServerKind::Origin,
+        &["/b", "/c", "/b"],
+        NOW - 10,
+        2,
+    );
+    newer.data_url = "http://moved.example:8443".into();
+    let newer = Arc::new(StoredAd::new(
+        newer.sign(&fixtures::key_for("origin-1")),
+        NOW - 5,
+        15 * 60 * 1000,
+    ));
+    let view = old.with_ad(newer);
+    assert!(view.route("/a/x", Purpose::Read, NOW).is_err());
+    assert_eq!(view.namespaces(NOW), ["/b", "/c"]);
+    let route = view.route("/b/x", Purpose::Read, NOW).unwrap();
+    let mut urls: Vec<_> = route
+        .candidates
+        .iter()
+        .map(|c| c.data_url.as_str())
+        .collect();
+    urls.sort();
+    assert_eq!(
+        urls,
+        ["http://moved.example:8443", "http://origin-2.example:8443"]
+    );
+    assert_eq!(
+        old.route("/a/x", Purpose::Read, NOW).unwrap().candidates[0].data_url,
+        "http://origin-1.example:8443",
+        "old snapshot unchanged"
+    );
+}

@@ -272,11 +272,19 @@ impl Store {
 
     /// Reads every ad; values that fail their checks are moved to quarantine and reported.
     pub fn load_ads(&self) -> Result<LoadedAds, StoreError> {
+        let mut ads = Vec::new();
+        let quarantined = self.load_ads_with(|ad| ads.push(ad))?;
+        Ok(LoadedAds { ads, quarantined })
+    }
+
+    /// Like [`Store::load_ads`], handing each sound ad to `sink` as it is decoded (so a
+    /// caller can index while the scan goes on); returns the quarantined keys.
+    pub fn load_ads_with(&self, mut sink: impl FnMut(StoredAd)) -> Result<Vec<String>, StoreError> {
         let mut loaded = LoadedAds::default();
         for entry in self.inner.ads.iter() {
             let (key, value) = entry.map_err(|e| self.db_error(e))?;
             match codec::decode::<StoredAd>(&value) {
-                Ok(ad) => loaded.ads.push(ad),
+                Ok(ad) => sink(ad),
                 Err(error) => {
                     let key_text = String::from_utf8_lossy(&key).into_owned();
                     tracing::error!(key = %key_text, %error, "stored ad is damaged; quarantined");
@@ -292,7 +300,7 @@ impl Store {
         if !loaded.quarantined.is_empty() {
             self.inner.commits.note_write();
         }
-        Ok(loaded)
+        Ok(loaded.quarantined)
     }
 
     /// Reads one ad.
