@@ -74,11 +74,20 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .load_shed()
         // Global: axum applies a layer to each route separately, and a plain
         // concurrency limit would then be per route.
-        .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrent))
+        .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrent));
+    // Only the routes that read a body can be slow on the client's side; a redirect never
+    // waits, so it does not pay for a timer. (Headers are timed by the listener.)
+    let timed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|error: tower::BoxError| async move {
+            overloaded_or_timeout(error)
+        }))
         .timeout(limits.request_timeout);
-    Router::new()
+    let with_bodies = Router::new()
         .merge(services::router())
         .merge(peers::router())
+        .layer(timed);
+    Router::new()
+        .merge(with_bodies)
         .merge(health::router())
         .merge(clients::router())
         .with_state(state)
