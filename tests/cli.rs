@@ -16,6 +16,8 @@ fn skein(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "warn")
+        // The client remembers directors under the cache dir: keep it out of $HOME.
+        .env("XDG_CACHE_HOME", dir.join(".cache"))
         .output()
         .expect("run skein")
 }
