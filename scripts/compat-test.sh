@@ -131,6 +131,7 @@ start cache "$SKEIN" cache --config "$WORK/cache.toml"
 # Ready when the director sends /test/hello.txt to the cache (so both have advertised).
 deadline=$((SECONDS + 30))
 export SKEIN_CA_BUNDLE="$CA"   # for skein locate
+export XDG_CACHE_HOME="$WORK/cache-home"   # skein locate remembers directors there
 until "$SKEIN" locate --federation "$DIRECTOR" /test/hello.txt 2>/dev/null | grep -q "^redirect: $CACHE/" \
    && "$SKEIN" locate --origin --federation "$DIRECTOR" /test/hello.txt 2>/dev/null | grep -q "^redirect: $ORIGIN/"; do
   if [ $SECONDS -ge $deadline ]; then echo "federation did not come up in 30s" >&2; exit 1; fi
