@@ -182,6 +182,7 @@ impl Director {
             peers: peers.clone(),
             metrics: metrics.clone(),
             identity: identity.clone(),
+            signals: Arc::new(crate::routing::signals::NoSignals),
             ready: AtomicBool::new(true),
         });
         let limits = HttpLimits {

@@ -27,6 +27,7 @@ use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::peers::PeerSet;
 use crate::replication::Replicator;
+use crate::routing::signals::Signals;
 
 pub use error::ApiError;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// This director's identity.
     pub identity: Arc<Identity>,
+    /// Health and presence of servers, as the probes see them (read lock-free).
+    pub signals: Arc<dyn Signals>,
     /// True once the store is open and the view loaded.
     pub ready: AtomicBool,
 }

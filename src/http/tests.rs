@@ -79,6 +79,7 @@ fn harness() -> Harness {
         peers,
         metrics,
         identity,
+        signals: Arc::new(crate::routing::signals::NoSignals),
         ready: AtomicBool::new(true),
     });
     let limits = HttpLimits {

@@ -5,6 +5,7 @@
 //! (every redirect) load the current snapshot without taking any lock.
 
 mod rank;
+pub mod signals;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,0 +1,54 @@
+//! What routing knows of servers beyond their ads: health from probes and object presence.
+//!
+//! Background workers fill these in; the redirect path only reads them, lock-free. This
+//! file is the seam between routing (which ranks) and the probes (which observe).
+
+use crate::ad::AdKey;
+use crate::clock::UnixMillis;
+
+/// A server's health as the probes last saw it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerHealth {
+    /// False while probes fail: the server is ranked after every healthy one, never removed.
+    pub up: bool,
+    /// Exponentially weighted success rate of recent probes, 0.0 to 1.0.
+    pub ewma: f64,
+    /// Round trip of the last successful probe, milliseconds (a load hint).
+    pub latency_ms: f64,
+    /// When the last probe finished.
+    pub checked_at: UnixMillis,
+}
+
+/// Whether a server holds an object, as far as a presence check knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Presence {
+    /// A check found the object there.
+    Present,
+    /// A check found it missing.
+    Absent,
+    /// Not checked (or the check failed).
+    #[default]
+    Unknown,
+}
+
+/// The read side of the signals. Implementations answer from memory: no I/O, no waiting.
+pub trait Signals: Send + Sync {
+    /// The server's last known health; `None` if it was never probed.
+    fn health(&self, key: &AdKey) -> Option<ServerHealth>;
+    /// Whether the server holds `path`, as far as cached checks know.
+    fn presence(&self, key: &AdKey, path: &str) -> Presence;
+}
+
+/// No probes: every server's health and every object's presence are unknown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSignals;
+
+impl Signals for NoSignals {
+    fn health(&self, _key: &AdKey) -> Option<ServerHealth> {
+        None
+    }
+
+    fn presence(&self, _key: &AdKey, _path: &str) -> Presence {
+        Presence::Unknown
+    }
+}
