@@ -85,7 +85,12 @@ fn harness() -> Harness {
     let limits = HttpLimits {
         max_body: 64 * 1024,
         request_timeout: Duration::from_secs(5),
-        max_concurrent: 64,
+        budgets: super::BudgetLimits {
+            redirect: 64,
+            ingest: 64,
+            bulk: 64,
+            ingest_per_client: 64,
+        },
     };
     Harness {
         app: router(state.clone(), limits),
