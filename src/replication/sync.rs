@@ -55,12 +55,23 @@ impl Replicator {
         }
         for chunk in want.chunks(FETCH_CHUNK) {
             let ads = self.client.fetch(peer, chunk.to_vec()).await?;
+            // Applied one by one (each routed at once), made durable once per batch: a
+            // director refilling a whole view pays one fsync per FETCH_CHUNK ads, not one
+            // per ad. Nothing here is acknowledged to anyone, so a crash before the flush
+            // only means pulling them again.
+            let mut accepted = 0;
             for ad in ads {
-                match self.accept(ad, Some(peer)).await {
-                    Ok(crate::ledger::IngestOutcome::Accepted(_)) => report.pulled += 1,
+                match self.apply_and_offer(ad, Some(peer)) {
+                    Ok(crate::ledger::IngestOutcome::Accepted(_)) => accepted += 1,
                     Ok(_) => {}
                     Err(error) => tracing::debug!(peer = %peer, %error, "caught-up ad refused"),
                 }
+            }
+            if accepted > 0 {
+                if let Err(error) = self.ledger.store().flush().await {
+                    tracing::error!(peer = %peer, %error, "flushing caught-up ads failed");
+                }
+                report.pulled += accepted;
             }
         }
         Ok(report)
