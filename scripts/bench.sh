@@ -135,6 +135,10 @@ for i in $(seq "$RESTARTS"); do
   "$BENCH" restart --mode director --data-dir "$WORK/store" 2> "$WORK/restart.err" | tee -a "$RESULTS" >&2
 done
 
+# --- (c) refill: an empty director catches up a whole view from a peer ----------------------
+log "(c) refill: an empty director pulls $STORE_ADS ads from a peer"
+"$BENCH" refill --ads "$STORE_ADS" --data-dir "$WORK/refill" 2> "$WORK/refill.err" | tee -a "$RESULTS" >&2
+
 # --- (d) ingest ------------------------------------------------------------------------
 log "(d) ingest over HTTP: $INGEST_ADS ads, 4 clients, batches of 256"
 "$BENCH" ingest --via http --ads "$INGEST_ADS" --clients 4 --batch 256 --data-dir "$WORK/ingest-http" \
@@ -211,6 +215,8 @@ for n in (3, 5, 7):
 raw_cpu = min((r.get("cpu_ms", float("nan")) for r in raw if r["mode"] == "raw"), default=float("nan"))
 dir_cpu = min((r.get("cpu_ms", float("nan")) for r in dir_runs), default=float("nan"))
 rows.append(("(c) restart to ready", f"**{dir_ms:.0f} ms** with {stored:,} ads; raw sled scan {raw_ms:.0f} ms = {dir_ms/raw_ms:.2f}x (CPU: {dir_cpu:.0f} ms vs {raw_cpu:.0f} ms)", "< 1 s and <= 2x raw scan", ok(dir_ms < 1000 and dir_ms <= 2 * raw_ms)))
+for r in by("refill"):
+    rows.append(("(c) refill from a peer (catch-up)", f"**{r['secs']:.2f} s** for {r['ads']:,} ads ({r['ads_per_sec']:,.0f} ads/s)", "< 3 s for 100,000", ok(r["secs"] < 3 or r["ads"] < 100000)))
 for via, label in (("http", "HTTP forward batches of 256, 4 clients"), ("accept", "in-process Replicator::accept, 4 callers")):
     if via in ing:
         r = ing[via]

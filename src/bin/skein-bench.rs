@@ -72,6 +72,14 @@ enum Command {
         #[arg(long, default_value = "director")]
         mode: String,
     },
+    /// Time for an empty director to refill a peer's whole view (catch-up), e.g. after its
+    /// store was moved aside.
+    Refill {
+        #[arg(long, default_value_t = 100_000)]
+        ads: usize,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Signed-ad ingest rate of one director.
     Ingest {
         #[arg(long, default_value_t = 20_000)]
@@ -108,6 +116,7 @@ fn main() -> Result<()> {
         } => convergence(&runtime, directors, ads, &data_dir, samples.as_deref()),
         Command::MakeStore { ads, data_dir } => make_store(ads, &data_dir),
         Command::Restart { data_dir, mode } => runtime.block_on(restart(&data_dir, &mode)),
+        Command::Refill { ads, data_dir } => runtime.block_on(refill(ads, &data_dir)),
         Command::Ingest {
             ads,
             clients,
@@ -473,6 +482,54 @@ async fn restart(data_dir: &Path, mode: &str) -> Result<()> {
         }
         other => bail!("unknown mode {other:?} (director, raw or phases)"),
     }
+    Ok(())
+}
+
+async fn refill(ads: usize, data_dir: &Path) -> Result<()> {
+    let full_dir = data_dir.join("full");
+    let empty_dir = data_dir.join("empty");
+    make_store(ads, &full_dir)?;
+    let servers: Vec<FederationServer> = (0..ads).map(many_server).collect();
+    let names = ["refill-full".to_string(), "refill-empty".to_string()];
+    let trust = federation_trust(&servers, &names);
+    let full = start(
+        &names[0],
+        TcpListener::bind("127.0.0.1:0").await?,
+        &full_dir,
+        &[],
+        trust.clone(),
+    )
+    .await?;
+    let held = full.state().ledger.view().len();
+    let t0 = Instant::now();
+    let cpu0 = cpu_ms();
+    let empty = start(
+        &names[1],
+        TcpListener::bind("127.0.0.1:0").await?,
+        &empty_dir,
+        &[full.url().to_string()],
+        trust,
+    )
+    .await?;
+    // Both directors' own ads are in the view too.
+    let target = held + 1;
+    while empty.state().ledger.view().len() < target {
+        if t0.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "refill stalled at {} of {target} ads",
+                empty.state().ledger.view().len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"bench": "refill", "ads": held, "secs": secs, "ads_per_sec": held as f64 / secs,
+               "cpu_ms": cpu_ms() - cpu0, "rss_mib": rss_mib()})
+    );
+    empty.crash().await;
+    full.crash().await;
     Ok(())
 }
 
