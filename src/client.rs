@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 
 use crate::ad::{AdKey, SignedAd};
 use crate::wire::{
-    AdListing, DigestEntry, DirectorInfo, ErrorBody, FederationDiscovery, FetchRequest,
-    ForwardResult, RegisterResponse,
+    AdListing, DigestAnswer, DigestEntry, DirectorInfo, ErrorBody, FederationDiscovery,
+    FetchRequest, ForwardResult, RegisterResponse,
 };
 
 /// The header a director sets when forwarding, naming itself.
@@ -286,6 +286,33 @@ impl Client {
     /// A peer's digest: which version of each ad it holds.
     pub async fn digest(&self, peer: &str) -> Result<Vec<DigestEntry>, ClientError> {
         let url = format!("{}/api/v1.0/director/digest", peer.trim_end_matches('/'));
+        self.send(&url, self.http.get(&url)).await
+    }
+
+    /// Asks a peer for its bucketed digest summary (a director from before bucketed
+    /// digests answers its full list instead).
+    pub async fn digest_summary(&self, peer: &str) -> Result<DigestAnswer, ClientError> {
+        let url = format!(
+            "{}/api/v1.0/director/digest?buckets={}",
+            peer.trim_end_matches('/'),
+            crate::replication::digest::BUCKETS
+        );
+        self.send(&url, self.http.get(&url)).await
+    }
+
+    /// The digest entries a peer holds in `buckets`.
+    pub async fn digest_buckets(
+        &self,
+        peer: &str,
+        buckets: &[usize],
+    ) -> Result<Vec<DigestEntry>, ClientError> {
+        let only: Vec<String> = buckets.iter().map(usize::to_string).collect();
+        let url = format!(
+            "{}/api/v1.0/director/digest?buckets={}&only={}",
+            peer.trim_end_matches('/'),
+            crate::replication::digest::BUCKETS,
+            only.join(",")
+        );
         self.send(&url, self.http.get(&url)).await
     }
 

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use std::collections::HashSet;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
@@ -10,7 +13,9 @@ use super::AppState;
 use super::error::ApiError;
 use super::json::JsonBody;
 use crate::ad::SignedAd;
-use crate::wire::{AdListing, DigestEntry, DirectorInfo, FetchRequest};
+use crate::replication::digest;
+use crate::wire::{AdListing, DigestSummary, DirectorInfo, FetchRequest};
+use serde::Deserialize;
 
 /// Most keys one fetch may ask for.
 const MAX_FETCH: usize = 10_000;
@@ -62,18 +67,54 @@ async fn ads(State(state): State<Arc<AppState>>) -> Json<Vec<AdListing>> {
     Json(listing)
 }
 
-async fn digest(State(state): State<Arc<AppState>>) -> Json<Vec<DigestEntry>> {
+/// Query of `GET /api/v1.0/director/digest`.
+#[derive(Debug, Deserialize)]
+struct DigestQuery {
+    /// Ask for a summary with this many buckets (only [`digest::BUCKETS`] is served).
+    buckets: Option<usize>,
+    /// With `buckets`: the entries of these buckets (comma-separated indexes) instead.
+    only: Option<String>,
+}
+
+/// The digest: with no query every live entry (as directors before bucketed digests ask);
+/// with `?buckets=256` one hash per bucket; with `?buckets=256&only=3,17` the entries of
+/// those buckets.
+async fn digest(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<DigestQuery>,
+) -> Result<Response, ApiError> {
     let now = state.ledger.clock().now_ms();
     let view = state.ledger.view();
-    Json(
-        view.ads()
-            .filter(|a| a.expires_at > now)
-            .map(|a| DigestEntry {
-                key: a.ad.key(),
-                version: a.ad.version(),
-            })
-            .collect(),
-    )
+    let Some(buckets) = query.buckets else {
+        return Ok(Json(digest::entries(&view, now, None)).into_response());
+    };
+    if buckets != digest::BUCKETS {
+        return Err(ApiError::bad_request(
+            "bad_buckets",
+            format!("digests have {} buckets, not {buckets}", digest::BUCKETS),
+        ));
+    }
+    let Some(only) = query.only else {
+        let summary = DigestSummary {
+            buckets: digest::summarise(&view, now),
+        };
+        return Ok(Json(summary).into_response());
+    };
+    let mut wanted = HashSet::new();
+    for part in only.split(',').filter(|p| !p.is_empty()) {
+        match part.parse::<usize>() {
+            Ok(bucket) if bucket < digest::BUCKETS => {
+                wanted.insert(bucket);
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "bad_buckets",
+                    format!("{part:?} is not a bucket index below {}", digest::BUCKETS),
+                ));
+            }
+        }
+    }
+    Ok(Json(digest::entries(&view, now, Some(&wanted))).into_response())
 }
 
 async fn fetch(

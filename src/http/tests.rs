@@ -432,3 +432,38 @@ async fn discovery_listings_and_operations() {
     let page = h.call(Method::GET, "/", None).await;
     assert_eq!(page.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn digests_come_whole_summarised_or_by_bucket() {
+    let h = harness();
+    let origin = ad("origin-1", ServerKind::Origin, &["/ns"], 1);
+    assert_eq!(h.register(&origin).await.status, StatusCode::OK);
+    let whole = h.call(Method::GET, "/api/v1.0/director/digest", None).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    let held = whole.json.as_array().unwrap().len();
+    assert!(held >= 1, "{:?}", whole.json);
+    let summary = h
+        .call(Method::GET, "/api/v1.0/director/digest?buckets=256", None)
+        .await;
+    let buckets = summary.json["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 256);
+    let bucket = crate::replication::digest::bucket_of(&origin.ad.key());
+    assert_ne!(buckets[bucket], 0);
+    let only = h
+        .call(
+            Method::GET,
+            &format!("/api/v1.0/director/digest?buckets=256&only={bucket}"),
+            None,
+        )
+        .await;
+    let entries = only.json.as_array().unwrap();
+    assert!(entries.iter().any(|e| e["key"]["name"] == "origin-1"));
+    assert!(entries.len() <= held);
+    for bad in ["?buckets=7", "?buckets=256&only=256", "?buckets=256&only=x"] {
+        let answer = h
+            .call(Method::GET, &format!("/api/v1.0/director/digest{bad}"), None)
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(answer.json["error"], "bad_buckets", "{bad}");
+    }
+}
