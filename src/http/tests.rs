@@ -461,7 +461,11 @@ async fn digests_come_whole_summarised_or_by_bucket() {
     assert!(entries.len() <= held);
     for bad in ["?buckets=7", "?buckets=256&only=256", "?buckets=256&only=x"] {
         let answer = h
-            .call(Method::GET, &format!("/api/v1.0/director/digest{bad}"), None)
+            .call(
+                Method::GET,
+                &format!("/api/v1.0/director/digest{bad}"),
+                None,
+            )
             .await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(answer.json["error"], "bad_buckets", "{bad}");

@@ -20,6 +20,8 @@ use skein::trust::Trust;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod scale;
+
 /// The same allocator as the `skein` binary, so figures match what users run.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -80,6 +82,25 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// CPU per director of a full mesh of real `skein serve` processes while every server
+    /// re-advertises to every director once an interval.
+    Scale {
+        #[arg(long, default_value_t = 10)]
+        directors: usize,
+        #[arg(long, default_value_t = 10_000)]
+        servers: usize,
+        /// Re-advertise period.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Whole intervals measured (after one interval of first registrations).
+        #[arg(long, default_value_t = 1)]
+        intervals: u32,
+        /// The `skein` binary (default: beside this one).
+        #[arg(long)]
+        skein: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Signed-ad ingest rate of one director.
     Ingest {
         #[arg(long, default_value_t = 20_000)]
@@ -116,6 +137,24 @@ fn main() -> Result<()> {
         } => convergence(&runtime, directors, ads, &data_dir, samples.as_deref()),
         Command::MakeStore { ads, data_dir } => make_store(ads, &data_dir),
         Command::Restart { data_dir, mode } => runtime.block_on(restart(&data_dir, &mode)),
+        Command::Scale {
+            directors,
+            servers,
+            interval,
+            intervals,
+            skein,
+            data_dir,
+        } => {
+            let skein = skein.unwrap_or_else(scale::sibling_skein);
+            runtime.block_on(scale::run(scale::Scale {
+                skein: &skein,
+                directors,
+                servers,
+                interval,
+                intervals,
+                work: &data_dir,
+            }))
+        }
         Command::Refill { ads, data_dir } => runtime.block_on(refill(ads, &data_dir)),
         Command::Ingest {
             ads,
