@@ -36,8 +36,10 @@ trap cleanup EXIT
 
 if [ "$QUICK" = 1 ]; then
   WRK_DURATION=5s; PAIRS=2; CONV_ADS=60; STORE_ADS=100000; INGEST_ADS=20000; RESTARTS=2
+  SCALE_INTERVAL=20s
 else
   WRK_DURATION=15s; PAIRS=3; CONV_ADS=300; STORE_ADS=100000; INGEST_ADS=50000; RESTARTS=3
+  SCALE_INTERVAL=60s
 fi
 WRK_THREADS=2
 WRK_CONNECTIONS=64
@@ -61,7 +63,7 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 log "building (release, --features bench)"
-cargo build --release --features bench --bin skein-bench >&2
+cargo build --release --features bench --bin skein-bench --bin skein >&2
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BENCH="$TARGET/release/skein-bench"
 
@@ -147,6 +149,11 @@ log "(d) ingest in process (Replicator::accept): $INGEST_ADS ads, 4 callers"
 "$BENCH" ingest --via accept --ads "$INGEST_ADS" --clients 4 --data-dir "$WORK/ingest-accept" \
   2>> "$WORK/ingest.err" | tee -a "$RESULTS" >&2
 
+# --- (g) cost at scale: 10 real directors, 10,000 servers advertising to all -------------
+log "(g) scale: 10 directors (processes), 10,000 servers re-advertising every $SCALE_INTERVAL to every director"
+"$BENCH" scale --directors 10 --servers 10000 --interval "$SCALE_INTERVAL" --skein "$TARGET/release/skein" \
+  --data-dir "$WORK/scale" 2> "$WORK/scale.err" | tee -a "$RESULTS" >&2
+
 # --- report ----------------------------------------------------------------------------
 log "writing docs/benchmarks.md and docs/convergence.png"
 mkdir -p docs
@@ -223,6 +230,8 @@ for via, label in (("http", "HTTP forward batches of 256, 4 clients"), ("accept"
         cpu = r.get("cpu_ms_per_1000_ads", float("nan"))
         rows.append((f"(d) ingest ({label})", f"**{r['ads_per_sec']:,.0f} ads/s** ({r['accepted']:,} ads in {r['secs']:.2f} s; {cpu:.0f} ms CPU per 1,000 ads = {1e6/cpu:,.0f} ads per CPU-second)", ">= 20,000/s", ok(r["ads_per_sec"] >= 20000)))
 rows.append(("(e) RSS with 100,000 ads", f"**{rss:.0f} MiB** (director after restart); {serve_rss:.0f} MiB with 1,000 servers / 10,000 ns", "<= 300 MB", ok(rss <= 300)))
+for r in by("scale"):
+    rows.append((f"(g) CPU per director at scale", f"mean **{r['cpu_pct_per_director_mean']:.1f}%** of a core (max {r['cpu_pct_per_director_max']:.1f}%), {r['directors']} directors, {r['servers']:,} servers every {r['interval_secs']:.0f} s ({r['ads_sent_measured']:,} sends measured, {r['sends_failed']} failed; held {r['ads_held_min']:,}-{r['ads_held_max']:,} ads)", "< 5% of a core", ok(r["cpu_pct_per_director_max"] < 5)))
 for n in (3, 5, 7):
     if n in conv:
         rows.append((f"(f) forwards per ad version, {n} directors", f"{conv[n]['forwards_per_ad']:.1f}", "-", "-"))
