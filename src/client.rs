@@ -214,8 +214,26 @@ impl Client {
 
     /// The live ads `director` holds.
     pub async fn ads(&self, director: &str) -> Result<Vec<AdListing>, ClientError> {
-        let url = format!("{}/api/v1.0/director/ads", director.trim_end_matches('/'));
-        self.send(&url, self.http.get(&url)).await
+        const PAGE: usize = 5_000;
+        let base = format!("{}/api/v1.0/director/ads", director.trim_end_matches('/'));
+        let mut all: Vec<AdListing> = Vec::new();
+        loop {
+            let mut url = format!("{base}?limit={PAGE}");
+            if let Some(last) = all.last() {
+                let cursor = last.signed.ad.key().to_string();
+                url.push_str("&after=");
+                url.extend(percent_encoding::utf8_percent_encode(
+                    &cursor,
+                    percent_encoding::NON_ALPHANUMERIC,
+                ));
+            }
+            let page: Vec<AdListing> = self.send(&url, self.http.get(&url)).await?;
+            let done = page.len() < PAGE;
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
     }
 
     /// Registers a service's ad with `director`.

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::collections::HashSet;
 
 use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::AppState;
 use super::error::ApiError;
@@ -51,20 +53,81 @@ async fn directors(State(state): State<Arc<AppState>>) -> Json<Vec<DirectorInfo>
     Json(state.peers.listing(me))
 }
 
-async fn ads(State(state): State<Arc<AppState>>) -> Json<Vec<AdListing>> {
+/// Ads per page of `GET /api/v1.0/director/ads` when the client does not say.
+const ADS_PAGE: usize = 1_000;
+
+/// Most ads one page may hold.
+const MAX_ADS_PAGE: usize = 10_000;
+
+/// Query of `GET /api/v1.0/director/ads`.
+#[derive(Debug, Deserialize)]
+struct AdsQuery {
+    /// Ads per page (default [`ADS_PAGE`], at most [`MAX_ADS_PAGE`]).
+    limit: Option<usize>,
+    /// Only ads whose key sorts after this `kind/name` (the last key of the previous page).
+    after: Option<String>,
+}
+
+/// Live ads in key order, a page at a time; `Link: <...>; rel="next"` while more remain.
+async fn ads(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<AdsQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(ADS_PAGE);
+    if limit == 0 || limit > MAX_ADS_PAGE {
+        return Err(ApiError::bad_request(
+            "bad_limit",
+            format!("limit must be 1 to {MAX_ADS_PAGE}"),
+        ));
+    }
+    let after = match query.after.as_deref() {
+        None => None,
+        Some(cursor) => Some(parse_cursor(cursor).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_cursor",
+                format!("after={cursor:?} is not a kind/name ad key"),
+            )
+        })?),
+    };
     let now = state.ledger.clock().now_ms();
     let view = state.ledger.view();
-    let mut listing: Vec<AdListing> = view
+    let mut page: Vec<&Arc<crate::store::StoredAd>> = view
         .ads()
         .filter(|a| a.expires_at > now)
+        .filter(|a| after.as_ref().is_none_or(|after| a.ad.key() > *after))
+        .collect();
+    let more = page.len() > limit;
+    if more {
+        page.select_nth_unstable_by_key(limit, |a| a.ad.key());
+        page.truncate(limit);
+    }
+    page.sort_by_key(|a| a.ad.key());
+    let listing: Vec<AdListing> = page
+        .iter()
         .map(|a| AdListing {
             signed: a.signed(),
             received_at: a.received_at,
             effective_expiry: a.expires_at,
         })
         .collect();
-    listing.sort_by_key(|a| a.signed.ad.key());
-    Json(listing)
+    let mut response = Json(listing).into_response();
+    if let (true, Some(last)) = (more, page.last()) {
+        let cursor = utf8_percent_encode(&last.ad.key().to_string(), NON_ALPHANUMERIC).to_string();
+        let next = format!("</api/v1.0/director/ads?limit={limit}&after={cursor}>; rel=\"next\"");
+        if let Ok(value) = HeaderValue::try_from(next) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    Ok(response)
+}
+
+/// `kind/name` back into an ad key.
+fn parse_cursor(cursor: &str) -> Option<crate::ad::AdKey> {
+    let (kind, name) = cursor.split_once('/')?;
+    Some(crate::ad::AdKey {
+        kind: kind.parse().ok()?,
+        name: name.to_string(),
+    })
 }
 
 /// Query of `GET /api/v1.0/director/digest`.
