@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 
 use crate::ad::{AdKey, SignedAd};
 use crate::wire::{
-    AdListing, DigestEntry, DirectorInfo, ErrorBody, FederationDiscovery, FetchRequest,
-    ForwardResult, RegisterResponse,
+    AdListing, DigestAnswer, DigestEntry, DirectorInfo, ErrorBody, FederationDiscovery,
+    FetchRequest, ForwardResult, RegisterResponse,
 };
 
 /// The header a director sets when forwarding, naming itself.
@@ -214,8 +214,26 @@ impl Client {
 
     /// The live ads `director` holds.
     pub async fn ads(&self, director: &str) -> Result<Vec<AdListing>, ClientError> {
-        let url = format!("{}/api/v1.0/director/ads", director.trim_end_matches('/'));
-        self.send(&url, self.http.get(&url)).await
+        const PAGE: usize = 5_000;
+        let base = format!("{}/api/v1.0/director/ads", director.trim_end_matches('/'));
+        let mut all: Vec<AdListing> = Vec::new();
+        loop {
+            let mut url = format!("{base}?limit={PAGE}");
+            if let Some(last) = all.last() {
+                let cursor = last.signed.ad.key().to_string();
+                url.push_str("&after=");
+                url.extend(percent_encoding::utf8_percent_encode(
+                    &cursor,
+                    percent_encoding::NON_ALPHANUMERIC,
+                ));
+            }
+            let page: Vec<AdListing> = self.send(&url, self.http.get(&url)).await?;
+            let done = page.len() < PAGE;
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
     }
 
     /// Registers a service's ad with `director`.
@@ -286,6 +304,33 @@ impl Client {
     /// A peer's digest: which version of each ad it holds.
     pub async fn digest(&self, peer: &str) -> Result<Vec<DigestEntry>, ClientError> {
         let url = format!("{}/api/v1.0/director/digest", peer.trim_end_matches('/'));
+        self.send(&url, self.http.get(&url)).await
+    }
+
+    /// Asks a peer for its bucketed digest summary (a director from before bucketed
+    /// digests answers its full list instead).
+    pub async fn digest_summary(&self, peer: &str) -> Result<DigestAnswer, ClientError> {
+        let url = format!(
+            "{}/api/v1.0/director/digest?buckets={}",
+            peer.trim_end_matches('/'),
+            crate::replication::digest::BUCKETS
+        );
+        self.send(&url, self.http.get(&url)).await
+    }
+
+    /// The digest entries a peer holds in `buckets`.
+    pub async fn digest_buckets(
+        &self,
+        peer: &str,
+        buckets: &[usize],
+    ) -> Result<Vec<DigestEntry>, ClientError> {
+        let only: Vec<String> = buckets.iter().map(usize::to_string).collect();
+        let url = format!(
+            "{}/api/v1.0/director/digest?buckets={}&only={}",
+            peer.trim_end_matches('/'),
+            crate::replication::digest::BUCKETS,
+            only.join(",")
+        );
         self.send(&url, self.http.get(&url)).await
     }
 

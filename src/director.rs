@@ -19,7 +19,7 @@ use crate::client::{Client, ClientError, Faults};
 use crate::clock::{SharedClock, system};
 use crate::config::DirectorConfig;
 use crate::http::serve::{ServeOptions, TlsError, load_tls, serve};
-use crate::http::{AppState, HttpLimits, router};
+use crate::http::{AppState, BudgetLimits, HttpLimits, router};
 use crate::identity::{AdBody, Identity, next_start_time};
 use crate::keys::{self, KeyError};
 use crate::ledger::{AdLimits, Ledger};
@@ -188,7 +188,12 @@ impl Director {
         let limits = HttpLimits {
             max_body: config.limits.max_body as usize,
             request_timeout: config.limits.request_timeout,
-            max_concurrent: config.limits.max_concurrent,
+            budgets: BudgetLimits {
+                redirect: config.limits.max_concurrent,
+                ingest: config.limits.max_concurrent_ingest,
+                bulk: config.limits.max_concurrent_bulk,
+                ingest_per_client: config.limits.max_ingest_per_client,
+            },
         };
         let app = router(state.clone(), limits);
         let serve_options = ServeOptions {

@@ -90,6 +90,24 @@ pub struct DigestEntry {
     pub version: AdVersion,
 }
 
+/// `GET /api/v1.0/director/digest?buckets=256`: one hash per bucket of keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestSummary {
+    /// The wrapping sum of the entry hashes in each bucket.
+    pub buckets: Vec<u64>,
+}
+
+/// What a peer answers to a summary request: a summary, or (a director from before
+/// bucketed digests, which ignores the query) its full list of entries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DigestAnswer {
+    /// Bucket hashes.
+    Summary(DigestSummary),
+    /// Every entry.
+    Full(Vec<DigestEntry>),
+}
+
 /// Body of `POST /api/v1.0/director/ads/fetch`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FetchRequest {

@@ -484,27 +484,133 @@ async fn health_until(d: &DirectorHandle, status: u16) -> reqwest::Response {
     }
 }
 
+/// Polls an ingest-class request (an empty forward batch, harmless when admitted) until it
+/// answers `status`.
+async fn ingest_until(d: &DirectorHandle, status: u16) -> reqwest::Response {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        let response = client
+            .post(format!("{}/api/v1.0/director/forward", d.url()))
+            .json(&serde_json::json!([]))
+            .send()
+            .await
+            .unwrap();
+        if response.status().as_u16() == status {
+            return response;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "an empty forward never answered {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
-async fn the_concurrency_limit_sheds_with_503_and_retry_after() {
+async fn each_route_class_sheds_with_503_on_its_own_budget() {
     let dir = tempfile::tempdir().unwrap();
     let d = start(
         "director-a",
         dir.path(),
-        "[limits]\nmax_concurrent = 1\nrequest_timeout = \"30s\"",
+        "[limits]\nmax_concurrent_ingest = 1\nrequest_timeout = \"30s\"",
     )
     .await;
+    let ad = signed_by(origin_ad(&["/test"], now_ms() - 60_000, 1), "origin-1");
+    assert_eq!(register(&d, &ad).await.status, 200);
     let addr = d.addr();
-    // Hold the only slot: a registration whose body never finishes.
+    // Hold the only ingest slot: a registration whose body never finishes.
     let holder = std::thread::spawn(move || slow_post(addr));
     let holder = holder.join().unwrap();
-    // A different route: the limit is for the whole director, not per route.
-    let shed = health_until(&d, 503).await;
+    let shed = ingest_until(&d, 503).await;
     assert_eq!(shed.headers()["retry-after"], "1");
     let body: Value = shed.json().await.unwrap();
     assert_eq!(body["error"], "overloaded");
-    // Releasing the slot restores service.
-    drop(holder);
+    // Redirects, listings and health have budgets of their own.
+    still_routes(&d).await;
     health_until(&d, 200).await;
+    let ads = reqwest::get(format!("{}/api/v1.0/director/ads", d.url()))
+        .await
+        .unwrap();
+    assert_eq!(ads.status().as_u16(), 200);
+    // Releasing the slot restores ingest.
+    drop(holder);
+    ingest_until(&d, 200).await;
+    d.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_client_gets_only_its_share_of_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(
+        "director-a",
+        dir.path(),
+        "[limits]\nmax_ingest_per_client = 3\nrequest_timeout = \"30s\"",
+    )
+    .await;
+    let addr = d.addr();
+    let holders =
+        tokio::task::spawn_blocking(move || (0..3).map(|_| slow_post(addr)).collect::<Vec<_>>())
+            .await
+            .unwrap();
+    let refused = ingest_until(&d, 429).await;
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_requests");
+    assert!(
+        body["detail"].as_str().unwrap().contains("127.0.0.1"),
+        "{body}"
+    );
+    drop(holders);
+    ingest_until(&d, 200).await;
+    d.shutdown().await;
+}
+
+/// 1,100 connections trickle registration bodies (more than the whole ingest budget);
+/// redirects keep answering 307 from their own budget, none shed. The latencies are
+/// printed, not asserted (speed belongs in benchmarks).
+#[tokio::test]
+async fn a_flood_of_slow_bodies_leaves_redirects_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(
+        "director-a",
+        dir.path(),
+        "[limits]\nmax_ingest_per_client = 100000\nrequest_timeout = \"30s\"",
+    )
+    .await;
+    let ad = signed_by(origin_ad(&["/test"], now_ms() - 60_000, 1), "origin-1");
+    assert_eq!(register(&d, &ad).await.status, 200);
+    let addr = d.addr();
+    let slow =
+        tokio::task::spawn_blocking(move || (0..1100).map(|_| slow_post(addr)).collect::<Vec<_>>())
+            .await
+            .unwrap();
+    // The flood holds the whole ingest budget...
+    ingest_until(&d, 503).await;
+    // ...and redirects do not notice.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut latencies = Vec::new();
+    for _ in 0..40 {
+        let started = Instant::now();
+        let response = client
+            .get(format!("{}/test/x", d.url()))
+            .send()
+            .await
+            .unwrap();
+        latencies.push(started.elapsed());
+        assert_eq!(response.status().as_u16(), 307);
+    }
+    latencies.sort();
+    println!(
+        "redirects during 1,100 slow bodies: p50 {:?}, max {:?}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    drop(slow);
+    ingest_until(&d, 200).await;
     d.shutdown().await;
 }
 
@@ -516,7 +622,12 @@ async fn body_limit_is_413_json_through_the_router() {
     let limits = skein::http::HttpLimits {
         max_body: 1024,
         request_timeout: Duration::from_secs(5),
-        max_concurrent: 8,
+        budgets: skein::http::BudgetLimits {
+            redirect: 8,
+            ingest: 8,
+            bulk: 8,
+            ingest_per_client: 8,
+        },
     };
     let app = skein::http::router(d.state().clone(), limits);
     let request = axum::http::Request::post("/api/v1.0/director/registerOrigin")
@@ -771,9 +882,14 @@ async fn a_store_in_use_is_refused_not_moved_aside() {
 #[tokio::test]
 async fn shutdown_stops_accepting_drains_in_flight_requests_and_keeps_their_ads() {
     let dir = tempfile::tempdir().unwrap();
-    // One slot, so that a shed /health proves the registration reached its handler (a
-    // connection still in the accept queue is reset when the listener closes).
-    let d = start("director-a", dir.path(), "[limits]\nmax_concurrent = 1").await;
+    // One ingest slot, so that a shed forward proves the registration reached its handler
+    // (a connection still in the accept queue is reset when the listener closes).
+    let d = start(
+        "director-a",
+        dir.path(),
+        "[limits]\nmax_concurrent_ingest = 1",
+    )
+    .await;
     let addr = d.addr();
     let ad = signed_by(origin_ad(&["/test"], now_ms() - 60_000, 1), "origin-1");
     let body = serde_json::to_vec(&ad).unwrap();
@@ -789,7 +905,7 @@ async fn shutdown_stops_accepting_drains_in_flight_requests_and_keeps_their_ads(
     );
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(&first).unwrap();
-    health_until(&d, 503).await;
+    ingest_until(&d, 503).await;
     let stopping = tokio::spawn(d.shutdown());
     // New connections are refused once the listener is closed.
     let started = Instant::now();

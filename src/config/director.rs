@@ -30,6 +30,9 @@ const KNOWN_KEYS: &[&str] = &[
     "limits.max_body",
     "limits.request_timeout",
     "limits.max_concurrent",
+    "limits.max_concurrent_ingest",
+    "limits.max_concurrent_bulk",
+    "limits.max_ingest_per_client",
 ];
 
 /// Everything a director needs to run.
@@ -117,8 +120,14 @@ pub struct LimitsConfig {
     pub max_body: u64,
     /// Longest a request (headers and body) may take.
     pub request_timeout: Duration,
-    /// Requests handled at once; more are shed with 503.
+    /// Client requests (redirects) handled at once; more are shed with 503.
     pub max_concurrent: usize,
+    /// Requests with bodies (registrations, forwards, fetches) handled at once.
+    pub max_concurrent_ingest: usize,
+    /// Listings, digests, metrics and status pages handled at once.
+    pub max_concurrent_bulk: usize,
+    /// Requests with bodies in flight from one client address; more get 429.
+    pub max_ingest_per_client: usize,
 }
 
 impl DirectorConfig {
@@ -189,10 +198,17 @@ impl DirectorConfig {
         );
         let max_body: Option<ByteSize> = r.required("limits.max_body");
         let request_timeout = r.duration("limits.request_timeout");
-        let max_concurrent: Option<usize> = r.required("limits.max_concurrent");
-        if max_concurrent == Some(0) {
-            r.problem("limits.max_concurrent: must be at least 1".into());
-        }
+        let mut budget = |key: &str| {
+            let value: Option<usize> = r.required(key);
+            if value == Some(0) {
+                r.problem(format!("{key}: must be at least 1"));
+            }
+            value
+        };
+        let max_concurrent = budget("limits.max_concurrent");
+        let max_concurrent_ingest = budget("limits.max_concurrent_ingest");
+        let max_concurrent_bulk = budget("limits.max_concurrent_bulk");
+        let max_ingest_per_client = budget("limits.max_ingest_per_client");
         let config = (|| {
             Some(DirectorConfig {
                 name: name?,
@@ -222,6 +238,9 @@ impl DirectorConfig {
                     max_body: max_body?.0,
                     request_timeout: request_timeout?,
                     max_concurrent: max_concurrent?,
+                    max_concurrent_ingest: max_concurrent_ingest?,
+                    max_concurrent_bulk: max_concurrent_bulk?,
+                    max_ingest_per_client: max_ingest_per_client?,
                 },
             })
         })();

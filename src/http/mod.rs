@@ -1,5 +1,6 @@
 //! The director's HTTP API: one router built from per-group routers.
 
+pub mod budgets;
 mod clients;
 mod error;
 mod health;
@@ -19,7 +20,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::identity::Identity;
@@ -29,6 +29,7 @@ use crate::peers::PeerSet;
 use crate::replication::Replicator;
 use crate::routing::signals::Signals;
 
+pub use budgets::{BudgetLimits, RouteClass};
 pub use error::ApiError;
 
 /// `Server` header: Pelican's client treats a 404 without `pelican/` in `Server` as a
@@ -64,25 +65,20 @@ pub struct HttpLimits {
     pub max_body: usize,
     /// Longest a request may take.
     pub request_timeout: Duration,
-    /// Requests in flight before shedding with 503.
-    pub max_concurrent: usize,
+    /// Requests in flight per route class before shedding with 503.
+    pub budgets: BudgetLimits,
 }
 
 /// The full router with limits applied.
 pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
-    let shed = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|error: tower::BoxError| async move {
-            overloaded_or_timeout(error)
-        }))
-        .load_shed()
-        // Global: axum applies a layer to each route separately, and a plain
-        // concurrency limit would then be per route.
-        .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrent));
+    // Each route class has its own budget: ingest, however slow its bodies, never takes
+    // a redirect's place.
+    let budgets = budgets::Budgets::new(limits.budgets);
     // Only the routes that read a body can be slow on the client's side; a redirect never
     // waits, so it does not pay for a timer. (Headers are timed by the listener.)
     let timed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|error: tower::BoxError| async move {
-            overloaded_or_timeout(error)
+            timed_out(error)
         }))
         .timeout(limits.request_timeout);
     let with_bodies = Router::new()
@@ -95,14 +91,17 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .merge(clients::router())
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body))
-        .layer(shed)
+        .layer(axum::middleware::from_fn_with_state(
+            budgets,
+            budgets::limit,
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::SERVER,
             HeaderValue::from_static(SERVER_HEADER),
         ))
 }
 
-fn overloaded_or_timeout(error: tower::BoxError) -> Response {
+fn timed_out(error: tower::BoxError) -> Response {
     if error.is::<tower::timeout::error::Elapsed>() {
         return ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -110,18 +109,6 @@ fn overloaded_or_timeout(error: tower::BoxError) -> Response {
             "the request took too long",
         )
         .into_response();
-    }
-    if error.is::<tower::load_shed::error::Overloaded>() {
-        let mut response = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "the director is at its concurrency limit; retry shortly",
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
     }
     ApiError::internal(error).into_response()
 }

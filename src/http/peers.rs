@@ -2,15 +2,22 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use std::collections::HashSet;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::AppState;
 use super::error::ApiError;
 use super::json::JsonBody;
 use crate::ad::SignedAd;
-use crate::wire::{AdListing, DigestEntry, DirectorInfo, FetchRequest};
+use crate::replication::digest;
+use crate::wire::{AdListing, DigestSummary, DirectorInfo, FetchRequest};
+use serde::Deserialize;
 
 /// Most keys one fetch may ask for.
 const MAX_FETCH: usize = 10_000;
@@ -46,34 +53,131 @@ async fn directors(State(state): State<Arc<AppState>>) -> Json<Vec<DirectorInfo>
     Json(state.peers.listing(me))
 }
 
-async fn ads(State(state): State<Arc<AppState>>) -> Json<Vec<AdListing>> {
+/// Ads per page of `GET /api/v1.0/director/ads` when the client does not say.
+const ADS_PAGE: usize = 1_000;
+
+/// Most ads one page may hold.
+const MAX_ADS_PAGE: usize = 10_000;
+
+/// Query of `GET /api/v1.0/director/ads`.
+#[derive(Debug, Deserialize)]
+struct AdsQuery {
+    /// Ads per page (default [`ADS_PAGE`], at most [`MAX_ADS_PAGE`]).
+    limit: Option<usize>,
+    /// Only ads whose key sorts after this `kind/name` (the last key of the previous page).
+    after: Option<String>,
+}
+
+/// Live ads in key order, a page at a time; `Link: <...>; rel="next"` while more remain.
+async fn ads(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<AdsQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(ADS_PAGE);
+    if limit == 0 || limit > MAX_ADS_PAGE {
+        return Err(ApiError::bad_request(
+            "bad_limit",
+            format!("limit must be 1 to {MAX_ADS_PAGE}"),
+        ));
+    }
+    let after = match query.after.as_deref() {
+        None => None,
+        Some(cursor) => Some(parse_cursor(cursor).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_cursor",
+                format!("after={cursor:?} is not a kind/name ad key"),
+            )
+        })?),
+    };
     let now = state.ledger.clock().now_ms();
     let view = state.ledger.view();
-    let mut listing: Vec<AdListing> = view
+    let mut page: Vec<&Arc<crate::store::StoredAd>> = view
         .ads()
         .filter(|a| a.expires_at > now)
+        .filter(|a| after.as_ref().is_none_or(|after| a.ad.key() > *after))
+        .collect();
+    let more = page.len() > limit;
+    if more {
+        page.select_nth_unstable_by_key(limit, |a| a.ad.key());
+        page.truncate(limit);
+    }
+    page.sort_by_key(|a| a.ad.key());
+    let listing: Vec<AdListing> = page
+        .iter()
         .map(|a| AdListing {
             signed: a.signed(),
             received_at: a.received_at,
             effective_expiry: a.expires_at,
         })
         .collect();
-    listing.sort_by_key(|a| a.signed.ad.key());
-    Json(listing)
+    let mut response = Json(listing).into_response();
+    if let (true, Some(last)) = (more, page.last()) {
+        let cursor = utf8_percent_encode(&last.ad.key().to_string(), NON_ALPHANUMERIC).to_string();
+        let next = format!("</api/v1.0/director/ads?limit={limit}&after={cursor}>; rel=\"next\"");
+        if let Ok(value) = HeaderValue::try_from(next) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    Ok(response)
 }
 
-async fn digest(State(state): State<Arc<AppState>>) -> Json<Vec<DigestEntry>> {
+/// `kind/name` back into an ad key.
+fn parse_cursor(cursor: &str) -> Option<crate::ad::AdKey> {
+    let (kind, name) = cursor.split_once('/')?;
+    Some(crate::ad::AdKey {
+        kind: kind.parse().ok()?,
+        name: name.to_string(),
+    })
+}
+
+/// Query of `GET /api/v1.0/director/digest`.
+#[derive(Debug, Deserialize)]
+struct DigestQuery {
+    /// Ask for a summary with this many buckets (only [`digest::BUCKETS`] is served).
+    buckets: Option<usize>,
+    /// With `buckets`: the entries of these buckets (comma-separated indexes) instead.
+    only: Option<String>,
+}
+
+/// The digest: with no query every live entry (as directors before bucketed digests ask);
+/// with `?buckets=256` one hash per bucket; with `?buckets=256&only=3,17` the entries of
+/// those buckets.
+async fn digest(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<DigestQuery>,
+) -> Result<Response, ApiError> {
     let now = state.ledger.clock().now_ms();
     let view = state.ledger.view();
-    Json(
-        view.ads()
-            .filter(|a| a.expires_at > now)
-            .map(|a| DigestEntry {
-                key: a.ad.key(),
-                version: a.ad.version(),
-            })
-            .collect(),
-    )
+    let Some(buckets) = query.buckets else {
+        return Ok(Json(digest::entries(&view, now, None)).into_response());
+    };
+    if buckets != digest::BUCKETS {
+        return Err(ApiError::bad_request(
+            "bad_buckets",
+            format!("digests have {} buckets, not {buckets}", digest::BUCKETS),
+        ));
+    }
+    let Some(only) = query.only else {
+        let summary = DigestSummary {
+            buckets: digest::summarise(&view, now),
+        };
+        return Ok(Json(summary).into_response());
+    };
+    let mut wanted = HashSet::new();
+    for part in only.split(',').filter(|p| !p.is_empty()) {
+        match part.parse::<usize>() {
+            Ok(bucket) if bucket < digest::BUCKETS => {
+                wanted.insert(bucket);
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "bad_buckets",
+                    format!("{part:?} is not a bucket index below {}", digest::BUCKETS),
+                ));
+            }
+        }
+    }
+    Ok(Json(digest::entries(&view, now, Some(&wanted))).into_response())
 }
 
 async fn fetch(

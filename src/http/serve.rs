@@ -1,12 +1,14 @@
 //! The director's listener: plain HTTP or TLS (rustls), a header read timeout against
 //! slowloris, and a graceful stop that refuses new connections and drains (bounded).
 
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -18,6 +20,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 /// The HTTP/2 connection preface: a plain-text connection starting with it speaks h2c.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -155,9 +158,10 @@ pub async fn serve(
             _ = cancel.cancelled() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     connections.spawn(connection(
                         stream,
+                        peer,
                         acceptor.clone(),
                         app.clone(),
                         builders.clone(),
@@ -190,6 +194,7 @@ pub async fn serve(
 
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
     acceptor: Option<TlsAcceptor>,
     app: Router,
     builders: Arc<Builders>,
@@ -207,7 +212,7 @@ async fn connection(
             } else {
                 &builders.http1
             };
-            drive(TokioIo::new(stream), builder, app, &graceful).await;
+            drive(TokioIo::new(stream), peer, builder, app, &graceful).await;
         }
         Some(acceptor) => {
             let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
@@ -226,7 +231,7 @@ async fn connection(
             } else {
                 &builders.http1
             };
-            drive(TokioIo::new(tls), builder, app, &graceful).await;
+            drive(TokioIo::new(tls), peer, builder, app, &graceful).await;
         }
     }
 }
@@ -252,12 +257,18 @@ async fn sniff(stream: &TcpStream) -> Option<bool> {
 
 async fn drive<I>(
     io: TokioIo<I>,
+    peer: SocketAddr,
     builder: &Builder<TokioExecutor>,
     app: Router,
     graceful: &CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Handlers and middleware find the client's address as axum's `ConnectInfo`.
+    let app = app.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    });
     let conn = builder.serve_connection(io, TowerToHyperService::new(app));
     tokio::pin!(conn);
     let result = tokio::select! {

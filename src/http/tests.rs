@@ -85,7 +85,12 @@ fn harness() -> Harness {
     let limits = HttpLimits {
         max_body: 64 * 1024,
         request_timeout: Duration::from_secs(5),
-        max_concurrent: 64,
+        budgets: super::BudgetLimits {
+            redirect: 64,
+            ingest: 64,
+            bulk: 64,
+            ingest_per_client: 64,
+        },
     };
     Harness {
         app: router(state.clone(), limits),
@@ -426,4 +431,95 @@ async fn discovery_listings_and_operations() {
     }
     let page = h.call(Method::GET, "/", None).await;
     assert_eq!(page.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn digests_come_whole_summarised_or_by_bucket() {
+    let h = harness();
+    let origin = ad("origin-1", ServerKind::Origin, &["/ns"], 1);
+    assert_eq!(h.register(&origin).await.status, StatusCode::OK);
+    let whole = h.call(Method::GET, "/api/v1.0/director/digest", None).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    let held = whole.json.as_array().unwrap().len();
+    assert!(held >= 1, "{:?}", whole.json);
+    let summary = h
+        .call(Method::GET, "/api/v1.0/director/digest?buckets=256", None)
+        .await;
+    let buckets = summary.json["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 256);
+    let bucket = crate::replication::digest::bucket_of(&origin.ad.key());
+    assert_ne!(buckets[bucket], 0);
+    let only = h
+        .call(
+            Method::GET,
+            &format!("/api/v1.0/director/digest?buckets=256&only={bucket}"),
+            None,
+        )
+        .await;
+    let entries = only.json.as_array().unwrap();
+    assert!(entries.iter().any(|e| e["key"]["name"] == "origin-1"));
+    assert!(entries.len() <= held);
+    for bad in ["?buckets=7", "?buckets=256&only=256", "?buckets=256&only=x"] {
+        let answer = h
+            .call(
+                Method::GET,
+                &format!("/api/v1.0/director/digest{bad}"),
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(answer.json["error"], "bad_buckets", "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn ad_listings_come_in_pages_that_cover_every_ad_once() {
+    let h = harness();
+    for (name, kind, ns) in [
+        ("origin-1", ServerKind::Origin, "/ns"),
+        ("origin-w", ServerKind::Origin, "/w"),
+        ("cache-1", ServerKind::Cache, "/ns"),
+    ] {
+        assert_eq!(
+            h.register(&ad(name, kind, &[ns], 1)).await.status,
+            StatusCode::OK
+        );
+    }
+    let whole = h.call(Method::GET, "/api/v1.0/director/ads", None).await;
+    let total = whole.json.as_array().unwrap().len();
+    assert!(total >= 3);
+    let mut seen = Vec::new();
+    let mut uri = "/api/v1.0/director/ads?limit=2".to_string();
+    loop {
+        let page = h.call(Method::GET, &uri, None).await;
+        assert_eq!(page.status, StatusCode::OK);
+        let ads = page.json.as_array().unwrap();
+        assert!(ads.len() <= 2);
+        seen.extend(ads.iter().map(|a| format!("{}/{}", a["kind"], a["name"])));
+        let link = header(&page, "link");
+        if link.is_empty() {
+            break;
+        }
+        uri = link
+            .trim_start_matches('<')
+            .split_once('>')
+            .unwrap()
+            .0
+            .to_string();
+    }
+    let mut unique = seen.clone();
+    unique.dedup();
+    assert_eq!(seen.len(), total, "{seen:?}");
+    assert_eq!(unique, seen, "in key order, none twice");
+    for bad in [
+        "?limit=0",
+        "?limit=10001",
+        "?after=nokind",
+        "?after=planet/x",
+    ] {
+        let answer = h
+            .call(Method::GET, &format!("/api/v1.0/director/ads{bad}"), None)
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
 }

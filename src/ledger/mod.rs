@@ -154,20 +154,22 @@ impl Ledger {
     /// routed. The caller must `store().flush()` before acknowledging it to anyone.
     pub fn apply(&self, signed: SignedAd) -> Result<IngestOutcome, IngestError> {
         let now = self.clock.now_ms();
-        self.check_sane(&signed, now)?;
-        self.trust.check(&signed)?;
         let key = signed.ad.key();
         let version = signed.ad.version();
+        // Most ads a director receives are copies of what it holds (every service reaches
+        // every director, and peers forward too): recognise those before paying for a
+        // signature check. Answering "duplicate" or "stale" to a forged copy changes
+        // nothing and tells nothing a digest does not.
+        if let Some(known) = self.not_newer(&key, version) {
+            return Ok(known);
+        }
+        self.check_sane(&signed, now)?;
+        self.trust.check(&signed)?;
         let accepted = {
             let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
             let current = self.view.load();
-            let held = current.get(&key).map(|a| a.ad.version());
-            if !is_newer(version, held) {
-                return Ok(if held == Some(version) {
-                    IngestOutcome::Duplicate
-                } else {
-                    IngestOutcome::Stale
-                });
+            if let Some(known) = not_newer(version, current.get(&key).map(|a| a.ad.version())) {
+                return Ok(known);
             }
             let stored = Arc::new(StoredAd::new(
                 signed,
@@ -182,6 +184,11 @@ impl Ledger {
             self.expiry_changed.notify_one();
         }
         Ok(IngestOutcome::Accepted(accepted))
+    }
+
+    /// `Some(Duplicate | Stale)` if `version` is not newer than the version held for `key`.
+    fn not_newer(&self, key: &AdKey, version: AdVersion) -> Option<IngestOutcome> {
+        not_newer(version, self.version_of(key))
     }
 
     fn check_sane(&self, signed: &SignedAd, now: UnixMillis) -> Result<(), IngestError> {
@@ -255,6 +262,17 @@ impl Ledger {
         };
         self.store.flush().await?;
         Ok(expired)
+    }
+}
+
+/// `Some(Duplicate | Stale)` if `version` is not newer than `held`.
+fn not_newer(version: AdVersion, held: Option<AdVersion>) -> Option<IngestOutcome> {
+    if is_newer(version, held) {
+        None
+    } else if held == Some(version) {
+        Some(IngestOutcome::Duplicate)
+    } else {
+        Some(IngestOutcome::Stale)
     }
 }
 

@@ -137,3 +137,33 @@ async fn reopen_restores_the_view() {
         "duplicate"
     );
 }
+
+#[tokio::test]
+async fn copies_are_recognised_before_their_signature_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = ledger(dir.path(), ManualClock::new(START));
+    let original = signed(2, START - 1);
+    l.ingest(original.clone()).await.unwrap();
+    // A copy of the held version with a broken signature: answered from the version alone,
+    // and the held ad (with its good signature) is untouched.
+    let mut forged = original.clone();
+    forged.signature = "AAAA".into();
+    assert_eq!(
+        l.ingest(forged.clone()).await.unwrap().status(),
+        "duplicate"
+    );
+    forged.ad.generation = 1;
+    assert_eq!(l.ingest(forged.clone()).await.unwrap().status(), "stale");
+    let held = l.view().get(&original.ad.key()).unwrap().clone();
+    assert_eq!(held.signature, original.signature);
+    // A newer version is still verified, and refused when forged.
+    forged.ad.generation = 3;
+    assert!(matches!(
+        l.ingest(forged).await,
+        Err(IngestError::Untrusted(_))
+    ));
+    assert_eq!(
+        l.version_of(&original.ad.key()),
+        Some(original.ad.version())
+    );
+}

@@ -7,6 +7,7 @@
 //! jitter. The same ad is never accepted twice, so forwarding stops by construction.
 //! See `docs/replication.md`.
 
+pub mod digest;
 mod queue;
 mod sync;
 

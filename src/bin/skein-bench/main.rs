@@ -20,6 +20,8 @@ use skein::trust::Trust;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod scale;
+
 /// The same allocator as the `skein` binary, so figures match what users run.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -72,6 +74,33 @@ enum Command {
         #[arg(long, default_value = "director")]
         mode: String,
     },
+    /// Time for an empty director to refill a peer's whole view (catch-up), e.g. after its
+    /// store was moved aside.
+    Refill {
+        #[arg(long, default_value_t = 100_000)]
+        ads: usize,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// CPU per director of a full mesh of real `skein serve` processes while every server
+    /// re-advertises to every director once an interval.
+    Scale {
+        #[arg(long, default_value_t = 10)]
+        directors: usize,
+        #[arg(long, default_value_t = 10_000)]
+        servers: usize,
+        /// Re-advertise period.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Whole intervals measured (after one interval of first registrations).
+        #[arg(long, default_value_t = 1)]
+        intervals: u32,
+        /// The `skein` binary (default: beside this one).
+        #[arg(long)]
+        skein: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Signed-ad ingest rate of one director.
     Ingest {
         #[arg(long, default_value_t = 20_000)]
@@ -108,6 +137,25 @@ fn main() -> Result<()> {
         } => convergence(&runtime, directors, ads, &data_dir, samples.as_deref()),
         Command::MakeStore { ads, data_dir } => make_store(ads, &data_dir),
         Command::Restart { data_dir, mode } => runtime.block_on(restart(&data_dir, &mode)),
+        Command::Scale {
+            directors,
+            servers,
+            interval,
+            intervals,
+            skein,
+            data_dir,
+        } => {
+            let skein = skein.unwrap_or_else(scale::sibling_skein);
+            runtime.block_on(scale::run(scale::Scale {
+                skein: &skein,
+                directors,
+                servers,
+                interval,
+                intervals,
+                work: &data_dir,
+            }))
+        }
+        Command::Refill { ads, data_dir } => runtime.block_on(refill(ads, &data_dir)),
         Command::Ingest {
             ads,
             clients,
@@ -473,6 +521,54 @@ async fn restart(data_dir: &Path, mode: &str) -> Result<()> {
         }
         other => bail!("unknown mode {other:?} (director, raw or phases)"),
     }
+    Ok(())
+}
+
+async fn refill(ads: usize, data_dir: &Path) -> Result<()> {
+    let full_dir = data_dir.join("full");
+    let empty_dir = data_dir.join("empty");
+    make_store(ads, &full_dir)?;
+    let servers: Vec<FederationServer> = (0..ads).map(many_server).collect();
+    let names = ["refill-full".to_string(), "refill-empty".to_string()];
+    let trust = federation_trust(&servers, &names);
+    let full = start(
+        &names[0],
+        TcpListener::bind("127.0.0.1:0").await?,
+        &full_dir,
+        &[],
+        trust.clone(),
+    )
+    .await?;
+    let held = full.state().ledger.view().len();
+    let t0 = Instant::now();
+    let cpu0 = cpu_ms();
+    let empty = start(
+        &names[1],
+        TcpListener::bind("127.0.0.1:0").await?,
+        &empty_dir,
+        &[full.url().to_string()],
+        trust,
+    )
+    .await?;
+    // Both directors' own ads are in the view too.
+    let target = held + 1;
+    while empty.state().ledger.view().len() < target {
+        if t0.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "refill stalled at {} of {target} ads",
+                empty.state().ledger.view().len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"bench": "refill", "ads": held, "secs": secs, "ads_per_sec": held as f64 / secs,
+               "cpu_ms": cpu_ms() - cpu0, "rss_mib": rss_mib()})
+    );
+    empty.crash().await;
+    full.crash().await;
     Ok(())
 }
 

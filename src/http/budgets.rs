@@ -1,0 +1,288 @@
+//! Concurrency budgets per route class, so client redirects never wait behind ingest.
+//!
+//! Every request is classified by method and path into a [`RouteClass`]; each class has its
+//! own budget of requests in flight, and a request beyond its class's budget is shed at
+//! once with 503 + `Retry-After`. Requests that read a body (registrations, forwards,
+//! catch-up fetches) are also limited per client address, so one client trickling bodies
+//! over many connections cannot take the whole ingest budget from the others.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::error::ApiError;
+
+/// What kind of work a request is, for budgets (and for anything else that wants to
+/// count requests by class with a bounded label set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteClass {
+    /// Client requests: object redirects, the discovery document. Cheap and in memory.
+    Redirect,
+    /// Requests that read a body: registrations, forwards, catch-up fetches.
+    Ingest,
+    /// Answers that grow with the view: ad listings, digests, namespaces, metrics, the
+    /// status page.
+    Bulk,
+    /// Liveness and readiness: constant cost, never shed.
+    Control,
+}
+
+impl RouteClass {
+    /// Classifies a request by its method and path.
+    pub fn of(method: &Method, path: &str) -> Self {
+        const DIRECTOR_API: &str = "/api/v1.0/director/";
+        match path {
+            "/health" | "/ready" | "/api/v1.0/health" => return RouteClass::Control,
+            "/" | "/metrics" => return RouteClass::Bulk,
+            _ => {}
+        }
+        if *method == Method::POST && path.starts_with("/api/") {
+            return RouteClass::Ingest;
+        }
+        if let Some(endpoint) = path.strip_prefix(DIRECTOR_API) {
+            // Object and origin paths are redirects, whatever the object is called.
+            if endpoint.starts_with("object/") || endpoint.starts_with("origin/") {
+                return RouteClass::Redirect;
+            }
+            return RouteClass::Bulk;
+        }
+        if path.starts_with("/api/") && path.contains("/listNamespaces") {
+            return RouteClass::Bulk;
+        }
+        RouteClass::Redirect
+    }
+
+    /// A short lowercase name (a bounded metric label value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteClass::Redirect => "redirect",
+            RouteClass::Ingest => "ingest",
+            RouteClass::Bulk => "bulk",
+            RouteClass::Control => "control",
+        }
+    }
+}
+
+/// How many requests of each class may be in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetLimits {
+    /// Client redirects.
+    pub redirect: usize,
+    /// Requests that read a body.
+    pub ingest: usize,
+    /// Listings, digests, metrics, the status page.
+    pub bulk: usize,
+    /// Body-reading requests in flight from one client address.
+    pub ingest_per_client: usize,
+}
+
+/// The budgets of one director, shared by every request (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Budgets {
+    redirect: Arc<Semaphore>,
+    ingest: Arc<Semaphore>,
+    bulk: Arc<Semaphore>,
+    per_client: Arc<PerClient>,
+}
+
+impl Budgets {
+    /// Budgets with these limits.
+    pub fn new(limits: BudgetLimits) -> Self {
+        Self {
+            redirect: Arc::new(Semaphore::new(limits.redirect)),
+            ingest: Arc::new(Semaphore::new(limits.ingest)),
+            bulk: Arc::new(Semaphore::new(limits.bulk)),
+            per_client: Arc::new(PerClient {
+                limit: limits.ingest_per_client,
+                in_flight: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn semaphore(&self, class: RouteClass) -> Option<&Arc<Semaphore>> {
+        match class {
+            RouteClass::Redirect => Some(&self.redirect),
+            RouteClass::Ingest => Some(&self.ingest),
+            RouteClass::Bulk => Some(&self.bulk),
+            RouteClass::Control => None,
+        }
+    }
+}
+
+/// Body-reading requests in flight per client address. The map is touched only by ingest
+/// requests (never by redirects), twice per request, for a few instructions each.
+#[derive(Debug)]
+struct PerClient {
+    limit: usize,
+    in_flight: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerClient {
+    fn enter(self: &Arc<Self>, client: IpAddr) -> Option<ClientSlot> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let count = in_flight.entry(client).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            owner: self.clone(),
+            client,
+        })
+    }
+}
+
+/// One request's place in its client's share; given back on drop.
+struct ClientSlot {
+    owner: Arc<PerClient>,
+    client: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .owner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = in_flight.get_mut(&self.client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                in_flight.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// The middleware: takes a place in the request's class budget (and, for ingest, in its
+/// client's share) for as long as the handler runs, or sheds the request.
+pub async fn limit(State(budgets): State<Budgets>, request: Request, next: Next) -> Response {
+    let class = RouteClass::of(request.method(), request.uri().path());
+    let Some(semaphore) = budgets.semaphore(class) else {
+        return next.run(request).await;
+    };
+    let Ok(permit): Result<OwnedSemaphorePermit, _> = semaphore.clone().try_acquire_owned() else {
+        return shed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "the director is at its limit of {} requests in flight; retry shortly",
+                class.as_str()
+            ),
+        );
+    };
+    let slot = if class == RouteClass::Ingest {
+        match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(peer)) => match budgets.per_client.enter(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    return shed(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_requests",
+                        format!(
+                            "{} has {} requests with bodies in flight already; retry shortly",
+                            peer.ip(),
+                            budgets.per_client.limit
+                        ),
+                    );
+                }
+            },
+            None => None,
+        }
+    } else {
+        None
+    };
+    let response = next.run(request).await;
+    drop(slot);
+    drop(permit);
+    response
+}
+
+fn shed(status: StatusCode, error: &'static str, detail: String) -> Response {
+    let mut response = ApiError::new(status, error, detail).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_follow_the_work_a_request_does() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(
+            RouteClass::of(&get, "/test/hello.txt"),
+            RouteClass::Redirect
+        );
+        assert_eq!(
+            RouteClass::of(&get, "/api/v1.0/director/object/test/x"),
+            RouteClass::Redirect
+        );
+        assert_eq!(
+            RouteClass::of(&Method::PUT, "/api/v1.0/director/origin/test/x"),
+            RouteClass::Redirect
+        );
+        assert_eq!(
+            RouteClass::of(&get, "/.well-known/pelican-configuration"),
+            RouteClass::Redirect
+        );
+        for ingest in [
+            "/api/v1.0/director/registerOrigin",
+            "/api/v1.0/director/registerCache",
+            "/api/v1.0/director/forward",
+            "/api/v1.0/director/ads/fetch",
+        ] {
+            assert_eq!(
+                RouteClass::of(&post, ingest),
+                RouteClass::Ingest,
+                "{ingest}"
+            );
+        }
+        for bulk in [
+            "/api/v1.0/director/ads",
+            "/api/v1.0/director/digest",
+            "/api/v1.0/director/directors",
+            "/api/v2.0/director/listNamespaces",
+            "/metrics",
+            "/",
+        ] {
+            assert_eq!(RouteClass::of(&get, bulk), RouteClass::Bulk, "{bulk}");
+        }
+        for control in ["/health", "/ready", "/api/v1.0/health"] {
+            assert_eq!(RouteClass::of(&get, control), RouteClass::Control);
+        }
+        // A POST to an object path is a client request (refused later as a method).
+        assert_eq!(RouteClass::of(&post, "/test/x"), RouteClass::Redirect);
+    }
+
+    #[test]
+    fn a_client_share_is_given_back_when_its_requests_end() {
+        let per_client = Arc::new(PerClient {
+            limit: 2,
+            in_flight: Mutex::new(HashMap::new()),
+        });
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let first = per_client.enter(a).unwrap();
+        let second = per_client.enter(a).unwrap();
+        assert!(per_client.enter(a).is_none(), "a third request from a");
+        assert!(
+            per_client.enter(b).is_some(),
+            "another client is not affected"
+        );
+        drop(first);
+        assert!(per_client.enter(a).is_some());
+        drop(second);
+        assert!(per_client.in_flight.lock().unwrap().is_empty());
+    }
+}
