@@ -84,6 +84,8 @@ pub struct Ledger {
     expiry_changed: Notify,
     /// When the expiry worker next wakes (Unix ms); an ad expiring earlier wakes it.
     next_wake: AtomicU64,
+    /// Damage found at open, and whether a peer has refilled the store since.
+    recovery: Recovery,
 }
 
 impl Ledger {
@@ -106,6 +108,7 @@ impl Ledger {
                 limits,
                 expiry_changed: Notify::new(),
                 next_wake: AtomicU64::new(0),
+                recovery: Recovery::default(),
             },
             quarantined,
         ))
@@ -119,6 +122,11 @@ impl Ledger {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Damage found at open and the refill that follows.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
     }
 
     /// The clock.
@@ -154,6 +162,7 @@ impl Ledger {
     /// routed. The caller must `store().flush()` before acknowledging it to anyone.
     pub fn apply(&self, signed: SignedAd) -> Result<IngestOutcome, IngestError> {
         let now = self.clock.now_ms();
+        self.store.note_time(now);
         self.check_sane(&signed, now)?;
         self.trust.check(&signed)?;
         let key = signed.ad.key();
@@ -289,6 +298,8 @@ fn load_view(store: &Store) -> Result<(View, Vec<String>), StoreError> {
     })
 }
 
+mod recovery;
 mod sanity;
+pub use recovery::{Recovery, StoreState};
 #[cfg(test)]
 mod tests;

@@ -245,12 +245,15 @@ impl Replicator {
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 result = this.sync_with(&peer) => match result {
-                    Ok(report) if report.pulled + report.pushed > 0 => {
-                        tracing::info!(peer = %peer, pulled = report.pulled, pushed = report.pushed, "caught up with peer");
+                    Ok(report) => {
+                        if report.pulled + report.pushed > 0 {
+                            tracing::info!(peer = %peer, pulled = report.pulled, pushed = report.pushed, "caught up with peer");
+                        }
+                        this.ledger.recovery().sync_succeeded(&peer);
                     }
-                    Ok(_) => {}
                     Err(error) => {
                         this.peers.mark_failed(&peer, &error.to_string());
+                        this.ledger.recovery().sync_failed(&peer);
                     }
                 }
             }

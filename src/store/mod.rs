@@ -2,10 +2,14 @@
 //!
 //! Trees: `ads` (ad key -> [`StoredAd`]), `peers` (advertise URL -> [`PeerRecord`]),
 //! `meta` (schema version, last start time), `quarantine` (values that failed their
-//! checksum, kept for inspection). Every value is a [`codec`] envelope.
+//! checksum, kept for inspection). Every value is a [`codec`] envelope. Beside sled, a
+//! manifest ([`manifest`]) records what the `ads` tree should hold; a store that does not
+//! match it is damaged, and [`Store::open_or_recover`] moves it aside loudly.
 
 mod durability;
+mod manifest;
 mod migrate;
+pub mod upkeep;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,8 +20,10 @@ use crate::ad::{Ad, AdKey, SignedAd};
 use crate::clock::UnixMillis;
 use crate::codec::{self, CodecError};
 
-pub use durability::GroupCommit;
+pub use manifest::{FILE as MANIFEST_FILE, TreeState};
 pub use migrate::SCHEMA_VERSION;
+
+use durability::{GroupCommit, Handles, scan_state};
 
 /// An ad as a director keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +155,24 @@ fn classify(dir: &Path, error: sled::Error) -> StoreError {
     }
 }
 
+/// Runs `open` and turns a panic (sled panics on some damage) into damage.
+fn catching_panics<T>(
+    dir: &Path,
+    open: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "sled panicked while opening".into());
+        Err(StoreError::Damaged {
+            path: dir.to_path_buf(),
+            message,
+        })
+    })
+}
+
 /// What [`Store::load_ads`] found.
 #[derive(Debug, Default)]
 pub struct LoadedAds {
@@ -156,6 +180,17 @@ pub struct LoadedAds {
     pub ads: Vec<StoredAd>,
     /// Keys of values that failed their checks (moved to quarantine).
     pub quarantined: Vec<String>,
+}
+
+/// A damaged store found at open, moved aside and replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// What was found.
+    pub what: String,
+    /// Where the damaged directory now is.
+    pub moved_to: PathBuf,
+    /// Sound ads read from the damaged store and kept.
+    pub survivors: usize,
 }
 
 /// The director's database.
@@ -166,80 +201,139 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
-    db: sled::Db,
-    ads: sled::Tree,
-    peers: sled::Tree,
-    meta: sled::Tree,
-    quarantine: sled::Tree,
     commits: GroupCommit,
 }
 
 const LAST_STARTED_AT: &[u8] = b"last_started_at";
 
 impl Store {
-    /// Opens (creating if needed) and migrates the store in `dir`.
+    /// Opens (creating if needed) and migrates the store in `dir`, and checks its `ads`
+    /// tree against the manifest: a mismatch, a damaged manifest, a missing manifest
+    /// where the schema says one is kept, or sled files without a database are
+    /// [`StoreError::Damaged`].
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let damaged = |message: String| StoreError::Damaged {
+            path: dir.to_path_buf(),
+            message,
+        };
+        let had_files = dir.join("conf").exists() || dir.join("db").exists();
+        let recorded = manifest::read(dir).map_err(|e| match e {
+            manifest::ManifestError::Damaged { .. } => damaged(e.to_string()),
+            manifest::ManifestError::Io { .. } => StoreError::Database {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            },
+        })?;
         let err = |e: sled::Error| classify(dir, e);
         let db = open_db(dir).map_err(err)?;
-        migrate::migrate(&db, dir)?;
-        let ads = db.open_tree("ads").map_err(err)?;
-        let peers = db.open_tree("peers").map_err(err)?;
-        let meta = db.open_tree("meta").map_err(err)?;
-        let quarantine = db.open_tree("quarantine").map_err(err)?;
-        let commits = GroupCommit::new(db.clone());
+        let previous_schema = migrate::migrate(&db, dir)?;
+        let handles = Handles::open(db).map_err(err)?;
+        let found = scan_state(&handles.ads).map_err(err)?;
+        match (recorded, previous_schema) {
+            (Some(m), _) if m.accepts(found) => {}
+            (Some(m), _) => {
+                let pending = if m.pending == m.committed {
+                    String::new()
+                } else {
+                    format!(" (or {} once its last commit lands)", m.pending)
+                };
+                return Err(damaged(format!(
+                    "the database holds {found} but the manifest of commit {} says {}{pending}",
+                    m.generation, m.committed
+                )));
+            }
+            (None, Some(v)) if v >= migrate::MANIFEST_SINCE => {
+                return Err(damaged(format!(
+                    "the manifest {} is missing (the database holds {found})",
+                    manifest::FILE
+                )));
+            }
+            (None, None) if had_files => {
+                return Err(damaged(
+                    "sled's files are present but hold no database, and there is no manifest"
+                        .into(),
+                ));
+            }
+            // A new store, or one from before manifests: start the record now.
+            (None, _) => {}
+        }
+        let generation = recorded.map_or(0, |m| m.generation);
+        let clock_high_water = recorded.map_or(0, |m| m.clock_high_water);
+        if recorded.is_none() {
+            manifest::write(
+                dir,
+                &manifest::Manifest {
+                    generation,
+                    committed: found,
+                    pending: found,
+                    clock_high_water,
+                },
+            )
+            .map_err(|e| StoreError::Database {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 path: dir.to_path_buf(),
-                db,
-                ads,
-                peers,
-                meta,
-                quarantine,
-                commits,
+                commits: GroupCommit::new(dir, handles, found, generation, clock_high_water),
             }),
         })
     }
 
-    /// Opens the store; if it is damaged, moves the directory aside (loudly) and starts
-    /// empty, so the director can serve and catch up from its peers. Errors that are not
-    /// damage (a lock held by another process, permissions, a newer schema) are returned.
+    /// Opens the store; if it is damaged, moves the directory aside (loudly), keeps every
+    /// sound ad it can still read, and reports what it found, so the director can serve
+    /// and catch up from its peers. Errors that are not damage (a lock held by another
+    /// process, permissions, a newer schema) are returned.
     pub fn open_or_recover(
         dir: &Path,
         now: UnixMillis,
-    ) -> Result<(Self, Option<PathBuf>), StoreError> {
-        // sled panics on some damage rather than reporting it.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::open(dir)))
-            .unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "sled panicked while opening".into());
-                Err(StoreError::Damaged {
-                    path: dir.to_path_buf(),
-                    message,
-                })
-            });
-        match opened {
+    ) -> Result<(Self, Option<Damage>), StoreError> {
+        match catching_panics(dir, || Self::open(dir)) {
             Ok(store) => Ok((store, None)),
             // Only damage is moved aside: an I/O error (a full disk, or another process
             // holding the lock on this directory) must never cost a sound store.
-            Err(first @ StoreError::Damaged { .. }) => {
+            Err(StoreError::Damaged { message, .. }) => {
+                let survivors = salvage(dir);
                 let aside = dir.with_extension(format!("corrupt-{now}"));
                 tracing::error!(
                     path = %dir.display(),
                     moved_to = %aside.display(),
-                    error = %first,
-                    "store cannot be opened; moving it aside and starting empty"
+                    damage = %message,
+                    survivors = survivors.len(),
+                    "store is damaged; moving it aside and keeping the ads that survived"
                 );
                 std::fs::rename(dir, &aside).map_err(|e| StoreError::Database {
                     path: dir.to_path_buf(),
                     message: format!("cannot move damaged store aside: {e}"),
                 })?;
-                Ok((Self::open(dir)?, Some(aside)))
+                let store = Self::open(dir)?;
+                for ad in &survivors {
+                    store.put_ad(ad)?;
+                }
+                store.flush_blocking()?;
+                Ok((
+                    store,
+                    Some(Damage {
+                        what: message,
+                        moved_to: aside,
+                        survivors: survivors.len(),
+                    }),
+                ))
             }
             Err(other) => Err(other),
         }
+    }
+
+    fn handles(&self) -> Result<Handles, StoreError> {
+        self.inner
+            .commits
+            .handles()
+            .ok_or_else(|| StoreError::Database {
+                path: self.inner.path.clone(),
+                message: "sled is being reopened after a failed commit".into(),
+            })
     }
 
     fn db_error(&self, e: sled::Error) -> StoreError {
@@ -253,20 +347,14 @@ impl Store {
     pub fn put_ad(&self, stored: &StoredAd) -> Result<(), StoreError> {
         let key = stored.ad.key().to_string();
         self.inner
-            .ads
-            .insert(key.as_bytes(), codec::encode(stored))
-            .map_err(|e| self.db_error(e))?;
-        self.inner.commits.note_write();
+            .commits
+            .stage(key.into_bytes(), Some(codec::encode(stored)));
         Ok(())
     }
 
     /// Removes an ad.
     pub fn remove_ad(&self, key: &AdKey) -> Result<(), StoreError> {
-        self.inner
-            .ads
-            .remove(key.to_string().as_bytes())
-            .map_err(|e| self.db_error(e))?;
-        self.inner.commits.note_write();
+        self.inner.commits.stage(key.to_string().into_bytes(), None);
         Ok(())
     }
 
@@ -280,38 +368,43 @@ impl Store {
     /// Like [`Store::load_ads`], handing each sound ad to `sink` as it is decoded (so a
     /// caller can index while the scan goes on); returns the quarantined keys.
     pub fn load_ads_with(&self, mut sink: impl FnMut(StoredAd)) -> Result<Vec<String>, StoreError> {
-        let mut loaded = LoadedAds::default();
-        for entry in self.inner.ads.iter() {
+        let handles = self.handles()?;
+        let mut quarantined = Vec::new();
+        for entry in handles.ads.iter() {
             let (key, value) = entry.map_err(|e| self.db_error(e))?;
             match codec::decode::<StoredAd>(&value) {
                 Ok(ad) => sink(ad),
                 Err(error) => {
                     let key_text = String::from_utf8_lossy(&key).into_owned();
                     tracing::error!(key = %key_text, %error, "stored ad is damaged; quarantined");
-                    self.inner
+                    handles
                         .quarantine
                         .insert(&key, value)
                         .map_err(|e| self.db_error(e))?;
-                    self.inner.ads.remove(&key).map_err(|e| self.db_error(e))?;
-                    loaded.quarantined.push(key_text);
+                    self.inner.commits.stage(key.to_vec(), None);
+                    quarantined.push(key_text);
                 }
             }
         }
-        if !loaded.quarantined.is_empty() {
-            self.inner.commits.note_write();
+        if !quarantined.is_empty() {
+            self.flush_blocking()?;
         }
-        Ok(loaded.quarantined)
+        Ok(quarantined)
     }
 
-    /// Reads one ad.
+    /// Reads one ad (a write waiting for its commit included).
     pub fn get_ad(&self, key: &AdKey) -> Result<Option<StoredAd>, StoreError> {
         let key_text = key.to_string();
-        match self
-            .inner
-            .ads
-            .get(key_text.as_bytes())
-            .map_err(|e| self.db_error(e))?
-        {
+        let value = match self.inner.commits.staged(key_text.as_bytes()) {
+            Some(staged) => staged,
+            None => self
+                .handles()?
+                .ads
+                .get(key_text.as_bytes())
+                .map_err(|e| self.db_error(e))?
+                .map(|v| v.to_vec()),
+        };
+        match value {
             None => Ok(None),
             Some(value) => codec::decode(&value)
                 .map(Some)
@@ -324,7 +417,7 @@ impl Store {
 
     /// Writes a peer record.
     pub fn put_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
-        self.inner
+        self.handles()?
             .peers
             .insert(peer.url.as_bytes(), codec::encode(peer))
             .map_err(|e| self.db_error(e))?;
@@ -334,7 +427,7 @@ impl Store {
 
     /// Forgets a peer.
     pub fn remove_peer(&self, url: &str) -> Result<(), StoreError> {
-        self.inner
+        self.handles()?
             .peers
             .remove(url.as_bytes())
             .map_err(|e| self.db_error(e))?;
@@ -345,7 +438,7 @@ impl Store {
     /// Reads every sound peer record (damaged ones are skipped with a log).
     pub fn load_peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
         let mut peers = Vec::new();
-        for entry in self.inner.peers.iter() {
+        for entry in self.handles()?.peers.iter() {
             let (key, value) = entry.map_err(|e| self.db_error(e))?;
             match codec::decode::<PeerRecord>(&value) {
                 Ok(peer) => peers.push(peer),
@@ -360,7 +453,7 @@ impl Store {
     /// The start time of this director's previous life, if any.
     pub fn last_started_at(&self) -> Result<Option<UnixMillis>, StoreError> {
         let value = self
-            .inner
+            .handles()?
             .meta
             .get(LAST_STARTED_AT)
             .map_err(|e| self.db_error(e))?;
@@ -369,34 +462,86 @@ impl Store {
 
     /// Records this life's start time (durable before returning).
     pub fn set_last_started_at(&self, started_at: UnixMillis) -> Result<(), StoreError> {
-        self.inner
+        let handles = self.handles()?;
+        handles
             .meta
             .insert(LAST_STARTED_AT, codec::encode(&started_at))
             .map_err(|e| self.db_error(e))?;
-        self.inner.db.flush().map_err(|e| self.db_error(e))?;
+        handles.db.flush().map_err(|e| self.db_error(e))?;
         Ok(())
     }
 
+    /// The latest wall-clock reading recorded by this store's previous commits (Unix ms;
+    /// 0 if none): a floor for the clock after a restart (see [`crate::clock::Floor`]).
+    pub fn clock_high_water(&self) -> UnixMillis {
+        self.inner.commits.clock_high_water()
+    }
+
+    /// Raises the wall-clock reading that the next commit records.
+    pub fn note_time(&self, now: UnixMillis) {
+        self.inner.commits.note_time(now);
+    }
+
+    /// While commits fail (a full disk), why the last one failed.
+    pub fn write_failing(&self) -> Option<String> {
+        self.inner.commits.failing()
+    }
+
     /// Waits until every write made before the call is on disk. Concurrent callers share
-    /// one fsync (group commit).
+    /// one commit (group commit).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.inner
-            .commits
-            .flush()
+        let target = self.inner.commits.written();
+        if self.inner.commits.covers(target) {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.commits.commit(target))
             .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
             .map_err(|message| StoreError::Database {
                 path: self.inner.path.clone(),
                 message,
             })
     }
 
-    /// Flushes synchronously (shutdown).
+    /// Commits whatever waits, even if no write was noted since the last failed commit.
+    pub async fn flush_pending(&self) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.commits.commit(u64::MAX))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|message| StoreError::Database {
+                path: self.inner.path.clone(),
+                message,
+            })
+    }
+
+    /// Commits synchronously and confirms the commit in the manifest (shutdown, tools).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.inner
-            .db
-            .flush()
-            .map(|_| ())
-            .map_err(|e| self.db_error(e))
+        let target = self.inner.commits.written();
+        let commits = &self.inner.commits;
+        commits
+            .commit(target)
+            .and_then(|()| commits.confirm())
+            .map_err(|message| StoreError::Database {
+                path: self.inner.path.clone(),
+                message,
+            })
+    }
+
+    /// Records in the manifest that the last commit is on disk (see `manifest`).
+    pub async fn confirm(&self) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.commits.confirm())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|message| StoreError::Database {
+                path: self.inner.path.clone(),
+                message,
+            })
     }
 
     /// The data directory.
@@ -404,15 +549,29 @@ impl Store {
         &self.inner.path
     }
 
-    /// Raw access for tests that damage values on purpose.
+    /// Raw access for tests that damage values on purpose (bypasses the manifest).
     #[doc(hidden)]
     pub fn overwrite_raw_ad(&self, key: &AdKey, bytes: &[u8]) -> Result<(), StoreError> {
-        self.inner
+        self.handles()?
             .ads
             .insert(key.to_string().as_bytes(), bytes)
             .map_err(|e| self.db_error(e))?;
         Ok(())
     }
+}
+
+/// Every sound ad still readable in a damaged store (none if sled cannot open it).
+fn salvage(dir: &Path) -> Vec<StoredAd> {
+    let read = catching_panics(dir, || {
+        let db = open_db(dir).map_err(|e| classify(dir, e))?;
+        let ads = db.open_tree("ads").map_err(|e| classify(dir, e))?;
+        Ok(ads
+            .iter()
+            .filter_map(|entry| entry.ok())
+            .filter_map(|(_, value)| codec::decode::<StoredAd>(&value).ok())
+            .collect::<Vec<_>>())
+    });
+    read.unwrap_or_default()
 }
 
 #[cfg(test)]
