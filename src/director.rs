@@ -176,9 +176,7 @@ impl Director {
             peers.add(url, Source::Configured);
         }
         if let Some(damage) = damage {
-            ledger
-                .recovery()
-                .damaged(damage, !peers.urls().is_empty());
+            ledger.recovery().damaged(damage, !peers.urls().is_empty());
         }
         let client = Client::new(
             config.peers.forward_timeout,

@@ -96,7 +96,11 @@ mod tests {
         r.sync_succeeded("http://p");
         assert_eq!(r.state(), StoreState::Sound);
         r.sync_failed("http://p");
-        assert_eq!(r.state(), StoreState::Sound, "a later failure is not damage");
+        assert_eq!(
+            r.state(),
+            StoreState::Sound,
+            "a later failure is not damage"
+        );
         assert_eq!(r.damage().map(|d| d.survivors), Some(3));
     }
 

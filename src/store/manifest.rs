@@ -222,7 +222,11 @@ mod tests {
         assert!(manifest.accepts(state) && manifest.accepts(TreeState::default()));
         let path = dir.path().join(FILE);
         let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, text.replace("\"generation\": 3", "\"generation\": 4")).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("\"generation\": 3", "\"generation\": 4"),
+        )
+        .unwrap();
         assert!(matches!(
             read(dir.path()),
             Err(ManifestError::Damaged { .. })

@@ -182,7 +182,10 @@ fn damage_modes() -> Vec<(&'static str, Damager)> {
         dir.join("db")
     }
     fn set_len(dir: &std::path::Path, len: impl Fn(u64) -> u64) {
-        let file = std::fs::OpenOptions::new().write(true).open(db(dir)).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(db(dir))
+            .unwrap();
         let old = file.metadata().unwrap().len();
         file.set_len(len(old)).unwrap();
     }
@@ -207,7 +210,9 @@ fn damage_modes() -> Vec<(&'static str, Damager)> {
         ("manifest damaged", |d| {
             std::fs::write(d.join(MANIFEST_FILE), b"{\"format\": 1, \"manif").unwrap()
         }),
-        ("manifest deleted", |d| std::fs::remove_file(d.join(MANIFEST_FILE)).unwrap()),
+        ("manifest deleted", |d| {
+            std::fs::remove_file(d.join(MANIFEST_FILE)).unwrap()
+        }),
         ("db and manifest deleted", |d| {
             std::fs::remove_file(d.join(MANIFEST_FILE)).unwrap();
             std::fs::remove_file(db(d)).unwrap();
@@ -252,12 +257,13 @@ fn every_damage_mode_is_loud() {
         let data = root.path().join("data");
         filled(&data, ADS);
         damage(&data);
-        let ((store, found), errors) =
-            errors_logged(|| Store::open_or_recover(&data, 7).unwrap());
+        let ((store, found), errors) = errors_logged(|| Store::open_or_recover(&data, 7).unwrap());
         let found = found.unwrap_or_else(|| panic!("{mode}: not detected"));
         assert!(found.moved_to.exists(), "{mode}: not moved aside");
         assert!(
-            errors.iter().any(|l| l.contains("ERROR") && l.contains("damaged")),
+            errors
+                .iter()
+                .any(|l| l.contains("ERROR") && l.contains("damaged")),
             "{mode}: no ERROR logged: {errors:?}"
         );
         let held = store.load_ads().unwrap().ads.len();

@@ -1,0 +1,177 @@
+//! A director's store damaged while it was stopped, and its clock set back across a
+//! restart: real directors in one process, polling until a deadline.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use skein::ad::{AdKey, AdStatus, ServerKind};
+use skein::clock::ManualClock;
+use skein::ledger::StoreState;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+const SERVERS: [(&str, ServerKind); 3] = [
+    ("origin-1", ServerKind::Origin),
+    ("origin-2", ServerKind::Origin),
+    ("cache-1", ServerKind::Cache),
+];
+
+fn key(name: &str, kind: ServerKind) -> AdKey {
+    AdKey {
+        kind,
+        name: name.into(),
+    }
+}
+
+/// Registers every fixture server with director `at`, one ad (one commit) each.
+async fn register_all(cluster: &Cluster, at: usize) {
+    let started = now_ms();
+    for (name, kind) in SERVERS {
+        let ad = signed(name, kind, &["/ns"], started, 1);
+        let answer = client()
+            .register(cluster.handle(at).url(), &ad)
+            .await
+            .unwrap();
+        assert_eq!(answer.status, "accepted");
+    }
+}
+
+fn servers_held(d: &skein::director::DirectorHandle) -> usize {
+    SERVERS
+        .iter()
+        .filter(|(name, kind)| held_generation(d, &key(name, *kind)).is_some())
+        .count()
+}
+
+/// `GET /ready`: status code and JSON.
+async fn ready(url: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("{url}/ready")).await.unwrap();
+    let code = response.status().as_u16();
+    (code, response.json().await.unwrap())
+}
+
+async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+fn truncate_db_to_half(dir: &std::path::Path) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("db"))
+        .unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len / 2).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_is_refilled_from_a_peer_before_ready() {
+    let mut cluster = Cluster::full_mesh(2).await;
+    register_all(&cluster, 0).await;
+    eventually(WAIT, "the peer holds every ad", || async {
+        servers_held(cluster.handle(1)) == SERVERS.len()
+    })
+    .await;
+    cluster.stop(0).await;
+    truncate_db_to_half(&cluster.nodes[0].data_dir);
+    cluster.restart(0).await;
+    let d0 = cluster.handle(0);
+    let damage = d0.state().ledger.recovery().damage().cloned();
+    let damage = damage.expect("damage found at start");
+    println!(
+        "found: {}; {} ads survived; moved to {}",
+        damage.what,
+        damage.survivors,
+        damage.moved_to.display()
+    );
+    assert!(damage.moved_to.exists());
+    eventually(WAIT, "refilled from the peer, and ready", || async {
+        d0.state().ledger.recovery().state() == StoreState::Sound
+            && servers_held(d0) == SERVERS.len()
+            && ready(d0.url()).await.0 == 200
+    })
+    .await;
+    assert!(
+        get_text(&format!("{}/metrics", d0.url()))
+            .await
+            .contains("skein_store_degraded 0")
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_with_no_peer_serves_what_survived_and_says_degraded() {
+    let mut cluster = Cluster::start(1, Tuning::default(), |_| vec![]).await;
+    register_all(&cluster, 0).await;
+    cluster.stop(0).await;
+    truncate_db_to_half(&cluster.nodes[0].data_dir);
+    cluster.restart(0).await;
+    let d0 = cluster.handle(0);
+    let damage = d0.state().ledger.recovery().damage().cloned();
+    let damage = damage.expect("damage found at start");
+    assert_eq!(d0.state().ledger.recovery().state(), StoreState::Degraded);
+    let held = servers_held(d0);
+    println!(
+        "found: {}; serving {held}/{} servers that survived",
+        damage.what,
+        SERVERS.len()
+    );
+    assert!(held <= damage.survivors);
+    let (code, body) = ready(d0.url()).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("damaged"),
+        "{body}"
+    );
+    let metrics = get_text(&format!("{}/metrics", d0.url())).await;
+    assert!(metrics.contains("skein_store_degraded 1"), "{metrics}");
+    let page = get_text(&format!("{}/", d0.url())).await;
+    assert!(page.contains("degraded"));
+    // It still takes ads, and serves them.
+    register_all(&cluster, 0).await;
+    assert_eq!(servers_held(cluster.handle(0)), SERVERS.len());
+    assert_eq!(routes_to(cluster.handle(0), "/ns/x").is_some(), true);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_director_restarted_with_its_clock_an_hour_behind_is_harmless() {
+    let mut cluster = Cluster::start(2, Tuning::default(), |i| vec![1 - i]).await;
+    let own = key(&director_name(0), ServerKind::Director);
+    eventually(WAIT, "the peer holds director 0's ad", || async {
+        cluster.handle(1).state().ledger.version_of(&own).is_some()
+    })
+    .await;
+    cluster.stop(0).await;
+    eventually(WAIT, "the peer holds the withdrawal", || async {
+        cluster
+            .handle(1)
+            .state()
+            .ledger
+            .view()
+            .get(&own)
+            .is_some_and(|a| a.ad.status == AdStatus::ShuttingDown)
+    })
+    .await;
+    cluster.nodes[0].clock = Some(ManualClock::new(now_ms() - 3_600_000));
+    cluster.restart(0).await;
+    let life = cluster.handle(0).state().identity.instance();
+    let serving = |d: usize| {
+        let held = cluster.handle(d).state().ledger.view().get(&own).cloned();
+        held.is_some_and(|a| a.ad.instance_id == life && a.ad.status == AdStatus::Ok)
+    };
+    assert!(serving(0), "director 0 refused its own ad");
+    eventually(
+        WAIT,
+        "the peer replaced the withdrawal with the new life's ad",
+        || async { serving(1) },
+    )
+    .await;
+    // A correctly clocked server's ad is accepted by the director whose clock is behind.
+    let ad = signed("origin-1", ServerKind::Origin, &["/ns"], now_ms(), 1);
+    let answer = client().register(cluster.handle(0).url(), &ad).await;
+    assert_eq!(answer.unwrap().status, "accepted");
+    cluster.shutdown().await;
+}
