@@ -132,7 +132,7 @@ async fn a_damaged_store_with_no_peer_serves_what_survived_and_says_degraded() {
     // It still takes ads, and serves them.
     register_all(&cluster, 0).await;
     assert_eq!(servers_held(cluster.handle(0)), SERVERS.len());
-    assert_eq!(routes_to(cluster.handle(0), "/ns/x").is_some(), true);
+    assert!(routes_to(cluster.handle(0), "/ns/x").is_some());
     cluster.shutdown().await;
 }
 
