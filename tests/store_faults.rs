@@ -175,3 +175,166 @@ async fn a_director_restarted_with_its_clock_an_hour_behind_is_harmless() {
     assert_eq!(answer.unwrap().status, "accepted");
     cluster.shutdown().await;
 }
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "4m") on `dir`; `Err` says why it cannot.
+    fn mount(dir: &std::path::Path, size: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// Fills the file system holding `dir` with one file; returns its path.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while file
+        .write_all(&chunk)
+        .and_then(|()| file.sync_all())
+        .is_ok()
+    {}
+    // Whatever partial chunk fits.
+    while file.write_all(&chunk[..512]).is_ok() {}
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_fails_loudly_on_a_full_disk_and_recovers_when_space_returns() {
+    let mut cluster = Cluster::start(1, Tuning::default(), |_| vec![]).await;
+    cluster.stop(0).await;
+    let data = cluster.nodes[0].data_dir.clone();
+    let _ = std::fs::remove_dir_all(&data);
+    let _mount = match Tmpfs::mount(&data, "8m") {
+        Ok(mount) => mount,
+        Err(why) => {
+            println!(
+                "SKIPPED: cannot mount a tmpfs to fill ({why}); run as root to test a full disk"
+            );
+            return;
+        }
+    };
+    cluster.restart(0).await;
+    let url = cluster.handle(0).url().to_string();
+    assert_eq!(ready(&url).await.0, 200);
+    let filler = fill(&data);
+    let started = now_ms();
+    let ad = signed("origin-1", ServerKind::Origin, &["/ns"], started, 1);
+    let refused = client().register(&url, &ad).await;
+    assert!(refused.is_err(), "acknowledged on a full disk: {refused:?}");
+    let (code, body) = ready(&url).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["status"], "write_failing", "{body}");
+    let metrics = get_text(&format!("{url}/metrics")).await;
+    assert!(metrics.contains("skein_store_write_failing 1"), "{metrics}");
+    // Still full: still refused, never acknowledged.
+    let ad2 = signed("origin-2", ServerKind::Origin, &["/ns"], started, 1);
+    assert!(client().register(&url, &ad2).await.is_err());
+
+    std::fs::remove_file(filler).unwrap();
+    eventually(
+        WAIT,
+        "ready again once space returns, without any new ad",
+        || async { ready(&url).await.0 == 200 },
+    )
+    .await;
+    let metrics = get_text(&format!("{url}/metrics")).await;
+    assert!(metrics.contains("skein_store_write_failing 0"), "{metrics}");
+    let ad3 = signed("cache-1", ServerKind::Cache, &["/ns"], started, 1);
+    assert_eq!(
+        client().register(&url, &ad3).await.unwrap().status,
+        "accepted"
+    );
+    // What was refused during the outage was kept pending and is now durable too:
+    // a restart holds all three.
+    cluster.stop(0).await;
+    cluster.restart(0).await;
+    assert_eq!(servers_held(cluster.handle(0)), SERVERS.len());
+    assert!(
+        cluster
+            .handle(0)
+            .state()
+            .ledger
+            .recovery()
+            .damage()
+            .is_none()
+    );
+    cluster.shutdown().await;
+}
+
+/// sled's I/O error is sticky for the life of its handle: the store must reopen sled to
+/// recover. Here the manifest's write succeeds (it reuses a reserved page) and sled's own
+/// flush hits the full disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_sled_failed_on_a_full_disk_reopens_it_and_recovers() {
+    use skein::store::{MANIFEST_FILE, Store, StoredAd};
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let _mount = match Tmpfs::mount(&data, "4m") {
+        Ok(mount) => mount,
+        Err(why) => {
+            println!(
+                "SKIPPED: cannot mount a tmpfs to fill ({why}); run as root to test a full disk"
+            );
+            return;
+        }
+    };
+    let store = Store::open(&data).unwrap();
+    let ad = |name: &str| {
+        StoredAd::new(
+            signed(name, ServerKind::Origin, &["/ns"], now_ms(), 1),
+            now_ms(),
+            600_000,
+        )
+    };
+    store.put_ad(&ad("origin-1")).unwrap();
+    store.flush().await.unwrap();
+    // Room for the manifest's next temporary file, and none for sled.
+    std::fs::write(
+        data.join(format!("{MANIFEST_FILE}.tmp")),
+        vec![0u8; 16 << 10],
+    )
+    .unwrap();
+    let filler = fill(&data);
+    // sled preallocates its segments: write until it needs a new one.
+    let mut written = 1;
+    let failure = loop {
+        for _ in 0..50 {
+            written += 1;
+            store.put_ad(&ad(&format!("origin-{written}"))).unwrap();
+        }
+        if let Err(e) = store.flush().await {
+            break e.to_string();
+        }
+        assert!(written < 20_000, "no commit failed on a full disk");
+    };
+    println!("after {written} ads: {failure}");
+    assert!(store.write_failing().is_some());
+    std::fs::remove_file(filler).unwrap();
+    store.flush_pending().await.unwrap();
+    assert_eq!(store.write_failing(), None);
+    store.put_ad(&ad("cache-1")).unwrap();
+    store.flush_blocking().unwrap();
+    drop(store);
+    let (store, damage) = Store::open_or_recover(&data, 1).unwrap();
+    assert_eq!(damage, None);
+    assert_eq!(store.load_ads().unwrap().ads.len(), written + 1);
+}
