@@ -100,6 +100,20 @@ impl Clock for Floor {
     }
 }
 
+/// The system clock shifted by a fixed offset: only for fault tests, which set
+/// `FAULT_CLOCK_OFFSET_MS` to give one director in a container a wrong clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Offset {
+    /// Milliseconds added to the system clock (negative: behind).
+    pub offset_ms: i64,
+}
+
+impl Clock for Offset {
+    fn now_ms(&self) -> UnixMillis {
+        SystemClock.now_ms().saturating_add_signed(self.offset_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

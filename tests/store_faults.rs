@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::tmpfs::{Tmpfs, fill};
 use common::*;
 use skein::ad::{AdKey, AdStatus, ServerKind};
 use skein::clock::ManualClock;
@@ -176,54 +177,13 @@ async fn a_director_restarted_with_its_clock_an_hour_behind_is_harmless() {
     cluster.shutdown().await;
 }
 
-/// A tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "4m") on `dir`; `Err` says why it cannot.
-    fn mount(dir: &std::path::Path, size: &str) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        Ok(Self(dir.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).output();
-    }
-}
-
-/// Fills the file system holding `dir` with one file; returns its path.
-fn fill(dir: &std::path::Path) -> std::path::PathBuf {
-    use std::io::Write;
-    let path = dir.join("filler");
-    let mut file = std::fs::File::create(&path).unwrap();
-    let chunk = vec![0u8; 64 << 10];
-    while file
-        .write_all(&chunk)
-        .and_then(|()| file.sync_all())
-        .is_ok()
-    {}
-    // Whatever partial chunk fits.
-    while file.write_all(&chunk[..512]).is_ok() {}
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_fails_loudly_on_a_full_disk_and_recovers_when_space_returns() {
     let mut cluster = Cluster::start(1, Tuning::default(), |_| vec![]).await;
     cluster.stop(0).await;
     let data = cluster.nodes[0].data_dir.clone();
     let _ = std::fs::remove_dir_all(&data);
-    let _mount = match Tmpfs::mount(&data, "8m") {
+    let _mount = match Tmpfs::mount(&data, "size=8m") {
         Ok(mount) => mount,
         Err(why) => {
             println!(
@@ -288,7 +248,7 @@ async fn a_store_whose_sled_failed_on_a_full_disk_reopens_it_and_recovers() {
     use skein::store::{MANIFEST_FILE, Store, StoredAd};
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let _mount = match Tmpfs::mount(&data, "4m") {
+    let _mount = match Tmpfs::mount(&data, "size=4m") {
         Ok(mount) => mount,
         Err(why) => {
             println!(
