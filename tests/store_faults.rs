@@ -66,6 +66,29 @@ fn truncate_db_to_half(dir: &std::path::Path) {
     file.set_len(len / 2).unwrap();
 }
 
+/// Stops director `i`, truncates its db to half, restarts it: the damage it found.
+async fn damage_and_restart(cluster: &mut Cluster, i: usize) -> skein::store::Damage {
+    cluster.stop(i).await;
+    truncate_db_to_half(&cluster.nodes[i].data_dir);
+    cluster.restart(i).await;
+    let found = cluster
+        .handle(i)
+        .state()
+        .ledger
+        .recovery()
+        .damage()
+        .cloned();
+    let damage = found.expect("damage found at start");
+    println!(
+        "found: {}; {} ads survived; moved to {}",
+        damage.what,
+        damage.survivors,
+        damage.moved_to.display()
+    );
+    assert!(damage.moved_to.exists());
+    damage
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_store_is_refilled_from_a_peer_before_ready() {
     let mut cluster = Cluster::full_mesh(2).await;
@@ -74,19 +97,8 @@ async fn a_damaged_store_is_refilled_from_a_peer_before_ready() {
         servers_held(cluster.handle(1)) == SERVERS.len()
     })
     .await;
-    cluster.stop(0).await;
-    truncate_db_to_half(&cluster.nodes[0].data_dir);
-    cluster.restart(0).await;
+    damage_and_restart(&mut cluster, 0).await;
     let d0 = cluster.handle(0);
-    let damage = d0.state().ledger.recovery().damage().cloned();
-    let damage = damage.expect("damage found at start");
-    println!(
-        "found: {}; {} ads survived; moved to {}",
-        damage.what,
-        damage.survivors,
-        damage.moved_to.display()
-    );
-    assert!(damage.moved_to.exists());
     eventually(WAIT, "refilled from the peer, and ready", || async {
         d0.state().ledger.recovery().state() == StoreState::Sound
             && servers_held(d0) == SERVERS.len()
@@ -105,12 +117,8 @@ async fn a_damaged_store_is_refilled_from_a_peer_before_ready() {
 async fn a_damaged_store_with_no_peer_serves_what_survived_and_says_degraded() {
     let mut cluster = Cluster::start(1, Tuning::default(), |_| vec![]).await;
     register_all(&cluster, 0).await;
-    cluster.stop(0).await;
-    truncate_db_to_half(&cluster.nodes[0].data_dir);
-    cluster.restart(0).await;
+    let damage = damage_and_restart(&mut cluster, 0).await;
     let d0 = cluster.handle(0);
-    let damage = d0.state().ledger.recovery().damage().cloned();
-    let damage = damage.expect("damage found at start");
     assert_eq!(d0.state().ledger.recovery().state(), StoreState::Degraded);
     let held = servers_held(d0);
     println!(
@@ -177,20 +185,25 @@ async fn a_director_restarted_with_its_clock_an_hour_behind_is_harmless() {
     cluster.shutdown().await;
 }
 
+/// A tmpfs on `dir`, or `None` (after printing why the test is skipped).
+fn small_disk(dir: &std::path::Path, options: &str) -> Option<Tmpfs> {
+    Tmpfs::mount(dir, options)
+        .map_err(|why| {
+            println!(
+                "SKIPPED: cannot mount a tmpfs to fill ({why}); run as root to test a full disk"
+            )
+        })
+        .ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_fails_loudly_on_a_full_disk_and_recovers_when_space_returns() {
     let mut cluster = Cluster::start(1, Tuning::default(), |_| vec![]).await;
     cluster.stop(0).await;
     let data = cluster.nodes[0].data_dir.clone();
     let _ = std::fs::remove_dir_all(&data);
-    let _mount = match Tmpfs::mount(&data, "size=8m") {
-        Ok(mount) => mount,
-        Err(why) => {
-            println!(
-                "SKIPPED: cannot mount a tmpfs to fill ({why}); run as root to test a full disk"
-            );
-            return;
-        }
+    let Some(_mount) = small_disk(&data, "size=8m") else {
+        return;
     };
     cluster.restart(0).await;
     let url = cluster.handle(0).url().to_string();
@@ -248,14 +261,8 @@ async fn a_store_whose_sled_failed_on_a_full_disk_reopens_it_and_recovers() {
     use skein::store::{MANIFEST_FILE, Store, StoredAd};
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let _mount = match Tmpfs::mount(&data, "size=4m") {
-        Ok(mount) => mount,
-        Err(why) => {
-            println!(
-                "SKIPPED: cannot mount a tmpfs to fill ({why}); run as root to test a full disk"
-            );
-            return;
-        }
+    let Some(_mount) = small_disk(&data, "size=4m") else {
+        return;
     };
     let store = Store::open(&data).unwrap();
     let ad = |name: &str| {

@@ -487,6 +487,26 @@ impl Store {
         self.inner.commits.failing()
     }
 
+    /// Runs `work` on the group commit off the async runtime (it blocks on fsync).
+    async fn blocking(
+        &self,
+        work: impl FnOnce(&GroupCommit) -> Result<(), String> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || work(&inner.commits))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|message| self.commit_error(message))
+    }
+
+    fn commit_error(&self, message: String) -> StoreError {
+        StoreError::Database {
+            path: self.inner.path.clone(),
+            message,
+        }
+    }
+
     /// Waits until every write made before the call is on disk. Concurrent callers share
     /// one commit (group commit).
     pub async fn flush(&self) -> Result<(), StoreError> {
@@ -494,28 +514,12 @@ impl Store {
         if self.inner.commits.covers(target) {
             return Ok(());
         }
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.commits.commit(target))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
-            .map_err(|message| StoreError::Database {
-                path: self.inner.path.clone(),
-                message,
-            })
+        self.blocking(move |commits| commits.commit(target)).await
     }
 
     /// Commits whatever waits, even if no write was noted since the last failed commit.
     pub async fn flush_pending(&self) -> Result<(), StoreError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.commits.commit(u64::MAX))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
-            .map_err(|message| StoreError::Database {
-                path: self.inner.path.clone(),
-                message,
-            })
+        self.blocking(|commits| commits.commit(u64::MAX)).await
     }
 
     /// Commits synchronously and confirms the commit in the manifest (shutdown, tools).
@@ -525,23 +529,12 @@ impl Store {
         commits
             .commit(target)
             .and_then(|()| commits.confirm())
-            .map_err(|message| StoreError::Database {
-                path: self.inner.path.clone(),
-                message,
-            })
+            .map_err(|message| self.commit_error(message))
     }
 
     /// Records in the manifest that the last commit is on disk (see `manifest`).
     pub async fn confirm(&self) -> Result<(), StoreError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.commits.confirm())
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
-            .map_err(|message| StoreError::Database {
-                path: self.inner.path.clone(),
-                message,
-            })
+        self.blocking(|commits| commits.confirm()).await
     }
 
     /// The data directory.
