@@ -125,9 +125,35 @@ pub enum StoreError {
     },
 }
 
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating` and then renames it. A write
+/// that fails (a full disk) leaves that file behind, and sled, which does not skip such
+/// names, reads it as its newest snapshot and reports corruption at every later open: a
+/// full disk would brick the store for good. The file is never a finished snapshot, so it
+/// is removed before sled opens the directory.
+fn remove_unfinished_snapshots(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::warn!(file = %entry.path().display(), "removed sled's unfinished snapshot (left by a failed write)")
+                }
+                Err(error) => {
+                    tracing::warn!(file = %entry.path().display(), %error, "cannot remove sled's unfinished snapshot")
+                }
+            }
+        }
+    }
+}
+
 /// Opens sled, waiting briefly for its file lock: a previous handle in this process (or
 /// a process that is just exiting) releases it from a background thread.
 fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
+    remove_unfinished_snapshots(dir);
     let config = sled::Config::new().path(dir).cache_capacity(64 << 20);
     let mut attempts = 0;
     loop {

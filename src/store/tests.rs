@@ -341,3 +341,15 @@ async fn a_manifest_one_commit_behind_is_accepted_two_is_damage() {
         Err(StoreError::Damaged { .. })
     ));
 }
+
+/// A snapshot left half-written by a full disk is sled's temporary file, not damage:
+/// sled 0.34 would read it as its newest snapshot and fail every open after it.
+#[test]
+fn an_unfinished_sled_snapshot_is_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path(), 100);
+    std::fs::write(dir.path().join("snap.00000000FFFFFFFF.generating"), b"").unwrap();
+    let (store, damage) = Store::open_or_recover(dir.path(), 1).unwrap();
+    assert_eq!(damage, None);
+    assert_eq!(store.load_ads().unwrap().ads.len(), 100);
+}
