@@ -175,7 +175,7 @@ impl Director {
         for url in &config.federation.directors {
             peers.add(url, Source::Configured);
         }
-        if let Some(damage) = damage {
+        if let Some(damage) = damage.or_else(|| store.damage()) {
             ledger.recovery().damaged(damage, !peers.urls().is_empty());
         }
         let client = Client::new(

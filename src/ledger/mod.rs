@@ -15,7 +15,7 @@ use crate::clock::{SharedClock, UnixMillis};
 use crate::config::check_url;
 use crate::paths::is_valid_namespace;
 use crate::routing::View;
-use crate::store::{Store, StoreError, StoredAd};
+use crate::store::{LoadReport, Store, StoreError, StoredAd};
 use crate::trust::{Trust, TrustError};
 
 /// An ad whose expiry lies further ahead than this is refused outright (a broken clock
@@ -96,8 +96,11 @@ impl Ledger {
         clock: SharedClock,
         limits: AdLimits,
     ) -> Result<(Self, usize), StoreError> {
-        let (view, quarantined) = load_view(&store)?;
-        let quarantined = quarantined.len();
+        let (view, report) = load_view(&store)?;
+        if let Some(what) = report.mismatch {
+            store.replace_damaged(clock.now_ms(), what, view.ads().map(|a| a.as_ref()))?;
+        }
+        let quarantined = report.quarantined.len();
         Ok((
             Self {
                 store,
@@ -272,7 +275,7 @@ const LOAD_BATCH: usize = 512;
 
 /// Scans the store and builds the view at once: this thread decodes while another
 /// indexes, so a restart costs about the longer of the two rather than their sum.
-fn load_view(store: &Store) -> Result<(View, Vec<String>), StoreError> {
+fn load_view(store: &Store) -> Result<(View, LoadReport), StoreError> {
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<StoredAd>>(16);
         let builder = scope.spawn(move || View::from_ads(rx.into_iter().flatten()));

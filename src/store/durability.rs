@@ -54,8 +54,8 @@ pub(super) fn scan_state(tree: &sled::Tree) -> Result<TreeState, sled::Error> {
 }
 
 struct CommitState {
-    /// What the `ads` tree holds on disk.
-    tree: TreeState,
+    /// What the `ads` tree holds on disk (`None` until the load's scan has counted it).
+    tree: Option<TreeState>,
     /// The manifest's generation.
     generation: u64,
     /// sled failed: reopen before the next commit.
@@ -83,7 +83,7 @@ impl GroupCommit {
     pub(super) fn new(
         dir: &Path,
         handles: Handles,
-        tree: TreeState,
+        tree: Option<TreeState>,
         generation: u64,
         clock_high_water: u64,
     ) -> Self {
@@ -199,13 +199,13 @@ impl GroupCommit {
     /// tree that lost it is damage, not a crash before its flush.
     pub(super) fn confirm(&self) -> Result<(), String> {
         let mut state = lock(&self.state);
-        if !state.unconfirmed || state.broken {
+        let Some(tree) = state.tree.filter(|_| state.unconfirmed && !state.broken) else {
             return Ok(());
-        }
+        };
         let manifest = Manifest {
             generation: state.generation,
-            committed: state.tree,
-            pending: state.tree,
+            committed: tree,
+            pending: tree,
             clock_high_water: self.clock_high_water.load(Ordering::SeqCst),
         };
         manifest::write(&self.dir, &manifest).map_err(|e| e.to_string())?;
@@ -221,7 +221,11 @@ impl GroupCommit {
         let handles = self.handles().ok_or("the store is closed")?;
         let text = |e: sled::Error| e.to_string();
         if !ops.is_empty() {
-            let mut next = state.tree;
+            let current = match state.tree {
+                Some(tree) => tree,
+                None => scan_state(&handles.ads).map_err(text)?,
+            };
+            let mut next = current;
             let mut batch = sled::Batch::default();
             for (key, value) in ops {
                 if let Some(old) = handles.ads.get(key).map_err(text)? {
@@ -237,7 +241,7 @@ impl GroupCommit {
             }
             let manifest = Manifest {
                 generation: state.generation + 1,
-                committed: state.tree,
+                committed: current,
                 pending: next,
                 clock_high_water: self.clock_high_water.load(Ordering::SeqCst),
             };
@@ -246,10 +250,43 @@ impl GroupCommit {
             state.unconfirmed = true;
             handles.ads.apply_batch(batch).map_err(text)?;
             handles.db.flush().map_err(text)?;
-            state.tree = next;
+            state.tree = Some(next);
         } else {
             handles.db.flush().map_err(text)?;
         }
+        Ok(())
+    }
+
+    /// Records what the load's scan counted in the `ads` tree.
+    pub(super) fn set_tree(&self, found: TreeState) {
+        lock(&self.state).tree = Some(found);
+    }
+
+    /// Closes sled, moves the data directory to `aside`, and continues in a fresh store
+    /// there (its first manifest written); writes waiting to be committed are kept.
+    pub(super) fn replace(&self, aside: &Path) -> Result<(), String> {
+        let mut state = lock(&self.state);
+        *self.handles.write().unwrap_or_else(|e| e.into_inner()) = None;
+        std::fs::rename(&self.dir, aside)
+            .map_err(|e| format!("cannot move the damaged store aside: {e}"))?;
+        let db = super::open_db(&self.dir).map_err(|e| e.to_string())?;
+        super::migrate::migrate(&db, &self.dir).map_err(|e| e.to_string())?;
+        let handles = Handles::open(db).map_err(|e| e.to_string())?;
+        let empty = TreeState::default();
+        let manifest = Manifest {
+            generation: 0,
+            committed: empty,
+            pending: empty,
+            clock_high_water: self.clock_high_water.load(Ordering::SeqCst),
+        };
+        manifest::write(&self.dir, &manifest).map_err(|e| e.to_string())?;
+        *state = CommitState {
+            tree: Some(empty),
+            generation: 0,
+            broken: false,
+            unconfirmed: false,
+        };
+        *self.handles.write().unwrap_or_else(|e| e.into_inner()) = Some(handles);
         Ok(())
     }
 
@@ -260,10 +297,10 @@ impl GroupCommit {
         let db = super::open_db(&self.dir).map_err(|e| format!("reopening sled: {e}"))?;
         let handles = Handles::open(db).map_err(|e| format!("reopening sled: {e}"))?;
         let found = scan_state(&handles.ads).map_err(|e| e.to_string())?;
-        if found != state.tree {
-            tracing::warn!(expected = %state.tree, %found, "the failed commit reached the disk after all");
+        if state.tree.is_some_and(|tree| tree != found) {
+            tracing::warn!(%found, "the failed commit reached the disk after all");
         }
-        state.tree = found;
+        state.tree = Some(found);
         state.broken = false;
         *self.handles.write().unwrap_or_else(|e| e.into_inner()) = Some(handles);
         tracing::info!(dir = %self.dir.display(), "sled reopened after a failed commit");

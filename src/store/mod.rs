@@ -208,6 +208,16 @@ pub struct LoadedAds {
     pub quarantined: Vec<String>,
 }
 
+/// What [`Store::load_ads_with`] found besides the sound ads.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Keys of values that failed their checks (moved to quarantine).
+    pub quarantined: Vec<String>,
+    /// The tree does not match the manifest: what was found. The store is damaged; see
+    /// [`Store::replace_damaged`].
+    pub mismatch: Option<String>,
+}
+
 /// A damaged store found at open, moved aside and replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
@@ -227,16 +237,24 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
+    /// The manifest found at open, checked (and taken) by the first load's scan.
+    expected: std::sync::Mutex<Option<manifest::Manifest>>,
+    /// Damage found at open or load.
+    damage: std::sync::Mutex<Option<Damage>>,
     commits: GroupCommit,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 const LAST_STARTED_AT: &[u8] = b"last_started_at";
 
 impl Store {
-    /// Opens (creating if needed) and migrates the store in `dir`, and checks its `ads`
-    /// tree against the manifest: a mismatch, a damaged manifest, a missing manifest
-    /// where the schema says one is kept, or sled files without a database are
-    /// [`StoreError::Damaged`].
+    /// Opens (creating if needed) and migrates the store in `dir`. A damaged manifest, a
+    /// missing manifest where the schema says one is kept, or sled files without a
+    /// database are [`StoreError::Damaged`]; the `ads` tree is checked against the
+    /// manifest by the first load's scan, which the director runs before any write.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let damaged = |message: String| StoreError::Damaged {
             path: dir.to_path_buf(),
@@ -254,23 +272,12 @@ impl Store {
         let db = open_db(dir).map_err(err)?;
         let previous_schema = migrate::migrate(&db, dir)?;
         let handles = Handles::open(db).map_err(err)?;
-        let found = scan_state(&handles.ads).map_err(err)?;
-        match (recorded, previous_schema) {
-            (Some(m), _) if m.accepts(found) => {}
-            (Some(m), _) => {
-                let pending = if m.pending == m.committed {
-                    String::new()
-                } else {
-                    format!(" (or {} once its last commit lands)", m.pending)
-                };
-                return Err(damaged(format!(
-                    "the database holds {found} but the manifest of commit {} says {}{pending}",
-                    m.generation, m.committed
-                )));
-            }
+        let found = match (recorded, previous_schema) {
+            // Checked against the tree by the load's one scan (`load_ads_with`).
+            (Some(_), _) => None,
             (None, Some(v)) if v >= migrate::MANIFEST_SINCE => {
                 return Err(damaged(format!(
-                    "the manifest {} is missing (the database holds {found})",
+                    "the manifest {} is missing",
                     manifest::FILE
                 )));
             }
@@ -281,36 +288,79 @@ impl Store {
                 ));
             }
             // A new store, or one from before manifests: start the record now.
-            (None, _) => {}
-        }
-        let generation = recorded.map_or(0, |m| m.generation);
-        let clock_high_water = recorded.map_or(0, |m| m.clock_high_water);
-        if recorded.is_none() {
-            manifest::write(
-                dir,
-                &manifest::Manifest {
-                    generation,
+            (None, _) => {
+                let found = scan_state(&handles.ads).map_err(err)?;
+                let first = manifest::Manifest {
+                    generation: 0,
                     committed: found,
                     pending: found,
-                    clock_high_water,
-                },
-            )
-            .map_err(|e| StoreError::Database {
-                path: dir.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        }
+                    clock_high_water: 0,
+                };
+                manifest::write(dir, &first).map_err(|e| StoreError::Database {
+                    path: dir.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+                Some(found)
+            }
+        };
+        let generation = recorded.map_or(0, |m| m.generation);
+        let clock_high_water = recorded.map_or(0, |m| m.clock_high_water);
         Ok(Self {
             inner: Arc::new(Inner {
                 path: dir.to_path_buf(),
+                expected: std::sync::Mutex::new(recorded),
+                damage: std::sync::Mutex::new(None),
                 commits: GroupCommit::new(dir, handles, found, generation, clock_high_water),
             }),
         })
     }
 
-    /// Opens the store; if it is damaged, moves the directory aside (loudly), keeps every
-    /// sound ad it can still read, and reports what it found, so the director can serve
-    /// and catch up from its peers. Errors that are not damage (a lock held by another
+    /// What was found damaged when this store was opened or loaded, if anything.
+    pub fn damage(&self) -> Option<Damage> {
+        lock(&self.inner.damage).clone()
+    }
+
+    /// The load found the `ads` tree damaged (`what`): moves the directory aside, logs an
+    /// ERROR, and continues in a fresh store holding `survivors` (the sound ads the load
+    /// read), committed before returning.
+    pub fn replace_damaged<'a>(
+        &self,
+        now: UnixMillis,
+        what: String,
+        survivors: impl Iterator<Item = &'a StoredAd>,
+    ) -> Result<Damage, StoreError> {
+        let dir = &self.inner.path;
+        let aside = dir.with_extension(format!("corrupt-{now}"));
+        self.inner
+            .commits
+            .replace(&aside)
+            .map_err(|message| self.commit_error(message))?;
+        let mut kept = 0;
+        for ad in survivors {
+            self.put_ad(ad)?;
+            kept += 1;
+        }
+        self.flush_blocking()?;
+        tracing::error!(
+            path = %dir.display(),
+            moved_to = %aside.display(),
+            damage = %what,
+            survivors = kept,
+            "store is damaged; moved it aside and kept the ads that survived"
+        );
+        let damage = Damage {
+            what,
+            moved_to: aside,
+            survivors: kept,
+        };
+        *lock(&self.inner.damage) = Some(damage.clone());
+        Ok(damage)
+    }
+
+    /// Opens the store; if it is damaged (sled fails, the manifest is damaged or missing),
+    /// moves the directory aside (loudly), keeps every sound ad it can still read, and
+    /// reports what it found, so the director can serve and catch up from its peers. A tree
+    /// that does not match its manifest is found by the load ([`Store::load_ads_with`]). Errors that are not damage (a lock held by another
     /// process, permissions, a newer schema) are returned.
     pub fn open_or_recover(
         dir: &Path,
@@ -339,14 +389,13 @@ impl Store {
                     store.put_ad(ad)?;
                 }
                 store.flush_blocking()?;
-                Ok((
-                    store,
-                    Some(Damage {
-                        what: message,
-                        moved_to: aside,
-                        survivors: survivors.len(),
-                    }),
-                ))
+                let damage = Damage {
+                    what: message,
+                    moved_to: aside,
+                    survivors: survivors.len(),
+                };
+                *lock(&store.inner.damage) = Some(damage.clone());
+                Ok((store, Some(damage)))
             }
             Err(other) => Err(other),
         }
@@ -385,37 +434,87 @@ impl Store {
     }
 
     /// Reads every ad; values that fail their checks are moved to quarantine and reported.
+    /// A tree that does not match the manifest found at open is
+    /// [`StoreError::Damaged`] (see [`Store::load_or_recover`]).
     pub fn load_ads(&self) -> Result<LoadedAds, StoreError> {
         let mut ads = Vec::new();
-        let quarantined = self.load_ads_with(|ad| ads.push(ad))?;
-        Ok(LoadedAds { ads, quarantined })
+        let report = self.load_ads_with(|ad| ads.push(ad))?;
+        match report.mismatch {
+            Some(message) => Err(StoreError::Damaged {
+                path: self.inner.path.clone(),
+                message,
+            }),
+            None => Ok(LoadedAds {
+                ads,
+                quarantined: report.quarantined,
+            }),
+        }
     }
 
-    /// Like [`Store::load_ads`], handing each sound ad to `sink` as it is decoded (so a
-    /// caller can index while the scan goes on); returns the quarantined keys.
-    pub fn load_ads_with(&self, mut sink: impl FnMut(StoredAd)) -> Result<Vec<String>, StoreError> {
+    /// Like [`Store::load_ads`], but a tree that does not match the manifest is replaced
+    /// ([`Store::replace_damaged`]) by a fresh store holding the sound ads read.
+    pub fn load_or_recover(&self, now: UnixMillis) -> Result<LoadedAds, StoreError> {
+        let mut ads = Vec::new();
+        let report = self.load_ads_with(|ad| ads.push(ad))?;
+        if let Some(what) = report.mismatch {
+            self.replace_damaged(now, what, ads.iter())?;
+        }
+        Ok(LoadedAds {
+            ads,
+            quarantined: report.quarantined,
+        })
+    }
+
+    /// The one scan of the `ads` tree at load: hands each sound ad to `sink` as it is
+    /// decoded (so a caller can index while the scan goes on), and checks the tree against
+    /// the manifest found at open (the first load only). On a mismatch nothing is
+    /// quarantined and the report says what was found.
+    pub fn load_ads_with(&self, mut sink: impl FnMut(StoredAd)) -> Result<LoadReport, StoreError> {
         let handles = self.handles()?;
-        let mut quarantined = Vec::new();
+        let mut found = TreeState::default();
+        let mut damaged = Vec::new();
         for entry in handles.ads.iter() {
             let (key, value) = entry.map_err(|e| self.db_error(e))?;
+            found.add(&key, &value);
             match codec::decode::<StoredAd>(&value) {
                 Ok(ad) => sink(ad),
-                Err(error) => {
-                    let key_text = String::from_utf8_lossy(&key).into_owned();
-                    tracing::error!(key = %key_text, %error, "stored ad is damaged; quarantined");
-                    handles
-                        .quarantine
-                        .insert(&key, value)
-                        .map_err(|e| self.db_error(e))?;
-                    self.inner.commits.stage(key.to_vec(), None);
-                    quarantined.push(key_text);
-                }
+                Err(error) => damaged.push((key, value, error)),
             }
+        }
+        let expected = lock(&self.inner.expected).take();
+        if let Some(m) = expected.filter(|m| !m.accepts(found)) {
+            let pending = if m.pending == m.committed {
+                String::new()
+            } else {
+                format!(" (or {} once its last commit lands)", m.pending)
+            };
+            return Ok(LoadReport {
+                quarantined: Vec::new(),
+                mismatch: Some(format!(
+                    "the database holds {found} but the manifest of commit {} says {}{pending}",
+                    m.generation, m.committed
+                )),
+            });
+        }
+        self.inner.commits.set_tree(found);
+        let mut quarantined = Vec::new();
+        for (key, value, error) in damaged {
+            let key_text = String::from_utf8_lossy(&key).into_owned();
+            tracing::error!(key = %key_text, %error, "stored ad is damaged; quarantined");
+            handles
+                .quarantine
+                .insert(&key, value)
+                .map_err(|e| self.db_error(e))?;
+            self.inner.commits.stage(key.to_vec(), None);
+            quarantined.push(key_text);
         }
         if !quarantined.is_empty() {
             self.flush_blocking()?;
         }
-        Ok(quarantined)
+        Ok(LoadReport {
+            quarantined,
+            mismatch: None,
+        })
     }
 
     /// Reads one ad (a write waiting for its commit included).

@@ -257,7 +257,12 @@ fn every_damage_mode_is_loud() {
         let data = root.path().join("data");
         filled(&data, ADS);
         damage(&data);
-        let ((store, found), errors) = errors_logged(|| Store::open_or_recover(&data, 7).unwrap());
+        let ((store, held), errors) = errors_logged(|| {
+            let (store, _) = Store::open_or_recover(&data, 7).unwrap();
+            let held = store.load_or_recover(7).unwrap().ads.len();
+            (store, held)
+        });
+        let found = store.damage();
         let found = found.unwrap_or_else(|| panic!("{mode}: not detected"));
         assert!(found.moved_to.exists(), "{mode}: not moved aside");
         assert!(
@@ -266,17 +271,22 @@ fn every_damage_mode_is_loud() {
                 .any(|l| l.contains("ERROR") && l.contains("damaged")),
             "{mode}: no ERROR logged: {errors:?}"
         );
-        let held = store.load_ads().unwrap().ads.len();
         assert_eq!(held, found.survivors, "{mode}");
         report.push(format!("{mode}: {} (kept {held}/{ADS})", found.what));
         drop(store);
         // The refilled store is sound on its next start.
-        let (_, again) = Store::open_or_recover(&data, 8).unwrap();
-        assert_eq!(again, None, "{mode}: the replacement store is not sound");
+        let (again, early) = Store::open_or_recover(&data, 8).unwrap();
+        assert_eq!(early, None, "{mode}: the replacement store is not sound");
+        assert_eq!(again.load_ads().unwrap().ads.len(), held, "{mode}");
     }
     for line in report {
         println!("{line}");
     }
+}
+
+/// Opens and loads the store in `dir`: how many ads it holds, or why not.
+fn loaded(dir: &std::path::Path) -> Result<usize, StoreError> {
+    Ok(Store::open(dir)?.load_ads()?.ads.len())
 }
 
 /// The crash rule: the tree may hold the manifest's committed state or its pending one
@@ -296,14 +306,15 @@ async fn a_manifest_one_commit_behind_is_accepted_two_is_damage() {
     drop(store);
 
     // Crash after sled's flush, before the confirmation: the tree is at "pending".
-    let reopened = Store::open(dir.path()).expect("one commit behind is not damage");
-    assert_eq!(reopened.load_ads().unwrap().ads.len(), 2);
-    drop(reopened);
+    assert_eq!(
+        loaded(dir.path()).expect("one commit behind is not damage"),
+        2
+    );
 
     // A manifest that knows only commit 1 (confirmed) while the tree holds commit 2.
     std::fs::write(&manifest_path, &after_one).unwrap();
     assert!(
-        matches!(Store::open(dir.path()), Err(StoreError::Damaged { .. })),
+        matches!(loaded(dir.path()), Err(StoreError::Damaged { .. })),
         "a tree ahead of a confirmed manifest is damage"
     );
 
@@ -324,9 +335,10 @@ async fn a_manifest_one_commit_behind_is_accepted_two_is_damage() {
         clock_high_water: 0,
     };
     manifest::write(behind.path(), &manifest).unwrap();
-    let reopened = Store::open(behind.path()).expect("a batch that never landed is no damage");
-    assert_eq!(reopened.load_ads().unwrap().ads.len(), 1);
-    drop(reopened);
+    assert_eq!(
+        loaded(behind.path()).expect("a batch that never landed is no damage"),
+        1
+    );
 
     // Two commits behind: the tree lost a confirmed commit.
     let two = manifest::Manifest {
@@ -337,7 +349,7 @@ async fn a_manifest_one_commit_behind_is_accepted_two_is_damage() {
     };
     manifest::write(behind.path(), &two).unwrap();
     assert!(matches!(
-        Store::open(behind.path()),
+        loaded(behind.path()),
         Err(StoreError::Damaged { .. })
     ));
 }
