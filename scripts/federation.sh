@@ -6,6 +6,8 @@
 #   scripts/federation.sh status   containers, directors and the ads each one holds
 #   scripts/federation.sh logs     follow the logs
 #   scripts/federation.sh down     stop and remove containers, network and volumes (keys too)
+#   scripts/federation.sh recreate SERVICE...  recreate those containers (volumes kept)
+#                                  with the current environment, wait until healthy
 #
 # No registry is needed: the image is `FROM scratch` with a static skein binary (and a
 # static busybox for the first-start key script). Installs what is missing with apt-get
@@ -179,5 +181,11 @@ case "${1:-}" in
         "${compose[@]}" logs -f
         ;;
     wait) find_compose && wait_healthy "${2:-120}" ;;
-    *) die "usage: $0 build|up|down|status|logs" ;;
+    recreate)
+        shift
+        find_compose
+        "${compose[@]}" up -d --no-deps --force-recreate "$@" >&2
+        wait_healthy 120
+        ;;
+    *) die "usage: $0 build|up|down|status|logs|recreate" ;;
 esac

@@ -69,3 +69,62 @@ impl Clock for ManualClock {
 pub fn system() -> SharedClock {
     Arc::new(SystemClock)
 }
+
+/// A clock that never reads earlier than a recorded time plus the time elapsed since:
+/// after a restart with the clock set back, a director keeps the time its previous life
+/// had reached (see "Restarts and clocks" in `docs/replication.md`).
+#[derive(Debug)]
+pub struct Floor {
+    inner: SharedClock,
+    floor: UnixMillis,
+    since: std::time::Instant,
+}
+
+impl Floor {
+    /// `inner`, but never earlier than `floor` + the time elapsed from now on.
+    pub fn new(inner: SharedClock, floor: UnixMillis) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            floor,
+            since: std::time::Instant::now(),
+        })
+    }
+}
+
+impl Clock for Floor {
+    fn now_ms(&self) -> UnixMillis {
+        let floor = self
+            .floor
+            .saturating_add(self.since.elapsed().as_millis() as u64);
+        self.inner.now_ms().max(floor)
+    }
+}
+
+/// The system clock shifted by a fixed offset: only for fault tests, which set
+/// `FAULT_CLOCK_OFFSET_MS` to give one director in a container a wrong clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Offset {
+    /// Milliseconds added to the system clock (negative: behind).
+    pub offset_ms: i64,
+}
+
+impl Clock for Offset {
+    fn now_ms(&self) -> UnixMillis {
+        SystemClock.now_ms().saturating_add_signed(self.offset_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_floor_holds_a_clock_that_went_back_and_yields_to_one_that_is_ahead() {
+        let behind = ManualClock::new(1_000);
+        let floored = Floor::new(behind.clone(), 5_000);
+        let read = floored.now_ms();
+        assert!((5_000..6_000).contains(&read), "{read}");
+        behind.set(1_000_000);
+        assert_eq!(floored.now_ms(), 1_000_000);
+    }
+}

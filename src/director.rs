@@ -69,6 +69,24 @@ pub struct Options {
 /// Starts directors.
 pub struct Director;
 
+/// How often a failed commit (a full disk) is retried, or the last one confirmed.
+const STORE_UPKEEP: Duration = Duration::from_secs(1);
+
+/// The clock this life uses: never earlier than what the previous life recorded (its
+/// start, and the last time it committed), so that a clock set back across a restart
+/// cannot make this director refuse its own ad or sign ads its peers find expired.
+fn floor_clock(clock: SharedClock, previous_start: Option<u64>, high_water: u64) -> SharedClock {
+    let floor = previous_start.unwrap_or(0).max(high_water);
+    let now = clock.now_ms();
+    if floor > now {
+        tracing::warn!(
+            behind_ms = floor - now,
+            "the clock reads earlier than this director's previous life recorded; keeping time from that record"
+        );
+    }
+    crate::clock::Floor::new(clock, floor)
+}
+
 /// A running director.
 pub struct DirectorHandle {
     addr: SocketAddr,
@@ -117,17 +135,16 @@ impl Director {
 
         let data_dir = config.data_dir.clone();
         let now = clock.now_ms();
-        let (store, moved_aside) =
+        let (store, damage) =
             tokio::task::spawn_blocking(move || Store::open_or_recover(&data_dir, now))
                 .await
                 .map_err(|e| StoreError::Database {
                     path: config.data_dir.clone(),
                     message: e.to_string(),
                 })??;
-        if let Some(aside) = moved_aside {
-            tracing::error!(moved_to = %aside.display(), "started with an empty store; catching up from peers");
-        }
-        let started_at = next_start_time(now, store.last_started_at()?);
+        let previous_start = store.last_started_at()?;
+        let clock = floor_clock(clock, previous_start, store.clock_high_water());
+        let started_at = next_start_time(clock.now_ms(), previous_start);
         store.set_last_started_at(started_at)?;
 
         let limits = AdLimits {
@@ -157,6 +174,9 @@ impl Director {
         let peers = Arc::new(peers);
         for url in &config.federation.directors {
             peers.add(url, Source::Configured);
+        }
+        if let Some(damage) = damage.or_else(|| store.damage()) {
+            ledger.recovery().damaged(damage, !peers.urls().is_empty());
         }
         let client = Client::new(
             config.peers.forward_timeout,
@@ -217,6 +237,11 @@ impl Director {
             ledger.clone(),
             metrics.clone(),
             config.ads.prune_interval,
+            workers.clone(),
+        ));
+        tracker.spawn(crate::store::upkeep::run(
+            store.clone(),
+            STORE_UPKEEP,
             workers.clone(),
         ));
         tracker.spawn(discovery::run(

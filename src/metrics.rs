@@ -65,6 +65,19 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Gauges read from the director's state when metrics are rendered.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Gauges {
+    /// Ads held and not expired.
+    pub ads_live: usize,
+    /// Directors known, this one included.
+    pub peers_known: usize,
+    /// The store was found damaged and no peer has refilled it yet.
+    pub store_degraded: bool,
+    /// The last commit failed: ingest refuses ads.
+    pub store_write_failing: bool,
+}
+
 /// The director's metrics.
 #[derive(Default)]
 pub struct Metrics {
@@ -106,7 +119,12 @@ impl Metrics {
     }
 
     /// Renders Prometheus text; gauges are passed in by the caller.
-    pub fn render(&self, ads_live: usize, peers_known: usize) -> String {
+    pub fn render(&self, gauges: Gauges) -> String {
+        let Gauges {
+            ads_live,
+            peers_known,
+            ..
+        } = gauges;
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -115,6 +133,16 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP skein_peers_known Directors known, this one included.\n# TYPE skein_peers_known gauge\nskein_peers_known {peers_known}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP skein_store_degraded 1 while the store, found damaged at start, has not been refilled from a peer.\n# TYPE skein_store_degraded gauge\nskein_store_degraded {}",
+            u8::from(gauges.store_degraded)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP skein_store_write_failing 1 while store commits fail (a full disk): ads are refused.\n# TYPE skein_store_write_failing gauge\nskein_store_write_failing {}",
+            u8::from(gauges.store_write_failing)
         );
         self.ads_received.render(
             &mut out,

@@ -1,16 +1,19 @@
 //! Fault tests against the docker compose federation (issue 5): SIGKILL, network
-//! partition and rolling restart of directors while services advertise and clients look
-//! up with failover. Prints figures; fails on a failed lookup or a lost acknowledged ad.
+//! partition and rolling restart of directors, a full disk, and a director restarted
+//! with its clock an hour behind, while services advertise and clients look up with
+//! failover. Prints figures; fails on a failed lookup or a lost acknowledged ad.
 //!
 //! Needs Docker and the image: run `scripts/fault-tests.sh` (builds the image once,
 //! then runs this with `--ignored`). Environment: `FAULT_PARTITION_SECS` (default 30),
-//! `FAULT_KEEP=1` leaves the federation up, `FAULT_SERVICES` starts only those services.
+//! `FAULT_KEEP=1` leaves the federation up, `FAULT_SERVICES` starts only those services,
+//! `FAULT_ONLY` runs only those scenarios (kill partition rolling disk-full clock-back).
 
 mod federation;
 
 use std::time::Duration;
 
 use federation::docker::{NETWORK, docker_async, wait_healthy};
+use federation::tmpfs::fill;
 use federation::{
     Federation, Load, await_agreement, await_no_lost_acks, docker_available, wait_serving,
 };
@@ -37,9 +40,21 @@ async fn directors_survive_kill_partition_and_rolling_restart() -> anyhow::Resul
     let fed = tokio::task::spawn_blocking(|| Federation::up(LOAD_SERVERS)).await??;
     println!("federation up in {:.1}s", started.elapsed().as_secs_f64());
     let mut violations = Violations::new();
-    violations.extend(kill_and_restart(&fed).await?);
-    violations.extend(partition_and_heal(&fed).await?);
-    violations.extend(rolling_restart(&fed).await?);
+    if run("kill") {
+        violations.extend(kill_and_restart(&fed).await?);
+    }
+    if run("partition") {
+        violations.extend(partition_and_heal(&fed).await?);
+    }
+    if run("rolling") {
+        violations.extend(rolling_restart(&fed).await?);
+    }
+    if run("disk-full") {
+        violations.extend(disk_full(&fed).await?);
+    }
+    if run("clock-back") {
+        violations.extend(clock_set_back(&fed).await?);
+    }
     violations.extend(demo_download(&fed).await?);
     println!(
         "fault tests done in {:.1}s; violations: {}",
@@ -52,6 +67,12 @@ async fn directors_survive_kill_partition_and_rolling_restart() -> anyhow::Resul
     drop(fed);
     anyhow::ensure!(violations.is_empty(), "{} violations", violations.len());
     Ok(())
+}
+
+/// True if `scenario` is to run: all of them unless `FAULT_ONLY` (names separated by
+/// spaces) says otherwise.
+fn run(scenario: &str) -> bool {
+    std::env::var("FAULT_ONLY").map_or(true, |only| only.split_whitespace().any(|s| s == scenario))
 }
 
 /// Stops the load, waits for every director to hold every acknowledged ad, and turns
@@ -228,5 +249,151 @@ async fn demo_download(fed: &Federation) -> anyhow::Result<Violations> {
             ));
         }
     }
+    Ok(violations)
+}
+
+/// `GET /ready`: status code and the `status` field.
+async fn ready_status(url: &str) -> (u16, String) {
+    match reqwest::get(format!("{url}/ready")).await {
+        Ok(response) => {
+            let code = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            (code, body["status"].as_str().unwrap_or("").to_string())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Polls `/ready` until `want(code, status)` or `limit`; the time it took.
+async fn await_ready(
+    url: &str,
+    limit: Duration,
+    want: impl Fn(u16, &str) -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let (code, status) = ready_status(url).await;
+        if want(code, &status) {
+            return Some(start.elapsed());
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// (4) Fill director-c's disk under load: it must not acknowledge what it cannot make
+/// durable, must say `write_failing` on `/ready` and in metrics, and must recover by
+/// itself when the space returns; no acknowledged ad may be lost.
+async fn disk_full(fed: &Federation) -> anyhow::Result<Violations> {
+    let name = "disk-full";
+    let Some(disk) = &fed.disk_c else {
+        println!(
+            "[{name}] SKIPPED: director-c's data is not on a small tmpfs ({})",
+            fed.disk_c_skipped.as_deref().unwrap_or("unknown")
+        );
+        return Ok(Violations::new());
+    };
+    let victim = &fed.directors[2];
+    let load = Load::start(&fed.advertisers, &fed.urls(), CLIENTS).await?;
+    sleep(Duration::from_secs(2)).await;
+    let path = disk.path().to_path_buf();
+    let filler = tokio::task::spawn_blocking(move || fill(&path)).await?;
+    println!(
+        "[{name}] filled {}'s disk ({} MiB of filler)",
+        victim.name,
+        std::fs::metadata(&filler).map_or(0, |m| m.len() >> 20)
+    );
+    let mut violations = Violations::new();
+    match await_ready(&victim.url, Duration::from_secs(30), |code, status| {
+        code == 503 && status == "write_failing"
+    })
+    .await
+    {
+        Some(t) => println!(
+            "[{name}] /ready said write_failing {:.2}s after the disk filled",
+            t.as_secs_f64()
+        ),
+        None => violations.push(format!(
+            "{name}: /ready never said write_failing (last: {:?})",
+            ready_status(&victim.url).await
+        )),
+    }
+    let metrics = reqwest::get(format!("{}/metrics", victim.url))
+        .await?
+        .text()
+        .await?;
+    if !metrics.contains("skein_store_write_failing 1") {
+        violations.push(format!("{name}: skein_store_write_failing is not 1"));
+    }
+    sleep(Duration::from_secs(3)).await;
+    std::fs::remove_file(&filler)?;
+    match await_ready(&victim.url, Duration::from_secs(30), |code, _| code == 200).await {
+        Some(t) => println!(
+            "[{name}] ready again {:.2}s after the space returned (no restart)",
+            t.as_secs_f64()
+        ),
+        None => violations.push(format!(
+            "{name}: still not ready 30s after the space returned"
+        )),
+    }
+    violations.extend(finish(name, fed, load).await);
+    Ok(violations)
+}
+
+/// (5) Restart director-a with its clock an hour behind (`FAULT_CLOCK_OFFSET_MS`) under
+/// load: it must accept its own ad, its peers must replace its withdrawal with its new
+/// life's ad, and it must accept the correctly clocked load ads (no lost ack).
+async fn clock_set_back(fed: &Federation) -> anyhow::Result<Violations> {
+    use skein::ad::{AdStatus, ServerKind};
+    let name = "clock-back";
+    let victim = &fed.directors[0];
+    let client = skein::client::Client::new(Duration::from_secs(5), None)?;
+    let own_ad = |listing: &[skein::wire::AdListing]| {
+        listing
+            .iter()
+            .find(|a| a.signed.ad.kind == ServerKind::Director && a.signed.ad.name == victim.name)
+            .map(|a| (a.signed.ad.instance_id, a.signed.ad.status))
+    };
+    let before = own_ad(&client.ads(&fed.directors[1].url).await?);
+    let load = Load::start(&fed.advertisers, &fed.urls(), CLIENTS).await?;
+    sleep(Duration::from_secs(2)).await;
+    fed.recreate(&victim.name, &[("FAULT_CLOCK_OFFSET_MS", "-3600000")])
+        .await?;
+    println!(
+        "[{name}] recreated {} with its clock an hour behind",
+        victim.name
+    );
+    let mut violations = Violations::new();
+    let started = Instant::now();
+    let mut agreed = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        let mut lives = Vec::new();
+        for d in &fed.directors {
+            lives.push(client.ads(&d.url).await.ok().and_then(|l| own_ad(&l)));
+        }
+        let new_life = lives[0].filter(|(id, status)| {
+            *status == AdStatus::Ok && before.is_none_or(|(old, _)| id.started_at > old.started_at)
+        });
+        if new_life.is_some() && lives.iter().all(|l| *l == new_life) {
+            println!(
+                "[{name}] its own ad and both peers hold its new life ({:?}), {:.2}s after the recreate",
+                new_life.map(|(id, _)| id.started_at),
+                started.elapsed().as_secs_f64()
+            );
+            agreed = true;
+            break;
+        }
+        sleep(Duration::from_millis(250)).await;
+    }
+    if !agreed {
+        violations.push(format!(
+            "{name}: {} and its peers do not all hold its new life's ad",
+            victim.name
+        ));
+    }
+    sleep(Duration::from_secs(3)).await;
+    violations.extend(finish(name, fed, load).await);
+    fed.recreate(&victim.name, &[("FAULT_CLOCK_OFFSET_MS", "0")])
+        .await?;
     Ok(violations)
 }

@@ -7,8 +7,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use skein::ad::encode_public_key;
+use skein::clock::Offset;
 use skein::config::DirectorConfig;
-use skein::director::Director;
+use skein::director::{Director, Options};
 use skein::keys;
 
 /// Runs a director until a signal, then stops it gracefully.
@@ -18,12 +19,36 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let cancel = CancellationToken::new();
-    let director = Director::start(config, listener, cancel.clone()).await?;
+    let options = Options {
+        clock: fault_clock()?,
+        ..Options::default()
+    };
+    let director = Director::start_with(config, options, listener, cancel.clone()).await?;
     super::shutdown_signal().await;
     tracing::info!("shutting down: withdrawing, draining, flushing");
     director.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The fault tests' seam for a wrong clock: `FAULT_CLOCK_OFFSET_MS` (signed
+/// milliseconds) shifts this director's clock. Not a `SKEIN_` variable, which would be
+/// read as a config key; unset or `0` in any real deployment.
+fn fault_clock() -> anyhow::Result<Option<skein::clock::SharedClock>> {
+    let Ok(text) = std::env::var("FAULT_CLOCK_OFFSET_MS") else {
+        return Ok(None);
+    };
+    let offset_ms: i64 = text.trim().parse().with_context(|| {
+        format!("FAULT_CLOCK_OFFSET_MS={text:?} is not a whole number of milliseconds")
+    })?;
+    if offset_ms == 0 {
+        return Ok(None);
+    }
+    tracing::warn!(
+        offset_ms,
+        "FAULT_CLOCK_OFFSET_MS shifts this director's clock (fault tests only)"
+    );
+    Ok(Some(std::sync::Arc::new(Offset { offset_ms })))
 }
 
 /// Writes a key and prints its public half.

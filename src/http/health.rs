@@ -13,6 +13,8 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::AppState;
+use crate::ledger::StoreState;
+use crate::metrics::Gauges;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -27,16 +29,49 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Why the director is not fully ready, if it is not: `(status, detail)`.
+fn not_ready(state: &AppState) -> Option<(&'static str, String)> {
+    if !state.ready.load(Ordering::SeqCst) {
+        return Some(("not_ready", "the director is stopping".into()));
+    }
+    let store = state.ledger.store();
+    if let Some(error) = store.write_failing() {
+        return Some((
+            "write_failing",
+            format!("the store cannot commit, so ads are refused: {error}"),
+        ));
+    }
+    let recovery = state.ledger.recovery();
+    let damage = recovery.damage().map_or_else(String::new, |d| {
+        format!(
+            "store found damaged at start ({}); moved to {}; {} ads survived",
+            d.what,
+            d.moved_to.display(),
+            d.survivors
+        )
+    });
+    match recovery.state() {
+        StoreState::Sound => None,
+        StoreState::Refilling => Some((
+            "refilling",
+            format!("{damage}; catching up from peer directors"),
+        )),
+        StoreState::Degraded => Some((
+            "degraded",
+            format!("{damage}; no peer director could refill it, serving what survived"),
+        )),
+    }
+}
+
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let ads = state.ledger.view().len();
-    if state.ready.load(Ordering::SeqCst) {
-        Json(json!({ "status": "ready", "ads": ads })).into_response()
-    } else {
-        (
+    match not_ready(&state) {
+        None => Json(json!({ "status": "ready", "ads": ads })).into_response(),
+        Some((status, detail)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": "not_ready", "detail": "the store is still loading" })),
+            Json(json!({ "error": status, "status": status, "detail": detail, "ads": ads })),
         )
-            .into_response()
+            .into_response(),
     }
 }
 
@@ -48,7 +83,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .ads()
         .filter(|a| a.expires_at > now)
         .count();
-    let text = state.metrics.render(live, state.peers.count_with_self());
+    let text = state.metrics.render(Gauges {
+        ads_live: live,
+        peers_known: state.peers.count_with_self(),
+        store_degraded: state.ledger.recovery().state() != StoreState::Sound,
+        store_write_failing: state.ledger.store().write_failing().is_some(),
+    });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -66,14 +106,22 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Html<String> {
         page,
         "<!doctype html><meta charset=utf-8><title>Skein {name}</title>\
          <h1>Skein director {name}</h1><p>{url} &middot; instance started {started} \
-         &middot; {n} directors known &middot; forward backlog {backlog}</p>\
-         <h2>Directors</h2><table><tr><th>URL<th>last error</tr>",
+         &middot; {n} directors known &middot; forward backlog {backlog}</p>",
         name = escape(&state.name),
         url = escape(&state.advertise_url),
         started = state.identity.instance().started_at,
         n = state.peers.count_with_self(),
         backlog = state.replicator.backlog(),
     );
+    if let Some((status, detail)) = not_ready(&state) {
+        let _ = write!(
+            page,
+            "<p><strong>Not ready: {}</strong>: {}</p>",
+            status,
+            escape(&detail)
+        );
+    }
+    page.push_str("<h2>Directors</h2><table><tr><th>URL<th>last error</tr>");
     for (url, error) in state.peers.errors() {
         let _ = write!(
             page,

@@ -15,7 +15,7 @@ use crate::clock::{SharedClock, UnixMillis};
 use crate::config::check_url;
 use crate::paths::is_valid_namespace;
 use crate::routing::View;
-use crate::store::{Store, StoreError, StoredAd};
+use crate::store::{LoadReport, Store, StoreError, StoredAd};
 use crate::trust::{Trust, TrustError};
 
 /// An ad whose expiry lies further ahead than this is refused outright (a broken clock
@@ -84,6 +84,8 @@ pub struct Ledger {
     expiry_changed: Notify,
     /// When the expiry worker next wakes (Unix ms); an ad expiring earlier wakes it.
     next_wake: AtomicU64,
+    /// Damage found at open, and whether a peer has refilled the store since.
+    recovery: Recovery,
 }
 
 impl Ledger {
@@ -94,8 +96,11 @@ impl Ledger {
         clock: SharedClock,
         limits: AdLimits,
     ) -> Result<(Self, usize), StoreError> {
-        let (view, quarantined) = load_view(&store)?;
-        let quarantined = quarantined.len();
+        let (view, report) = load_view(&store)?;
+        if let Some(what) = report.mismatch {
+            store.replace_damaged(clock.now_ms(), what, view.ads().map(|a| a.as_ref()))?;
+        }
+        let quarantined = report.quarantined.len();
         Ok((
             Self {
                 store,
@@ -106,6 +111,7 @@ impl Ledger {
                 limits,
                 expiry_changed: Notify::new(),
                 next_wake: AtomicU64::new(0),
+                recovery: Recovery::default(),
             },
             quarantined,
         ))
@@ -119,6 +125,11 @@ impl Ledger {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Damage found at open and the refill that follows.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
     }
 
     /// The clock.
@@ -154,6 +165,7 @@ impl Ledger {
     /// routed. The caller must `store().flush()` before acknowledging it to anyone.
     pub fn apply(&self, signed: SignedAd) -> Result<IngestOutcome, IngestError> {
         let now = self.clock.now_ms();
+        self.store.note_time(now);
         let key = signed.ad.key();
         let version = signed.ad.version();
         // Most ads a director receives are copies of what it holds (every service reaches
@@ -281,7 +293,7 @@ const LOAD_BATCH: usize = 512;
 
 /// Scans the store and builds the view at once: this thread decodes while another
 /// indexes, so a restart costs about the longer of the two rather than their sum.
-fn load_view(store: &Store) -> Result<(View, Vec<String>), StoreError> {
+fn load_view(store: &Store) -> Result<(View, LoadReport), StoreError> {
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<StoredAd>>(16);
         let builder = scope.spawn(move || View::from_ads(rx.into_iter().flatten()));
@@ -307,6 +319,8 @@ fn load_view(store: &Store) -> Result<(View, Vec<String>), StoreError> {
     })
 }
 
+mod recovery;
 mod sanity;
+pub use recovery::{Recovery, StoreState};
 #[cfg(test)]
 mod tests;

@@ -114,7 +114,8 @@ impl Replicator {
             let store = self.ledger.store().clone();
             self.tracker.spawn(async move {
                 if let Err(error) = store.flush().await {
-                    tracing::error!(%error, "background flush failed");
+                    // The commit logs the first failure of a run at ERROR; not every ad.
+                    tracing::debug!(%error, "background flush failed");
                 }
             });
         }
@@ -246,12 +247,15 @@ impl Replicator {
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 result = this.sync_with(&peer) => match result {
-                    Ok(report) if report.pulled + report.pushed > 0 => {
-                        tracing::info!(peer = %peer, pulled = report.pulled, pushed = report.pushed, "caught up with peer");
+                    Ok(report) => {
+                        if report.pulled + report.pushed > 0 {
+                            tracing::info!(peer = %peer, pulled = report.pulled, pushed = report.pushed, "caught up with peer");
+                        }
+                        this.ledger.recovery().sync_succeeded(&peer);
                     }
-                    Ok(_) => {}
                     Err(error) => {
                         this.peers.mark_failed(&peer, &error.to_string());
+                        this.ledger.recovery().sync_failed(&peer);
                     }
                 }
             }

@@ -2,10 +2,15 @@
 //!
 //! Trees: `ads` (ad key -> [`StoredAd`]), `peers` (advertise URL -> [`PeerRecord`]),
 //! `meta` (schema version, last start time), `quarantine` (values that failed their
-//! checksum, kept for inspection). Every value is a [`codec`] envelope.
+//! checksum, kept for inspection). Every value is a [`codec`] envelope. Beside sled, a
+//! manifest ([`manifest`]) records what the `ads` tree should hold; a store that does not
+//! match it is damaged, and [`Store::open_or_recover`] moves it aside loudly.
 
 mod durability;
+mod manifest;
 mod migrate;
+mod recover;
+pub mod upkeep;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,8 +21,11 @@ use crate::ad::{Ad, AdKey, SignedAd};
 use crate::clock::UnixMillis;
 use crate::codec::{self, CodecError};
 
-pub use durability::GroupCommit;
+pub use manifest::{FILE as MANIFEST_FILE, TreeState};
 pub use migrate::SCHEMA_VERSION;
+pub use recover::Damage;
+
+use durability::{GroupCommit, Handles, scan_state};
 
 /// An ad as a director keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,9 +127,35 @@ pub enum StoreError {
     },
 }
 
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating` and then renames it. A write
+/// that fails (a full disk) leaves that file behind, and sled, which does not skip such
+/// names, reads it as its newest snapshot and reports corruption at every later open: a
+/// full disk would brick the store for good. The file is never a finished snapshot, so it
+/// is removed before sled opens the directory.
+fn remove_unfinished_snapshots(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::warn!(file = %entry.path().display(), "removed sled's unfinished snapshot (left by a failed write)")
+                }
+                Err(error) => {
+                    tracing::warn!(file = %entry.path().display(), %error, "cannot remove sled's unfinished snapshot")
+                }
+            }
+        }
+    }
+}
+
 /// Opens sled, waiting briefly for its file lock: a previous handle in this process (or
 /// a process that is just exiting) releases it from a background thread.
 fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
+    remove_unfinished_snapshots(dir);
     let config = sled::Config::new().path(dir).cache_capacity(64 << 20);
     let mut attempts = 0;
     loop {
@@ -158,6 +192,16 @@ pub struct LoadedAds {
     pub quarantined: Vec<String>,
 }
 
+/// What [`Store::load_ads_with`] found besides the sound ads.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Keys of values that failed their checks (moved to quarantine).
+    pub quarantined: Vec<String>,
+    /// The tree does not match the manifest: what was found. The store is damaged; see
+    /// [`Store::replace_damaged`].
+    pub mismatch: Option<String>,
+}
+
 /// The director's database.
 #[derive(Clone)]
 pub struct Store {
@@ -166,80 +210,92 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
-    db: sled::Db,
-    ads: sled::Tree,
-    peers: sled::Tree,
-    meta: sled::Tree,
-    quarantine: sled::Tree,
+    /// The manifest found at open, checked (and taken) by the first load's scan.
+    expected: std::sync::Mutex<Option<manifest::Manifest>>,
+    /// Damage found at open or load.
+    damage: std::sync::Mutex<Option<Damage>>,
     commits: GroupCommit,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 const LAST_STARTED_AT: &[u8] = b"last_started_at";
 
 impl Store {
-    /// Opens (creating if needed) and migrates the store in `dir`.
+    /// Opens (creating if needed) and migrates the store in `dir`. A damaged manifest, a
+    /// missing manifest where the schema says one is kept, or sled files without a
+    /// database are [`StoreError::Damaged`]; the `ads` tree is checked against the
+    /// manifest by the first load's scan, which the director runs before any write.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let damaged = |message: String| StoreError::Damaged {
+            path: dir.to_path_buf(),
+            message,
+        };
+        let had_files = dir.join("conf").exists() || dir.join("db").exists();
+        let recorded = manifest::read(dir).map_err(|e| match e {
+            manifest::ManifestError::Damaged { .. } => damaged(e.to_string()),
+            manifest::ManifestError::Io { .. } => StoreError::Database {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            },
+        })?;
         let err = |e: sled::Error| classify(dir, e);
         let db = open_db(dir).map_err(err)?;
-        migrate::migrate(&db, dir)?;
-        let ads = db.open_tree("ads").map_err(err)?;
-        let peers = db.open_tree("peers").map_err(err)?;
-        let meta = db.open_tree("meta").map_err(err)?;
-        let quarantine = db.open_tree("quarantine").map_err(err)?;
-        let commits = GroupCommit::new(db.clone());
+        let previous_schema = migrate::migrate(&db, dir)?;
+        let handles = Handles::open(db).map_err(err)?;
+        let found = match (recorded, previous_schema) {
+            // Checked against the tree by the load's one scan (`load_ads_with`).
+            (Some(_), _) => None,
+            (None, Some(v)) if v >= migrate::MANIFEST_SINCE => {
+                return Err(damaged(format!(
+                    "the manifest {} is missing",
+                    manifest::FILE
+                )));
+            }
+            (None, None) if had_files => {
+                return Err(damaged(
+                    "sled's files are present but hold no database, and there is no manifest"
+                        .into(),
+                ));
+            }
+            // A new store, or one from before manifests: start the record now.
+            (None, _) => {
+                let found = scan_state(&handles.ads).map_err(err)?;
+                let first = manifest::Manifest {
+                    generation: 0,
+                    committed: found,
+                    pending: found,
+                    clock_high_water: 0,
+                };
+                manifest::write(dir, &first).map_err(|e| StoreError::Database {
+                    path: dir.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+                Some(found)
+            }
+        };
+        let generation = recorded.map_or(0, |m| m.generation);
+        let clock_high_water = recorded.map_or(0, |m| m.clock_high_water);
         Ok(Self {
             inner: Arc::new(Inner {
                 path: dir.to_path_buf(),
-                db,
-                ads,
-                peers,
-                meta,
-                quarantine,
-                commits,
+                expected: std::sync::Mutex::new(recorded),
+                damage: std::sync::Mutex::new(None),
+                commits: GroupCommit::new(dir, handles, found, generation, clock_high_water),
             }),
         })
     }
 
-    /// Opens the store; if it is damaged, moves the directory aside (loudly) and starts
-    /// empty, so the director can serve and catch up from its peers. Errors that are not
-    /// damage (a lock held by another process, permissions, a newer schema) are returned.
-    pub fn open_or_recover(
-        dir: &Path,
-        now: UnixMillis,
-    ) -> Result<(Self, Option<PathBuf>), StoreError> {
-        // sled panics on some damage rather than reporting it.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::open(dir)))
-            .unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "sled panicked while opening".into());
-                Err(StoreError::Damaged {
-                    path: dir.to_path_buf(),
-                    message,
-                })
-            });
-        match opened {
-            Ok(store) => Ok((store, None)),
-            // Only damage is moved aside: an I/O error (a full disk, or another process
-            // holding the lock on this directory) must never cost a sound store.
-            Err(first @ StoreError::Damaged { .. }) => {
-                let aside = dir.with_extension(format!("corrupt-{now}"));
-                tracing::error!(
-                    path = %dir.display(),
-                    moved_to = %aside.display(),
-                    error = %first,
-                    "store cannot be opened; moving it aside and starting empty"
-                );
-                std::fs::rename(dir, &aside).map_err(|e| StoreError::Database {
-                    path: dir.to_path_buf(),
-                    message: format!("cannot move damaged store aside: {e}"),
-                })?;
-                Ok((Self::open(dir)?, Some(aside)))
-            }
-            Err(other) => Err(other),
-        }
+    fn handles(&self) -> Result<Handles, StoreError> {
+        self.inner
+            .commits
+            .handles()
+            .ok_or_else(|| StoreError::Database {
+                path: self.inner.path.clone(),
+                message: "sled is being reopened after a failed commit".into(),
+            })
     }
 
     fn db_error(&self, e: sled::Error) -> StoreError {
@@ -253,65 +309,100 @@ impl Store {
     pub fn put_ad(&self, stored: &StoredAd) -> Result<(), StoreError> {
         let key = stored.ad.key().to_string();
         self.inner
-            .ads
-            .insert(key.as_bytes(), codec::encode(stored))
-            .map_err(|e| self.db_error(e))?;
-        self.inner.commits.note_write();
+            .commits
+            .stage(key.into_bytes(), Some(codec::encode(stored)));
         Ok(())
     }
 
     /// Removes an ad.
     pub fn remove_ad(&self, key: &AdKey) -> Result<(), StoreError> {
-        self.inner
-            .ads
-            .remove(key.to_string().as_bytes())
-            .map_err(|e| self.db_error(e))?;
-        self.inner.commits.note_write();
+        self.inner.commits.stage(key.to_string().into_bytes(), None);
         Ok(())
     }
 
     /// Reads every ad; values that fail their checks are moved to quarantine and reported.
+    /// A tree that does not match the manifest found at open is
+    /// [`StoreError::Damaged`] (see [`Store::load_or_recover`]).
     pub fn load_ads(&self) -> Result<LoadedAds, StoreError> {
         let mut ads = Vec::new();
-        let quarantined = self.load_ads_with(|ad| ads.push(ad))?;
-        Ok(LoadedAds { ads, quarantined })
+        let report = self.load_ads_with(|ad| ads.push(ad))?;
+        match report.mismatch {
+            Some(message) => Err(StoreError::Damaged {
+                path: self.inner.path.clone(),
+                message,
+            }),
+            None => Ok(LoadedAds {
+                ads,
+                quarantined: report.quarantined,
+            }),
+        }
     }
 
-    /// Like [`Store::load_ads`], handing each sound ad to `sink` as it is decoded (so a
-    /// caller can index while the scan goes on); returns the quarantined keys.
-    pub fn load_ads_with(&self, mut sink: impl FnMut(StoredAd)) -> Result<Vec<String>, StoreError> {
-        let mut loaded = LoadedAds::default();
-        for entry in self.inner.ads.iter() {
+    /// The one scan of the `ads` tree at load: hands each sound ad to `sink` as it is
+    /// decoded (so a caller can index while the scan goes on), and checks the tree against
+    /// the manifest found at open (the first load only). On a mismatch nothing is
+    /// quarantined and the report says what was found.
+    pub fn load_ads_with(&self, mut sink: impl FnMut(StoredAd)) -> Result<LoadReport, StoreError> {
+        let handles = self.handles()?;
+        let mut found = TreeState::default();
+        let mut damaged = Vec::new();
+        for entry in handles.ads.iter() {
             let (key, value) = entry.map_err(|e| self.db_error(e))?;
+            found.add(&key, &value);
             match codec::decode::<StoredAd>(&value) {
                 Ok(ad) => sink(ad),
-                Err(error) => {
-                    let key_text = String::from_utf8_lossy(&key).into_owned();
-                    tracing::error!(key = %key_text, %error, "stored ad is damaged; quarantined");
-                    self.inner
-                        .quarantine
-                        .insert(&key, value)
-                        .map_err(|e| self.db_error(e))?;
-                    self.inner.ads.remove(&key).map_err(|e| self.db_error(e))?;
-                    loaded.quarantined.push(key_text);
-                }
+                Err(error) => damaged.push((key, value, error)),
             }
         }
-        if !loaded.quarantined.is_empty() {
-            self.inner.commits.note_write();
+        let expected = lock(&self.inner.expected).take();
+        if let Some(m) = expected.filter(|m| !m.accepts(found)) {
+            let pending = if m.pending == m.committed {
+                String::new()
+            } else {
+                format!(" (or {} once its last commit lands)", m.pending)
+            };
+            return Ok(LoadReport {
+                quarantined: Vec::new(),
+                mismatch: Some(format!(
+                    "the database holds {found} but the manifest of commit {} says {}{pending}",
+                    m.generation, m.committed
+                )),
+            });
         }
-        Ok(loaded.quarantined)
+        self.inner.commits.set_tree(found);
+        let mut quarantined = Vec::new();
+        for (key, value, error) in damaged {
+            let key_text = String::from_utf8_lossy(&key).into_owned();
+            tracing::error!(key = %key_text, %error, "stored ad is damaged; quarantined");
+            handles
+                .quarantine
+                .insert(&key, value)
+                .map_err(|e| self.db_error(e))?;
+            self.inner.commits.stage(key.to_vec(), None);
+            quarantined.push(key_text);
+        }
+        if !quarantined.is_empty() {
+            self.flush_blocking()?;
+        }
+        Ok(LoadReport {
+            quarantined,
+            mismatch: None,
+        })
     }
 
-    /// Reads one ad.
+    /// Reads one ad (a write waiting for its commit included).
     pub fn get_ad(&self, key: &AdKey) -> Result<Option<StoredAd>, StoreError> {
         let key_text = key.to_string();
-        match self
-            .inner
-            .ads
-            .get(key_text.as_bytes())
-            .map_err(|e| self.db_error(e))?
-        {
+        let value = match self.inner.commits.staged(key_text.as_bytes()) {
+            Some(staged) => staged,
+            None => self
+                .handles()?
+                .ads
+                .get(key_text.as_bytes())
+                .map_err(|e| self.db_error(e))?
+                .map(|v| v.to_vec()),
+        };
+        match value {
             None => Ok(None),
             Some(value) => codec::decode(&value)
                 .map(Some)
@@ -324,7 +415,7 @@ impl Store {
 
     /// Writes a peer record.
     pub fn put_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
-        self.inner
+        self.handles()?
             .peers
             .insert(peer.url.as_bytes(), codec::encode(peer))
             .map_err(|e| self.db_error(e))?;
@@ -334,7 +425,7 @@ impl Store {
 
     /// Forgets a peer.
     pub fn remove_peer(&self, url: &str) -> Result<(), StoreError> {
-        self.inner
+        self.handles()?
             .peers
             .remove(url.as_bytes())
             .map_err(|e| self.db_error(e))?;
@@ -345,7 +436,7 @@ impl Store {
     /// Reads every sound peer record (damaged ones are skipped with a log).
     pub fn load_peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
         let mut peers = Vec::new();
-        for entry in self.inner.peers.iter() {
+        for entry in self.handles()?.peers.iter() {
             let (key, value) = entry.map_err(|e| self.db_error(e))?;
             match codec::decode::<PeerRecord>(&value) {
                 Ok(peer) => peers.push(peer),
@@ -360,7 +451,7 @@ impl Store {
     /// The start time of this director's previous life, if any.
     pub fn last_started_at(&self) -> Result<Option<UnixMillis>, StoreError> {
         let value = self
-            .inner
+            .handles()?
             .meta
             .get(LAST_STARTED_AT)
             .map_err(|e| self.db_error(e))?;
@@ -369,34 +460,79 @@ impl Store {
 
     /// Records this life's start time (durable before returning).
     pub fn set_last_started_at(&self, started_at: UnixMillis) -> Result<(), StoreError> {
-        self.inner
+        let handles = self.handles()?;
+        handles
             .meta
             .insert(LAST_STARTED_AT, codec::encode(&started_at))
             .map_err(|e| self.db_error(e))?;
-        self.inner.db.flush().map_err(|e| self.db_error(e))?;
+        handles.db.flush().map_err(|e| self.db_error(e))?;
         Ok(())
     }
 
-    /// Waits until every write made before the call is on disk. Concurrent callers share
-    /// one fsync (group commit).
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.inner
-            .commits
-            .flush()
-            .await
-            .map_err(|message| StoreError::Database {
-                path: self.inner.path.clone(),
-                message,
-            })
+    /// The latest wall-clock reading recorded by this store's previous commits (Unix ms;
+    /// 0 if none): a floor for the clock after a restart (see [`crate::clock::Floor`]).
+    pub fn clock_high_water(&self) -> UnixMillis {
+        self.inner.commits.clock_high_water()
     }
 
-    /// Flushes synchronously (shutdown).
+    /// Raises the wall-clock reading that the next commit records.
+    pub fn note_time(&self, now: UnixMillis) {
+        self.inner.commits.note_time(now);
+    }
+
+    /// While commits fail (a full disk), why the last one failed.
+    pub fn write_failing(&self) -> Option<String> {
+        self.inner.commits.failing()
+    }
+
+    /// Runs `work` on the group commit off the async runtime (it blocks on fsync).
+    async fn blocking(
+        &self,
+        work: impl FnOnce(&GroupCommit) -> Result<(), String> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || work(&inner.commits))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|message| self.commit_error(message))
+    }
+
+    fn commit_error(&self, message: String) -> StoreError {
+        StoreError::Database {
+            path: self.inner.path.clone(),
+            message,
+        }
+    }
+
+    /// Waits until every write made before the call is on disk. Concurrent callers share
+    /// one commit (group commit).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let target = self.inner.commits.written();
+        if self.inner.commits.covers(target) {
+            return Ok(());
+        }
+        self.blocking(move |commits| commits.commit(target)).await
+    }
+
+    /// Commits whatever waits, even if no write was noted since the last failed commit.
+    pub async fn flush_pending(&self) -> Result<(), StoreError> {
+        self.blocking(|commits| commits.commit(u64::MAX)).await
+    }
+
+    /// Commits synchronously and confirms the commit in the manifest (shutdown, tools).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.inner
-            .db
-            .flush()
-            .map(|_| ())
-            .map_err(|e| self.db_error(e))
+        let target = self.inner.commits.written();
+        let commits = &self.inner.commits;
+        commits
+            .commit(target)
+            .and_then(|()| commits.confirm())
+            .map_err(|message| self.commit_error(message))
+    }
+
+    /// Records in the manifest that the last commit is on disk (see `manifest`).
+    pub async fn confirm(&self) -> Result<(), StoreError> {
+        self.blocking(|commits| commits.confirm()).await
     }
 
     /// The data directory.
@@ -404,10 +540,10 @@ impl Store {
         &self.inner.path
     }
 
-    /// Raw access for tests that damage values on purpose.
+    /// Raw access for tests that damage values on purpose (bypasses the manifest).
     #[doc(hidden)]
     pub fn overwrite_raw_ad(&self, key: &AdKey, bytes: &[u8]) -> Result<(), StoreError> {
-        self.inner
+        self.handles()?
             .ads
             .insert(key.to_string().as_bytes(), bytes)
             .map_err(|e| self.db_error(e))?;

@@ -51,6 +51,7 @@ async fn a_damaged_value_is_quarantined_not_a_panic() {
     let good = stored("origin-1", 1);
     let bad = stored("origin-2", 1);
     store.put_ad(&good).unwrap();
+    store.flush().await.unwrap();
     let mut bytes = codec::encode(&bad);
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
@@ -94,8 +95,8 @@ fn an_unopenable_store_is_moved_aside() {
     std::fs::write(data.join("conf"), b"\xff\xfe not a sled config").unwrap();
     std::fs::write(data.join("db"), vec![0xa5; 4096]).unwrap();
     let (store, aside) = Store::open_or_recover(&data, 7).unwrap();
-    let aside = aside.expect("moved aside");
-    assert!(aside.exists());
+    let damage = aside.expect("moved aside");
+    assert!(damage.moved_to.exists());
     assert!(store.load_ads().unwrap().ads.is_empty());
 }
 
@@ -111,6 +112,12 @@ fn the_committed_schema_1_fixture_opens() {
     assert_eq!(loaded.ads.len(), 2);
     assert!(loaded.quarantined.is_empty());
     assert_eq!(store.last_started_at().unwrap(), Some(1_700_000_000_000));
+    drop(store);
+    // Migrated to the current schema with a first manifest; reopens as sound.
+    assert!(dir.path().join(MANIFEST_FILE).exists());
+    let (store, damage) = Store::open_or_recover(dir.path(), 1).unwrap();
+    assert_eq!(damage, None);
+    assert_eq!(store.load_ads().unwrap().ads.len(), 2);
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -152,4 +159,209 @@ fn a_locked_store_is_an_error_never_moved_aside() {
         Ok((_, aside)) => panic!("opened a store another handle holds (moved aside: {aside:?})"),
     }
     assert_eq!(held.load_ads().unwrap().ads.len(), 1);
+}
+
+/// A store of `n` ads written in commits of 50, then closed.
+fn filled(dir: &std::path::Path, n: usize) {
+    let store = Store::open(dir).unwrap();
+    for i in 0..n {
+        store.put_ad(&stored(&format!("origin-{i}"), 1)).unwrap();
+        if i % 50 == 49 {
+            store.flush_blocking().unwrap();
+        }
+    }
+    store.flush_blocking().unwrap();
+}
+
+/// Damages a data directory in one way.
+type Damager = fn(&std::path::Path);
+
+/// Ways the fault injector damaged a stopped director's store.
+fn damage_modes() -> Vec<(&'static str, Damager)> {
+    fn db(dir: &std::path::Path) -> std::path::PathBuf {
+        dir.join("db")
+    }
+    fn set_len(dir: &std::path::Path, len: impl Fn(u64) -> u64) {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(db(dir))
+            .unwrap();
+        let old = file.metadata().unwrap().len();
+        file.set_len(len(old)).unwrap();
+    }
+    vec![
+        ("db truncated to half", |d| set_len(d, |n| n / 2)),
+        ("db truncated to zero", |d| set_len(d, |_| 0)),
+        ("db deleted", |d| std::fs::remove_file(db(d)).unwrap()),
+        ("db cut by 100 bytes", |d| set_len(d, |n| n - 100)),
+        ("4 KiB of garbage in the middle of db", |d| {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut file = std::fs::OpenOptions::new().write(true).open(db(d)).unwrap();
+            let middle = file.metadata().unwrap().len() / 2;
+            file.seek(SeekFrom::Start(middle)).unwrap();
+            file.write_all(&[0x5a; 4096]).unwrap();
+        }),
+        ("garbage in conf", |d| {
+            std::fs::write(d.join("conf"), b"segment_size: lots\n\xff\xfe").unwrap()
+        }),
+        ("garbage snap file", |d| {
+            std::fs::write(d.join("snap.00000000002EFFFF"), vec![0xa5; 4096]).unwrap()
+        }),
+        ("manifest damaged", |d| {
+            std::fs::write(d.join(MANIFEST_FILE), b"{\"format\": 1, \"manif").unwrap()
+        }),
+        ("manifest deleted", |d| {
+            std::fs::remove_file(d.join(MANIFEST_FILE)).unwrap()
+        }),
+        ("db and manifest deleted", |d| {
+            std::fs::remove_file(d.join(MANIFEST_FILE)).unwrap();
+            std::fs::remove_file(db(d)).unwrap();
+        }),
+    ]
+}
+
+/// Collects the ERROR events logged while `f` runs on this thread.
+fn errors_logged<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::ERROR)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
+    (out, text.lines().map(str::to_string).collect())
+}
+
+/// Every damage mode is found, logged as an ERROR and moved aside; the sound ads that
+/// survive are kept. (What a director then serves: `tests/cluster.rs`.)
+#[test]
+fn every_damage_mode_is_loud() {
+    const ADS: usize = 1000;
+    let mut report = Vec::new();
+    for (mode, damage) in damage_modes() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        filled(&data, ADS);
+        damage(&data);
+        let ((store, held), errors) = errors_logged(|| {
+            let (store, _) = Store::open_or_recover(&data, 7).unwrap();
+            let held = store.load_or_recover(7).unwrap().ads.len();
+            (store, held)
+        });
+        let found = store.damage();
+        let found = found.unwrap_or_else(|| panic!("{mode}: not detected"));
+        assert!(found.moved_to.exists(), "{mode}: not moved aside");
+        assert!(
+            errors
+                .iter()
+                .any(|l| l.contains("ERROR") && l.contains("damaged")),
+            "{mode}: no ERROR logged: {errors:?}"
+        );
+        assert_eq!(held, found.survivors, "{mode}");
+        report.push(format!("{mode}: {} (kept {held}/{ADS})", found.what));
+        drop(store);
+        // The refilled store is sound on its next start.
+        let (again, early) = Store::open_or_recover(&data, 8).unwrap();
+        assert_eq!(early, None, "{mode}: the replacement store is not sound");
+        assert_eq!(again.load_ads().unwrap().ads.len(), held, "{mode}");
+    }
+    for line in report {
+        println!("{line}");
+    }
+}
+
+/// Opens and loads the store in `dir`: how many ads it holds, or why not.
+fn loaded(dir: &std::path::Path) -> Result<usize, StoreError> {
+    Ok(Store::open(dir)?.load_ads()?.ads.len())
+}
+
+/// The crash rule: the tree may hold the manifest's committed state or its pending one
+/// (a crash between the manifest's write and sled's flush, or between sled's flush and
+/// the confirmation); anything else, such as a manifest two commits behind, is damage.
+#[tokio::test]
+async fn a_manifest_one_commit_behind_is_accepted_two_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest_path = dir.path().join(MANIFEST_FILE);
+    let store = Store::open(dir.path()).unwrap();
+    store.put_ad(&stored("origin-1", 1)).unwrap();
+    store.flush_blocking().unwrap(); // commit 1, confirmed
+    let after_one = std::fs::read(&manifest_path).unwrap();
+    store.put_ad(&stored("origin-2", 1)).unwrap();
+    store.flush().await.unwrap(); // commit 2, not confirmed: the crash window
+    let unconfirmed = std::fs::read(&manifest_path).unwrap();
+    drop(store);
+
+    // Crash after sled's flush, before the confirmation: the tree is at "pending".
+    assert_eq!(
+        loaded(dir.path()).expect("one commit behind is not damage"),
+        2
+    );
+
+    // A manifest that knows only commit 1 (confirmed) while the tree holds commit 2.
+    std::fs::write(&manifest_path, &after_one).unwrap();
+    assert!(
+        matches!(loaded(dir.path()), Err(StoreError::Damaged { .. })),
+        "a tree ahead of a confirmed manifest is damage"
+    );
+
+    // A tree one commit behind its unconfirmed manifest (the batch never reached sled).
+    let behind = tempfile::tempdir().unwrap();
+    let store = Store::open(behind.path()).unwrap();
+    store.put_ad(&stored("origin-1", 1)).unwrap();
+    store.flush_blocking().unwrap();
+    drop(store);
+    let text = String::from_utf8(unconfirmed).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let committed = &m["manifest"]["committed"];
+    let pending = &m["manifest"]["pending"];
+    let manifest = manifest::Manifest {
+        generation: 2,
+        committed: serde_json::from_value(committed.clone()).unwrap(),
+        pending: serde_json::from_value(pending.clone()).unwrap(),
+        clock_high_water: 0,
+    };
+    manifest::write(behind.path(), &manifest).unwrap();
+    assert_eq!(
+        loaded(behind.path()).expect("a batch that never landed is no damage"),
+        1
+    );
+
+    // Two commits behind: the tree lost a confirmed commit.
+    let two = manifest::Manifest {
+        generation: 3,
+        committed: manifest.pending,
+        pending: manifest.pending,
+        clock_high_water: 0,
+    };
+    manifest::write(behind.path(), &two).unwrap();
+    assert!(matches!(
+        loaded(behind.path()),
+        Err(StoreError::Damaged { .. })
+    ));
+}
+
+/// A snapshot left half-written by a full disk is sled's temporary file, not damage:
+/// sled 0.34 would read it as its newest snapshot and fail every open after it.
+#[test]
+fn an_unfinished_sled_snapshot_is_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path(), 100);
+    std::fs::write(dir.path().join("snap.00000000FFFFFFFF.generating"), b"").unwrap();
+    let (store, damage) = Store::open_or_recover(dir.path(), 1).unwrap();
+    assert_eq!(damage, None);
+    assert_eq!(store.load_ads().unwrap().ads.len(), 100);
 }

@@ -1,6 +1,8 @@
 //! Test harness: real directors on 127.0.0.1 port 0 with temp sled directories.
 #![allow(dead_code)]
 
+pub mod tmpfs;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -83,6 +85,8 @@ pub struct Node {
     pub seeds: Vec<String>,
     pub faults: Faults,
     pub handle: Option<DirectorHandle>,
+    /// This director's clock from its next (re)start, instead of `Tuning::clock`.
+    pub clock: Option<SharedClock>,
 }
 
 /// Several directors in one process.
@@ -120,6 +124,7 @@ impl Cluster {
                 seeds: seeds(i).into_iter().map(|j| urls[j].clone()).collect(),
                 faults: Faults::default(),
                 handle: None,
+                clock: None,
             };
             cluster.nodes.push(node);
             cluster.boot(i, listener).await;
@@ -179,7 +184,10 @@ prune_interval = "200ms"
 
     async fn boot(&mut self, i: usize, listener: TcpListener) {
         let options = Options {
-            clock: self.tuning.clock.clone(),
+            clock: self.nodes[i]
+                .clock
+                .clone()
+                .or_else(|| self.tuning.clock.clone()),
             trust: Some(trust(self.trust_size)),
             key: Some(fixtures::key_for(&director_name(i))),
             faults: self.nodes[i].faults.clone(),

@@ -9,6 +9,8 @@ use anyhow::{Context, bail};
 use skein::advertiser::Advertiser;
 use skein::config::ServiceConfig;
 
+use super::tmpfs::Tmpfs;
+
 /// The compose network (docker-compose.yml, `networks.default.name`).
 pub const NETWORK: &str = "skein-net";
 
@@ -30,8 +32,16 @@ pub struct Federation {
     pub directors: Vec<Director>,
     /// Signed-ad makers for the load servers `load-1..N` (keys from the keys volume).
     pub advertisers: Vec<Arc<Advertiser>>,
+    /// director-c's data directory: a small host tmpfs the disk-full scenario fills
+    /// (`None` if it could not be mounted; the reason is in `disk_c_skipped`).
+    pub disk_c: Option<Tmpfs>,
+    /// Why `disk_c` is `None`.
+    pub disk_c_skipped: Option<String>,
     _keys: tempfile::TempDir,
 }
+
+/// Where director-c's small disk is mounted on the host.
+const DISK_C: &str = "/tmp/skein-fault-disk-c";
 
 /// True if `docker info` succeeds.
 pub fn docker_available() -> bool {
@@ -77,14 +87,24 @@ impl Federation {
         let root = repo_root();
         let script = root.join("scripts/federation.sh");
         run(Command::new(&script).arg("down"))?;
+        // uid 10001 is the image's user; 64 MiB is plenty for the test's ads.
+        let (disk_c, disk_c_skipped) =
+            match Tmpfs::mount(Path::new(DISK_C), "size=64m,uid=10001,gid=10001,mode=0755") {
+                Ok(disk) => (Some(disk), None),
+                Err(why) => (None, Some(why)),
+            };
         let services: Vec<String> = std::env::var("FAULT_SERVICES")
             .map(|s| s.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
-        run(Command::new(&script)
-            .arg("up")
+        let mut up = Command::new(&script);
+        up.arg("up")
             .args(&services)
             .env("FEDERATION_SKIP_BUILD", "1")
-            .env("FAULT_LOAD_SERVERS", load_servers.to_string()))?;
+            .env("FAULT_LOAD_SERVERS", load_servers.to_string());
+        if disk_c.is_some() {
+            up.env("FAULT_DISK_C", DISK_C);
+        }
+        run(&mut up)?;
         let directors = ["a", "b", "c"]
             .iter()
             .enumerate()
@@ -113,8 +133,25 @@ impl Federation {
             root,
             directors,
             advertisers,
+            disk_c,
+            disk_c_skipped,
             _keys: keys,
         })
+    }
+
+    /// Recreates `service`'s container (its volume kept) with `env` added to the compose
+    /// environment, and waits until the federation is healthy again.
+    pub async fn recreate(&self, service: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut cmd = tokio::process::Command::new(self.root.join("scripts/federation.sh"));
+        cmd.args(["recreate", service]).envs(env.iter().copied());
+        if self.disk_c.is_some() {
+            cmd.env("FAULT_DISK_C", DISK_C);
+        }
+        let out = cmd
+            .output()
+            .await
+            .context("cannot run federation.sh recreate")?;
+        stdout_of(&format!("federation.sh recreate {service}"), out).map(|_| ())
     }
 
     /// Director URLs (published ports).
@@ -146,6 +183,8 @@ impl Drop for Federation {
     fn drop(&mut self) {
         if std::env::var("FAULT_KEEP").as_deref() == Ok("1") {
             println!("FAULT_KEEP=1: leaving the federation up");
+            // director-c's disk stays mounted with it.
+            std::mem::forget(self.disk_c.take());
             return;
         }
         let _ = Command::new(self.root.join("scripts/federation.sh"))

@@ -3,6 +3,8 @@
 pub mod checks;
 pub mod docker;
 pub mod load;
+#[path = "../common/tmpfs.rs"]
+pub mod tmpfs;
 
 pub use checks::{await_agreement, await_no_lost_acks, wait_serving};
 pub use docker::{Federation, docker_available};

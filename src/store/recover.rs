@@ -1,0 +1,153 @@
+//! A damaged store: found at open or by the load's scan, moved aside loudly, and
+//! replaced by a fresh store holding the ads that survived.
+
+use std::path::{Path, PathBuf};
+
+use super::{LoadedAds, Store, StoreError, StoredAd, classify, lock, open_db};
+use crate::clock::UnixMillis;
+use crate::codec;
+
+/// Runs `open` and turns a panic (sled panics on some damage) into damage.
+fn catching_panics<T>(
+    dir: &Path,
+    open: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "sled panicked while opening".into());
+        Err(StoreError::Damaged {
+            path: dir.to_path_buf(),
+            message,
+        })
+    })
+}
+
+/// A damaged store found at open, moved aside and replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// What was found.
+    pub what: String,
+    /// Where the damaged directory now is.
+    pub moved_to: PathBuf,
+    /// Sound ads read from the damaged store and kept.
+    pub survivors: usize,
+}
+
+impl Store {
+    /// What was found damaged when this store was opened or loaded, if anything.
+    pub fn damage(&self) -> Option<Damage> {
+        lock(&self.inner.damage).clone()
+    }
+
+    /// The load found the `ads` tree damaged (`what`): moves the directory aside, logs an
+    /// ERROR, and continues in a fresh store holding `survivors` (the sound ads the load
+    /// read), committed before returning.
+    pub fn replace_damaged<'a>(
+        &self,
+        now: UnixMillis,
+        what: String,
+        survivors: impl Iterator<Item = &'a StoredAd>,
+    ) -> Result<Damage, StoreError> {
+        let dir = &self.inner.path;
+        let aside = dir.with_extension(format!("corrupt-{now}"));
+        self.inner
+            .commits
+            .replace(&aside)
+            .map_err(|message| self.commit_error(message))?;
+        let mut kept = 0;
+        for ad in survivors {
+            self.put_ad(ad)?;
+            kept += 1;
+        }
+        self.flush_blocking()?;
+        tracing::error!(
+            path = %dir.display(),
+            moved_to = %aside.display(),
+            damage = %what,
+            survivors = kept,
+            "store is damaged; moved it aside and kept the ads that survived"
+        );
+        let damage = Damage {
+            what,
+            moved_to: aside,
+            survivors: kept,
+        };
+        *lock(&self.inner.damage) = Some(damage.clone());
+        Ok(damage)
+    }
+
+    /// Opens the store; if it is damaged (sled fails, the manifest is damaged or missing),
+    /// moves the directory aside (loudly), keeps every sound ad it can still read, and
+    /// reports what it found, so the director can serve and catch up from its peers. A tree
+    /// that does not match its manifest is found by the load ([`Store::load_ads_with`]). Errors that are not damage (a lock held by another
+    /// process, permissions, a newer schema) are returned.
+    pub fn open_or_recover(
+        dir: &Path,
+        now: UnixMillis,
+    ) -> Result<(Self, Option<Damage>), StoreError> {
+        match catching_panics(dir, || Self::open(dir)) {
+            Ok(store) => Ok((store, None)),
+            // Only damage is moved aside: an I/O error (a full disk, or another process
+            // holding the lock on this directory) must never cost a sound store.
+            Err(StoreError::Damaged { message, .. }) => {
+                let survivors = salvage(dir);
+                let aside = dir.with_extension(format!("corrupt-{now}"));
+                tracing::error!(
+                    path = %dir.display(),
+                    moved_to = %aside.display(),
+                    damage = %message,
+                    survivors = survivors.len(),
+                    "store is damaged; moving it aside and keeping the ads that survived"
+                );
+                std::fs::rename(dir, &aside).map_err(|e| StoreError::Database {
+                    path: dir.to_path_buf(),
+                    message: format!("cannot move damaged store aside: {e}"),
+                })?;
+                let store = Self::open(dir)?;
+                for ad in &survivors {
+                    store.put_ad(ad)?;
+                }
+                store.flush_blocking()?;
+                let damage = Damage {
+                    what: message,
+                    moved_to: aside,
+                    survivors: survivors.len(),
+                };
+                *lock(&store.inner.damage) = Some(damage.clone());
+                Ok((store, Some(damage)))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Like [`Store::load_ads`], but a tree that does not match the manifest is replaced
+    /// ([`Store::replace_damaged`]) by a fresh store holding the sound ads read.
+    pub fn load_or_recover(&self, now: UnixMillis) -> Result<LoadedAds, StoreError> {
+        let mut ads = Vec::new();
+        let report = self.load_ads_with(|ad| ads.push(ad))?;
+        if let Some(what) = report.mismatch {
+            self.replace_damaged(now, what, ads.iter())?;
+        }
+        Ok(LoadedAds {
+            ads,
+            quarantined: report.quarantined,
+        })
+    }
+}
+
+/// Every sound ad still readable in a damaged store (none if sled cannot open it).
+fn salvage(dir: &Path) -> Vec<StoredAd> {
+    let read = catching_panics(dir, || {
+        let db = open_db(dir).map_err(|e| classify(dir, e))?;
+        let ads = db.open_tree("ads").map_err(|e| classify(dir, e))?;
+        Ok(ads
+            .iter()
+            .filter_map(|entry| entry.ok())
+            .filter_map(|(_, value)| codec::decode::<StoredAd>(&value).ok())
+            .collect::<Vec<_>>())
+    });
+    read.unwrap_or_default()
+}
