@@ -56,7 +56,9 @@ pub async fn discover_directors(
 }
 
 /// The director's discovery worker: every `poll_interval`, reads the discovery
-/// document, asks each known director for its list, and forgets long-dead learned peers.
+/// document, asks known directors for their lists (every URL found is only a
+/// candidate, verified by the peer set), and forgets long-dead peers. Digest syncs are
+/// each peer's own worker's business.
 pub async fn run(
     replicator: Arc<Replicator>,
     discovery_url: Option<String>,
@@ -75,12 +77,6 @@ pub async fn run(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(poll_interval) => {}
-        }
-        // Anti-entropy backstop: one digest exchange with one random peer per interval.
-        let peers = replicator.peers().urls();
-        if !peers.is_empty() {
-            let pick = rand::random::<u64>() as usize % peers.len();
-            replicator.spawn_sync(peers[pick].clone());
         }
     }
 }
@@ -101,13 +97,13 @@ pub async fn discover_once(replicator: &Arc<Replicator>, discovery_url: Option<&
             Err(error) => tracing::warn!(discovery = %url, %error, "federation discovery failed"),
         }
     }
-    let asked = peers.urls();
+    let asked = peers.list_sources();
     let lists = join_all(asked.iter().map(|p| client.directors(p))).await;
     for (peer, list) in asked.iter().zip(lists) {
         match list {
             Ok(list) => {
                 if peers.mark_ok(peer) {
-                    replicator.spawn_sync(peer.clone());
+                    peers.request_sync(peer);
                 }
                 for director in list {
                     peers.add(&director.advertise_url, Source::Learned);

@@ -27,8 +27,10 @@ const KNOWN_KEYS: &[&str] = &[
     "peers.forward_timeout",
     "peers.announce_interval",
     "peers.forget_after",
+    "peers.max_candidates",
     "limits.max_body",
     "limits.request_timeout",
+    "limits.idle_timeout",
     "limits.max_concurrent",
 ];
 
@@ -108,6 +110,8 @@ pub struct PeersConfig {
     pub announce_interval: Duration,
     /// A learned peer unreachable this long is forgotten (seeds never are).
     pub forget_after: Duration,
+    /// Most unverified candidate URLs held at once (from discovery and peers' lists).
+    pub max_candidates: usize,
 }
 
 /// `[limits]`.
@@ -117,6 +121,8 @@ pub struct LimitsConfig {
     pub max_body: u64,
     /// Longest a request (headers and body) may take.
     pub request_timeout: Duration,
+    /// A keep-alive connection waiting for its next request is closed after this long.
+    pub idle_timeout: Duration,
     /// Requests handled at once; more are shed with 503.
     pub max_concurrent: usize,
 }
@@ -186,9 +192,11 @@ impl DirectorConfig {
             r.duration("peers.forward_timeout"),
             r.duration("peers.announce_interval"),
             r.duration("peers.forget_after"),
+            r.required::<usize>("peers.max_candidates"),
         );
         let max_body: Option<ByteSize> = r.required("limits.max_body");
         let request_timeout = r.duration("limits.request_timeout");
+        let idle_timeout = r.duration("limits.idle_timeout");
         let max_concurrent: Option<usize> = r.required("limits.max_concurrent");
         if max_concurrent == Some(0) {
             r.problem("limits.max_concurrent: must be at least 1".into());
@@ -217,10 +225,12 @@ impl DirectorConfig {
                     forward_timeout: peers.1?,
                     announce_interval: peers.2?,
                     forget_after: peers.3?,
+                    max_candidates: peers.4?,
                 },
                 limits: LimitsConfig {
                     max_body: max_body?.0,
                     request_timeout: request_timeout?,
+                    idle_timeout: idle_timeout?,
                     max_concurrent: max_concurrent?,
                 },
             })
