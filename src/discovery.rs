@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use rand::seq::SliceRandom;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
@@ -101,10 +102,13 @@ pub async fn discover_once(replicator: &Arc<Replicator>, discovery_url: Option<&
     let lists = join_all(asked.iter().map(|p| client.directors(p))).await;
     for (peer, list) in asked.iter().zip(lists) {
         match list {
-            Ok(list) => {
+            Ok(mut list) => {
                 if peers.mark_ok(peer) {
                     peers.request_sync(peer);
                 }
+                // Candidates are capped: a list longer than the cap is taken in a
+                // random order, so every URL in it gets its turn over the rounds.
+                list.shuffle(&mut rand::thread_rng());
                 for director in list {
                     peers.add(&director.advertise_url, Source::Learned);
                 }

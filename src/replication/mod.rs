@@ -363,6 +363,50 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_duplicate_answer_waits_for_the_first_copys_fsync() {
+        use crate::fixtures;
+        use crate::ledger::AdLimits;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let clock: crate::clock::SharedClock = crate::clock::ManualClock::new(1_000_000);
+        let trust = fixtures::trust(&[("o", ServerKind::Origin, &["/o"])]);
+        let limits = AdLimits {
+            max_lifetime: Duration::from_secs(900),
+            max_clock_skew: Duration::from_secs(300),
+        };
+        let ledger = Arc::new(Ledger::open(store.clone(), trust, clock, limits).unwrap().0);
+        let replicator = Replicator::new(
+            ledger.clone(),
+            SelfInfo {
+                url: "http://me:1".into(),
+                uuid: uuid::Uuid::from_u128(7),
+                name: "me".into(),
+            },
+            PeerTiming {
+                poll_interval: Duration::from_secs(60),
+                max_candidates: 4,
+            },
+            Client::new(Duration::from_secs(1), None).unwrap(),
+            Arc::new(Metrics::default()),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let mut ad = fixtures::ad("o", ServerKind::Origin, &["/o"], 999_000, 1);
+        ad.expires_at = 1_500_000;
+        let signed = ad.sign(&fixtures::key_for("o"));
+        // The first copy is applied (a forward, say) and its group commit not yet done.
+        assert!(matches!(
+            ledger.apply(signed.clone()).unwrap(),
+            IngestOutcome::Accepted(_)
+        ));
+        assert!(store.has_unflushed_writes());
+        // A service sending the same ad is told `duplicate` only once it is durable.
+        let outcome = replicator.accept(signed, None).await.unwrap();
+        assert!(matches!(outcome, IngestOutcome::Duplicate));
+        assert!(!store.has_unflushed_writes());
+    }
+
     #[test]
     fn backoff_grows_and_is_capped() {
         assert!(backoff(1) <= Duration::from_millis(150));

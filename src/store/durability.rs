@@ -26,6 +26,11 @@ impl GroupCommit {
         self.written.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// True if some noted write is not durable yet.
+    pub(super) fn pending(&self) -> bool {
+        self.durable.load(Ordering::SeqCst) < self.written.load(Ordering::SeqCst)
+    }
+
     /// Returns once every write noted before the call is durable.
     pub(super) async fn flush(&self) -> Result<(), String> {
         let target = self.written.load(Ordering::SeqCst);

@@ -390,6 +390,11 @@ impl Store {
             })
     }
 
+    /// True if a write is not yet covered by a flush (tests of durability promises).
+    pub fn has_unflushed_writes(&self) -> bool {
+        self.inner.commits.pending()
+    }
+
     /// Flushes synchronously (shutdown).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         self.inner
