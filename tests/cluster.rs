@@ -512,3 +512,6 @@ async fn directors_find_each_other_through_the_discovery_document_alone() {
     assert_eq!(doc.director_advertise_endpoints.len(), 3, "{doc:?}");
     cluster.shutdown().await;
 }
+
+#[path = "cluster/peers.rs"]
+mod peers;
