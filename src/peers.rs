@@ -88,6 +88,8 @@ pub struct Link {
 struct Candidate {
     sources: PeerSources,
     first_seen: UnixMillis,
+    /// When it last answered as a verified peer (an earlier life's record; 0: never).
+    last_ok: UnixMillis,
     failures: u32,
     next_probe: Instant,
     probing: bool,
@@ -194,10 +196,9 @@ impl PeerSet {
                 learned: true,
                 ..PeerSources::default()
             };
-            members.candidates.insert(
-                url,
-                Candidate::new(sources, record.first_seen.min(now), Instant::now()),
-            );
+            let mut candidate = Candidate::new(sources, record.first_seen.min(now), Instant::now());
+            candidate.last_ok = record.last_ok.min(now);
+            members.candidates.insert(url, candidate);
         }
         Self {
             me,
@@ -415,14 +416,16 @@ impl PeerSet {
     /// discovery document and have been unreachable for longer than `forget_after_ms`.
     pub fn forget_stale(&self, forget_after_ms: u64) -> Vec<String> {
         let now = self.clock.now_ms();
+        let mut dropped = Vec::new();
         let stale: Vec<String> = {
             let mut members = self.members();
             members.candidates.retain(|url, c| {
                 let keep = c.is_seed()
                     || c.probing
-                    || now.saturating_sub(c.first_seen) <= forget_after_ms;
+                    || now.saturating_sub(c.first_seen.max(c.last_ok)) <= forget_after_ms;
                 if !keep {
-                    tracing::debug!(candidate = %url, "dropped a candidate never verified");
+                    tracing::info!(candidate = %url, "forgot a director not verified for too long");
+                    dropped.push(url.clone());
                 }
                 keep
             });
@@ -440,6 +443,9 @@ impl PeerSet {
                 .map(|p| p.record.url.clone())
                 .collect()
         };
+        for url in &dropped {
+            let _ = self.store.remove_peer(url);
+        }
         for url in &stale {
             tracing::info!(peer = %url, "a director unreachable for too long");
             self.forget(url);
@@ -659,7 +665,8 @@ impl PeerSet {
         };
         candidate.probing = false;
         candidate.failures = candidate.failures.saturating_add(1);
-        let exp = PROBE_BACKOFF.saturating_mul(1u32 << candidate.failures.min(16).saturating_sub(1));
+        let exp =
+            PROBE_BACKOFF.saturating_mul(1u32 << candidate.failures.min(16).saturating_sub(1));
         candidate.next_probe = Instant::now() + exp.min(PROBE_BACKOFF_MAX);
         if candidate.is_seed() && due(&mut candidate.last_logged, now) {
             tracing::warn!(candidate = %url, %error, failures = candidate.failures, "configured director not verified (no signed director ad from it yet)");
@@ -760,6 +767,7 @@ impl Candidate {
         Self {
             sources,
             first_seen,
+            last_ok: 0,
             failures: 0,
             next_probe,
             probing: false,
@@ -808,4 +816,118 @@ fn mark_all(sources: &mut PeerSources, more: PeerSources) {
     sources.configured |= more.configured;
     sources.discovery |= more.discovery;
     sources.learned |= more.learned;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn set(dir: &std::path::Path, clock: Arc<ManualClock>, max_candidates: usize) -> PeerSet {
+        let store = Store::open(dir).unwrap();
+        PeerSet::load(
+            SelfInfo {
+                url: "http://me:1/".into(),
+                uuid: Uuid::from_u128(7),
+                name: "me".into(),
+            },
+            store,
+            clock,
+            PeerTiming {
+                poll_interval: Duration::from_secs(60),
+                max_candidates,
+            },
+            Weak::new(),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        )
+    }
+
+    #[test]
+    fn candidates_are_capped_and_seeds_always_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let peers = set(dir.path(), ManualClock::new(1_000), 2);
+        assert!(
+            !peers.add("http://me:1", Source::Configured),
+            "never itself"
+        );
+        assert!(!peers.add("not a url", Source::Learned));
+        assert!(peers.add("http://a:1", Source::Learned));
+        assert!(peers.add("http://b:1", Source::Learned));
+        assert!(!peers.add("http://c:1", Source::Learned), "full");
+        assert!(
+            peers.add("http://seed:1", Source::Configured),
+            "seeds always fit"
+        );
+        // A learned candidate that failed its probes makes room for a new one.
+        for _ in 0..EVICTABLE_AFTER {
+            peers.probe_failed("http://a:1", "refused");
+        }
+        assert!(peers.add("http://c:1", Source::Learned));
+        assert_eq!(
+            peers.candidates(),
+            vec!["http://b:1", "http://c:1", "http://seed:1"]
+        );
+        assert!(peers.urls().is_empty(), "no candidate is a peer");
+        let listed: Vec<String> = peers
+            .listing(me_info())
+            .into_iter()
+            .map(|d| d.advertise_url)
+            .collect();
+        assert_eq!(
+            listed,
+            vec!["http://me:1", "http://seed:1"],
+            "learned candidates are not listed"
+        );
+    }
+
+    #[test]
+    fn configured_comes_from_the_current_config_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000);
+        {
+            let peers = set(dir.path(), clock.clone(), 8);
+            // What an earlier life verified and persisted, configured at the time.
+            peers.persist(&PeerRecord {
+                url: "http://removed:1".into(),
+                sources: PeerSources {
+                    configured: true,
+                    ..PeerSources::default()
+                },
+                first_seen: 1_000,
+                last_ok: 1_000,
+            });
+        }
+        let peers = set(dir.path(), clock.clone(), 8);
+        peers.add("http://kept:1", Source::Configured);
+        assert_eq!(
+            peers.candidates(),
+            vec!["http://kept:1", "http://removed:1"]
+        );
+        clock.advance(10_000);
+        peers.forget_stale(5_000);
+        assert_eq!(
+            peers.candidates(),
+            vec!["http://kept:1"],
+            "a URL no longer in the config is forgotten like any learned one"
+        );
+        drop(peers);
+        let peers = set(dir.path(), clock, 8);
+        assert!(peers.candidates().is_empty(), "and not loaded again");
+    }
+
+    fn me_info() -> DirectorInfo {
+        DirectorInfo {
+            name: "me".into(),
+            start_time: 1,
+            instance_id: String::new(),
+            generation_id: 0,
+            version: String::new(),
+            expiry: 0,
+            advertise_url: "http://me:1".into(),
+            last_seen: 0,
+            reachable: true,
+            is_self: true,
+        }
+    }
 }

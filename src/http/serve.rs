@@ -287,10 +287,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -316,10 +313,7 @@ pub async fn serve(
     options: ServeOptions,
     cancel: CancellationToken,
 ) {
-    let builders = Arc::new(Builders::new(
-        options.header_timeout,
-        options.idle_timeout,
-    ));
+    let builders = Arc::new(Builders::new(options.header_timeout, options.idle_timeout));
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
     let graceful = CancellationToken::new();
     let mut connections = JoinSet::new();

@@ -52,7 +52,11 @@ async fn a_fake_list_of_500_urls_makes_no_forward_target() {
         most_candidates = most_candidates.max(candidates);
         assert!(candidates <= 64 + 1, "{candidates} candidates");
         assert!(
-            !d2.state().peers.candidates().iter().any(|c| bogus.contains(c)),
+            !d2.state()
+                .peers
+                .candidates()
+                .iter()
+                .any(|c| bogus.contains(c)),
             "director 2 learned a URL of the fake's list"
         );
         let urls = d0.state().peers.urls();
@@ -189,7 +193,10 @@ async fn a_413_halves_the_batch_and_drops_nothing() {
             .all(|n| got.contains(*n))
     })
     .await;
-    assert!(fake.state.too_large.load(Ordering::SeqCst) >= 1, "no 413 seen");
+    assert!(
+        fake.state.too_large.load(Ordering::SeqCst) >= 1,
+        "no 413 seen"
+    );
     let metrics = d.state().metrics.render(0, 0);
     assert!(!metrics.contains("result=\"rejected\""), "{metrics}");
     cluster.shutdown().await;
@@ -216,12 +223,17 @@ async fn idle_keep_alive_connections_never_fail_a_request() {
     let pauses = [1950u64, 2000, 2050, 2100];
     while started.elapsed() < Duration::from_secs(30) {
         generation += 1;
-        let ad = signed("origin-1", ServerKind::Origin, &["/ns"], now_ms(), generation);
+        let ad = signed(
+            "origin-1",
+            ServerKind::Origin,
+            &["/ns"],
+            now_ms(),
+            generation,
+        );
         for d in cluster.running() {
-            service
-                .register(d.url(), &ad)
-                .await
-                .unwrap_or_else(|e| panic!("advertisement {generation} to {} failed: {e}", d.url()));
+            service.register(d.url(), &ad).await.unwrap_or_else(|e| {
+                panic!("advertisement {generation} to {} failed: {e}", d.url())
+            });
         }
         for d in cluster.running() {
             let metrics = d.state().metrics.render(0, 0);
@@ -230,7 +242,11 @@ async fn idle_keep_alive_connections_never_fail_a_request() {
                 "a forward failed:\n{metrics}"
             );
             for (url, error) in d.state().peers.errors() {
-                assert!(error.is_none(), "{} found {url} unreachable: {error:?}", d.url());
+                assert!(
+                    error.is_none(),
+                    "{} found {url} unreachable: {error:?}",
+                    d.url()
+                );
             }
         }
         let pause = pauses[generation as usize % pauses.len()];

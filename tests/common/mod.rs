@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse;
 use skein::ad::{AdKey, ServerKind, SignedAd};
 use skein::client::{Client, Faults};
 use skein::clock::SharedClock;
@@ -14,7 +15,6 @@ use skein::director::{Director, DirectorHandle, Options};
 use skein::fixtures;
 use skein::routing::Purpose;
 use skein::trust::Trust;
-use axum::response::IntoResponse;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -362,8 +362,7 @@ impl FakePeer {
             ..FakeState::default()
         });
         let count = |s: &FakeState| {
-            s.requests
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            s.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         };
         let app = axum::Router::new()
             .route(
