@@ -166,6 +166,7 @@ impl Director {
             PeerTiming {
                 poll_interval: config.peers.poll_interval,
                 max_candidates: config.peers.max_candidates,
+                forget_after: config.peers.forget_after,
             },
             client,
             metrics.clone(),
@@ -229,7 +230,6 @@ impl Director {
             replicator.clone(),
             config.federation.discovery_url.clone(),
             config.peers.poll_interval,
-            config.peers.forget_after,
             workers.clone(),
         ));
         let handle = DirectorHandle {

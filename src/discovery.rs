@@ -57,14 +57,12 @@ pub async fn discover_directors(
 }
 
 /// The director's discovery worker: every `poll_interval`, reads the discovery
-/// document, asks known directors for their lists (every URL found is only a
-/// candidate, verified by the peer set), and forgets long-dead peers. Digest syncs are
-/// each peer's own worker's business.
+/// document and asks known directors for their lists. Every URL found is only a
+/// candidate for the peer set, which verifies, keeps, syncs and forgets peers.
 pub async fn run(
     replicator: Arc<Replicator>,
     discovery_url: Option<String>,
     poll_interval: Duration,
-    forget_after: Duration,
     cancel: CancellationToken,
 ) {
     loop {
@@ -72,9 +70,6 @@ pub async fn run(
             _ = cancel.cancelled() => return,
             _ = discover_once(&replicator, discovery_url.as_deref()) => {}
         }
-        replicator
-            .peers()
-            .forget_stale(forget_after.as_millis() as u64);
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(poll_interval) => {}

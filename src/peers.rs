@@ -61,6 +61,8 @@ pub struct PeerTiming {
     pub poll_interval: Duration,
     /// Most candidates held at once.
     pub max_candidates: usize,
+    /// A peer (or learned candidate) unreachable this long is forgotten.
+    pub forget_after: Duration,
 }
 
 /// What this director is.
@@ -589,9 +591,16 @@ impl PeerSet {
         }
     }
 
-    /// The probe worker: verifies due candidates, a few at a time, until cancelled.
-    pub async fn run_probes(self: Arc<Self>) {
+    /// The membership worker: verifies due candidates, a few at a time, and every
+    /// `poll_interval` forgets what has been unreachable too long, until cancelled.
+    pub async fn run(self: Arc<Self>) {
+        let forget_every = self.timing.poll_interval;
+        let mut forget_at = Instant::now() + forget_every;
         loop {
+            if forget_at <= Instant::now() {
+                self.forget_stale(self.timing.forget_after.as_millis() as u64);
+                forget_at = Instant::now() + forget_every;
+            }
             let due = self.take_due();
             if !due.is_empty() {
                 let probes = due.iter().map(|url| self.probe(url));
@@ -601,11 +610,11 @@ impl PeerSet {
                 }
                 continue;
             }
-            let next = self.next_probe();
+            let next = self.next_probe().map_or(forget_at, |at| at.min(forget_at));
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
                 _ = self.probe_wake.notified() => {}
-                _ = sleep_until(next) => {}
+                _ = tokio::time::sleep_until(next) => {}
             }
         }
     }
@@ -797,13 +806,6 @@ fn due(last: &mut Option<UnixMillis>, now: UnixMillis) -> bool {
     true
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 fn mark(sources: &mut PeerSources, source: Source) {
     match source {
         Source::Configured => sources.configured = true,
@@ -836,6 +838,7 @@ mod tests {
             PeerTiming {
                 poll_interval: Duration::from_secs(60),
                 max_candidates,
+                forget_after: Duration::from_secs(5),
             },
             Weak::new(),
             TaskTracker::new(),

@@ -66,6 +66,7 @@ fn harness() -> Harness {
         PeerTiming {
             poll_interval: Duration::from_secs(60),
             max_candidates: 8,
+            forget_after: Duration::from_secs(3600),
         },
         Client::new(Duration::from_secs(1), None).unwrap(),
         metrics.clone(),

@@ -94,7 +94,7 @@ impl Replicator {
         });
         replicator
             .tracker
-            .spawn(replicator.peers.clone().run_probes());
+            .spawn(replicator.peers.clone().run());
         replicator
     }
 
@@ -386,6 +386,7 @@ mod tests {
             PeerTiming {
                 poll_interval: Duration::from_secs(60),
                 max_candidates: 4,
+                forget_after: Duration::from_secs(3600),
             },
             Client::new(Duration::from_secs(1), None).unwrap(),
             Arc::new(Metrics::default()),
