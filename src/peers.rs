@@ -157,6 +157,22 @@ pub fn normalize(url: &str) -> String {
     url.trim().trim_end_matches('/').to_string()
 }
 
+/// A directors-list entry for a URL with no verified ad behind it (unreachable).
+pub fn unverified_listing(url: &str) -> DirectorInfo {
+    DirectorInfo {
+        name: String::new(),
+        start_time: 0,
+        instance_id: String::new(),
+        generation_id: 0,
+        version: String::new(),
+        expiry: 0,
+        advertise_url: url.to_string(),
+        last_seen: 0,
+        reachable: false,
+        is_self: false,
+    }
+}
+
 /// Counts a running peer worker while alive.
 pub struct WorkerGuard<'a>(&'a AtomicUsize);
 
@@ -508,18 +524,7 @@ impl PeerSet {
                 .candidates
                 .iter()
                 .filter(|(_, c)| c.is_seed())
-                .map(|(url, _)| DirectorInfo {
-                    name: String::new(),
-                    start_time: 0,
-                    instance_id: String::new(),
-                    generation_id: 0,
-                    version: String::new(),
-                    expiry: 0,
-                    advertise_url: url.clone(),
-                    last_seen: 0,
-                    reachable: false,
-                    is_self: false,
-                }),
+                .map(|(url, _)| unverified_listing(url)),
         );
         out.extend(members.peers.values().map(|p| DirectorInfo {
             name: p.ad.name.clone(),

@@ -92,9 +92,7 @@ impl Replicator {
                 tracker,
             }
         });
-        replicator
-            .tracker
-            .spawn(replicator.peers.clone().run());
+        replicator.tracker.spawn(replicator.peers.clone().run());
         replicator
     }
 

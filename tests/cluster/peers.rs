@@ -123,15 +123,8 @@ async fn aliases_of_self_and_of_a_peer_collapse() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forgetting_a_peer_stops_its_worker_and_its_requests() {
-    let fake = FakePeer::start().await;
-    fake.sign_as("director-1");
-    let cluster = Cluster::start_seeded(1, 2, Tuning::default(), |_, _| vec![]).await;
+    let (fake, cluster) = verified_fake_peer().await;
     let d = cluster.handle(0);
-    d.state().peers.add(&fake.url, Source::Learned);
-    eventually(WAIT, "the fake is verified", || async {
-        d.state().peers.urls() == vec![fake.url.clone()]
-    })
-    .await;
     let ad = signed("origin-1", ServerKind::Origin, &["/ns"], now_ms(), 1);
     client().register(d.url(), &ad).await.unwrap();
     eventually(WAIT, "the fake got the ad", || async {
@@ -158,15 +151,8 @@ async fn forgetting_a_peer_stops_its_worker_and_its_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_413_halves_the_batch_and_drops_nothing() {
-    let fake = FakePeer::start().await;
-    fake.sign_as("director-1");
-    let cluster = Cluster::start_seeded(1, 2, Tuning::default(), |_, _| vec![]).await;
+    let (fake, cluster) = verified_fake_peer().await;
     let d = cluster.handle(0);
-    d.state().peers.add(&fake.url, Source::Learned);
-    eventually(WAIT, "the fake is verified", || async {
-        d.state().peers.urls() == vec![fake.url.clone()]
-    })
-    .await;
     let now = now_ms();
     let ads = [
         signed("origin-1", ServerKind::Origin, &["/ns"], now, 1),
@@ -253,6 +239,20 @@ async fn idle_keep_alive_connections_never_fail_a_request() {
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
     cluster.shutdown().await;
+}
+
+/// One director that has learned of, and verified, a fake peer signing as director-1.
+async fn verified_fake_peer() -> (FakePeer, Cluster) {
+    let fake = FakePeer::start().await;
+    fake.sign_as("director-1");
+    let cluster = Cluster::start_seeded(1, 2, Tuning::default(), |_, _| vec![]).await;
+    let d = cluster.handle(0);
+    d.state().peers.add(&fake.url, Source::Learned);
+    eventually(WAIT, "the fake is verified", || async {
+        d.state().peers.urls() == vec![fake.url.clone()]
+    })
+    .await;
+    (fake, cluster)
 }
 
 fn origin() -> skein::ad::AdKey {

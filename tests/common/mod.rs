@@ -446,18 +446,7 @@ impl FakePeer {
     pub fn list(&self, urls: &[String]) {
         *self.state.list.lock().unwrap() = urls
             .iter()
-            .map(|u| skein::wire::DirectorInfo {
-                name: String::new(),
-                start_time: 0,
-                instance_id: String::new(),
-                generation_id: 0,
-                version: String::new(),
-                expiry: 0,
-                advertise_url: u.clone(),
-                last_seen: 0,
-                reachable: true,
-                is_self: false,
-            })
+            .map(|u| skein::peers::unverified_listing(u))
             .collect();
     }
 }
