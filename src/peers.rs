@@ -682,8 +682,11 @@ impl PeerSet {
         let exp =
             PROBE_BACKOFF.saturating_mul(1u32 << candidate.failures.min(16).saturating_sub(1));
         candidate.next_probe = Instant::now() + exp.min(PROBE_BACKOFF_MAX);
-        if candidate.is_seed() && due(&mut candidate.last_logged, now) {
-            tracing::warn!(candidate = %url, %error, failures = candidate.failures, "configured director not verified (no signed director ad from it yet)");
+        // Seeds, and peers of an earlier life, are worth a warning; a URL merely heard of
+        // is not.
+        let expected = candidate.is_seed() || candidate.last_ok > 0;
+        if expected && due(&mut candidate.last_logged, now) {
+            tracing::warn!(candidate = %url, %error, failures = candidate.failures, "director not verified (no signed director ad from it yet)");
         } else {
             tracing::debug!(candidate = %url, %error, failures = candidate.failures, "candidate not verified");
         }

@@ -212,6 +212,10 @@ impl Replicator {
         let mut failures: u32 = 0;
         let mut limit = BatchLimit::default();
         let mut sync_at = tokio::time::Instant::now();
+        // The first sync skips ads accepted in its last seconds (they are normally in
+        // flight); ads accepted just before this peer was verified were offered to no
+        // one, so a second sync follows soon after the first.
+        let mut follow_up = Some(Duration::from_secs(3));
         loop {
             if link.queue.is_empty() {
                 tokio::select! {
@@ -226,7 +230,8 @@ impl Replicator {
                     _ = link.cancel.cancelled() => return,
                     _ = self.sync_logged(&peer) => {}
                 }
-                sync_at = tokio::time::Instant::now() + self.peers.sync_period();
+                let period = follow_up.take().unwrap_or_else(|| self.peers.sync_period());
+                sync_at = tokio::time::Instant::now() + period;
                 continue;
             }
             let (batch, body) = encode_batch(&link.queue, limit);

@@ -261,3 +261,60 @@ fn origin() -> skein::ad::AdKey {
         name: "origin-1".into(),
     }
 }
+
+/// Figures, not assertions: CPU and memory of one director seeded with a fake peer that
+/// lists 500 dead URLs, against the same director whose fake lists none. Run with
+/// `cargo nextest run --test cluster -E 'test(cost_of_a_fake_list)' --run-ignored only
+/// --no-capture` (under `flock /tmp/bench.lock`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "prints figures; takes a minute"]
+async fn cost_of_a_fake_list() {
+    for urls in [0usize, 500] {
+        let fake = FakePeer::start().await;
+        let listed: Vec<String> = (1..=urls)
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
+        fake.list(&listed);
+        let fake_url = fake.url.clone();
+        let tuning = Tuning {
+            poll_interval: "1s",
+            ..Tuning::default()
+        };
+        let cluster = Cluster::start_seeded(1, 1, tuning, move |_, _| vec![fake_url.clone()]).await;
+        let (cpu0, _) = process_figures();
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let (cpu1, rss) = process_figures();
+        let d = cluster.handle(0);
+        println!(
+            "fake list of {urls} URLs: {:.3} cores over {:?}, process RSS {rss} kB, \
+             candidates {}, peers {}, forward attempts {}",
+            (cpu1 - cpu0) / started.elapsed().as_secs_f64(),
+            started.elapsed(),
+            d.state().peers.candidates().len(),
+            d.state().peers.urls().len(),
+            d.state().metrics.forwards_total(),
+        );
+        cluster.shutdown().await;
+    }
+}
+
+/// (CPU seconds used by this process, resident set in kB), from /proc/self.
+fn process_figures() -> (f64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks / 100.0, rss)
+}
