@@ -164,35 +164,10 @@ impl Builders {
     }
 }
 
-/// When a connection last delivered bytes.
+/// How many reads of a connection returned data.
 #[derive(Default)]
 struct Activity {
-    /// Milliseconds since `epoch` of the last read that returned data, plus one (0: never).
-    last_read: AtomicU64,
-    epoch: OnceInstant,
-}
-
-/// The instant a connection's clock counts from.
-struct OnceInstant(Instant);
-
-impl Default for OnceInstant {
-    fn default() -> Self {
-        Self(Instant::now())
-    }
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = self.epoch.0.elapsed().as_millis() as u64 + 1;
-        self.last_read.store(ms, Ordering::Relaxed);
-    }
-
-    /// The last read that returned data, if it came at or after `since`.
-    fn read_since(&self, since: Instant) -> Option<Instant> {
-        let ms = self.last_read.load(Ordering::Relaxed).checked_sub(1)?;
-        let at = self.epoch.0 + Duration::from_millis(ms);
-        (at + Duration::from_millis(1) >= since).then_some(at)
-    }
+    reads: AtomicU64,
 }
 
 /// hyper's HTTP/1 header-read timer: a sleep armed while waiting for a request head
@@ -215,6 +190,7 @@ impl hyper::rt::Timer for HeaderTimer {
         Box::pin(HeaderSleep {
             timer: self.clone(),
             armed,
+            reads_when_armed: self.activity.reads.load(Ordering::Relaxed),
             sleep: Box::pin(tokio::time::sleep(self.idle_timeout)),
             target: armed + self.idle_timeout,
             first_byte: None,
@@ -225,6 +201,7 @@ impl hyper::rt::Timer for HeaderTimer {
 struct HeaderSleep {
     timer: HeaderTimer,
     armed: Instant,
+    reads_when_armed: u64,
     sleep: Pin<Box<tokio::time::Sleep>>,
     target: Instant,
     first_byte: Option<Instant>,
@@ -234,12 +211,16 @@ impl Future for HeaderSleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // The first byte latches the deadline: a trickle of bytes cannot push it on.
-        if self.first_byte.is_none() {
-            self.first_byte = self.timer.activity.read_since(self.armed);
+        // hyper polls this sleep right after each read that leaves the head incomplete,
+        // so the first poll that sees a new read dates the first byte. That latches the
+        // deadline: a trickle of bytes cannot push it on.
+        if self.first_byte.is_none()
+            && self.timer.activity.reads.load(Ordering::Relaxed) > self.reads_when_armed
+        {
+            self.first_byte = Some(Instant::now());
         }
         let target = match self.first_byte {
-            Some(first) => first.max(self.armed) + self.timer.header_timeout,
+            Some(first) => first + self.timer.header_timeout,
             None => self.armed + self.timer.idle_timeout,
         };
         if target != self.target {
@@ -268,7 +249,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.reads.fetch_add(1, Ordering::Relaxed);
         }
         polled
     }

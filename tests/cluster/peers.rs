@@ -241,6 +241,42 @@ async fn idle_keep_alive_connections_never_fail_a_request() {
     cluster.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_outlives_the_request_timeout() {
+    use std::io::{Read, Write};
+    // Requests must finish within 1 s, but an idle keep-alive connection lives 60 s.
+    let tuning = Tuning {
+        limits: "request_timeout = \"1s\"",
+        ..Tuning::default()
+    };
+    let cluster = Cluster::start(1, tuning, |_| vec![]).await;
+    let addr = cluster.handle(0).addr();
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            stream
+                .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            answers.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            // Idle for longer than the request timeout.
+            std::thread::sleep(Duration::from_millis(1600));
+        }
+        answers
+    })
+    .await
+    .unwrap();
+    for answer in answers {
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    }
+    cluster.shutdown().await;
+}
+
 /// One director that has learned of, and verified, a fake peer signing as director-1.
 async fn verified_fake_peer() -> (FakePeer, Cluster) {
     let fake = FakePeer::start().await;
