@@ -36,8 +36,10 @@ use crate::wire::DirectorInfo;
 const PROBE_PARALLEL: usize = 4;
 /// First delay before probing a candidate again after a failure; doubles per failure.
 const PROBE_BACKOFF: Duration = Duration::from_millis(250);
-/// Longest delay between probes of one candidate.
+/// Longest delay between probes of one learned candidate.
 const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Longest delay between probes of a configured or discovered URL.
+const SEED_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A learned candidate that failed this many probes may make room for a new one.
 const EVICTABLE_AFTER: u32 = 2;
 /// One warning per unreachable director (peer or seed) at most this often.
@@ -347,6 +349,13 @@ impl PeerSet {
             }
             Some(_) => {}
             None => {
+                // A fresh signed ad says the director is up: probe a known candidate now.
+                if let Some(candidate) = members.candidates.get_mut(&url) {
+                    candidate.next_probe = Instant::now();
+                    drop(members);
+                    self.probe_wake.notify_one();
+                    return;
+                }
                 drop(members);
                 self.add(&url, Source::Learned);
             }
@@ -681,7 +690,12 @@ impl PeerSet {
         candidate.failures = candidate.failures.saturating_add(1);
         let exp =
             PROBE_BACKOFF.saturating_mul(1u32 << candidate.failures.min(16).saturating_sub(1));
-        candidate.next_probe = Instant::now() + exp.min(PROBE_BACKOFF_MAX);
+        let max = if candidate.is_seed() {
+            SEED_BACKOFF_MAX
+        } else {
+            PROBE_BACKOFF_MAX
+        };
+        candidate.next_probe = Instant::now() + exp.min(max);
         // Seeds, and peers of an earlier life, are worth a warning; a URL merely heard of
         // is not.
         let expected = candidate.is_seed() || candidate.last_ok > 0;

@@ -47,22 +47,27 @@ async fn a_fake_list_of_500_urls_makes_no_forward_target() {
     let (d0, d2) = (cluster.handle(0), cluster.handle(2));
     let d1_url = cluster.nodes[1].url.clone();
     let mut most_candidates = 0;
-    eventually(WAIT, "director 0 verifies director 1 from the list", || {
-        let candidates = d0.state().peers.candidates().len();
-        most_candidates = most_candidates.max(candidates);
-        assert!(candidates <= 64 + 1, "{candidates} candidates");
-        assert!(
-            !d2.state()
-                .peers
-                .candidates()
-                .iter()
-                .any(|c| bogus.contains(c)),
-            "director 2 learned a URL of the fake's list"
-        );
-        let urls = d0.state().peers.urls();
-        let found = urls.contains(&d1_url);
-        async move { found }
-    })
+    // The list is 500 long and candidates are capped at 64: it takes a few rounds.
+    eventually(
+        3 * WAIT,
+        "director 0 verifies director 1 from the list",
+        || {
+            let candidates = d0.state().peers.candidates().len();
+            most_candidates = most_candidates.max(candidates);
+            assert!(candidates <= 64 + 1, "{candidates} candidates");
+            assert!(
+                !d2.state()
+                    .peers
+                    .candidates()
+                    .iter()
+                    .any(|c| bogus.contains(c)),
+                "director 2 learned a URL of the fake's list"
+            );
+            let urls = d0.state().peers.urls();
+            let found = urls.contains(&d1_url);
+            async move { found }
+        },
+    )
     .await;
     assert!(most_candidates > 1, "the list was read");
     // Director 1 is used: an ad sent to director 0 is forwarded to it.
