@@ -97,6 +97,8 @@ struct Candidate {
     failures: u32,
     next_probe: Instant,
     probing: bool,
+    /// A fresh director ad for it came during a probe: probe again at once if it failed.
+    poked: bool,
     last_logged: Option<UnixMillis>,
 }
 
@@ -352,6 +354,7 @@ impl PeerSet {
                 // A fresh signed ad says the director is up: probe a known candidate now.
                 if let Some(candidate) = members.candidates.get_mut(&url) {
                     candidate.next_probe = Instant::now();
+                    candidate.poked = candidate.probing;
                     drop(members);
                     self.probe_wake.notify_one();
                     return;
@@ -695,7 +698,11 @@ impl PeerSet {
         } else {
             PROBE_BACKOFF_MAX
         };
-        candidate.next_probe = Instant::now() + exp.min(max);
+        candidate.next_probe = if std::mem::take(&mut candidate.poked) {
+            Instant::now()
+        } else {
+            Instant::now() + exp.min(max)
+        };
         // Seeds, and peers of an earlier life, are worth a warning; a URL merely heard of
         // is not.
         let expected = candidate.is_seed() || candidate.last_ok > 0;
@@ -802,6 +809,7 @@ impl Candidate {
             failures: 0,
             next_probe,
             probing: false,
+            poked: false,
             last_logged: None,
         }
     }
