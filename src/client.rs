@@ -17,6 +17,12 @@ use crate::wire::{
 /// The header a director sets when forwarding, naming itself.
 pub const FORWARDED_BY: &str = "x-skein-forwarded-by";
 
+/// How long an idle pooled connection is kept. A director's `limits.idle_timeout`
+/// (60 s by default) is longer, so a Skein client drops an idle connection before the
+/// server closes it; a request that still meets a connection closing under it is
+/// retried once on a fresh one (see [`is_stale_connection`]).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -52,6 +58,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The HTTP status, if the server answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// True if the server answered and refused the request itself (a 4xx other than
     /// timeout or rate limiting): repeating the same request cannot succeed.
     pub fn is_definitive_refusal(&self) -> bool {
@@ -120,7 +134,8 @@ impl Client {
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("skein/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(8);
+            .pool_max_idle_per_host(8)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
         if let Some(path) = ca_bundle {
             let err = |message: String| ClientError::CaBundle {
                 path: path.display().to_string(),
@@ -175,7 +190,7 @@ impl Client {
             url: url.to_string(),
             message: error_chain(&e),
         };
-        let response = request.send().await.map_err(transport)?;
+        let response = send_retrying_stale(request).await.map_err(transport)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport)?;
         if !status.is_success() {
@@ -209,6 +224,12 @@ impl Client {
             "{}/api/v1.0/director/directors",
             director.trim_end_matches('/')
         );
+        self.send(&url, self.http.get(&url)).await
+    }
+
+    /// The director ad `director` signed for itself (how a candidate is verified).
+    pub async fn director_self(&self, director: &str) -> Result<SignedAd, ClientError> {
+        let url = format!("{}/api/v1.0/director/self", director.trim_end_matches('/'));
         self.send(&url, self.http.get(&url)).await
     }
 
@@ -345,10 +366,7 @@ impl Client {
     pub async fn ready(&self, base: &str) -> Result<bool, ClientError> {
         let url = format!("{}/ready", base.trim_end_matches('/'));
         self.check(&url)?;
-        let response = self
-            .http
-            .get(&url)
-            .send()
+        let response = send_retrying_stale(self.http.get(&url))
             .await
             .map_err(|e| ClientError::Transport {
                 url: url.clone(),
@@ -371,15 +389,12 @@ impl Client {
     ) -> Result<Located, ClientError> {
         let url = format!("{}{}", director.trim_end_matches('/'), path);
         self.check(&url)?;
-        let response =
-            self.http
-                .request(method, &url)
-                .send()
-                .await
-                .map_err(|e| ClientError::Transport {
-                    url: url.clone(),
-                    message: error_chain(&e),
-                })?;
+        let response = send_retrying_stale(self.http.request(method, &url))
+            .await
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                message: error_chain(&e),
+            })?;
         let status = response.status();
         let header = |name: &str| {
             response
@@ -411,6 +426,56 @@ impl Client {
             detail,
         })
     }
+}
+
+/// Sends `request`; if it fails because the (pooled, idle) connection it went out on
+/// was being closed by the server, sends it once more, which takes a fresh connection.
+/// Every request Skein sends may be repeated: reads are reads, and an ad posted twice
+/// is answered `duplicate` the second time (the total order makes ingest idempotent).
+pub async fn send_retrying_stale(
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let again = request.try_clone();
+    match request.send().await {
+        Err(error) if is_stale_connection(&error) => match again {
+            Some(again) => {
+                tracing::debug!(error = %error_chain(&error), "connection closed under a request; retrying once");
+                again.send().await
+            }
+            None => Err(error),
+        },
+        result => result,
+    }
+}
+
+/// True if `error` says the connection closed or reset before an answer came, the
+/// signature of a request sent on a keep-alive connection the server was closing.
+/// A refused connection or a timeout is not: nothing was closed under the request.
+pub fn is_stale_connection(error: &reqwest::Error) -> bool {
+    if error.is_timeout() || error.is_connect() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>()
+            && (hyper.is_incomplete_message() || hyper.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// The URLs of a `Link` header, ordered by `pri` (as Pelican's client reads them).

@@ -24,7 +24,7 @@ use crate::identity::{AdBody, Identity, next_start_time};
 use crate::keys::{self, KeyError};
 use crate::ledger::{AdLimits, Ledger};
 use crate::metrics::Metrics;
-use crate::peers::{PeerSet, Source};
+use crate::peers::{PeerTiming, SelfInfo, Source};
 use crate::replication::Replicator;
 use crate::store::{Store, StoreError};
 use crate::trust::{Trust, TrustFileError};
@@ -165,19 +165,6 @@ impl Director {
             started_at,
             key,
         ));
-        let (peers, mut added) = PeerSet::load(
-            &config.advertise_url,
-            identity.instance().uuid,
-            store.clone(),
-            clock.clone(),
-        );
-        let peers = Arc::new(peers);
-        for url in &config.federation.directors {
-            peers.add(url, Source::Configured);
-        }
-        if let Some(damage) = damage.or_else(|| store.damage()) {
-            ledger.recovery().damaged(damage, !peers.urls().is_empty());
-        }
         let client = Client::new(
             config.peers.forward_timeout,
             config.federation.ca_bundle.as_deref(),
@@ -188,12 +175,29 @@ impl Director {
         let workers = cancel.child_token();
         let replicator = Replicator::new(
             ledger.clone(),
-            peers.clone(),
+            SelfInfo {
+                url: config.advertise_url.clone(),
+                uuid: identity.instance().uuid,
+                name: config.name.clone(),
+            },
+            PeerTiming {
+                poll_interval: config.peers.poll_interval,
+                max_candidates: config.peers.max_candidates,
+                forget_after: config.peers.forget_after,
+            },
             client,
             metrics.clone(),
             tracker.clone(),
             workers.clone(),
         );
+        let peers = replicator.peers().clone();
+        for url in &config.federation.directors {
+            peers.add(url, Source::Configured);
+        }
+        if let Some(damage) = damage.or_else(|| store.damage()) {
+            let peers_known = !peers.urls().is_empty() || !peers.candidates().is_empty();
+            ledger.recovery().damaged(damage, peers_known);
+        }
         let state = Arc::new(AppState {
             name: config.name.clone(),
             advertise_url: peers.self_url().to_string(),
@@ -219,8 +223,17 @@ impl Director {
         let serve_options = ServeOptions {
             tls,
             header_timeout: config.limits.request_timeout,
+            idle_timeout: config.limits.idle_timeout,
             drain_timeout: config.limits.request_timeout + Duration::from_secs(1),
         };
+        if config.limits.idle_timeout <= crate::client::POOL_IDLE_TIMEOUT {
+            tracing::warn!(
+                idle_timeout = ?config.limits.idle_timeout,
+                client_pool_idle = ?crate::client::POOL_IDLE_TIMEOUT,
+                "limits.idle_timeout is not longer than Skein clients keep idle connections; \
+                 some requests will meet a closing connection and be retried"
+            );
+        }
         let server = tokio::spawn(serve(listener, app, serve_options, cancel.clone()));
         let started_in = began.elapsed();
         tracing::info!(
@@ -248,37 +261,8 @@ impl Director {
             replicator.clone(),
             config.federation.discovery_url.clone(),
             config.peers.poll_interval,
-            config.peers.forget_after,
             workers.clone(),
         ));
-        // Catch up with every director known at start, then with each one learned later.
-        for peer in peers.urls() {
-            replicator.spawn_sync(peer);
-        }
-        // A newly learned director gets this director's ad at once (so it learns of us
-        // without waiting for an announce interval), then a catch-up in both directions.
-        let watcher = replicator.clone();
-        let watch_cancel = workers.clone();
-        let own_key = crate::ad::AdKey {
-            kind: ServerKind::Director,
-            name: config.name.clone(),
-        };
-        tracker.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = watch_cancel.cancelled() => return,
-                    url = added.recv() => match url {
-                        Some(url) => {
-                            if let Some(own) = watcher.ledger().view().get(&own_key).cloned() {
-                                watcher.send_to(&url, own);
-                            }
-                            watcher.spawn_sync(url);
-                        }
-                        None => return,
-                    }
-                }
-            }
-        });
         let handle = DirectorHandle {
             addr,
             state,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use rand::seq::SliceRandom;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
@@ -56,12 +57,12 @@ pub async fn discover_directors(
 }
 
 /// The director's discovery worker: every `poll_interval`, reads the discovery
-/// document, asks each known director for its list, and forgets long-dead learned peers.
+/// document and asks known directors for their lists. Every URL found is only a
+/// candidate for the peer set, which verifies, keeps, syncs and forgets peers.
 pub async fn run(
     replicator: Arc<Replicator>,
     discovery_url: Option<String>,
     poll_interval: Duration,
-    forget_after: Duration,
     cancel: CancellationToken,
 ) {
     loop {
@@ -69,18 +70,9 @@ pub async fn run(
             _ = cancel.cancelled() => return,
             _ = discover_once(&replicator, discovery_url.as_deref()) => {}
         }
-        replicator
-            .peers()
-            .forget_stale(forget_after.as_millis() as u64);
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(poll_interval) => {}
-        }
-        // Anti-entropy backstop: one digest exchange with one random peer per interval.
-        let peers = replicator.peers().urls();
-        if !peers.is_empty() {
-            let pick = rand::random::<u64>() as usize % peers.len();
-            replicator.spawn_sync(peers[pick].clone());
         }
     }
 }
@@ -101,14 +93,17 @@ pub async fn discover_once(replicator: &Arc<Replicator>, discovery_url: Option<&
             Err(error) => tracing::warn!(discovery = %url, %error, "federation discovery failed"),
         }
     }
-    let asked = peers.urls();
+    let asked = peers.list_sources();
     let lists = join_all(asked.iter().map(|p| client.directors(p))).await;
     for (peer, list) in asked.iter().zip(lists) {
         match list {
-            Ok(list) => {
+            Ok(mut list) => {
                 if peers.mark_ok(peer) {
-                    replicator.spawn_sync(peer.clone());
+                    peers.request_sync(peer);
                 }
+                // Candidates are capped: a list longer than the cap is taken in a
+                // random order, so every URL in it gets its turn over the rounds.
+                list.shuffle(&mut rand::thread_rng());
                 for director in list {
                     peers.add(&director.advertise_url, Source::Learned);
                 }

@@ -183,7 +183,12 @@ async fn a_director_listing_itself_sends_itself_nothing() {
     })
     .await;
     let me = cluster.handle(0);
-    assert_eq!(me.state().peers.urls(), vec![cluster.nodes[1].url.clone()]);
+    let peer = vec![cluster.nodes[1].url.clone()];
+    eventually(WAIT, "director 1 verified", || async {
+        me.state().peers.urls() == peer
+    })
+    .await;
+    assert!(me.state().peers.is_self(me.url()));
     let ad = signed("origin-1", ServerKind::Origin, &["/ns"], now_ms(), 1);
     client().register(me.url(), &ad).await.unwrap();
     eventually(WAIT, "director 1 has the ad", || async {
@@ -507,3 +512,6 @@ async fn directors_find_each_other_through_the_discovery_document_alone() {
     assert_eq!(doc.director_advertise_endpoints.len(), 3, "{doc:?}");
     cluster.shutdown().await;
 }
+
+#[path = "cluster/peers.rs"]
+mod peers;

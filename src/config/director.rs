@@ -27,8 +27,10 @@ const KNOWN_KEYS: &[&str] = &[
     "peers.forward_timeout",
     "peers.announce_interval",
     "peers.forget_after",
+    "peers.max_candidates",
     "limits.max_body",
     "limits.request_timeout",
+    "limits.idle_timeout",
     "limits.max_concurrent",
     "limits.max_concurrent_ingest",
     "limits.max_concurrent_bulk",
@@ -111,6 +113,8 @@ pub struct PeersConfig {
     pub announce_interval: Duration,
     /// A learned peer unreachable this long is forgotten (seeds never are).
     pub forget_after: Duration,
+    /// Most unverified candidate URLs held at once (from discovery and peers' lists).
+    pub max_candidates: usize,
 }
 
 /// `[limits]`.
@@ -120,6 +124,8 @@ pub struct LimitsConfig {
     pub max_body: u64,
     /// Longest a request (headers and body) may take.
     pub request_timeout: Duration,
+    /// A keep-alive connection waiting for its next request is closed after this long.
+    pub idle_timeout: Duration,
     /// Client requests (redirects) handled at once; more are shed with 503.
     pub max_concurrent: usize,
     /// Requests with bodies (registrations, forwards, fetches) handled at once.
@@ -195,9 +201,11 @@ impl DirectorConfig {
             r.duration("peers.forward_timeout"),
             r.duration("peers.announce_interval"),
             r.duration("peers.forget_after"),
+            r.required::<usize>("peers.max_candidates"),
         );
         let max_body: Option<ByteSize> = r.required("limits.max_body");
         let request_timeout = r.duration("limits.request_timeout");
+        let idle_timeout = r.duration("limits.idle_timeout");
         let mut budget = |key: &str| {
             let value: Option<usize> = r.required(key);
             if value == Some(0) {
@@ -233,10 +241,12 @@ impl DirectorConfig {
                     forward_timeout: peers.1?,
                     announce_interval: peers.2?,
                     forget_after: peers.3?,
+                    max_candidates: peers.4?,
                 },
                 limits: LimitsConfig {
                     max_body: max_body?.0,
                     request_timeout: request_timeout?,
+                    idle_timeout: idle_timeout?,
                     max_concurrent: max_concurrent?,
                     max_concurrent_ingest: max_concurrent_ingest?,
                     max_concurrent_bulk: max_concurrent_bulk?,

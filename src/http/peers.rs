@@ -1,4 +1,4 @@
-//! The peer side: directors list, ads listing, digests and fetch for catch-up.
+//! The peer side: directors list, own ad, ads listing, digests and fetch for catch-up.
 
 use std::sync::Arc;
 
@@ -25,6 +25,7 @@ const MAX_FETCH: usize = 10_000;
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1.0/director/directors", get(directors))
+        .route("/api/v1.0/director/self", get(own_ad))
         .route("/api/v1.0/director/ads", get(ads))
         .route("/api/v1.0/director/servers", get(ads))
         .route("/api/v1.0/director/digest", get(digest))
@@ -51,6 +52,22 @@ async fn directors(State(state): State<Arc<AppState>>) -> Json<Vec<DirectorInfo>
         is_self: true,
     };
     Json(state.peers.listing(me))
+}
+
+/// This director's own signed ad: how a peer verifies that this URL is this director.
+async fn own_ad(State(state): State<Arc<AppState>>) -> Result<Json<SignedAd>, ApiError> {
+    let key = crate::ad::AdKey {
+        kind: crate::ad::ServerKind::Director,
+        name: state.name.clone(),
+    };
+    match state.ledger.view().get(&key) {
+        Some(own) => Ok(Json(own.signed())),
+        None => Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not_announced",
+            "this director has not signed its own ad yet",
+        )),
+    }
 }
 
 /// Ads per page of `GET /api/v1.0/director/ads` when the client does not say.

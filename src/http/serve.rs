@@ -1,18 +1,23 @@
 //! The director's listener: plain HTTP or TLS (rustls), a header read timeout against
-//! slowloris, and a graceful stop that refuses new connections and drains (bounded).
+//! slowloris, an idle timeout of its own for keep-alive connections, and a graceful stop
+//! that refuses new connections and drains (bounded).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -62,8 +67,12 @@ pub struct ServeOptions {
     /// Serve TLS with this configuration (plain HTTP without it).
     pub tls: Option<Arc<ServerConfig>>,
     /// A connection must deliver its request headers (and finish its TLS handshake)
-    /// within this long, or it is closed.
+    /// within this long of their first byte, or it is closed.
     pub header_timeout: Duration,
+    /// A keep-alive connection with no request started is closed after this long. It
+    /// must outlast every client's pool idle timeout, or a client may send a request on
+    /// a connection the server is closing.
+    pub idle_timeout: Duration,
     /// On stop, in-flight requests get this long to finish before connections are cut.
     pub drain_timeout: Duration,
 }
@@ -116,19 +125,16 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> 
     Ok(Arc::new(config))
 }
 
-/// One builder per protocol, so the protocol is chosen before hyper sees the bytes.
+/// One builder per protocol, so the protocol is chosen before hyper sees the bytes. The
+/// HTTP/1 builder is made per connection, as its header timer watches that connection.
 struct Builders {
-    http1: Builder<TokioExecutor>,
     http2: Builder<TokioExecutor>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Builders {
-    fn new(header_timeout: Duration) -> Self {
-        let mut http1 = Builder::new(TokioExecutor::new()).http1_only();
-        http1
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout);
+    fn new(header_timeout: Duration, idle_timeout: Duration) -> Self {
         let mut http2 = Builder::new(TokioExecutor::new()).http2_only();
         http2
             .http2()
@@ -136,7 +142,149 @@ impl Builders {
             .max_concurrent_streams(256)
             .keep_alive_interval(header_timeout)
             .keep_alive_timeout(header_timeout);
-        Self { http1, http2 }
+        Self {
+            http2,
+            header_timeout,
+            idle_timeout,
+        }
+    }
+
+    /// An HTTP/1 builder whose header timeout starts at the first byte of a request,
+    /// and whose wait for that first byte is the idle timeout.
+    fn http1(&self, activity: Arc<Activity>) -> Builder<TokioExecutor> {
+        let timer = HeaderTimer {
+            activity,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+        };
+        let mut http1 = Builder::new(TokioExecutor::new()).http1_only();
+        // hyper arms this timer when it starts waiting for a request head, idle or not.
+        http1
+            .http1()
+            .timer(timer)
+            .header_read_timeout(self.header_timeout.max(self.idle_timeout));
+        http1
+    }
+}
+
+/// How many reads of a connection returned data.
+#[derive(Default)]
+struct Activity {
+    reads: AtomicU64,
+}
+
+/// hyper's HTTP/1 header-read timer: a sleep armed while waiting for a request head
+/// fires `idle_timeout` after arming if no byte came, or `header_timeout` after the
+/// first byte that came.
+#[derive(Clone)]
+struct HeaderTimer {
+    activity: Arc<Activity>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl hyper::rt::Timer for HeaderTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        TokioTimer::new().sleep(duration)
+    }
+
+    fn sleep_until(&self, _deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let armed = Instant::now();
+        Box::pin(HeaderSleep {
+            timer: self.clone(),
+            armed,
+            reads_when_armed: self.activity.reads.load(Ordering::Relaxed),
+            sleep: Box::pin(tokio::time::sleep(self.idle_timeout)),
+            target: armed + self.idle_timeout,
+            first_byte: None,
+        })
+    }
+}
+
+struct HeaderSleep {
+    timer: HeaderTimer,
+    armed: Instant,
+    reads_when_armed: u64,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    target: Instant,
+    first_byte: Option<Instant>,
+}
+
+impl Future for HeaderSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // hyper polls this sleep right after each read that leaves the head incomplete,
+        // so the first poll that sees a new read dates the first byte. That latches the
+        // deadline: a trickle of bytes cannot push it on.
+        if self.first_byte.is_none()
+            && self.timer.activity.reads.load(Ordering::Relaxed) > self.reads_when_armed
+        {
+            self.first_byte = Some(Instant::now());
+        }
+        let target = match self.first_byte {
+            Some(first) => first + self.timer.header_timeout,
+            None => self.armed + self.timer.idle_timeout,
+        };
+        if target != self.target {
+            self.target = target;
+            let at = tokio::time::Instant::from_std(target);
+            self.sleep.as_mut().reset(at);
+        }
+        self.sleep.as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for HeaderSleep {}
+
+/// A connection's stream, noting when it delivers bytes.
+struct Watched<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.reads.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -149,7 +297,7 @@ pub async fn serve(
     options: ServeOptions,
     cancel: CancellationToken,
 ) {
-    let builders = Arc::new(Builders::new(options.header_timeout));
+    let builders = Arc::new(Builders::new(options.header_timeout, options.idle_timeout));
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
     let graceful = CancellationToken::new();
     let mut connections = JoinSet::new();
@@ -207,12 +355,7 @@ async fn connection(
             let Ok(Some(http2)) = tokio::time::timeout(header_timeout, sniff(&stream)).await else {
                 return;
             };
-            let builder = if http2 {
-                &builders.http2
-            } else {
-                &builders.http1
-            };
-            drive(TokioIo::new(stream), peer, builder, app, &graceful).await;
+            drive(stream, peer, http2, &builders, app, &graceful).await;
         }
         Some(acceptor) => {
             let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
@@ -226,12 +369,8 @@ async fn connection(
                     return;
                 }
             };
-            let builder = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                &builders.http2
-            } else {
-                &builders.http1
-            };
-            drive(TokioIo::new(tls), peer, builder, app, &graceful).await;
+            let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            drive(tls, peer, http2, &builders, app, &graceful).await;
         }
     }
 }
@@ -256,14 +395,27 @@ async fn sniff(stream: &TcpStream) -> Option<bool> {
 }
 
 async fn drive<I>(
-    io: TokioIo<I>,
+    stream: I,
     peer: SocketAddr,
-    builder: &Builder<TokioExecutor>,
+    http2: bool,
+    builders: &Builders,
     app: Router,
     graceful: &CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::new(Activity::default());
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let http1;
+    let builder = if http2 {
+        &builders.http2
+    } else {
+        http1 = builders.http1(activity);
+        &http1
+    };
     // Handlers and middleware find the client's address as axum's `ConnectInfo`.
     let app = app.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));

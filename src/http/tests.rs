@@ -18,7 +18,7 @@ use crate::fixtures;
 use crate::identity::Identity;
 use crate::ledger::{AdLimits, Ledger};
 use crate::metrics::Metrics;
-use crate::peers::PeerSet;
+use crate::peers::{PeerTiming, SelfInfo};
 use crate::replication::Replicator;
 use crate::store::Store;
 
@@ -55,22 +55,25 @@ fn harness() -> Harness {
         NOW,
         fixtures::key_for("director-a"),
     ));
-    let (peers, _added) = PeerSet::load(
-        "http://director-a:8444",
-        identity.instance().uuid,
-        store,
-        clock,
-    );
-    let peers = Arc::new(peers);
     let metrics = Arc::new(Metrics::default());
     let replicator = Replicator::new(
         ledger.clone(),
-        peers.clone(),
+        SelfInfo {
+            url: "http://director-a:8444".into(),
+            uuid: identity.instance().uuid,
+            name: "director-a".into(),
+        },
+        PeerTiming {
+            poll_interval: Duration::from_secs(60),
+            max_candidates: 8,
+            forget_after: Duration::from_secs(3600),
+        },
         Client::new(Duration::from_secs(1), None).unwrap(),
         metrics.clone(),
         TaskTracker::new(),
         CancellationToken::new(),
     );
+    let peers = replicator.peers().clone();
     let state = Arc::new(AppState {
         name: "director-a".into(),
         advertise_url: "http://director-a:8444".into(),

@@ -2,17 +2,17 @@
 //!
 //! [`Replicator::accept`] is the one entry point for ads (from services, peers, catch-up
 //! or this director itself): it ingests, and if the ad was newer, queues it for every
-//! peer except the one it came from. Each peer has its own queue and worker, so a dead
-//! or slow peer delays nobody else; queues coalesce by key and retry with backoff and
-//! jitter. The same ad is never accepted twice, so forwarding stops by construction.
-//! See `docs/replication.md`.
+//! verified peer except the one it came from. Each peer's queue, worker and sync
+//! schedule belong to its [`Link`](crate::peers::Link), owned by the [`PeerSet`]: a
+//! dead or slow peer delays nobody else, and a forgotten peer's worker stops. Queues
+//! coalesce by key and retry with backoff and jitter. The same ad is never accepted
+//! twice, so forwarding stops by construction. See `docs/replication.md`.
 
 pub mod digest;
 mod queue;
 mod sync;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -23,7 +23,7 @@ use crate::ad::{ServerKind, SignedAd};
 use crate::client::Client;
 use crate::ledger::{IngestError, IngestOutcome, Ledger};
 use crate::metrics::Metrics;
-use crate::peers::PeerSet;
+use crate::peers::{Link, PeerSet, PeerTiming, SelfInfo};
 use crate::store::StoredAd;
 
 pub use queue::PeerQueue;
@@ -38,36 +38,63 @@ const BASE_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Accepts ads and forwards the newer ones to every known peer.
+/// Accepts ads and forwards the newer ones to every verified peer.
 pub struct Replicator {
     ledger: Arc<Ledger>,
     peers: Arc<PeerSet>,
     client: Client,
     metrics: Arc<Metrics>,
-    queues: Mutex<HashMap<String, Arc<PeerQueue>>>,
     tracker: TaskTracker,
-    cancel: CancellationToken,
+}
+
+/// How big a forward request may be; a peer's 413 halves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BatchLimit {
+    ads: usize,
+    bytes: usize,
+}
+
+impl Default for BatchLimit {
+    fn default() -> Self {
+        Self {
+            ads: BATCH,
+            bytes: BATCH_BYTES,
+        }
+    }
 }
 
 impl Replicator {
-    /// A replicator whose workers run on `tracker` until `cancel`.
+    /// A replicator whose peer workers run on `tracker` until `cancel`. It owns the
+    /// peer set (membership and each peer's work); its probe worker starts here.
     pub fn new(
         ledger: Arc<Ledger>,
-        peers: Arc<PeerSet>,
+        me: SelfInfo,
+        timing: PeerTiming,
         client: Client,
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
         cancel: CancellationToken,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            ledger,
-            peers,
-            client,
-            metrics,
-            queues: Mutex::new(HashMap::new()),
-            tracker,
-            cancel,
-        })
+        let replicator = Arc::new_cyclic(|weak| {
+            let peers = PeerSet::load(
+                me,
+                ledger.store().clone(),
+                ledger.clock().clone(),
+                timing,
+                weak.clone(),
+                tracker.clone(),
+                cancel.clone(),
+            );
+            Self {
+                ledger,
+                peers: Arc::new(peers),
+                client,
+                metrics,
+                tracker,
+            }
+        });
+        replicator.tracker.spawn(replicator.peers.clone().run());
+        replicator
     }
 
     /// The peer set.
@@ -87,14 +114,15 @@ impl Replicator {
 
     /// Ingests `signed`; if newer, queues it for every peer but `from`, then waits until
     /// it is durable. Forwarding starts before the local fsync: a peer makes its own
-    /// durable copy, and only the answer to the sender waits for this one.
+    /// durable copy, and only the answer to the sender waits for this one. A
+    /// `duplicate` answer waits too: the first copy may still be in the group commit.
     pub async fn accept(
         self: &Arc<Self>,
         signed: SignedAd,
         from: Option<&str>,
     ) -> Result<IngestOutcome, IngestError> {
         let result = self.apply_and_offer(signed, from);
-        if let Ok(IngestOutcome::Accepted(_)) = &result {
+        if let Ok(IngestOutcome::Accepted(_) | IngestOutcome::Duplicate) = &result {
             self.ledger.store().flush().await?;
         }
         result
@@ -144,64 +172,77 @@ impl Replicator {
         result
     }
 
-    /// Queues `ad` for every known peer except `except` (and never this director).
+    /// Queues `ad` for every verified peer except `except` (by any of its URLs).
     pub fn offer(self: &Arc<Self>, ad: Arc<StoredAd>, except: Option<&str>) {
-        let except = except.map(crate::peers::normalize);
-        for url in self.peers.urls() {
-            if Some(&url) == except.as_ref() || self.peers.is_self(&url) {
-                continue;
-            }
-            self.queue_for(&url).push(ad.clone());
-        }
-    }
-
-    /// Queues `ad` for one peer.
-    pub fn send_to(self: &Arc<Self>, peer: &str, ad: Arc<StoredAd>) {
-        if !self.peers.is_self(peer) {
-            self.queue_for(&crate::peers::normalize(peer)).push(ad);
+        for (_, link) in self.peers.links_except(except) {
+            link.queue.push(ad.clone());
         }
     }
 
     /// Ads waiting for any peer (tests and the status page).
     pub fn backlog(&self) -> usize {
-        self.queues
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .map(|q| q.len())
+        self.peers
+            .links_except(None)
+            .iter()
+            .map(|(_, link)| link.queue.len())
             .sum()
     }
 
-    fn queue_for(self: &Arc<Self>, url: &str) -> Arc<PeerQueue> {
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(queue) = queues.get(url) {
-            return queue.clone();
+    /// The queue of the peer at `url`; a detached one (whose ads go nowhere) if it is
+    /// not, or no longer, a verified peer.
+    fn queue_for(&self, url: &str) -> Arc<PeerQueue> {
+        match self.peers.link(url) {
+            Some(link) => link.queue,
+            None => Arc::new(PeerQueue::default()),
         }
-        let queue = Arc::new(PeerQueue::default());
-        queues.insert(url.to_string(), queue.clone());
-        let this = self.clone();
-        let url = url.to_string();
-        let worker_queue = queue.clone();
-        self.tracker
-            .spawn(async move { this.forward_worker(url, worker_queue).await });
-        queue
     }
 
-    async fn forward_worker(self: Arc<Self>, peer: String, queue: Arc<PeerQueue>) {
+    /// One peer's worker, one `select!` over its cancellation, its queue and its sync
+    /// timer. It first sends this director's own ad (so the peer learns of it without
+    /// waiting for an announce) and catches up in both directions; then it forwards
+    /// what is queued and syncs every [`PeerSet::sync_period`] and whenever the peer
+    /// comes back. It ends when the peer is forgotten or the director stops.
+    pub(crate) async fn run_peer(self: Arc<Self>, peer: String, link: Link) {
+        let _running = self.peers.worker_started();
+        let own = crate::ad::AdKey {
+            kind: ServerKind::Director,
+            name: self.peers.self_name().to_string(),
+        };
+        if let Some(own) = self.ledger.view().get(&own).cloned() {
+            link.queue.push(own);
+        }
         let mut failures: u32 = 0;
+        let mut limit = BatchLimit::default();
+        let mut sync_at = tokio::time::Instant::now();
+        // The first sync skips ads accepted in its last seconds (they are normally in
+        // flight); ads accepted just before this peer was verified were offered to no
+        // one, so a second sync follows soon after the first.
+        let mut follow_up = Some(Duration::from_secs(3));
         loop {
-            if queue.is_empty() {
+            if link.queue.is_empty() {
                 tokio::select! {
-                    _ = self.cancel.cancelled() => return,
-                    _ = queue.wait() => {}
+                    _ = link.cancel.cancelled() => return,
+                    _ = link.queue.wait() => {}
+                    _ = link.sync_now.notified() => sync_at = tokio::time::Instant::now(),
+                    _ = tokio::time::sleep_until(sync_at) => {}
                 }
             }
-            let (batch, body) = encode_batch(&queue);
+            if sync_at <= tokio::time::Instant::now() {
+                tokio::select! {
+                    _ = link.cancel.cancelled() => return,
+                    _ = self.sync_logged(&peer) => {}
+                }
+                let period = follow_up.take().unwrap_or_else(|| self.peers.sync_period());
+                sync_at = tokio::time::Instant::now() + period;
+                continue;
+            }
+            let (batch, body) = encode_batch(&link.queue, limit);
             if batch.is_empty() {
                 continue;
             }
+            let sent_bytes = body.len();
             let sent = tokio::select! {
-                _ = self.cancel.cancelled() => return,
+                _ = link.cancel.cancelled() => return,
                 sent = self.client.forward_encoded(&peer, body, self.peers.self_url()) => sent,
             };
             match sent {
@@ -214,8 +255,20 @@ impl Replicator {
                         }
                     }
                     if self.peers.mark_ok(&peer) {
-                        self.spawn_sync(peer.clone());
+                        sync_at = tokio::time::Instant::now();
                     }
+                }
+                Err(error) if error.status() == Some(413) && batch.len() > 1 => {
+                    // The peer takes smaller bodies than this director sends: halve and
+                    // send again (nothing is dropped; one ad always goes alone at last).
+                    limit = BatchLimit {
+                        ads: (batch.len() / 2).max(1),
+                        bytes: (sent_bytes / 2).max(1),
+                    };
+                    self.metrics.forwarded(&peer, "too_large");
+                    self.peers.mark_ok(&peer);
+                    tracing::info!(peer = %peer, ads = limit.ads, bytes = limit.bytes, "peer refused a batch as too large; halving");
+                    link.queue.put_back(batch);
                 }
                 Err(error) if error.is_definitive_refusal() => {
                     // The peer answered and refused the request itself (not one ad):
@@ -227,11 +280,11 @@ impl Replicator {
                 Err(error) => {
                     self.metrics.forwarded(&peer, "error");
                     self.peers.mark_failed(&peer, &error.to_string());
-                    queue.put_back(batch);
+                    link.queue.put_back(batch);
                     failures = failures.saturating_add(1);
                     let delay = backoff(failures);
                     tokio::select! {
-                        _ = self.cancel.cancelled() => return,
+                        _ = link.cancel.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -239,34 +292,26 @@ impl Replicator {
         }
     }
 
-    /// Starts a catch-up with `peer` in the background.
-    pub fn spawn_sync(self: &Arc<Self>, peer: String) {
-        let this = self.clone();
-        let cancel = self.cancel.clone();
-        self.tracker.spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                result = this.sync_with(&peer) => match result {
-                    Ok(report) => {
-                        if report.pulled + report.pushed > 0 {
-                            tracing::info!(peer = %peer, pulled = report.pulled, pushed = report.pushed, "caught up with peer");
-                        }
-                        this.ledger.recovery().sync_succeeded(&peer);
-                    }
-                    Err(error) => {
-                        this.peers.mark_failed(&peer, &error.to_string());
-                        this.ledger.recovery().sync_failed(&peer);
-                    }
+    async fn sync_logged(self: &Arc<Self>, peer: &str) {
+        match self.sync_with(peer).await {
+            Ok(report) => {
+                if report.pulled + report.pushed > 0 {
+                    tracing::info!(peer = %peer, pulled = report.pulled, pushed = report.pushed, "caught up with peer");
                 }
+                self.ledger.recovery().sync_succeeded(peer);
             }
-        });
+            Err(error) => {
+                self.peers.mark_failed(peer, &error.to_string());
+                self.ledger.recovery().sync_failed(peer);
+            }
+        }
     }
 }
 
-/// Takes ads from `queue` into one JSON array of at most [`BATCH`] ads and about
-/// [`BATCH_BYTES`] bytes (always at least one ad); the rest goes back.
-fn encode_batch(queue: &PeerQueue) -> (Vec<Arc<StoredAd>>, Vec<u8>) {
-    let taken = queue.take(BATCH);
+/// Takes ads from `queue` into one JSON array of at most `limit.ads` ads and about
+/// `limit.bytes` bytes (always at least one ad); the rest goes back.
+fn encode_batch(queue: &PeerQueue, limit: BatchLimit) -> (Vec<Arc<StoredAd>>, Vec<u8>) {
+    let taken = queue.take(limit.ads);
     let mut body = b"[".to_vec();
     let mut batch = Vec::with_capacity(taken.len());
     let mut rest = Vec::new();
@@ -274,7 +319,7 @@ fn encode_batch(queue: &PeerQueue) -> (Vec<Arc<StoredAd>>, Vec<u8>) {
         let Ok(json) = serde_json::to_vec(&ad.signed()) else {
             continue;
         };
-        if !batch.is_empty() && body.len() + json.len() + 2 > BATCH_BYTES {
+        if !batch.is_empty() && body.len() + json.len() + 2 > limit.bytes {
             rest.push(ad);
             continue;
         }
@@ -316,7 +361,7 @@ mod tests {
                 u64::MAX,
             )));
         }
-        let (batch, body) = encode_batch(&queue);
+        let (batch, body) = encode_batch(&queue, BatchLimit::default());
         assert!(!batch.is_empty() && batch.len() < 20, "{} ads", batch.len());
         assert!(body.len() <= BATCH_BYTES, "{} bytes", body.len());
         let parsed: Vec<SignedAd> = serde_json::from_slice(&body).unwrap();
@@ -326,6 +371,51 @@ mod tests {
             20 - batch.len(),
             "the rest waits for the next batch"
         );
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_answer_waits_for_the_first_copys_fsync() {
+        use crate::fixtures;
+        use crate::ledger::AdLimits;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let clock: crate::clock::SharedClock = crate::clock::ManualClock::new(1_000_000);
+        let trust = fixtures::trust(&[("o", ServerKind::Origin, &["/o"])]);
+        let limits = AdLimits {
+            max_lifetime: Duration::from_secs(900),
+            max_clock_skew: Duration::from_secs(300),
+        };
+        let ledger = Arc::new(Ledger::open(store.clone(), trust, clock, limits).unwrap().0);
+        let replicator = Replicator::new(
+            ledger.clone(),
+            SelfInfo {
+                url: "http://me:1".into(),
+                uuid: uuid::Uuid::from_u128(7),
+                name: "me".into(),
+            },
+            PeerTiming {
+                poll_interval: Duration::from_secs(60),
+                max_candidates: 4,
+                forget_after: Duration::from_secs(3600),
+            },
+            Client::new(Duration::from_secs(1), None).unwrap(),
+            Arc::new(Metrics::default()),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let mut ad = fixtures::ad("o", ServerKind::Origin, &["/o"], 999_000, 1);
+        ad.expires_at = 1_500_000;
+        let signed = ad.sign(&fixtures::key_for("o"));
+        // The first copy is applied (a forward, say) and its group commit not yet done.
+        assert!(matches!(
+            ledger.apply(signed.clone()).unwrap(),
+            IngestOutcome::Accepted(_)
+        ));
+        assert!(store.has_unflushed_writes());
+        // A service sending the same ad is told `duplicate` only once it is durable.
+        let outcome = replicator.accept(signed, None).await.unwrap();
+        assert!(matches!(outcome, IngestOutcome::Duplicate));
+        assert!(!store.has_unflushed_writes());
     }
 
     #[test]

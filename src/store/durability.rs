@@ -148,6 +148,11 @@ impl GroupCommit {
         lock(&self.failing).clone()
     }
 
+    /// True if some noted write is not durable yet.
+    pub(super) fn pending(&self) -> bool {
+        !self.covers(self.written())
+    }
+
     /// True if every write up to `target` is durable.
     pub(super) fn covers(&self, target: u64) -> bool {
         self.durable.load(Ordering::SeqCst) >= target

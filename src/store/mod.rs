@@ -520,6 +520,11 @@ impl Store {
         self.blocking(|commits| commits.commit(u64::MAX)).await
     }
 
+    /// True if a write is not yet covered by a flush (tests of durability promises).
+    pub fn has_unflushed_writes(&self) -> bool {
+        self.inner.commits.pending()
+    }
+
     /// Commits synchronously and confirms the commit in the manifest (shutdown, tools).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         let target = self.inner.commits.written();

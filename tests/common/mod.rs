@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse;
 use skein::ad::{AdKey, ServerKind, SignedAd};
 use skein::client::{Client, Faults};
 use skein::clock::SharedClock;
@@ -63,6 +64,8 @@ pub struct Tuning {
     pub clock: Option<SharedClock>,
     /// Every director uses this director's URL as its `federation.discovery_url`.
     pub discovery_from: Option<usize>,
+    /// Extra lines of the `[limits]` section.
+    pub limits: &'static str,
 }
 
 impl Default for Tuning {
@@ -72,6 +75,7 @@ impl Default for Tuning {
             announce_interval: "1h",
             clock: None,
             discovery_from: None,
+            limits: "",
         }
     }
 }
@@ -100,6 +104,20 @@ pub struct Cluster {
 impl Cluster {
     /// `n` directors; `seeds(i)` gives the indexes director i is configured with.
     pub async fn start(n: usize, tuning: Tuning, seeds: impl Fn(usize) -> Vec<usize>) -> Self {
+        Self::start_seeded(n, n, tuning, |i, urls| {
+            seeds(i).into_iter().map(|j| urls[j].clone()).collect()
+        })
+        .await
+    }
+
+    /// `n` directors trusting `trust_size` director keys; `seeds(i, urls)` gives the
+    /// URLs director i is configured with.
+    pub async fn start_seeded(
+        n: usize,
+        trust_size: usize,
+        tuning: Tuning,
+        seeds: impl Fn(usize, &[String]) -> Vec<String>,
+    ) -> Self {
         let dirs = tempfile::tempdir().unwrap();
         let mut listeners = Vec::new();
         for _ in 0..n {
@@ -111,7 +129,7 @@ impl Cluster {
             .collect();
         let mut cluster = Cluster {
             nodes: Vec::new(),
-            trust_size: n,
+            trust_size,
             tuning,
             _dirs: dirs,
         };
@@ -121,7 +139,7 @@ impl Cluster {
                 port: listener.local_addr().unwrap().port(),
                 url: urls[i].clone(),
                 data_dir: cluster._dirs.path().join(format!("d{i}")),
-                seeds: seeds(i).into_iter().map(|j| urls[j].clone()).collect(),
+                seeds: seeds(i, &urls),
                 faults: Faults::default(),
                 handle: None,
                 clock: None,
@@ -171,6 +189,8 @@ forward_timeout = "1s"
 announce_interval = "{announce}"
 [ads]
 prune_interval = "200ms"
+[limits]
+{limits}
 "#,
             name = director_name(i),
             port = node.port,
@@ -178,6 +198,7 @@ prune_interval = "200ms"
             dir = node.data_dir,
             poll = self.tuning.poll_interval,
             announce = self.tuning.announce_interval,
+            limits = self.tuning.limits,
         );
         DirectorConfig::from_toml(&text).unwrap()
     }
@@ -313,3 +334,133 @@ pub fn client() -> Client {
 }
 
 pub type Shared<T> = Arc<T>;
+
+/// A stand-in director on port 0: serves a fixed signed director ad (or none), a fixed
+/// `/directors` list, an empty digest, and takes forwards up to `max_body` bytes (413
+/// beyond). Counts every request and records the names of ads forwarded to it.
+pub struct FakePeer {
+    pub url: String,
+    pub state: Arc<FakeState>,
+    cancel: CancellationToken,
+}
+
+#[derive(Default)]
+pub struct FakeState {
+    pub requests: std::sync::atomic::AtomicUsize,
+    pub too_large: std::sync::atomic::AtomicUsize,
+    pub forwarded: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    pub ad: std::sync::Mutex<Option<SignedAd>>,
+    pub list: std::sync::Mutex<Vec<skein::wire::DirectorInfo>>,
+    pub max_body: std::sync::atomic::AtomicUsize,
+}
+
+impl FakeState {
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl FakePeer {
+    pub async fn start() -> Self {
+        use axum::routing::{get, post};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(FakeState {
+            max_body: usize::MAX.into(),
+            ..FakeState::default()
+        });
+        let count = |s: &FakeState| {
+            s.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        };
+        let app = axum::Router::new()
+            .route(
+                "/api/v1.0/director/self",
+                get(move |axum::extract::State(s): axum::extract::State<Arc<FakeState>>| async move {
+                    count(&s);
+                    match s.ad.lock().unwrap().clone() {
+                        Some(ad) => axum::Json(ad).into_response(),
+                        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+                    }
+                }),
+            )
+            .route(
+                "/api/v1.0/director/directors",
+                get(move |axum::extract::State(s): axum::extract::State<Arc<FakeState>>| async move {
+                    count(&s);
+                    axum::Json(s.list.lock().unwrap().clone())
+                }),
+            )
+            .route(
+                "/api/v1.0/director/digest",
+                get(move |axum::extract::State(s): axum::extract::State<Arc<FakeState>>| async move {
+                    count(&s);
+                    axum::Json(Vec::<skein::wire::DigestEntry>::new())
+                }),
+            )
+            .route(
+                "/api/v1.0/director/forward",
+                post(
+                    move |axum::extract::State(s): axum::extract::State<Arc<FakeState>>,
+                          body: axum::body::Bytes| async move {
+                        count(&s);
+                        if body.len() > s.max_body.load(std::sync::atomic::Ordering::SeqCst) {
+                            s.too_large
+                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            return axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response();
+                        }
+                        let ads: Vec<SignedAd> = serde_json::from_slice(&body).unwrap();
+                        let results: Vec<skein::wire::ForwardResult> = ads
+                            .iter()
+                            .map(|ad| {
+                                s.forwarded.lock().unwrap().insert(ad.ad.name.clone());
+                                skein::wire::ForwardResult {
+                                    status: "accepted".into(),
+                                    detail: None,
+                                }
+                            })
+                            .collect();
+                        axum::Json(results).into_response()
+                    },
+                ),
+            )
+            .fallback(move |axum::extract::State(s): axum::extract::State<Arc<FakeState>>| async move {
+                count(&s);
+                axum::http::StatusCode::NOT_FOUND
+            })
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(state.clone());
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .unwrap();
+        });
+        Self { url, state, cancel }
+    }
+
+    /// Serves a director ad of `name` (signed with its fixture key) for this URL.
+    pub fn sign_as(&self, name: &str) {
+        let now = now_ms();
+        let mut ad = fixtures::ad(name, ServerKind::Director, &[], now, 1);
+        ad.data_url = self.url.clone();
+        ad.web_url = self.url.clone();
+        ad.expires_at = now + 600_000;
+        *self.state.ad.lock().unwrap() = Some(ad.sign(&fixtures::key_for(name)));
+    }
+
+    /// Serves `urls` as its `/directors` list.
+    pub fn list(&self, urls: &[String]) {
+        *self.state.list.lock().unwrap() = urls
+            .iter()
+            .map(|u| skein::peers::unverified_listing(u))
+            .collect();
+    }
+}
+
+impl Drop for FakePeer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
