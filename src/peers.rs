@@ -56,6 +56,23 @@ impl DirectorAdInfo {
     }
 }
 
+/// One known peer as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Its advertise URL.
+    pub url: String,
+    /// Its name, once its ad is known.
+    pub name: Option<String>,
+    /// Its software version, once its ad is known.
+    pub version: Option<String>,
+    /// Whether the last contact succeeded.
+    pub reachable: bool,
+    /// When it last answered (Unix ms, 0: never).
+    pub last_ok: UnixMillis,
+    /// The last error, if the last contact failed.
+    pub last_error: Option<String>,
+}
+
 /// Known directors other than this one, plus what this one is.
 pub struct PeerSet {
     self_url: String,
@@ -305,13 +322,20 @@ impl PeerSet {
         out
     }
 
-    /// Last error seen per peer (status page).
-    pub fn errors(&self) -> Vec<(String, Option<String>)> {
+    /// What the status page shows of every known peer, in URL order.
+    pub fn statuses(&self) -> Vec<PeerStatus> {
         self.peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .map(|p| (p.record.url.clone(), p.last_error.clone()))
+            .map(|p| PeerStatus {
+                url: p.record.url.clone(),
+                name: p.ad.as_ref().map(|a| a.name.clone()),
+                version: p.ad.as_ref().map(|a| a.version.clone()),
+                reachable: p.reachable,
+                last_ok: p.record.last_ok,
+                last_error: p.last_error.clone(),
+            })
             .collect()
     }
 }

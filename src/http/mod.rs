@@ -8,6 +8,7 @@ mod peers;
 mod redirect;
 pub mod serve;
 mod services;
+pub mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -92,6 +93,7 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
     Router::new()
         .merge(with_bodies)
         .merge(health::router())
+        .merge(status::router())
         .merge(clients::router())
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body))

@@ -424,6 +424,25 @@ async fn discovery_listings_and_operations() {
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
-    let page = h.call(Method::GET, "/", None).await;
-    assert_eq!(page.status, StatusCode::OK);
+    let request = Request::get("/").body(Body::empty()).unwrap();
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let page = String::from_utf8_lossy(&page);
+    for needle in [
+        "origin-1",
+        "http://origin-1.example:8443",
+        "just now",
+        "in 14 min",
+        "ready",
+    ] {
+        assert!(
+            page.contains(needle),
+            "{needle} missing from the status page"
+        );
+    }
+    let status = h.call(Method::GET, "/api/v1.0/director/status", None).await;
+    assert_eq!(status.json["director"]["name"], "director-a");
+    assert_eq!(status.json["servers"][0]["name"], "origin-1");
+    assert_eq!(status.json["servers"][0]["kind"], "origin");
 }

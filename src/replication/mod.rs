@@ -170,6 +170,15 @@ impl Replicator {
             .sum()
     }
 
+    /// Ads waiting for one peer.
+    pub fn backlog_of(&self, peer: &str) -> usize {
+        self.queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&crate::peers::normalize(peer))
+            .map_or(0, |q| q.len())
+    }
+
     fn queue_for(self: &Arc<Self>, url: &str) -> Arc<PeerQueue> {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(queue) = queues.get(url) {

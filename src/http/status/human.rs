@@ -1,0 +1,105 @@
+//! Times as an operator reads them: "12 s ago", "in 14 min", "3 h 5 min".
+
+use crate::clock::UnixMillis;
+
+/// A duration in the largest units that keep it short: `850 ms`, `12 s`, `14 min`,
+/// `3 h 5 min`, `2 d 4 h`.
+pub fn span(ms: u64) -> String {
+    const S: u64 = 1_000;
+    const MIN: u64 = 60 * S;
+    const H: u64 = 60 * MIN;
+    const D: u64 = 24 * H;
+    match ms {
+        0..S => format!("{ms} ms"),
+        S..MIN => format!("{} s", ms / S),
+        MIN..H => format!("{} min", ms / MIN),
+        H..D => with_rest(ms / H, "h", (ms % H) / MIN, "min"),
+        _ => with_rest(ms / D, "d", (ms % D) / H, "h"),
+    }
+}
+
+fn with_rest(big: u64, big_unit: &str, small: u64, small_unit: &str) -> String {
+    if small == 0 {
+        format!("{big} {big_unit}")
+    } else {
+        format!("{big} {big_unit} {small} {small_unit}")
+    }
+}
+
+/// How long ago `then` was: `12 s ago`, `never` for 0, `just now` within a second.
+pub fn ago(now: UnixMillis, then: UnixMillis) -> String {
+    if then == 0 {
+        return "never".into();
+    }
+    match now.checked_sub(then) {
+        Some(ms) if ms >= 1_000 => format!("{} ago", span(ms)),
+        Some(_) => "just now".into(),
+        None => format!("in {}", span(then - now)),
+    }
+}
+
+/// How long until `then`: `in 14 min`, or `expired 3 s ago`.
+pub fn until(now: UnixMillis, then: UnixMillis) -> String {
+    match then.checked_sub(now) {
+        Some(ms) => format!("in {}", span(ms)),
+        None => format!("expired {} ago", span(now - then)),
+    }
+}
+
+/// A Unix time as UTC `YYYY-MM-DD HH:MM:SS` (for tooltips next to relative times).
+pub fn utc(ms: UnixMillis) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        (rest % 3600) / 60,
+        rest % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_like_an_operator_would_say_them() {
+        assert_eq!(span(850), "850 ms");
+        assert_eq!(span(12_400), "12 s");
+        assert_eq!(span(14 * 60_000 + 59_000), "14 min");
+        assert_eq!(span(3 * 3_600_000), "3 h");
+        assert_eq!(span(3 * 3_600_000 + 5 * 60_000), "3 h 5 min");
+        assert_eq!(span(2 * 86_400_000 + 4 * 3_600_000), "2 d 4 h");
+    }
+
+    #[test]
+    fn relative_times_say_which_way() {
+        assert_eq!(ago(100_000, 88_000), "12 s ago");
+        assert_eq!(ago(100_000, 99_500), "just now");
+        assert_eq!(ago(100_000, 0), "never");
+        assert_eq!(until(100_000, 940_000), "in 14 min");
+        assert_eq!(until(100_000, 97_000), "expired 3 s ago");
+    }
+
+    #[test]
+    fn utc_dates_are_calendar_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_800_000_000_000), "2027-01-15 08:00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+    }
+}
