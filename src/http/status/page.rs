@@ -23,17 +23,19 @@ header h1{font-size:20px;margin:0;font-weight:600}
 header .url{color:#9fb3c8;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:13px}
 header .right{margin-left:auto;color:#9fb3c8;font-size:12px}
 main{padding:20px 28px;max-width:1500px}
-.facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:12px;margin-bottom:22px}
+.facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:12px;margin-bottom:22px}
 .fact{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 14px}
 .fact .k{color:var(--mute);font-size:11px;text-transform:uppercase;letter-spacing:.05em}
 .fact .v{font-size:18px;font-weight:600;margin-top:2px;overflow-wrap:anywhere}
-.fact .v.small{font-size:13px;font-weight:500;font-family:ui-monospace,"DejaVu Sans Mono",monospace}
+.fact .note{color:var(--mute);font-size:12px;margin-top:2px;overflow-wrap:anywhere}
+.fact .note .mono{font-size:11.5px}
 section{background:var(--card);border:1px solid var(--line);border-radius:8px;margin-bottom:22px;overflow-x:auto}
 section h2{font-size:15px;margin:0;padding:12px 16px;border-bottom:1px solid var(--line);display:flex;gap:10px;align-items:baseline}
 section h2 .count{color:var(--mute);font-weight:400;font-size:13px}
 table{border-collapse:collapse;width:100%}
 th{text-align:left;font-size:11px;text-transform:uppercase;letter-spacing:.05em;color:var(--mute);font-weight:600;padding:8px 12px;border-bottom:1px solid var(--line);white-space:nowrap}
 td{padding:8px 12px;border-bottom:1px solid var(--line);vertical-align:top}
+td.nowrap{white-space:nowrap}
 tr:last-child td{border-bottom:0}
 tbody tr:hover{background:#f8fafc}
 .mono{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12.5px}
@@ -54,6 +56,12 @@ footer a:hover{text-decoration:underline}
 pub fn render(view: &StatusView) -> Markup {
     let d = &view.director;
     let now = view.now;
+    let withdrawing = view
+        .servers
+        .iter()
+        .filter(|s| s.status == AdStatus::ShuttingDown)
+        .count();
+    let unreachable = view.peers.iter().filter(|p| !p.reachable).count();
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -75,17 +83,13 @@ pub fn render(view: &StatusView) -> Markup {
                 }
                 main {
                     div.facts {
-                        (fact("version", html! { (d.version) }))
-                        (fact("uptime", html! { span title={ "started " (utc(d.started_at)) } { (span(now.saturating_sub(d.started_at))) } }))
-                        (fact("origins + caches", html! { (view.servers.len()) }))
-                        (fact("directors known", html! { (d.directors_known) }))
-                        (fact("forward backlog", html! { (d.forward_backlog) }))
-                        (fact("store", html! {
-                            @if d.ready { "open" } @else { "loading" }
-                            span.mute style="font-size:13px;font-weight:400" { " · " (d.ads_held) " ads · schema v" (d.schema_version) }
-                        }))
-                        (fact_small("store path", &d.store_path))
-                        (fact_small("instance", &d.instance))
+                        (fact("version", html! { (d.version) }, html! { span.mono { (d.instance) } }))
+                        (fact("uptime", html! { (span(now.saturating_sub(d.started_at))) }, html! { "since " (utc(d.started_at)) }))
+                        (fact("origins + caches", html! { (view.servers.len()) }, html! { (withdrawing) " withdrawing" }))
+                        (fact("directors known", html! { (d.directors_known) }, html! { (unreachable) " unreachable" }))
+                        (fact("forward backlog", html! { (d.forward_backlog) }, html! { "ads waiting for peers" }))
+                        (fact("store", html! { @if d.ready { "open" } @else { "loading" } " · " (d.ads_held) " ads" },
+                            html! { span.mono { (d.store_path) } " · schema v" (d.schema_version) }))
                     }
                     (servers(&view.servers, now))
                     (peers(&view.peers, now))
@@ -105,12 +109,8 @@ pub fn render(view: &StatusView) -> Markup {
     }
 }
 
-fn fact(key: &str, value: Markup) -> Markup {
-    html! { div.fact { div.k { (key) } div.v { (value) } } }
-}
-
-fn fact_small(key: &str, value: &str) -> Markup {
-    html! { div.fact { div.k { (key) } div.v.small { (value) } } }
+fn fact(key: &str, value: Markup, note: Markup) -> Markup {
+    html! { div.fact { div.k { (key) } div.v { (value) } div.note { (note) } } }
 }
 
 fn servers(rows: &[ServerRow], now: u64) -> Markup {
@@ -139,7 +139,7 @@ fn server_row(row: &ServerRow, now: u64) -> Markup {
     html! {
         tr {
             td { span.kind { (row.kind) } }
-            td { strong { (row.name) } @if !row.version.is_empty() { div.mute.mono { (row.version) } } }
+            td.nowrap { strong { (row.name) } @if !row.version.is_empty() { div.mute.mono { (row.version) } } }
             td { @match row.status {
                 AdStatus::Ok => span.pill.ok { "ok" },
                 AdStatus::ShuttingDown => span.pill.warn { "shutting down" },
@@ -183,7 +183,7 @@ fn peers(rows: &[PeerRow], now: u64) -> Markup {
                         @for p in rows {
                             tr {
                                 td.mono { (p.url) }
-                                td { @if let Some(n) = &p.name { (n) } @else { span.mute { "—" } } }
+                                td.nowrap { @if let Some(n) = &p.name { (n) } @else { span.mute { "—" } } }
                                 td { @if p.reachable { span.pill.ok { "yes" } } @else { span.pill.bad { "no" } } }
                                 td { @match p.in_sync {
                                     Some(true) => span.pill.ok { "yes" },
@@ -192,7 +192,7 @@ fn peers(rows: &[PeerRow], now: u64) -> Markup {
                                 } }
                                 td.mono { (p.backlog) }
                                 td title=(utc(p.last_ok)) { (ago(now, p.last_ok)) }
-                                td { @if let Some(e) = &p.last_error { span.err { (e) } } @else { span.mute { "—" } } }
+                                td { @if let Some(e) = &p.last_error { span.err title=(e.full) { (e.short) } } @else { span.mute { "—" } } }
                             }
                         }
                     }
@@ -206,7 +206,7 @@ fn peers(rows: &[PeerRow], now: u64) -> Markup {
 mod tests {
     use super::*;
     use crate::ad::ServerKind;
-    use crate::http::status::view::DirectorStatus;
+    use crate::http::status::view::{DirectorStatus, ErrorText};
 
     fn view_with(name: &str) -> StatusView {
         let now = 1_800_000_000_000;
@@ -246,7 +246,7 @@ mod tests {
                 in_sync: Some(false),
                 backlog: 3,
                 last_ok: 0,
-                last_error: Some("connection refused <&>".into()),
+                last_error: Some(ErrorText::of("connection refused <&>".into())),
             }],
         }
     }

@@ -119,12 +119,45 @@ pub struct PeerRow {
     pub backlog: usize,
     /// When it last answered (Unix ms, 0: never).
     pub last_ok: UnixMillis,
-    /// The last error, shortened.
-    pub last_error: Option<String>,
+    /// The last error: its cause, and the whole text.
+    pub last_error: Option<ErrorText>,
 }
 
-/// Longest error shown on the page; the full text is in the logs.
-const SHORT_ERROR: usize = 120;
+/// An error as the page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorText {
+    /// The innermost cause, at most [`SHORT_ERROR`] characters.
+    pub short: String,
+    /// The whole chain, as logged.
+    pub full: String,
+}
+
+impl ErrorText {
+    /// Keeps the innermost cause of an error chain (`a: b: c` from reqwest and friends:
+    /// the end says what went wrong, the start repeats the URL).
+    pub fn of(full: String) -> Self {
+        let parts: Vec<&str> = full.split(": ").collect();
+        let mut short = String::new();
+        for part in parts.iter().rev() {
+            let next = if short.is_empty() {
+                part.to_string()
+            } else {
+                format!("{part}: {short}")
+            };
+            if next.chars().count() > SHORT_ERROR && !short.is_empty() {
+                break;
+            }
+            short = next;
+        }
+        Self {
+            short: shorten(&short, SHORT_ERROR),
+            full,
+        }
+    }
+}
+
+/// Longest error shown on the page; the rest is in its tooltip and the logs.
+const SHORT_ERROR: usize = 80;
 
 impl StatusView {
     /// Reads the director's state: memory only, no I/O and no lock held for long.
@@ -174,7 +207,7 @@ impl StatusView {
                 PeerRow {
                     in_sync,
                     backlog,
-                    last_error: p.last_error.map(|e| shorten(&e, SHORT_ERROR)),
+                    last_error: p.last_error.map(ErrorText::of),
                     url: p.url,
                     name: p.name,
                     version: p.version,
@@ -202,11 +235,23 @@ fn shorten(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::shorten;
+    use super::{ErrorText, shorten};
 
     #[test]
     fn errors_are_shortened_on_a_character_boundary() {
         assert_eq!(shorten("short", 10), "short");
         assert_eq!(shorten("ééééé", 2), "éé…");
+    }
+
+    #[test]
+    fn an_error_chain_shows_its_cause() {
+        let full = "http://127.0.0.1:1/api/v1.0/director/directors: error sending request for url (http://127.0.0.1:1/api/v1.0/director/directors): client error (Connect): tcp connect error: Connection refused (os error 111)";
+        let e = ErrorText::of(full.into());
+        assert_eq!(
+            e.short,
+            "client error (Connect): tcp connect error: Connection refused (os error 111)"
+        );
+        assert_eq!(e.full, full);
+        assert_eq!(ErrorText::of("x".repeat(200)).short.chars().count(), 81);
     }
 }
