@@ -1,5 +1,6 @@
 //! The director's HTTP API: one router built from per-group routers.
 
+mod catalog;
 mod clients;
 mod error;
 mod health;
@@ -94,6 +95,7 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .merge(with_bodies)
         .merge(health::router())
         .merge(status::router())
+        .merge(catalog::router())
         .merge(clients::router())
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body))
