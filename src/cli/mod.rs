@@ -1,5 +1,6 @@
 //! The `skein` command line: argument parsing and one function per subcommand.
 
+mod check;
 mod inspect;
 mod memory;
 mod objects;
@@ -40,6 +41,15 @@ pub enum Command {
         /// Director config (TOML).
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Check a director or service config and the files it names; start nothing.
+    Check {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Check it as this kind (default: a file with `kind = ...` is a service config).
+        #[arg(long = "as", value_enum, value_name = "KIND")]
+        kind: Option<skein::preflight::ConfigKind>,
     },
     /// Write a new Ed25519 private key (mode 0600) and print its public key.
     Keygen {
@@ -135,6 +145,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve::serve(&config).await,
+        Command::Check { config, kind } => check::check(&config, kind),
         Command::Keygen { out } => serve::keygen(&out),
         Command::Advertise {
             config,
