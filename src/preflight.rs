@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::ad::ServerKind;
+use crate::client::error_chain as chain;
 use crate::config::{ConfigError, DirectorConfig, ServiceConfig};
 use crate::trust::Trust;
 
@@ -206,18 +207,6 @@ fn check_service(path: &Path) -> Report {
         );
     }
     report
-}
-
-/// An error and its causes: `a: b: c`.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn lists_director(
