@@ -1,6 +1,7 @@
 //! The `skein` command line: argument parsing and one function per subcommand.
 
 mod check;
+mod download;
 mod inspect;
 mod memory;
 mod objects;
@@ -31,6 +32,15 @@ pub struct CaBundle {
         value_name = "FILE"
     )]
     pub path: Option<PathBuf>,
+}
+
+/// `--no-memory`, for the commands that find directors.
+#[derive(Debug, Args)]
+pub struct NoMemory {
+    /// Neither read nor update the directors remembered in
+    /// `$XDG_CACHE_HOME/skein/directors.json`.
+    #[arg(long = "no-memory")]
+    pub off: bool,
 }
 
 /// The subcommands.
@@ -106,6 +116,8 @@ pub enum Command {
         path: String,
         #[command(flatten)]
         ca: CaBundle,
+        #[command(flatten)]
+        memory: NoMemory,
     },
     /// Download an object through the federation (director, then caches, with failover).
     Get {
@@ -117,8 +129,16 @@ pub enum Command {
         output: Option<PathBuf>,
         /// Object path, e.g. /test/hello.txt.
         path: String,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Print a JSON summary when done (stdout with -o, else stderr).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         ca: CaBundle,
+        #[command(flatten)]
+        memory: NoMemory,
     },
     /// Exit 0 if the director at URL is ready (for compose healthchecks).
     Healthcheck {
@@ -161,13 +181,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             put,
             path,
             ca,
-        } => objects::locate(&federation, origin, put, &path, &ca).await,
+            memory,
+        } => objects::locate(&federation, origin, put, &path, &ca, !memory.off).await,
         Command::Get {
             federation,
             output,
             path,
+            quiet,
+            json,
             ca,
-        } => objects::get(&federation, output.as_deref(), &path, &ca).await,
+            memory,
+        } => {
+            let style = objects::GetStyle {
+                quiet,
+                json,
+                memory: !memory.off,
+            };
+            objects::get(&federation, output.as_deref(), &path, &ca, style).await
+        }
         Command::Origin { config } => service::origin(&config).await,
         Command::Cache { config } => service::cache(&config).await,
     }
