@@ -67,6 +67,12 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print the public key (base64url) of a private key file, for the trust file.
+    Pubkey {
+        /// The private key (as written by `skein keygen`; mode 0600).
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Sign this server's ad and send it to every director, every interval.
     Advertise {
         /// Service config (TOML).
@@ -167,6 +173,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => serve::serve(&config).await,
         Command::Check { config, kind } => check::check(&config, kind),
         Command::Keygen { out } => serve::keygen(&out),
+        Command::Pubkey { key } => serve::pubkey(&key),
         Command::Advertise {
             config,
             once,
