@@ -81,6 +81,8 @@ fn sizes_parse() {
 }
 
 #[test]
+// figment::Jail fixes the closure's error type (figment::Error, which is large).
+#[allow(clippy::result_large_err)]
 fn a_syntax_error_is_reported_once() {
     figment::Jail::expect_with(|jail| {
         jail.create_file("d.toml", "name = \"d\"\n[ads\nmax_lifetime = 1\n")?;
@@ -95,6 +97,8 @@ fn a_syntax_error_is_reported_once() {
 }
 
 #[test]
+// figment::Jail fixes the closure's error type (figment::Error, which is large).
+#[allow(clippy::result_large_err)]
 fn an_unknown_key_from_the_environment_says_so() {
     figment::Jail::expect_with(|jail| {
         jail.create_file("d.toml", MINIMAL)?;

@@ -182,7 +182,7 @@ async fn discover_servers(State(state): State<Arc<AppState>>) -> Json<Vec<Target
         .filter(|a| a.ad.kind != ServerKind::Director)
         .filter(|a| a.ad.status == AdStatus::Ok && a.expires_at > now)
         .collect();
-    ads.sort_by(|a, b| a.ad.key().cmp(&b.ad.key()));
+    ads.sort_by_key(|a| a.ad.key());
     let groups = ads
         .into_iter()
         .filter_map(|a| {
