@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::ad::ServerKind;
 use crate::client::error_chain as chain;
-use crate::config::{ConfigError, DirectorConfig, ServiceConfig};
+use crate::config::{DirectorConfig, ServiceConfig};
 use crate::trust::Trust;
 
 /// Which kind of config a file is.
@@ -58,10 +58,6 @@ impl Report {
         }
     }
 
-    fn config_errors(&mut self, error: ConfigError) {
-        self.problems.extend(error.problems);
-    }
-
     fn outcome(&mut self, what: String, result: Result<(), String>) {
         match result {
             Ok(()) => self.checked.push(what),
@@ -82,21 +78,22 @@ pub fn check(path: &Path, kind: Option<ConfigKind>) -> Report {
             return report;
         }
     };
-    match kind.unwrap_or_else(|| ConfigKind::detect(&text)) {
-        ConfigKind::Director => check_director(path),
-        ConfigKind::Service => check_service(path),
-    }
-}
-
-fn check_director(path: &Path) -> Report {
-    let mut report = Report::new(ConfigKind::Director);
-    let config = match DirectorConfig::load(Some(path)) {
-        Ok(config) => config,
-        Err(error) => {
-            report.config_errors(error);
-            return report;
+    let kind = kind.unwrap_or_else(|| ConfigKind::detect(&text));
+    let mut report = Report::new(kind);
+    let loaded = match kind {
+        ConfigKind::Director => DirectorConfig::load(Some(path))
+            .map(|config| check_director(path, &config, &mut report)),
+        ConfigKind::Service => {
+            ServiceConfig::load(Some(path)).map(|config| check_service(path, &config, &mut report))
         }
     };
+    if let Err(error) = loaded {
+        report.problems.extend(error.problems);
+    }
+    report
+}
+
+fn check_director(path: &Path, config: &DirectorConfig, report: &mut Report) {
     report.checked.push(format!(
         "config {} (director {:?}, listening on {})",
         path.display(),
@@ -159,18 +156,9 @@ fn check_director(path: &Path) -> Report {
         format!("data_dir {}", config.data_dir.display()),
         directory_or_creatable("data_dir", &config.data_dir),
     );
-    report
 }
 
-fn check_service(path: &Path) -> Report {
-    let mut report = Report::new(ConfigKind::Service);
-    let config = match ServiceConfig::load(Some(path)) {
-        Ok(config) => config,
-        Err(error) => {
-            report.config_errors(error);
-            return report;
-        }
-    };
+fn check_service(path: &Path, config: &ServiceConfig, report: &mut Report) {
     report.checked.push(format!(
         "config {} ({} {:?}, {} namespaces)",
         path.display(),
@@ -206,7 +194,6 @@ fn check_service(path: &Path) -> Report {
             directory_or_creatable("cache_dir", dir),
         );
     }
-    report
 }
 
 fn lists_director(

@@ -46,31 +46,10 @@ pub fn until(now: UnixMillis, then: UnixMillis) -> String {
     }
 }
 
-/// A Unix time as UTC `YYYY-MM-DD HH:MM:SS` (for tooltips next to relative times).
+/// A Unix time as an HTTP date, `Fri, 15 Jan 2027 08:00:00 GMT` (tooltips next to
+/// relative times).
 pub fn utc(ms: UnixMillis) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        (rest % 3600) / 60,
-        rest % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
 }
 
 #[cfg(test)]
@@ -98,8 +77,7 @@ mod tests {
 
     #[test]
     fn utc_dates_are_calendar_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(1_800_000_000_000), "2027-01-15 08:00:00 UTC");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(utc(1_800_000_000_000), "Fri, 15 Jan 2027 08:00:00 GMT");
     }
 }
