@@ -11,7 +11,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-pub use view::StatusView;
+pub use view::{
+    DirectorStatus, ErrorText, HealthCell, PeerRow, ServerRow, StatusView, server_rows,
+};
 
 use super::AppState;
 
@@ -21,8 +23,13 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1.0/director/status", get(json))
 }
 
+/// The status page's HTML for `view`.
+pub fn render(view: &StatusView) -> String {
+    page::render(view).into_string()
+}
+
 async fn page(State(state): State<Arc<AppState>>) -> Response {
-    Html(page::render(&StatusView::gather(&state)).into_string()).into_response()
+    Html(render(&StatusView::gather(&state))).into_response()
 }
 
 async fn json(State(state): State<Arc<AppState>>) -> Json<StatusView> {

@@ -8,7 +8,8 @@ use serde::Serialize;
 use crate::ad::{AdStatus, ServerKind};
 use crate::clock::UnixMillis;
 use crate::http::AppState;
-use crate::routing::signals::ServerHealth;
+use crate::routing::View;
+use crate::routing::signals::{ServerHealth, Signals};
 
 /// Everything the status page shows, at one instant.
 #[derive(Debug, Clone, Serialize)]
@@ -178,24 +179,7 @@ impl StatusView {
             directors_known: state.peers.count_with_self(),
             forward_backlog: state.replicator.backlog(),
         };
-        let mut servers: Vec<ServerRow> = view
-            .ads()
-            .filter(|a| a.ad.kind != ServerKind::Director)
-            .map(|a| ServerRow {
-                kind: a.ad.kind,
-                name: a.ad.name.clone(),
-                status: a.ad.status,
-                namespaces: a.ad.namespaces.iter().map(|n| n.path.clone()).collect(),
-                data_url: a.ad.data_url.clone(),
-                received_at: a.received_at,
-                expires_at: a.expires_at,
-                generation: a.ad.generation,
-                version: a.ad.version.clone(),
-                health: state.signals.health(&a.ad.key()).map(HealthCell::from),
-                downtime: None,
-            })
-            .collect();
-        servers.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        let servers = server_rows(&view, state.signals.as_ref());
         let peers = state
             .peers
             .statuses()
@@ -223,6 +207,29 @@ impl StatusView {
             peers,
         }
     }
+}
+
+/// Every origin and cache of `view`, by kind then name, with what `signals` know.
+pub fn server_rows(view: &View, signals: &dyn Signals) -> Vec<ServerRow> {
+    let mut servers: Vec<ServerRow> = view
+        .ads()
+        .filter(|a| a.ad.kind != ServerKind::Director)
+        .map(|a| ServerRow {
+            kind: a.ad.kind,
+            name: a.ad.name.clone(),
+            status: a.ad.status,
+            namespaces: a.ad.namespaces.iter().map(|n| n.path.clone()).collect(),
+            data_url: a.ad.data_url.clone(),
+            received_at: a.received_at,
+            expires_at: a.expires_at,
+            generation: a.ad.generation,
+            version: a.ad.version.clone(),
+            health: signals.health(&a.ad.key()).map(HealthCell::from),
+            downtime: None,
+        })
+        .collect();
+    servers.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+    servers
 }
 
 /// `text` cut to at most `max` characters, with an ellipsis when cut.
