@@ -100,7 +100,7 @@ for _ in $(seq 1 50); do # until both directors agree and the withdrawal arrived
   sleep 0.2
 done
 for needle in origin-1 cache-1 cache-2 /ligo/frames 'shutting down' ui-director-b \
-              "127.0.0.1:$DOWN" ' s ago' 'in 1[0-4] min' '/metrics'; do
+              "127.0.0.1:$DOWN" ' ago|just now' 'in 1[0-4] min' '/metrics'; do
   if ! grep -qE -- "$needle" <<<"$dom"; then
     echo "ui-test: the status page in Chromium does not show '$needle'" >&2
     echo "$dom" > "$WORK/dom.html"; cp "$WORK/dom.html" /tmp/skein-ui-test-dom.html
