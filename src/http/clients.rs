@@ -123,6 +123,24 @@ async fn object(State(state): State<Arc<AppState>>, request: Request) -> Respons
     response
 }
 
+/// A known route asked with a method it does not take: a preflight (`OPTIONS`) under
+/// Pelican's director API gets `200` with CORS headers, as Pelican answers; anything
+/// else a JSON `405` (the `Allow` header is added by the router).
+pub(super) async fn method_not_allowed(request: Request) -> Response {
+    let path = request.uri().path();
+    if request.method() == Method::OPTIONS && path.starts_with("/api/v1.0/director/") {
+        let mut response = "".into_response();
+        response.headers_mut().extend(CORS);
+        return response;
+    }
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not supported on {path}", request.method()),
+    )
+    .into_response()
+}
+
 /// `GET|HEAD|PUT|DELETE|PROPFIND /<path>` and the object/origin APIs: 307 to the best server.
 fn redirect_or_error(state: &AppState, request: &Request) -> Response {
     match redirect_for(state, request) {

@@ -97,6 +97,7 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .merge(status::router())
         .merge(catalog::router())
         .merge(clients::router())
+        .method_not_allowed_fallback(clients::method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body))
         .layer(shed)

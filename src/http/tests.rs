@@ -489,6 +489,22 @@ async fn pelican_api_gaps_listings_discovery_cors_and_unknown_endpoints() {
         assert!(header(&preflight, "allow").contains("PROPFIND"));
     }
 
+    let preflight = h
+        .call(Method::OPTIONS, "/api/v1.0/director/registerOrigin", None)
+        .await;
+    assert_eq!(preflight.status, StatusCode::OK);
+    assert_eq!(header(&preflight, "access-control-allow-origin"), "*");
+    let wrong = h
+        .call(Method::DELETE, "/api/v1.0/director/registerOrigin", None)
+        .await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.json["error"], "method_not_allowed");
+    assert!(
+        header(&wrong, "allow").contains("POST"),
+        "{:?}",
+        wrong.headers
+    );
+
     for path in ["/api/v1.0/director/nope", "/api/v3/x", "/api/"] {
         let unknown = h.call(Method::GET, path, None).await;
         assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{path}");
