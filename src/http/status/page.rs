@@ -1,5 +1,10 @@
 //! The status page's HTML, rendered from a [`StatusView`] with `maud` (which escapes
 //! every interpolated string, so names and URLs from ads cannot inject markup).
+//!
+//! Why maud rather than askama: the page is a function of one Rust struct, and maud's
+//! templates are Rust code checked by the compiler against it (a renamed field breaks the
+//! build, not the page), with no template files to embed or keep in step, and escaping is
+//! the default for every interpolation; only the constant stylesheet is inserted raw.
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
