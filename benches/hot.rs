@@ -1,4 +1,5 @@
-//! Criterion benches of the hot paths: routing, with_ad, signature checks, codec.
+//! Criterion benches of the hot paths: routing, with_ad, signature checks, codec; and
+//! the status page of a large federation.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -104,11 +105,49 @@ fn bench_codec(c: &mut Criterion) {
     });
 }
 
+/// The status page with 1,000 servers and 10,000 namespaces: gathering the rows from the
+/// view and rendering the HTML (what one `GET /` costs the director, peers aside).
+fn bench_status_page(c: &mut Criterion) {
+    use skein::http::status::{DirectorStatus, StatusView, render, server_rows};
+    let (view, _) = loaded_view();
+    let signals = skein::routing::signals::NoSignals;
+    let status = |servers| StatusView {
+        now: NOW,
+        director: DirectorStatus {
+            name: "director-a".into(),
+            url: "http://director-a:8444".into(),
+            version: "bench",
+            started_at: STARTED,
+            instance: String::new(),
+            ready: true,
+            store_path: "/var/lib/skein".into(),
+            schema_version: 1,
+            ads_held: SERVERS,
+            directors_known: 3,
+            forward_backlog: 0,
+        },
+        servers,
+        peers: Vec::new(),
+    };
+    c.bench_function("status_rows_1k_servers_10k_ns", |b| {
+        b.iter(|| black_box(server_rows(&view, &signals)))
+    });
+    let page = status(server_rows(&view, &signals));
+    c.bench_function("status_render_1k_servers_10k_ns", |b| {
+        b.iter(|| black_box(render(&page)))
+    });
+    println!(
+        "status page with {SERVERS} servers: {} bytes of HTML",
+        render(&page).len()
+    );
+}
+
 criterion_group!(
     benches,
     bench_route,
     bench_with_ad,
     bench_signatures,
-    bench_codec
+    bench_codec,
+    bench_status_page
 );
 criterion_main!(benches);

@@ -3,6 +3,7 @@
 #
 #   scripts/federation.sh build    build the static binary and the image skein:local
 #   scripts/federation.sh up [SERVICE...]  build, start (everything), wait until healthy
+#   scripts/federation.sh restart [SERVICE...]  rebuild, recreate (keeps keys and stores), wait
 #   scripts/federation.sh status   containers, directors and the ads each one holds
 #   scripts/federation.sh logs     follow the logs
 #   scripts/federation.sh down     stop and remove containers, network and volumes (keys too)
@@ -73,16 +74,10 @@ build_binary() {
         echo "$FEDERATION_BINARY"
         return
     fi
-    local host target_dir
+    local target_dir
     target_dir=${CARGO_TARGET_DIR:-$root/target}
     case "${FEDERATION_PROFILE:-release}" in
-        release)
-            host=$(rustc -vV | sed -n 's/^host: //p')
-            say "building a static skein for $host (cargo build --release)"
-            (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' \
-                cargo build --release --locked --target "$host" --bin skein >&2)
-            echo "$target_dir/$host/release/skein"
-            ;;
+        release) "$root/scripts/build-skein.sh" ;;
         dev)
             say "building skein (cargo build, debug)"
             (cd "$root" && cargo build --locked --bin skein >&2)
@@ -152,8 +147,17 @@ up() {
     say "starting the federation"
     "${compose[@]}" up -d "$@" >&2
     wait_healthy 180
-    say "up: directors http://127.0.0.1:8441 8442 8443; origin 127.0.0.1:9001; caches 127.0.0.1:9101 9102"
+    say "up: directors http://127.0.0.1:8441 8442 8443 (status page: http://127.0.0.1:8441/); origin 127.0.0.1:9001; caches 127.0.0.1:9101 9102"
     say "try: curl -L http://127.0.0.1:8441/test/hello.txt"
+}
+
+restart() {
+    [ "${FEDERATION_SKIP_BUILD:-}" = 1 ] || build
+    find_compose
+    say "recreating ${*:-every service} (keys and stores are kept)"
+    "${compose[@]}" up -d --force-recreate "$@" >&2
+    wait_healthy 180
+    say "restarted; status page: http://127.0.0.1:8441/"
 }
 
 status() {
@@ -175,6 +179,10 @@ case "${1:-}" in
         find_compose
         "${compose[@]}" down --volumes --remove-orphans
         ;;
+    restart)
+        shift
+        restart "$@"
+        ;;
     status) status ;;
     logs)
         find_compose
@@ -187,5 +195,5 @@ case "${1:-}" in
         "${compose[@]}" up -d --no-deps --force-recreate "$@" >&2
         wait_healthy 120
         ;;
-    *) die "usage: $0 build|up|down|status|logs|recreate" ;;
+    *) die "usage: $0 build|up|restart|down|status|logs|recreate" ;;
 esac

@@ -22,6 +22,9 @@ cargo clippy --all-targets --locked -- -D warnings
 step "unit, handler, cluster and CLI tests"
 cargo nextest run --locked --no-fail-fast
 
+step "the status page in headless Chromium (screenshot: docs/status-page.png)"
+scripts/ui-test.sh
+
 step "a real Pelican client (pelicanfs) against a Skein federation over TLS"
 scripts/compat-test.sh
 

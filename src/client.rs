@@ -136,20 +136,16 @@ impl Client {
             .user_agent(concat!("skein/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(8)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+        let mut roots = Vec::new();
         if let Some(path) = ca_bundle {
-            let err = |message: String| ClientError::CaBundle {
-                path: path.display().to_string(),
-                message,
-            };
-            let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(err("no certificate found".into()));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+            roots.extend(pem_bundle(path)?);
+        }
+        roots.extend(env_roots(
+            std::env::var_os("SSL_CERT_FILE").as_deref(),
+            std::env::var_os("SSL_CERT_DIR").as_deref(),
+        )?);
+        for cert in roots {
+            builder = builder.add_root_certificate(cert);
         }
         let http = builder.build().map_err(|e| ClientError::Transport {
             url: String::new(),
@@ -478,6 +474,46 @@ pub fn is_stale_connection(error: &reqwest::Error) -> bool {
     false
 }
 
+/// Every certificate of a PEM file; an error if there is none.
+fn pem_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let err = |message: String| ClientError::CaBundle {
+        path: path.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no certificate found".into()));
+    }
+    Ok(certs)
+}
+
+/// Roots named the way OpenSSL, Go's and Python's Pelican clients read them, trusted
+/// besides the built-in ones: `SSL_CERT_FILE` (a PEM bundle; unreadable is an error, as
+/// the user asked for it) and `SSL_CERT_DIR` (`:`-separated directories whose PEM files
+/// are read; other files, such as hash links to non-certificates, are skipped).
+fn env_roots(
+    file: Option<&std::ffi::OsStr>,
+    dirs: Option<&std::ffi::OsStr>,
+) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let mut roots = Vec::new();
+    if let Some(file) = file.filter(|f| !f.is_empty()) {
+        roots.extend(pem_bundle(Path::new(file))?);
+    }
+    for dir in dirs.into_iter().flat_map(std::env::split_paths) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            tracing::debug!(dir = %dir.display(), "SSL_CERT_DIR entry is not a readable directory");
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.path().is_file() {
+                roots.extend(pem_bundle(&entry.path()).unwrap_or_default());
+            }
+        }
+    }
+    Ok(roots)
+}
+
 /// The URLs of a `Link` header, ordered by `pri` (as Pelican's client reads them).
 pub fn parse_link_urls(header: &str) -> Vec<String> {
     let mut entries: Vec<(u32, String)> = header
@@ -520,6 +556,23 @@ mod tests {
     fn link_header_is_read_in_priority_order() {
         let header = r#"<http://b/x>; rel="duplicate"; pri=2; depth=1, <http://a/x>; rel="duplicate"; pri=1; depth=1"#;
         assert_eq!(parse_link_urls(header), vec!["http://a/x", "http://b/x"]);
+    }
+
+    #[test]
+    fn ssl_cert_file_and_dir_add_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
+        let pem = cert.cert.pem();
+        std::fs::write(dir.path().join("one.pem"), &pem).unwrap();
+        std::fs::write(dir.path().join("README"), "not a certificate").unwrap();
+        let file = dir.path().join("one.pem");
+        assert_eq!(env_roots(Some(file.as_os_str()), None).unwrap().len(), 1);
+        let dirs = std::env::join_paths([dir.path(), Path::new("/nonexistent")]).unwrap();
+        assert_eq!(env_roots(None, Some(&dirs)).unwrap().len(), 1);
+        let missing = dir.path().join("missing.pem");
+        let err = env_roots(Some(missing.as_os_str()), None).unwrap_err();
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+        assert!(env_roots(None, None).unwrap().is_empty());
     }
 
     #[test]

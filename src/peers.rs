@@ -133,6 +133,23 @@ impl DirectorAdInfo {
     }
 }
 
+/// One known peer as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Its advertise URL.
+    pub url: String,
+    /// Its name, once its ad is known.
+    pub name: Option<String>,
+    /// Its software version, once its ad is known.
+    pub version: Option<String>,
+    /// Whether the last contact succeeded.
+    pub reachable: bool,
+    /// When it last answered (Unix ms, 0: never).
+    pub last_ok: UnixMillis,
+    /// The last error, if the last contact failed.
+    pub last_error: Option<String>,
+}
+
 #[derive(Default)]
 struct Members {
     self_aliases: BTreeSet<String>,
@@ -553,13 +570,38 @@ impl PeerSet {
         out
     }
 
-    /// Last error seen per peer (status page).
-    pub fn errors(&self) -> Vec<(String, Option<String>)> {
-        self.members()
+    /// What the status page shows of every known peer: verified peers, then configured or
+    /// discovered URLs not verified (yet), in URL order.
+    pub fn statuses(&self) -> Vec<PeerStatus> {
+        let members = self.members();
+        let mut out: Vec<PeerStatus> = members
             .peers
             .values()
-            .map(|p| (p.record.url.clone(), p.last_error.clone()))
-            .collect()
+            .map(|p| PeerStatus {
+                url: p.record.url.clone(),
+                name: Some(p.ad.name.clone()),
+                version: Some(p.ad.version.clone()),
+                reachable: p.reachable,
+                last_ok: p.record.last_ok,
+                last_error: p.last_error.clone(),
+            })
+            .collect();
+        out.extend(
+            members
+                .candidates
+                .iter()
+                .filter(|(_, c)| c.is_seed())
+                .map(|(url, c)| PeerStatus {
+                    url: url.clone(),
+                    name: None,
+                    version: None,
+                    reachable: false,
+                    last_ok: c.last_ok,
+                    last_error: Some(format!("not verified yet ({} failed probes)", c.failures)),
+                }),
+        );
+        out.sort_by(|a, b| a.url.cmp(&b.url));
+        out
     }
 
     /// The link of the peer at `url` (any alias), if verified.

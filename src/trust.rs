@@ -149,6 +149,11 @@ impl Trust {
         self.servers.insert(name.into(), server);
     }
 
+    /// The entry for `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&TrustedServer> {
+        self.servers.get(name)
+    }
+
     /// Number of trusted servers.
     pub fn len(&self) -> usize {
         self.servers.len()

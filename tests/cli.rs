@@ -275,3 +275,54 @@ fn bad_config_names_every_key() {
         assert!(err.contains(key), "{key} not in {err}");
     }
 }
+
+#[test]
+fn check_validates_configs_and_the_files_they_name() {
+    let fed = Federation::new();
+    let dir = fed.path();
+    for config in ["director.toml", "origin-1.toml", "cache-1.toml"] {
+        let out = skein(&dir, &["check", "--config", config]);
+        assert!(
+            out.status.success(),
+            "{config}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout(&out).contains("a valid"), "{}", stdout(&out));
+    }
+    // Break several things at once: every one is reported, and the exit code says so.
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("keys/director-a.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let trust = std::fs::read_to_string(dir.join("trust.toml")).unwrap();
+    std::fs::write(
+        dir.join("trust.toml"),
+        trust.replace("name = \"director-a\"", "name = \"director-z\""),
+    )
+    .unwrap();
+    let out = skein(&dir, &["check", "--config", "director.toml"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "identity.key: key file keys/director-a.key is readable by other users",
+        "no [[server]] named \"director-a\"",
+        "2 problems",
+    ] {
+        assert!(err.contains(needle), "{needle} not in {err}");
+    }
+    std::fs::write(dir.join("broken.toml"), "name = \"x\"\n[ads\n").unwrap();
+    let out = skein(&dir, &["check", "--config", "broken.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.matches("TOML parse error").count(), 1, "{err}");
+    let out = Command::new(SKEIN)
+        .args(["check", "--config", "origin-1.toml"])
+        .current_dir(&dir)
+        .env("SKEIN_INTERVL", "5s")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("from the environment variable SKEIN_INTERVL"),
+        "{err}"
+    );
+}

@@ -153,6 +153,11 @@ async fn a_director_restarted_with_its_clock_an_hour_behind_is_harmless() {
         cluster.handle(1).state().ledger.version_of(&own).is_some()
     })
     .await;
+    // Director 0 forwards its withdrawal only to peers it has verified.
+    eventually(WAIT, "director 0 verified its peer", || async {
+        !cluster.handle(0).state().peers.urls().is_empty()
+    })
+    .await;
     cluster.stop(0).await;
     eventually(WAIT, "the peer holds the withdrawal", || async {
         cluster

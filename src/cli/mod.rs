@@ -1,5 +1,7 @@
 //! The `skein` command line: argument parsing and one function per subcommand.
 
+mod check;
+mod download;
 mod inspect;
 mod memory;
 mod objects;
@@ -32,6 +34,15 @@ pub struct CaBundle {
     pub path: Option<PathBuf>,
 }
 
+/// `--no-memory`, for the commands that find directors.
+#[derive(Debug, Args)]
+pub struct NoMemory {
+    /// Neither read nor update the directors remembered in
+    /// `$XDG_CACHE_HOME/skein/directors.json`.
+    #[arg(long = "no-memory")]
+    pub off: bool,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -41,11 +52,26 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Check a director or service config and the files it names; start nothing.
+    Check {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Check it as this kind (default: a file with `kind = ...` is a service config).
+        #[arg(long = "as", value_enum, value_name = "KIND")]
+        kind: Option<skein::preflight::ConfigKind>,
+    },
     /// Write a new Ed25519 private key (mode 0600) and print its public key.
     Keygen {
         /// Where to write the key (never overwritten).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Print the public key (base64url) of a private key file, for the trust file.
+    Pubkey {
+        /// The private key (as written by `skein keygen`; mode 0600).
+        #[arg(long)]
+        key: PathBuf,
     },
     /// Sign this server's ad and send it to every director, every interval.
     Advertise {
@@ -96,6 +122,8 @@ pub enum Command {
         path: String,
         #[command(flatten)]
         ca: CaBundle,
+        #[command(flatten)]
+        memory: NoMemory,
     },
     /// Download an object through the federation (director, then caches, with failover).
     Get {
@@ -107,8 +135,16 @@ pub enum Command {
         output: Option<PathBuf>,
         /// Object path, e.g. /test/hello.txt.
         path: String,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Print a JSON summary when done (stdout with -o, else stderr).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         ca: CaBundle,
+        #[command(flatten)]
+        memory: NoMemory,
     },
     /// Exit 0 if the director at URL is ready (for compose healthchecks).
     Healthcheck {
@@ -135,7 +171,9 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve::serve(&config).await,
+        Command::Check { config, kind } => check::check(&config, kind),
         Command::Keygen { out } => serve::keygen(&out),
+        Command::Pubkey { key } => serve::pubkey(&key),
         Command::Advertise {
             config,
             once,
@@ -150,13 +188,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             put,
             path,
             ca,
-        } => objects::locate(&federation, origin, put, &path, &ca).await,
+            memory,
+        } => objects::locate(&federation, origin, put, &path, &ca, !memory.off).await,
         Command::Get {
             federation,
             output,
             path,
+            quiet,
+            json,
             ca,
-        } => objects::get(&federation, output.as_deref(), &path, &ca).await,
+            memory,
+        } => {
+            let style = objects::GetStyle {
+                quiet,
+                json,
+                memory: !memory.off,
+            };
+            objects::get(&federation, output.as_deref(), &path, &ca, style).await
+        }
         Command::Origin { config } => service::origin(&config).await,
         Command::Cache { config } => service::cache(&config).await,
     }

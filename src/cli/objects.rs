@@ -1,13 +1,11 @@
 //! `skein locate` and `skein get`: the client side, failing over across directors and
 //! then across the servers a director ranks.
 
-use std::io::{IsTerminal, Write};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 
 use skein::client::{Client, ClientError, Located};
@@ -15,6 +13,7 @@ use skein::discovery::discover_directors;
 use skein::paths::{encode_path, parse_object_path};
 
 use super::CaBundle;
+use super::download::{Download, Output, Report};
 
 /// A connect attempt to a dead director costs at most this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,50 +25,108 @@ fn client(ca: &CaBundle) -> anyhow::Result<Client> {
     )?)
 }
 
+/// The directors to try, and what to remember of them afterwards.
+struct Directors {
+    /// Seeds first, then those discovered now, then those remembered.
+    all: Vec<String>,
+    /// Per federation URL (normalised), every director it led to, now or before.
+    by_federation: BTreeMap<String, Vec<String>>,
+    /// Read and write the memory file.
+    memory: bool,
+}
+
 /// Every director reachable from the given federation URLs, seeds first, then those
 /// discovered now, then those remembered from earlier runs (so that a client can still
 /// fail over when the director it was pointed at is the one that is down).
-async fn directors(client: &Client, federation: &[String]) -> Vec<String> {
-    let mut all: Vec<String> = federation
+async fn directors(client: &Client, federation: &[String], memory: bool) -> Directors {
+    let seeds: Vec<String> = federation
         .iter()
         .map(|f| f.trim_end_matches('/').to_string())
         .collect();
-    let mut remembered = super::memory::load();
-    for f in federation {
-        let found = discover_directors(client, Some(f), &[]).await;
-        for d in &found {
+    let remembered = if memory {
+        super::memory::load()
+    } else {
+        BTreeMap::new()
+    };
+    let mut all = seeds.clone();
+    let mut by_federation = BTreeMap::new();
+    for f in &seeds {
+        let mut led_to = discover_directors(client, Some(f), &[]).await;
+        for d in remembered.get(f).into_iter().flatten() {
+            if !led_to.contains(d) {
+                led_to.push(d.clone());
+            }
+        }
+        for d in &led_to {
             if !all.contains(d) {
                 all.push(d.clone());
             }
         }
-        if found.len() > 1 {
-            remembered.insert(f.trim_end_matches('/').to_string(), found);
-        }
-        for d in remembered
-            .get(f.trim_end_matches('/'))
-            .into_iter()
-            .flatten()
-        {
-            if !all.contains(d) {
-                all.push(d.clone());
-            }
-        }
+        by_federation.insert(f.clone(), led_to);
     }
-    super::memory::save(&remembered);
-    all
+    Directors {
+        all,
+        by_federation,
+        memory,
+    }
 }
 
-/// Asks each director in turn until one answers.
+impl Directors {
+    /// Remembers, per federation URL, the directors that answer from here (probed
+    /// concurrently, each within [`CONNECT_TIMEOUT`]); names this host cannot resolve or
+    /// reach (a compose network's, say) are not kept.
+    async fn remember(&self, client: &Client) {
+        if !self.memory {
+            return;
+        }
+        let candidates: Vec<String> = {
+            let mut all: Vec<String> = self.by_federation.values().flatten().cloned().collect();
+            all.sort();
+            all.dedup();
+            all
+        };
+        let answers = futures::future::join_all(candidates.iter().map(|d| async move {
+            matches!(
+                tokio::time::timeout(CONNECT_TIMEOUT, client.ready(d)).await,
+                Ok(Ok(_))
+            )
+        }))
+        .await;
+        let answered: Vec<&String> = candidates
+            .iter()
+            .zip(answers)
+            .filter_map(|(d, ok)| ok.then_some(d))
+            .collect();
+        let mut memory = super::memory::load();
+        for (federation, led_to) in &self.by_federation {
+            let keep: Vec<String> = led_to
+                .iter()
+                .filter(|d| answered.contains(d))
+                .cloned()
+                .collect();
+            if keep.is_empty() {
+                memory.remove(federation);
+            } else {
+                memory.insert(federation.clone(), keep);
+            }
+        }
+        super::memory::save(&memory);
+    }
+}
+
+/// Asks each director in turn until one answers. A definite answer (a 4xx such as 404,
+/// 403 or 405) ends the search: another director would say the same.
 async fn locate_any(
     client: &Client,
-    federation: &[String],
+    directors: &[String],
     method: Method,
     path: &str,
 ) -> anyhow::Result<(String, Located)> {
     let mut last: Option<ClientError> = None;
-    for director in directors(client, federation).await {
-        match client.locate_with(method.clone(), &director, path).await {
-            Ok(located) => return Ok((director, located)),
+    for director in directors {
+        match client.locate_with(method.clone(), director, path).await {
+            Ok(located) => return Ok((director.clone(), located)),
+            Err(error) if error.is_definitive_refusal() => return Err(error.into()),
             Err(error) => {
                 tracing::info!(%director, %error, "director failed; trying the next");
                 last = Some(error);
@@ -77,6 +134,10 @@ async fn locate_any(
         }
     }
     match last {
+        Some(error) if directors.len() > 1 => Err(anyhow::Error::new(error).context(format!(
+            "none of the {} directors known answered; the last failure",
+            directors.len()
+        ))),
         Some(error) => Err(error.into()),
         None => bail!("no director found"),
     }
@@ -99,16 +160,17 @@ pub async fn locate(
     put: bool,
     path: &str,
     ca: &CaBundle,
+    memory: bool,
 ) -> anyhow::Result<()> {
     let client = client(ca)?;
     let method = if put { Method::PUT } else { Method::GET };
-    let (director, located) = locate_any(
-        &client,
-        federation,
-        method,
-        &object_path(path, origin || put)?,
-    )
-    .await?;
+    let known = directors(&client, federation, memory).await;
+    let asked = object_path(path, origin || put)?;
+    let (result, ()) = tokio::join!(
+        locate_any(&client, &known.all, method, &asked),
+        known.remember(&client)
+    );
+    let (director, located) = result?;
     println!("director: {director}");
     println!("redirect: {}", located.location.as_deref().unwrap_or("-"));
     if let Some(ns) = located.namespace {
@@ -120,81 +182,65 @@ pub async fn locate(
     Ok(())
 }
 
+/// How `skein get` reports.
+#[derive(Debug, Clone, Copy)]
+pub struct GetStyle {
+    /// No progress bar.
+    pub quiet: bool,
+    /// A JSON summary at the end (stdout with `-o`, else stderr).
+    pub json: bool,
+    /// Read and write the client's memory of directors.
+    pub memory: bool,
+}
+
 /// Downloads PATH to `output` (or stdout).
 pub async fn get(
     federation: &[String],
     output: Option<&Path>,
     path: &str,
     ca: &CaBundle,
+    style: GetStyle,
 ) -> anyhow::Result<()> {
     let client = client(ca)?;
-    let (_, located) =
-        locate_any(&client, federation, Method::GET, &object_path(path, false)?).await?;
+    let known = directors(&client, federation, style.memory).await;
+    let asked = object_path(path, false)?;
+    let (result, ()) = tokio::join!(
+        fetch(&client, &known.all, &asked, path, output, style),
+        known.remember(&client)
+    );
+    let report = result?;
+    if style.json {
+        let line = serde_json::to_string(&report)?;
+        if output.is_some() {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    Ok(())
+}
+
+async fn fetch(
+    client: &Client,
+    directors: &[String],
+    asked: &str,
+    path: &str,
+    output: Option<&Path>,
+    style: GetStyle,
+) -> anyhow::Result<Report> {
+    let (director, located) = locate_any(client, directors, Method::GET, asked).await?;
     let mut candidates = located.links.clone();
     if let Some(location) = located.location {
         if !candidates.contains(&location) {
             candidates.insert(0, location);
         }
     }
-    let mut last = None;
-    for url in &candidates {
-        match download(&client, url, output).await {
-            Ok(bytes) => {
-                tracing::info!(%url, bytes, "downloaded");
-                return Ok(());
-            }
-            Err(error) => {
-                tracing::info!(%url, error = %format!("{error:#}"), "server failed; trying the next");
-                last = Some(error);
-            }
-        }
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("the director listed no server")))
-}
-
-async fn download(client: &Client, url: &str, output: Option<&Path>) -> anyhow::Result<u64> {
-    let response = client.http().get(url).send().await?;
-    if !response.status().is_success() {
-        bail!("{url}: HTTP {}", response.status());
-    }
-    let total = response.content_length();
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(total.unwrap_or(0));
-        if let Ok(style) =
-            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-        {
-            bar.set_style(style);
-        }
-        bar
-    } else {
-        ProgressBar::hidden()
+    let output = match output {
+        Some(file) => Output::file(file)?,
+        None => Output::stdout(),
     };
-    // Write to a temporary file first so a failed transfer leaves no partial output.
-    let mut sink: Box<dyn Write> = match output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path.with_extension("part"))
-                .with_context(|| format!("cannot write {}", path.display()))?,
-        )),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    let mut stream = response.bytes_stream();
-    let mut written = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        sink.write_all(&chunk)?;
-        written += chunk.len() as u64;
-        bar.set_position(written);
-    }
-    sink.flush()?;
-    drop(sink);
-    bar.finish_and_clear();
-    if let Some(total) = total {
-        if written != total {
-            bail!("{url}: got {written} of {total} bytes");
-        }
-    }
-    if let Some(path) = output {
-        std::fs::rename(path.with_extension("part"), path)?;
-    }
-    Ok(written)
+    let download = Download::new(client, path, output, !style.quiet && !style.json);
+    let mut report = download.run(&candidates).await?;
+    report.director = director;
+    Ok(report)
 }

@@ -1,4 +1,4 @@
-//! `skein serve` and `skein keygen`.
+//! `skein serve`, `skein keygen` and `skein pubkey`.
 
 use std::path::Path;
 
@@ -54,6 +54,13 @@ fn fault_clock() -> anyhow::Result<Option<skein::clock::SharedClock>> {
 /// Writes a key and prints its public half.
 pub fn keygen(out: &Path) -> anyhow::Result<()> {
     let key = keys::generate(out)?;
+    println!("{}", encode_public_key(&key.verifying_key()));
+    Ok(())
+}
+
+/// Prints the public half of an existing key.
+pub fn pubkey(key: &Path) -> anyhow::Result<()> {
+    let key = keys::load(key)?;
     println!("{}", encode_public_key(&key.verifying_key()));
     Ok(())
 }

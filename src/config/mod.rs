@@ -49,6 +49,9 @@ fn layered(
 struct Reader {
     figment: Figment,
     problems: Vec<String>,
+    /// The sources could not be read at all (a TOML syntax error): that one problem
+    /// is reported, not one per key.
+    unreadable: bool,
 }
 
 impl Reader {
@@ -56,12 +59,25 @@ impl Reader {
         let mut reader = Self {
             figment,
             problems: Vec::new(),
+            unreadable: false,
         };
         match reader.figment.extract::<Dict>() {
             Ok(dict) => reader.check_unknown(&dict, "", known),
-            Err(e) => reader.problems.push(e.to_string()),
+            Err(e) => {
+                reader.problems.push(e.to_string());
+                reader.unreadable = true;
+            }
         }
         reader
+    }
+
+    /// Where a value came from, when that was not a file: `SKEIN_ADS__TYPO`.
+    fn env_origin(&self, path: &str, value: &Value) -> Option<String> {
+        let metadata = self.figment.get_metadata(value.tag())?;
+        metadata
+            .name
+            .contains("environment")
+            .then(|| format!("SKEIN_{}", path.to_uppercase().replace('.', "__")))
     }
 
     fn check_unknown(&mut self, dict: &Dict, prefix: &str, known: &[&str]) {
@@ -77,13 +93,24 @@ impl Reader {
             let is_section = known.iter().any(|k| k.starts_with(&format!("{path}.")));
             match value {
                 Value::Dict(_, inner) if is_section => self.check_unknown(inner, &path, known),
-                _ => self.problems.push(format!("{path}: unknown key")),
+                _ => {
+                    let problem = match self.env_origin(&path, value) {
+                        Some(var) => format!(
+                            "{path}: unknown key (from the environment variable {var}; unset it or fix its name)"
+                        ),
+                        None => format!("{path}: unknown key"),
+                    };
+                    self.problems.push(problem);
+                }
             }
         }
     }
 
     /// A required key.
     fn required<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        if self.unreadable {
+            return None;
+        }
         match self.figment.extract_inner::<T>(key) {
             Ok(v) => Some(v),
             Err(e) if e.missing() => {
@@ -99,6 +126,9 @@ impl Reader {
 
     /// An optional key.
     fn optional<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        if self.unreadable {
+            return None;
+        }
         match self.figment.extract_inner::<T>(key) {
             Ok(v) => Some(v),
             Err(e) if e.missing() => None,
@@ -141,7 +171,9 @@ impl Reader {
     }
 
     fn problem(&mut self, text: String) {
-        self.problems.push(text);
+        if !self.unreadable {
+            self.problems.push(text);
+        }
     }
 
     fn finish<T>(self, value: Option<T>) -> Result<T, ConfigError> {

@@ -79,3 +79,43 @@ fn sizes_parse() {
     assert_eq!(ByteSize::try_from(Value::from(512u64)).unwrap().0, 512);
     assert!(ByteSize::try_from(Value::from("3 parsecs")).is_err());
 }
+
+#[test]
+// figment::Jail fixes the closure's error type (figment::Error, which is large).
+#[allow(clippy::result_large_err)]
+fn a_syntax_error_is_reported_once() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("d.toml", "name = \"d\"\n[ads\nmax_lifetime = 1\n")?;
+        let err = DirectorConfig::load(Some(Path::new("d.toml"))).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{:?}", err.problems);
+        assert!(err.problems[0].contains("d.toml"), "{:?}", err.problems);
+        jail.create_file("s.toml", "name = \"s\"\nkind = = \"origin\"\n")?;
+        let err = ServiceConfig::load(Some(Path::new("s.toml"))).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{:?}", err.problems);
+        Ok(())
+    });
+}
+
+#[test]
+// figment::Jail fixes the closure's error type (figment::Error, which is large).
+#[allow(clippy::result_large_err)]
+fn an_unknown_key_from_the_environment_says_so() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("d.toml", MINIMAL)?;
+        jail.set_env("SKEIN_PEERS__POLL_INTERVL", "10s");
+        jail.set_env("SKEIN_PEERS__POLL_INTERVAL", "10s");
+        let err = DirectorConfig::load(Some(Path::new("d.toml"))).unwrap_err();
+        assert_eq!(
+            err.problems,
+            vec![
+                "peers.poll_intervl: unknown key (from the environment variable SKEIN_PEERS__POLL_INTERVL; unset it or fix its name)"
+                    .to_string()
+            ]
+        );
+        jail.clear_env();
+        jail.create_file("d.toml", &format!("colour = 1\n{MINIMAL}"))?;
+        let err = DirectorConfig::load(Some(Path::new("d.toml"))).unwrap_err();
+        assert_eq!(err.problems, vec!["colour: unknown key".to_string()]);
+        Ok(())
+    });
+}

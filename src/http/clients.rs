@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::{AppState, redirect};
-use crate::ad::NamespaceAd;
 use crate::metrics::RedirectResult;
 use crate::paths::parse_object_path;
 use crate::routing::{NoRoute, Purpose};
@@ -23,7 +22,6 @@ const ORIGIN_API: &str = "/api/v1.0/director/origin";
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/.well-known/pelican-configuration", get(discovery))
-        .route("/api/v2.0/director/listNamespaces", get(list_namespaces))
         .fallback(object)
 }
 
@@ -39,18 +37,6 @@ async fn discovery(State(state): State<Arc<AppState>>) -> Json<FederationDiscove
         jwks_uri: String::new(),
         broker_endpoint: String::new(),
     })
-}
-
-async fn list_namespaces(State(state): State<Arc<AppState>>) -> Json<Vec<NamespaceAd>> {
-    let now = state.ledger.clock().now_ms();
-    let view = state.ledger.view();
-    let namespaces = view
-        .namespaces(now)
-        .into_iter()
-        .filter_map(|prefix| view.route(&prefix, Purpose::Read, now).ok())
-        .map(|route| route.namespace)
-        .collect();
-    Json(namespaces)
 }
 
 /// Where a request for an object path should go, from its URL path and method.
@@ -88,9 +74,76 @@ struct RouteBody<'a> {
     servers: Vec<&'a str>,
 }
 
-/// `GET|HEAD|PUT|DELETE /<path>` and the object/origin APIs: 307 to the best server.
+/// The CORS headers Pelican's director sends on client routes, so a web page on another
+/// origin can ask the director (and read the `X-Pelican-*` headers).
+const CORS: [(HeaderName, HeaderValue); 4] = [
+    (
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    ),
+    (
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, PUT, OPTIONS, PROPFIND"),
+    ),
+    (
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type, Authorization, Depth"),
+    ),
+    (
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(
+            "Content-Type, Authorization, X-Pelican-User, X-Pelican-Timeout, X-Pelican-Token-Generation, X-Pelican-Authorization, X-Pelican-Namespace",
+        ),
+    ),
+];
+
+/// Methods a client route answers (Pelican's `Allow` on a preflight).
+const ALLOW: HeaderValue = HeaderValue::from_static("HEAD,GET,PUT,DELETE,PROPFIND,OPTIONS");
+
+/// Every path not routed elsewhere: object paths (with CORS), preflights, and unknown
+/// API paths (never mistaken for objects).
 async fn object(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    match redirect_for(&state, &request) {
+    let path = request.uri().path();
+    let mut response = if request.method() == Method::OPTIONS {
+        ([(header::ALLOW, ALLOW)], "").into_response()
+    } else if path.starts_with("/api/")
+        && !path.starts_with(OBJECT_API)
+        && !path.starts_with(ORIGIN_API)
+    {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_endpoint",
+            format!("{path} is not an endpoint of this director"),
+        )
+        .into_response();
+    } else {
+        redirect_or_error(&state, &request)
+    };
+    response.headers_mut().extend(CORS);
+    response
+}
+
+/// A known route asked with a method it does not take: a preflight (`OPTIONS`) under
+/// Pelican's director API gets `200` with CORS headers, as Pelican answers; anything
+/// else a JSON `405` (the `Allow` header is added by the router).
+pub(super) async fn method_not_allowed(request: Request) -> Response {
+    let path = request.uri().path();
+    if request.method() == Method::OPTIONS && path.starts_with("/api/v1.0/director/") {
+        let mut response = "".into_response();
+        response.headers_mut().extend(CORS);
+        return response;
+    }
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not supported on {path}", request.method()),
+    )
+    .into_response()
+}
+
+/// `GET|HEAD|PUT|DELETE|PROPFIND /<path>` and the object/origin APIs: 307 to the best server.
+fn redirect_or_error(state: &AppState, request: &Request) -> Response {
+    match redirect_for(state, request) {
         Ok(response) => {
             state.metrics.redirect(RedirectResult::Redirected);
             response

@@ -1,6 +1,5 @@
-//! Operations: liveness, readiness, Prometheus metrics and a status page.
+//! Operations: liveness, readiness and Prometheus metrics.
 
-use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -8,7 +7,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
@@ -22,7 +21,6 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1.0/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/", get(status_page))
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -30,7 +28,7 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 /// Why the director is not fully ready, if it is not: `(status, detail)`.
-fn not_ready(state: &AppState) -> Option<(&'static str, String)> {
+pub(super) fn not_ready(state: &AppState) -> Option<(&'static str, String)> {
     if !state.ready.load(Ordering::SeqCst) {
         return Some(("not_ready", "the director is stopping".into()));
     }
@@ -90,63 +88,4 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         store_write_failing: state.ledger.store().write_failing().is_some(),
     });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-async fn status_page(State(state): State<Arc<AppState>>) -> Html<String> {
-    let now = state.ledger.clock().now_ms();
-    let mut page = String::new();
-    let _ = write!(
-        page,
-        "<!doctype html><meta charset=utf-8><title>Skein {name}</title>\
-         <h1>Skein director {name}</h1><p>{url} &middot; instance started {started} \
-         &middot; {n} directors known &middot; forward backlog {backlog}</p>",
-        name = escape(&state.name),
-        url = escape(&state.advertise_url),
-        started = state.identity.instance().started_at,
-        n = state.peers.count_with_self(),
-        backlog = state.replicator.backlog(),
-    );
-    if let Some((status, detail)) = not_ready(&state) {
-        let _ = write!(
-            page,
-            "<p><strong>Not ready: {}</strong>: {}</p>",
-            status,
-            escape(&detail)
-        );
-    }
-    page.push_str("<h2>Directors</h2><table><tr><th>URL<th>last error</tr>");
-    for (url, error) in state.peers.errors() {
-        let _ = write!(
-            page,
-            "<tr><td>{}<td>{}</tr>",
-            escape(&url),
-            escape(error.as_deref().unwrap_or("-"))
-        );
-    }
-    page.push_str("</table><h2>Ads</h2><table><tr><th>kind<th>name<th>data URL<th>namespaces<th>status<th>expires in (s)</tr>");
-    let view = state.ledger.view();
-    let mut ads: Vec<_> = view.ads().collect();
-    ads.sort_by_key(|a| a.ad.key());
-    for a in ads {
-        let namespaces: Vec<&str> = a.ad.namespaces.iter().map(|n| n.path.as_str()).collect();
-        let _ = write!(
-            page,
-            "<tr><td>{}<td>{}<td>{}<td>{}<td>{:?}<td>{}</tr>",
-            a.ad.kind,
-            escape(&a.ad.name),
-            escape(&a.ad.data_url),
-            escape(&namespaces.join(" ")),
-            a.ad.status,
-            a.expires_at.saturating_sub(now) / 1000
-        );
-    }
-    page.push_str("</table>");
-    Html(page)
 }

@@ -1,6 +1,7 @@
 //! The director's HTTP API: one router built from per-group routers.
 
 pub mod budgets;
+mod catalog;
 mod clients;
 mod error;
 mod health;
@@ -9,6 +10,7 @@ mod peers;
 mod redirect;
 pub mod serve;
 mod services;
+pub mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -88,7 +90,10 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
     Router::new()
         .merge(with_bodies)
         .merge(health::router())
+        .merge(status::router())
+        .merge(catalog::router())
         .merge(clients::router())
+        .method_not_allowed_fallback(clients::method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body))
         .layer(axum::middleware::from_fn_with_state(

@@ -432,8 +432,96 @@ async fn discovery_listings_and_operations() {
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
-    let page = h.call(Method::GET, "/", None).await;
-    assert_eq!(page.status, StatusCode::OK);
+    let request = Request::get("/").body(Body::empty()).unwrap();
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let page = String::from_utf8_lossy(&page);
+    for needle in [
+        "origin-1",
+        "http://origin-1.example:8443",
+        "just now",
+        "in 14 min",
+        "ready",
+    ] {
+        assert!(
+            page.contains(needle),
+            "{needle} missing from the status page"
+        );
+    }
+    let status = h.call(Method::GET, "/api/v1.0/director/status", None).await;
+    assert_eq!(status.json["director"]["name"], "director-a");
+    assert_eq!(status.json["servers"][0]["name"], "origin-1");
+    assert_eq!(status.json["servers"][0]["kind"], "origin");
+}
+
+#[tokio::test]
+async fn pelican_api_gaps_listings_discovery_cors_and_unknown_endpoints() {
+    let h = harness();
+    h.register(&ad("origin-1", ServerKind::Origin, &["/ns"], 1))
+        .await;
+    h.register(&ad("cache-1", ServerKind::Cache, &["/ns"], 1))
+        .await;
+
+    let v1 = h
+        .call(Method::GET, "/api/v1.0/director/listNamespaces", None)
+        .await;
+    assert_eq!(v1.status, StatusCode::OK);
+    assert_eq!(v1.json[0]["path"], "/ns");
+    assert_eq!(v1.json[0]["requireToken"], false);
+    assert!(header(&v1, "warning").starts_with("299"));
+
+    let sd = h
+        .call(Method::GET, "/api/v1.0/director/discoverServers", None)
+        .await;
+    assert_eq!(sd.status, StatusCode::OK);
+    let groups = sd.json.as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{}", sd.json);
+    assert_eq!(groups[0]["targets"][0], "origin-1.example:8443");
+    assert_eq!(groups[0]["labels"]["server_type"], "Origin");
+    assert_eq!(groups[1]["labels"]["server_type"], "Cache");
+    assert_eq!(groups[1]["labels"]["server_name"], "cache-1");
+    assert_eq!(
+        groups[1]["labels"]["server_web_url"],
+        "http://cache-1.example:8443"
+    );
+
+    let redirect = h.call(Method::GET, "/ns/x", None).await;
+    assert_eq!(redirect.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(header(&redirect, "access-control-allow-origin"), "*");
+    assert!(header(&redirect, "access-control-expose-headers").contains("X-Pelican-Namespace"));
+    for path in ["/ns/x", "/api/v1.0/director/object/ns/x", "/anything"] {
+        let preflight = h.call(Method::OPTIONS, path, None).await;
+        assert_eq!(preflight.status, StatusCode::OK, "{path}");
+        assert_eq!(header(&preflight, "access-control-allow-origin"), "*");
+        assert!(header(&preflight, "allow").contains("PROPFIND"));
+    }
+
+    let preflight = h
+        .call(Method::OPTIONS, "/api/v1.0/director/registerOrigin", None)
+        .await;
+    assert_eq!(preflight.status, StatusCode::OK);
+    assert_eq!(header(&preflight, "access-control-allow-origin"), "*");
+    let wrong = h
+        .call(Method::DELETE, "/api/v1.0/director/registerOrigin", None)
+        .await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.json["error"], "method_not_allowed");
+    assert!(
+        header(&wrong, "allow").contains("POST"),
+        "{:?}",
+        wrong.headers
+    );
+
+    for path in ["/api/v1.0/director/nope", "/api/v3/x", "/api/"] {
+        let unknown = h.call(Method::GET, path, None).await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(unknown.json["error"], "unknown_endpoint", "{path}");
+    }
+    let object_api = h
+        .call(Method::GET, "/api/v1.0/director/object/nope/x", None)
+        .await;
+    assert_eq!(object_api.json["error"], "not_found");
 }
 
 #[tokio::test]

@@ -188,6 +188,11 @@ impl Replicator {
             .sum()
     }
 
+    /// Ads waiting for one peer.
+    pub fn backlog_of(&self, peer: &str) -> usize {
+        self.peers.link(peer).map_or(0, |link| link.queue.len())
+    }
+
     /// The queue of the peer at `url`; a detached one (whose ads go nowhere) if it is
     /// not, or no longer, a verified peer.
     fn queue_for(&self, url: &str) -> Arc<PeerQueue> {
