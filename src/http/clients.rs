@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,6 +15,7 @@ use super::{AppState, redirect};
 use crate::ad::NamespaceAd;
 use crate::metrics::RedirectResult;
 use crate::paths::parse_object_path;
+use crate::probe::Ask;
 use crate::routing::{NoRoute, Purpose};
 use crate::wire::FederationDiscovery;
 
@@ -90,7 +92,8 @@ struct RouteBody<'a> {
 
 /// `GET|HEAD|PUT|DELETE /<path>` and the object/origin APIs: 307 to the best server.
 async fn object(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    match redirect_for(&state, &request) {
+    let (request, _body) = request.into_parts();
+    match redirect_for(&state, &request).await {
         Ok(response) => {
             state.metrics.redirect(RedirectResult::Redirected);
             response
@@ -108,9 +111,9 @@ async fn object(State(state): State<Arc<AppState>>, request: Request) -> Respons
     }
 }
 
-fn redirect_for(state: &AppState, request: &Request) -> Result<Response, ApiError> {
-    let uri = request.uri();
-    let (purpose, path) = purpose_of(request.method(), uri.path())?;
+async fn redirect_for(state: &AppState, request: &Parts) -> Result<Response, ApiError> {
+    let uri = &request.uri;
+    let (purpose, path) = purpose_of(&request.method, uri.path())?;
     let mut no_redirect = false;
     let query: Vec<&str> = uri
         .query()
@@ -125,19 +128,22 @@ fn redirect_for(state: &AppState, request: &Request) -> Result<Response, ApiErro
     let query = query.join("&");
     let now = state.ledger.clock().now_ms();
     let view = state.ledger.view();
-    let route = view.route(&path, purpose, now).map_err(|no| match no {
+    let mut route = view.route(&path, purpose, now).map_err(|no| match no {
         NoRoute::NoNamespace => {
             ApiError::not_found(format!("no server serves a namespace containing {path}"))
         }
         NoRoute::NotAllowed { prefix } => ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "not_allowed",
-            format!(
-                "no origin for namespace {prefix} allows {}",
-                request.method()
-            ),
+            format!("no origin for namespace {prefix} allows {}", request.method),
         ),
     })?;
+    let ask = Ask::of(request, &path, purpose, &query);
+    state
+        .probes
+        .prepare(&mut route, &ask)
+        .await
+        .map_err(|_| ApiError::not_found(format!("no origin of {} holds {path}", route.prefix)))?;
     let headers = redirect::headers(&route, &path, Some(&query));
     if no_redirect {
         let body = RouteBody {

@@ -48,7 +48,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .ads()
         .filter(|a| a.expires_at > now)
         .count();
-    let text = state.metrics.render(live, state.peers.count_with_self());
+    let mut text = state.metrics.render(live, state.peers.count_with_self());
+    text.push_str(&state.probes.render_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -57,6 +58,18 @@ fn escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// "up (ewma 0.97, 12 ms)", "down (3 failures)" or "-" if never probed.
+fn health_cell(status: Option<&crate::probe::Status>) -> String {
+    match status {
+        None => "-".into(),
+        Some(s) if s.health.up => format!(
+            "up (ewma {:.2}, {:.0} ms)",
+            s.health.ewma, s.health.latency_ms
+        ),
+        Some(s) => format!("down ({} failures, ewma {:.2})", s.failures, s.health.ewma),
+    }
 }
 
 async fn status_page(State(state): State<Arc<AppState>>) -> Html<String> {
@@ -82,21 +95,29 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Html<String> {
             escape(error.as_deref().unwrap_or("-"))
         );
     }
-    page.push_str("</table><h2>Ads</h2><table><tr><th>kind<th>name<th>data URL<th>namespaces<th>status<th>expires in (s)</tr>");
+    page.push_str("</table><h2>Ads</h2><table><tr><th>kind<th>name<th>data URL<th>namespaces<th>status<th>expires in (s)<th>health<th>last probe error</tr>");
     let view = state.ledger.view();
+    let board = state.probes.board().snapshot();
     let mut ads: Vec<_> = view.ads().collect();
     ads.sort_by_key(|a| a.ad.key());
     for a in ads {
         let namespaces: Vec<&str> = a.ad.namespaces.iter().map(|n| n.path.as_str()).collect();
         let _ = write!(
             page,
-            "<tr><td>{}<td>{}<td>{}<td>{}<td>{:?}<td>{}</tr>",
+            "<tr><td>{}<td>{}<td>{}<td>{}<td>{:?}<td>{}<td>{}<td>{}</tr>",
             a.ad.kind,
             escape(&a.ad.name),
             escape(&a.ad.data_url),
             escape(&namespaces.join(" ")),
             a.ad.status,
-            a.expires_at.saturating_sub(now) / 1000
+            a.expires_at.saturating_sub(now) / 1000,
+            health_cell(board.get(&a.ad.key()).map(|s| s.as_ref())),
+            escape(
+                board
+                    .get(&a.ad.key())
+                    .and_then(|s| s.last_error.as_deref())
+                    .unwrap_or("-")
+            ),
         );
     }
     page.push_str("</table>");

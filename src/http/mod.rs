@@ -7,6 +7,7 @@ mod json;
 mod peers;
 mod redirect;
 pub mod serve;
+mod servers;
 mod services;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::identity::Identity;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::peers::PeerSet;
+use crate::probe::Probes;
 use crate::replication::Replicator;
 use crate::routing::signals::Signals;
 
@@ -53,6 +55,8 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     /// Health and presence of servers, as the probes see them (read lock-free).
     pub signals: Arc<dyn Signals>,
+    /// The probes behind `signals`: presence checks, the health board, their metrics.
+    pub probes: Arc<Probes>,
     /// True once the store is open and the view loaded.
     pub ready: AtomicBool,
 }
@@ -92,6 +96,7 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
     Router::new()
         .merge(with_bodies)
         .merge(health::router())
+        .merge(servers::router())
         .merge(clients::router())
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body))

@@ -19,7 +19,6 @@ pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1.0/director/directors", get(directors))
         .route("/api/v1.0/director/ads", get(ads))
-        .route("/api/v1.0/director/servers", get(ads))
         .route("/api/v1.0/director/digest", get(digest))
         .route("/api/v1.0/director/ads/fetch", post(fetch))
 }
