@@ -1,6 +1,8 @@
 //! Test harness: real directors on 127.0.0.1 port 0 with temp sled directories.
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
