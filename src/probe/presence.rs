@@ -250,26 +250,273 @@ pub fn order(
     path: &str,
     purpose: Purpose,
 ) -> Result<(), AllAbsent> {
-    let presence = |c: &Candidate| signals.presence(&key_of(c), path);
-    let origins_only = purpose != Purpose::Read
-        || route
-            .candidates
-            .iter()
-            .all(|c| c.kind == ServerKind::Origin);
-    if purpose != Purpose::Write
+    // One key per candidate; rank = (demoted, not known to hold it).
+    let mut ranked: Vec<((bool, bool), Presence, Candidate)> = route
+        .candidates
+        .drain(..)
+        .map(|c| {
+            let key = key_of(&c);
+            let presence = signals.presence(&key, path);
+            let down = signals.health(&key).is_some_and(|h| !h.up);
+            let demoted = down || (c.kind == ServerKind::Origin && presence == Presence::Absent);
+            ((demoted, presence != Presence::Present), presence, c)
+        })
+        .collect();
+    let origins_only =
+        purpose != Purpose::Read || ranked.iter().all(|(_, _, c)| c.kind == ServerKind::Origin);
+    let all_absent = purpose != Purpose::Write
         && origins_only
-        && route
-            .candidates
-            .iter()
-            .all(|c| presence(c) == Presence::Absent)
-    {
-        return Err(AllAbsent);
+        && ranked.iter().all(|(_, p, _)| *p == Presence::Absent);
+    ranked.sort_by_key(|(rank, _, _)| *rank);
+    route.candidates = ranked.into_iter().map(|(_, _, c)| c).collect();
+    if all_absent { Err(AllAbsent) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fixtures;
+    use crate::routing::signals::ServerHealth;
+
+    fn config() -> PresenceConfig {
+        PresenceConfig {
+            enabled: true,
+            single_origin: false,
+            caches: true,
+            timeout: Duration::from_secs(1),
+            fan_out: 2,
+            present_ttl: Duration::from_secs(60),
+            absent_ttl: Duration::from_secs(10),
+            capacity: 2,
+        }
     }
-    route.candidates.sort_by_cached_key(|c| {
-        let down = signals.health(&key_of(c)).is_some_and(|h| !h.up);
-        let p = presence(c);
-        let demoted = down || (c.kind == ServerKind::Origin && p == Presence::Absent);
-        (demoted, p != Presence::Present)
-    });
-    Ok(())
+
+    fn key(kind: ServerKind, name: &str) -> AdKey {
+        AdKey {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    fn candidate(kind: ServerKind, name: &str) -> Candidate {
+        Candidate {
+            name: name.into(),
+            kind,
+            data_url: format!("http://{name}"),
+        }
+    }
+
+    fn route(candidates: &[(ServerKind, &str)]) -> Route {
+        Route {
+            prefix: "/ns".into(),
+            namespace: fixtures::public_namespace("/ns"),
+            candidates: candidates.iter().map(|(k, n)| candidate(*k, n)).collect(),
+            collections_url: None,
+        }
+    }
+
+    fn ask<'a>(purpose: Purpose, query: &'a str) -> Ask<'a> {
+        Ask {
+            path: "/ns/obj",
+            purpose,
+            is_object_read: true,
+            query,
+            bearer: None,
+        }
+    }
+
+    const O: ServerKind = ServerKind::Origin;
+    const C: ServerKind = ServerKind::Cache;
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_expire_by_their_own_ttl() {
+        let cache = PresenceCache::new(config());
+        let (a, b) = (key(O, "a"), key(O, "b"));
+        cache.put(
+            "/ns/x",
+            &[
+                (a.clone(), Presence::Present),
+                (b.clone(), Presence::Absent),
+                (key(O, "c"), Presence::Unknown),
+            ],
+        );
+        assert_eq!(cache.get(&a, "/ns/x"), Presence::Present);
+        assert_eq!(cache.get(&b, "/ns/x"), Presence::Absent);
+        assert_eq!(cache.get(&key(O, "c"), "/ns/x"), Presence::Unknown);
+        assert_eq!(cache.get(&a, "/ns/y"), Presence::Unknown);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(
+            cache.get(&b, "/ns/x"),
+            Presence::Unknown,
+            "absent TTL passed"
+        );
+        assert_eq!(cache.get(&a, "/ns/x"), Presence::Present);
+        // A fresh answer replaces the old one for its server only.
+        cache.put("/ns/x", &[(b.clone(), Presence::Present)]);
+        assert_eq!(cache.get(&b, "/ns/x"), Presence::Present);
+        assert_eq!(cache.get(&a, "/ns/x"), Presence::Present);
+        tokio::time::advance(Duration::from_secs(50)).await;
+        assert_eq!(
+            cache.get(&a, "/ns/x"),
+            Presence::Unknown,
+            "present TTL passed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_cache_drops_expired_answers_then_refuses_new_ones() {
+        let cache = PresenceCache::new(config());
+        let a = key(O, "a");
+        cache.put("/1", &[(a.clone(), Presence::Absent)]);
+        cache.put("/2", &[(a.clone(), Presence::Present)]);
+        cache.put("/3", &[(a.clone(), Presence::Present)]);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get(&a, "/3"), Presence::Unknown, "full: not kept");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        cache.put("/3", &[(a.clone(), Presence::Present)]);
+        assert_eq!(
+            cache.get(&a, "/3"),
+            Presence::Present,
+            "room made by expiry"
+        );
+        assert_eq!(cache.len(), 2);
+    }
+
+    fn names(picked: Vec<&Candidate>) -> Vec<&str> {
+        picked.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    #[test]
+    fn checks_only_where_presence_matters() {
+        let c = config();
+        let two = route(&[(O, "o1"), (O, "o2"), (O, "o3")]);
+        let one = route(&[(O, "o1")]);
+        let cached = route(&[(C, "c1"), (C, "c2"), (C, "c3"), (O, "o1"), (O, "o2")]);
+        // Several origins: the best `fan_out` of them.
+        assert_eq!(
+            names(to_check(&c, &two, &ask(Purpose::OriginRead, ""))),
+            ["o1", "o2"]
+        );
+        assert_eq!(
+            names(to_check(&c, &two, &ask(Purpose::Read, ""))),
+            ["o1", "o2"]
+        );
+        // One origin: assumed to hold it, unless configured otherwise.
+        assert!(to_check(&c, &one, &ask(Purpose::OriginRead, "")).is_empty());
+        let single = PresenceConfig {
+            single_origin: true,
+            ..config()
+        };
+        assert_eq!(
+            names(to_check(&single, &one, &ask(Purpose::OriginRead, ""))),
+            ["o1"]
+        );
+        // Reads through caches: the caches fetch; only ?prefercached asks them.
+        assert!(to_check(&c, &cached, &ask(Purpose::Read, "")).is_empty());
+        assert_eq!(
+            names(to_check(
+                &c,
+                &cached,
+                &ask(Purpose::Read, "a=1&prefercached")
+            )),
+            ["c1", "c2"]
+        );
+        // Never for writes, listings, ?skipstat, or off.
+        assert!(to_check(&c, &two, &ask(Purpose::Write, "")).is_empty());
+        let listing = Ask {
+            is_object_read: false,
+            ..ask(Purpose::OriginRead, "")
+        };
+        assert!(to_check(&c, &two, &listing).is_empty());
+        assert!(to_check(&c, &two, &ask(Purpose::OriginRead, "skipstat")).is_empty());
+        let off = PresenceConfig {
+            enabled: false,
+            ..config()
+        };
+        assert!(to_check(&off, &two, &ask(Purpose::OriginRead, "")).is_empty());
+        // A private namespace only with a token to pass on.
+        let mut private = two.clone();
+        private.namespace.caps.public_reads = false;
+        assert!(to_check(&c, &private, &ask(Purpose::OriginRead, "")).is_empty());
+        let with_token = ask(Purpose::OriginRead, "authz=tok");
+        assert_eq!(with_token.token(), Some("tok"));
+        assert_eq!(to_check(&c, &private, &with_token).len(), 2);
+    }
+
+    #[derive(Default)]
+    struct Fake {
+        down: Vec<&'static str>,
+        presence: HashMap<&'static str, Presence>,
+    }
+
+    impl Signals for Fake {
+        fn health(&self, key: &AdKey) -> Option<ServerHealth> {
+            Some(ServerHealth {
+                up: !self.down.contains(&key.name.as_str()),
+                ewma: 1.0,
+                latency_ms: 1.0,
+                checked_at: 0,
+            })
+        }
+
+        fn presence(&self, key: &AdKey, _path: &str) -> Presence {
+            self.presence
+                .get(key.name.as_str())
+                .copied()
+                .unwrap_or_default()
+        }
+    }
+
+    fn order_of(r: &Route) -> Vec<&str> {
+        r.candidates.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    #[test]
+    fn down_and_absent_go_last_present_first() {
+        let signals = Fake {
+            down: vec!["c1"],
+            presence: HashMap::from([("o1", Presence::Absent), ("o3", Presence::Present)]),
+        };
+        let mut r = route(&[(C, "c1"), (C, "c2"), (O, "o1"), (O, "o2"), (O, "o3")]);
+        assert_eq!(order(&mut r, &signals, "/ns/obj", Purpose::Read), Ok(()));
+        assert_eq!(order_of(&r), ["o3", "c2", "o2", "c1", "o1"]);
+        // Caches known to hold it come before the others, which keep their order.
+        let signals = Fake {
+            down: vec![],
+            presence: HashMap::from([("c3", Presence::Present), ("c1", Presence::Absent)]),
+        };
+        let mut r = route(&[(C, "c1"), (C, "c2"), (C, "c3"), (O, "o1")]);
+        order(&mut r, &signals, "/ns/obj", Purpose::Read).unwrap();
+        assert_eq!(order_of(&r), ["c3", "c1", "c2", "o1"]);
+    }
+
+    #[test]
+    fn every_origin_lacking_the_object_is_all_absent() {
+        let signals = Fake {
+            down: vec![],
+            presence: HashMap::from([("o1", Presence::Absent), ("o2", Presence::Absent)]),
+        };
+        let mut r = route(&[(O, "o1"), (O, "o2")]);
+        assert_eq!(
+            order(&mut r, &signals, "/ns/obj", Purpose::OriginRead),
+            Err(AllAbsent)
+        );
+        let mut r = route(&[(O, "o1"), (O, "o2")]);
+        assert_eq!(
+            order(&mut r, &signals, "/ns/obj", Purpose::Read),
+            Err(AllAbsent)
+        );
+        // Through a cache, or with one origin unknown, it is not decided here.
+        let mut r = route(&[(C, "c1"), (O, "o1"), (O, "o2")]);
+        assert_eq!(order(&mut r, &signals, "/ns/obj", Purpose::Read), Ok(()));
+        let mut r = route(&[(O, "o1"), (O, "o2"), (O, "o3")]);
+        assert_eq!(
+            order(&mut r, &signals, "/ns/obj", Purpose::OriginRead),
+            Ok(())
+        );
+        assert_eq!(order_of(&r), ["o3", "o1", "o2"]);
+    }
 }
