@@ -93,7 +93,10 @@ fn health_and_presence_defaults_and_problems() {
         "{MINIMAL}[health]\nconcurrency = 0\npath = \"health\"\nfailures = 0\nenabled = \"yes\"\n\
          [presence]\nfan_out = 0\npresent_ttl = \"0s\"\nprobe = 1\n"
     );
-    let all = DirectorConfig::from_toml(&bad).unwrap_err().problems.join("\n");
+    let all = DirectorConfig::from_toml(&bad)
+        .unwrap_err()
+        .problems
+        .join("\n");
     for key in [
         "health.concurrency: must be at least 1",
         "health.path: \"health\" must start with /",

@@ -164,8 +164,9 @@ impl Board {
         self.table.load().get(key).map(|s| s.health)
     }
 
-    /// Records a probe of `key` (the scheduler is the only writer).
-    pub(super) fn record(
+    /// Records a probe of `key`. In a director the scheduler is the only writer (a
+    /// second writer could lose updates); public for benchmarks and tests.
+    pub fn record(
         &self,
         key: &AdKey,
         outcome: &Outcome,

@@ -22,8 +22,8 @@ use crate::ad::{AdKey, ServerKind};
 use crate::client::{Client, ClientError};
 use crate::config::{HealthConfig, PresenceConfig};
 use crate::ledger::Ledger;
-use crate::routing::Route;
 use crate::routing::signals::{Presence, ServerHealth, Signals};
+use crate::routing::{Purpose, Route};
 
 pub use health::{Board, Outcome, ProbeResult, Status};
 pub use presence::{AllAbsent, Ask, PresenceCache};
@@ -130,7 +130,8 @@ impl Probes {
                 self.counters.presence_checked(answer);
             }
         }
-        presence::order(route, self, ask.path, ask.purpose)
+        let object = (ask.is_object_read && ask.purpose != Purpose::Write).then_some(ask.path);
+        presence::order(route, self, object, ask.purpose)
     }
 
     /// Prometheus text: servers up and down by kind, probes by result, presence answers.

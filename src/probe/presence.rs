@@ -242,12 +242,13 @@ pub struct AllAbsent;
 
 /// Orders `route` by what the signals say (stable, so the ranking's order stands within
 /// each class): servers down or origins lacking the object go last, servers known to hold
-/// it first. An origin read (or a read with no cache) whose origins all lack the object
-/// is [`AllAbsent`].
+/// it first. `object` is the path whose presence counts (`None` for writes and listings,
+/// where only health does). An origin read (or a read with no cache) whose origins all
+/// lack the object is [`AllAbsent`].
 pub fn order(
     route: &mut Route,
     signals: &dyn Signals,
-    path: &str,
+    object: Option<&str>,
     purpose: Purpose,
 ) -> Result<(), AllAbsent> {
     // One key per candidate; rank = (demoted, not known to hold it).
@@ -256,7 +257,7 @@ pub fn order(
         .drain(..)
         .map(|c| {
             let key = key_of(&c);
-            let presence = signals.presence(&key, path);
+            let presence = object.map_or(Presence::Unknown, |path| signals.presence(&key, path));
             let down = signals.health(&key).is_some_and(|h| !h.up);
             let demoted = down || (c.kind == ServerKind::Origin && presence == Presence::Absent);
             ((demoted, presence != Presence::Present), presence, c)
@@ -264,9 +265,8 @@ pub fn order(
         .collect();
     let origins_only =
         purpose != Purpose::Read || ranked.iter().all(|(_, _, c)| c.kind == ServerKind::Origin);
-    let all_absent = purpose != Purpose::Write
-        && origins_only
-        && ranked.iter().all(|(_, p, _)| *p == Presence::Absent);
+    let all_absent =
+        object.is_some() && origins_only && ranked.iter().all(|(_, p, _)| *p == Presence::Absent);
     ranked.sort_by_key(|(rank, _, _)| *rank);
     route.candidates = ranked.into_iter().map(|(_, _, c)| c).collect();
     if all_absent { Err(AllAbsent) } else { Ok(()) }
@@ -481,7 +481,10 @@ mod tests {
             presence: HashMap::from([("o1", Presence::Absent), ("o3", Presence::Present)]),
         };
         let mut r = route(&[(C, "c1"), (C, "c2"), (O, "o1"), (O, "o2"), (O, "o3")]);
-        assert_eq!(order(&mut r, &signals, "/ns/obj", Purpose::Read), Ok(()));
+        assert_eq!(
+            order(&mut r, &signals, Some("/ns/obj"), Purpose::Read),
+            Ok(())
+        );
         assert_eq!(order_of(&r), ["o3", "c2", "o2", "c1", "o1"]);
         // Caches known to hold it come before the others, which keep their order.
         let signals = Fake {
@@ -489,7 +492,7 @@ mod tests {
             presence: HashMap::from([("c3", Presence::Present), ("c1", Presence::Absent)]),
         };
         let mut r = route(&[(C, "c1"), (C, "c2"), (C, "c3"), (O, "o1")]);
-        order(&mut r, &signals, "/ns/obj", Purpose::Read).unwrap();
+        order(&mut r, &signals, Some("/ns/obj"), Purpose::Read).unwrap();
         assert_eq!(order_of(&r), ["c3", "c1", "c2", "o1"]);
     }
 
@@ -501,22 +504,29 @@ mod tests {
         };
         let mut r = route(&[(O, "o1"), (O, "o2")]);
         assert_eq!(
-            order(&mut r, &signals, "/ns/obj", Purpose::OriginRead),
+            order(&mut r, &signals, Some("/ns/obj"), Purpose::OriginRead),
             Err(AllAbsent)
         );
         let mut r = route(&[(O, "o1"), (O, "o2")]);
         assert_eq!(
-            order(&mut r, &signals, "/ns/obj", Purpose::Read),
+            order(&mut r, &signals, Some("/ns/obj"), Purpose::Read),
             Err(AllAbsent)
         );
         // Through a cache, or with one origin unknown, it is not decided here.
         let mut r = route(&[(C, "c1"), (O, "o1"), (O, "o2")]);
-        assert_eq!(order(&mut r, &signals, "/ns/obj", Purpose::Read), Ok(()));
+        assert_eq!(
+            order(&mut r, &signals, Some("/ns/obj"), Purpose::Read),
+            Ok(())
+        );
         let mut r = route(&[(O, "o1"), (O, "o2"), (O, "o3")]);
         assert_eq!(
-            order(&mut r, &signals, "/ns/obj", Purpose::OriginRead),
+            order(&mut r, &signals, Some("/ns/obj"), Purpose::OriginRead),
             Ok(())
         );
         assert_eq!(order_of(&r), ["o3", "o1", "o2"]);
+        // Writes and listings: presence does not count.
+        let mut r = route(&[(O, "o1"), (O, "o2")]);
+        assert_eq!(order(&mut r, &signals, None, Purpose::Write), Ok(()));
+        assert_eq!(order_of(&r), ["o1", "o2"]);
     }
 }
