@@ -18,8 +18,7 @@ use common::eventually;
 use common::services::service;
 use skein::ad::ServerKind;
 use skein::client::{Client, Located};
-use skein::config::DirectorConfig;
-use skein::director::{Director, DirectorHandle, Options};
+use skein::director::DirectorHandle;
 use skein::fixtures;
 use skein::servers::{ServerHandle, cache, origin};
 
@@ -27,40 +26,20 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A director probing every 200 ms, with presence answers kept for `ttl`.
 async fn director(root: &Path, ttl: &str) -> anyhow::Result<DirectorHandle> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let config = DirectorConfig::from_toml(&format!(
-        r#"
-name = "director-a"
-listen = "{addr}"
-advertise_url = "http://{addr}"
-data_dir = "{data}"
-[identity]
-key = "unused.key"
-[federation]
-trust = "unused.toml"
-[health]
-interval = "200ms"
-timeout = "500ms"
-[presence]
-present_ttl = "{ttl}"
-absent_ttl = "{ttl}"
-"#,
-        data = root.join("data").display()
-    ))?;
-    let trust = fixtures::trust(&[
-        ("director-a", ServerKind::Director, &[]),
-        ("origin-1", ServerKind::Origin, &["/test"]),
-        ("origin-2", ServerKind::Origin, &["/test"]),
-        ("cache-1", ServerKind::Cache, &["/test"]),
-        ("cache-2", ServerKind::Cache, &["/test"]),
-    ]);
-    let options = Options {
-        trust: Some(trust),
-        key: Some(fixtures::key_for("director-a")),
-        ..Default::default()
-    };
-    Ok(Director::start_with(config, options, listener, CancellationToken::new()).await?)
+    common::services::director(
+        root,
+        &[
+            ("origin-1", ServerKind::Origin, &["/test"]),
+            ("origin-2", ServerKind::Origin, &["/test"]),
+            ("cache-1", ServerKind::Cache, &["/test"]),
+            ("cache-2", ServerKind::Cache, &["/test"]),
+        ],
+        &format!(
+            "[health]\ninterval = \"200ms\"\ntimeout = \"500ms\"\n\
+             [presence]\npresent_ttl = \"{ttl}\"\nabsent_ttl = \"{ttl}\"\n"
+        ),
+    )
+    .await
 }
 
 const NAMESPACE: &str = "[[namespace]]\npath = \"/test\"\npublic_reads = true\n";
@@ -118,6 +97,19 @@ async fn goes_to(director: &DirectorHandle, path: &str, base: &str) -> bool {
         .await
         .and_then(|l| l.location)
         .is_some_and(|l| l.starts_with(base))
+}
+
+/// Waits until redirects for `path` list both `a` and `b`.
+async fn listed_both(director: &DirectorHandle, path: &str, a: &ServerHandle, b: &ServerHandle) {
+    eventually(DEADLINE, "both servers routed", || async {
+        let links = locate(director, path)
+            .await
+            .map(|l| l.links)
+            .unwrap_or_default();
+        links.iter().any(|l| l.starts_with(&a.url()))
+            && links.iter().any(|l| l.starts_with(&b.url()))
+    })
+    .await;
 }
 
 async fn get_json(url: &str) -> anyhow::Result<serde_json::Value> {
@@ -306,13 +298,7 @@ async fn clients_go_to_the_origin_holding_the_object() -> anyhow::Result<()> {
         start_origin(root, "origin-1", director.url(), &["only1.txt", "both.txt"]).await?;
     let (two, two_export) =
         start_origin(root, "origin-2", director.url(), &["only2.txt", "both.txt"]).await?;
-    eventually(DEADLINE, "both origins routed", || async {
-        let links = |l: Option<Located>| l.map(|l| l.links).unwrap_or_default();
-        let links = links(locate(&director, "/test/both.txt").await);
-        links.iter().any(|l| l.starts_with(&one.url()))
-            && links.iter().any(|l| l.starts_with(&two.url()))
-    })
-    .await;
+    listed_both(&director, "/test/both.txt", &one, &two).await;
 
     let origin_api = "/api/v1.0/director/origin";
     for (file, holder) in [("only1.txt", &one), ("only2.txt", &two)] {
@@ -367,13 +353,7 @@ async fn prefercached_prefers_the_cache_holding_the_object() -> anyhow::Result<(
     let (origin, _) = start_origin(root, "origin-1", director.url(), &["a.txt", "b.txt"]).await?;
     let (c1, c1_dir) = start_cache(root, "cache-1", director.url()).await?;
     let (c2, c2_dir) = start_cache(root, "cache-2", director.url()).await?;
-    eventually(DEADLINE, "both caches routed", || async {
-        let links = |l: Option<Located>| l.map(|l| l.links).unwrap_or_default();
-        let links = links(locate(&director, "/test/a.txt").await);
-        links.iter().any(|l| l.starts_with(&c1.url()))
-            && links.iter().any(|l| l.starts_with(&c2.url()))
-    })
-    .await;
+    listed_both(&director, "/test/a.txt", &c1, &c2).await;
     // Warm a.txt in cache-1 and b.txt in cache-2.
     for (cache, file) in [(&c1, "a.txt"), (&c2, "b.txt")] {
         let body = get_text(&format!("{}/test/{file}", cache.url())).await?;

@@ -15,9 +15,7 @@ use tokio_util::sync::CancellationToken;
 use skein::ad::{AdStatus, ServerKind};
 use skein::advertiser::Advertiser;
 use skein::client::Client;
-use skein::config::DirectorConfig;
-use skein::director::{Director, DirectorHandle, Options};
-use skein::fixtures;
+use skein::director::DirectorHandle;
 use skein::servers::{ServerHandle, cache, origin};
 
 use common::services::service;
@@ -43,35 +41,16 @@ impl Federation {
         std::fs::write(export.join("hello.txt"), HELLO)?;
         std::fs::write(export.join("sub/big.bin"), big())?;
 
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let director_config = DirectorConfig::from_toml(&format!(
-            r#"
-name = "director-a"
-listen = "{addr}"
-advertise_url = "http://{addr}"
-data_dir = "{data}"
-[identity]
-key = "unused.key"
-[federation]
-trust = "unused.toml"
-"#,
-            data = root.join("data").display()
-        ))?;
-        let trust = fixtures::trust(&[
-            ("director-a", ServerKind::Director, &[]),
-            ("origin-1", ServerKind::Origin, &["/test", "/up"]),
-            ("origin-2", ServerKind::Origin, &["/test"]),
-            ("cache-1", ServerKind::Cache, &["/test"]),
-        ]);
-        let options = Options {
-            trust: Some(trust),
-            key: Some(fixtures::key_for("director-a")),
-            ..Default::default()
-        };
-        let director =
-            Director::start_with(director_config, options, listener, CancellationToken::new())
-                .await?;
+        let director = common::services::director(
+            root,
+            &[
+                ("origin-1", ServerKind::Origin, &["/test", "/up"]),
+                ("origin-2", ServerKind::Origin, &["/test"]),
+                ("cache-1", ServerKind::Cache, &["/test"]),
+            ],
+            "",
+        )
+        .await?;
         let federation = director.url().to_string();
 
         let origin_listener = TcpListener::bind("127.0.0.1:0").await?;
