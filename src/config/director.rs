@@ -44,6 +44,7 @@ const KNOWN_KEYS: &[&str] = &[
     "presence.present_ttl",
     "presence.absent_ttl",
     "presence.capacity",
+    "presence.max_in_flight",
 ];
 
 /// Everything a director needs to run.
@@ -180,6 +181,9 @@ pub struct PresenceConfig {
     pub absent_ttl: Duration,
     /// Most (object, server) answers kept.
     pub capacity: usize,
+    /// Most `HEAD`s in flight over all requests; beyond it a request is not checked
+    /// (routed on what is known), so a burst of redirects cannot flood the servers.
+    pub max_in_flight: usize,
 }
 
 impl DirectorConfig {
@@ -276,6 +280,7 @@ impl DirectorConfig {
             r.duration("presence.present_ttl"),
             r.duration("presence.absent_ttl"),
             r.at_least::<usize>("presence.capacity", 1),
+            r.at_least::<usize>("presence.max_in_flight", 1),
         );
         let config = (|| {
             Some(DirectorConfig {
@@ -324,6 +329,7 @@ impl DirectorConfig {
                     present_ttl: presence.5?,
                     absent_ttl: presence.6?,
                     capacity: presence.7?,
+                    max_in_flight: presence.8?,
                 },
             })
         })();

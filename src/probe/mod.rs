@@ -29,13 +29,13 @@ pub use health::{Board, Outcome, ProbeResult, Status};
 pub use presence::{AllAbsent, Ask, PresenceCache};
 pub use schedule::{Prober, Scheduler, Settings};
 
-const PRESENCE_LABELS: [&str; 3] = ["present", "absent", "unknown"];
+const PRESENCE_LABELS: [&str; 4] = ["present", "absent", "unknown", "skipped"];
 
 /// Probe and presence counters (bounded labels only).
 #[derive(Debug, Default)]
 pub struct Counters {
     probes: [AtomicU64; 4],
-    presence: [AtomicU64; 3],
+    presence: [AtomicU64; 4],
 }
 
 impl Counters {
@@ -57,6 +57,10 @@ impl Counters {
         };
         self.presence[i].fetch_add(1, Ordering::Relaxed);
     }
+
+    fn presence_skipped(&self) {
+        self.presence[3].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Health and presence for one director.
@@ -64,6 +68,8 @@ pub struct Probes {
     board: Arc<Board>,
     presence: PresenceCache,
     prober: http::HttpProber,
+    /// Presence `HEAD`s in flight, over all requests (`presence.max_in_flight`).
+    in_flight: tokio::sync::Semaphore,
     counters: Arc<Counters>,
     health_enabled: bool,
 }
@@ -85,6 +91,7 @@ impl Probes {
             board: Arc::default(),
             presence: PresenceCache::new(presence.clone()),
             prober: prober.clone(),
+            in_flight: tokio::sync::Semaphore::new(presence.max_in_flight),
             counters: Arc::default(),
             health_enabled: health.enabled,
         });
@@ -125,9 +132,22 @@ impl Probes {
     pub async fn prepare(&self, route: &mut Route, ask: &Ask<'_>) -> Result<(), AllAbsent> {
         let servers = presence::to_check(self.presence.config(), route, ask);
         if !servers.is_empty() {
-            let answers = presence::check(&self.prober, &self.presence, &servers, ask).await;
-            for (_, answer) in answers {
-                self.counters.presence_checked(answer);
+            // Never wait for room: past the limit, route on what is already known.
+            match self.in_flight.try_acquire_many(servers.len() as u32) {
+                Ok(_permits) => {
+                    let answers =
+                        presence::check(&self.prober, &self.presence, &servers, ask).await;
+                    for (_, answer) in answers {
+                        self.counters.presence_checked(answer);
+                    }
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        path = ask.path,
+                        "presence checks at their limit; not checked"
+                    );
+                    self.counters.presence_skipped();
+                }
             }
         }
         let object = (ask.is_object_read && ask.purpose != Purpose::Write).then_some(ask.path);
@@ -166,7 +186,7 @@ impl Probes {
         }
         let _ = writeln!(
             out,
-            "# HELP skein_presence_checks_total Object presence answers from servers, by result.\n# TYPE skein_presence_checks_total counter"
+            "# HELP skein_presence_checks_total Object presence answers from servers, by result (skipped: requests not checked, at presence.max_in_flight).\n# TYPE skein_presence_checks_total counter"
         );
         for (i, label) in PRESENCE_LABELS.iter().enumerate() {
             let _ = writeln!(

@@ -6,7 +6,8 @@
 //! read with `?prefercached` (caches, asked `only-if-cached`). Never for writes, listings
 //! (`PROPFIND`), `?skipstat`, or a namespace without public reads when the request carries
 //! no token. At most `presence.fan_out` servers of each kind are asked per request, the
-//! best-ranked first, all at once, each within `presence.timeout`.
+//! best-ranked first, all at once, each within `presence.timeout`; past
+//! `presence.max_in_flight` `HEAD`s over all requests, a request is routed unchecked.
 
 use std::sync::Arc;
 
@@ -291,6 +292,7 @@ mod tests {
             present_ttl: Duration::from_secs(60),
             absent_ttl: Duration::from_secs(10),
             capacity: 2,
+            max_in_flight: 16,
         }
     }
 
