@@ -82,8 +82,9 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         // Global: axum applies a layer to each route separately, and a plain
         // concurrency limit would then be per route.
         .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrent));
-    // Only the routes that read a body can be slow on the client's side; a redirect never
-    // waits, so it does not pay for a timer. (Headers are timed by the listener.)
+    // Only the routes that read a body can be slow on the client's side; a redirect waits
+    // at most for a presence check, which has its own timeout (`presence.timeout`), so it
+    // does not pay for a timer. (Headers are timed by the listener.)
     let timed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|error: tower::BoxError| async move {
             overloaded_or_timeout(error)
