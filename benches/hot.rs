@@ -1,12 +1,16 @@
-//! Criterion benches of the hot paths: routing, with_ad, signature checks, codec; and
-//! the status page of a large federation.
+//! Criterion benches of the hot paths: routing (alone and ordered by the probes' signals),
+//! with_ad, signature checks, codec; and the status page of a large federation.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use skein::ad::AdKey;
 use skein::codec;
+use skein::config::DirectorConfig;
 use skein::fixtures::{federation, federation_ad, key_for, namespace_path};
+use skein::probe::{Board, Outcome, PresenceCache, presence};
+use skein::routing::signals::{Presence, ServerHealth, Signals};
 use skein::routing::{Purpose, View};
 use skein::store::StoredAd;
 
@@ -46,6 +50,55 @@ fn bench_route(c: &mut Criterion) {
     });
     c.bench_function("view_route_miss", |b| {
         b.iter(|| black_box(view.route(black_box("/nowhere/at/all"), Purpose::Read, NOW)).ok())
+    });
+}
+
+/// The probes' read side as a director holds it: a full health board, presence answers.
+struct Probed {
+    board: Board,
+    presence: PresenceCache,
+}
+
+impl Signals for Probed {
+    fn health(&self, key: &AdKey) -> Option<ServerHealth> {
+        self.board.health(key)
+    }
+
+    fn presence(&self, key: &AdKey, path: &str) -> Presence {
+        self.presence.get(key, path)
+    }
+}
+
+/// The redirect path's extra work with health probes on: route, then order by signals.
+fn bench_route_ordered(c: &mut Criterion) {
+    let (view, stored) = loaded_view();
+    let Ok(config) = DirectorConfig::from_toml(
+        "name = \"d\"\nadvertise_url = \"http://d\"\n[identity]\nkey = \"k\"\n[federation]\ntrust = \"t\"\n",
+    ) else {
+        return;
+    };
+    let signals = Probed {
+        board: Board::default(),
+        presence: PresenceCache::new(config.presence),
+    };
+    for (i, ad) in stored.iter().enumerate() {
+        let outcome = if i % 10 == 0 {
+            Outcome::failed(skein::probe::ProbeResult::Timeout, "no answer")
+        } else {
+            Outcome::ok(2.0)
+        };
+        signals.board.record(&ad.ad.key(), &outcome, "u", NOW, 1);
+    }
+    let paths = paths(4096);
+    let mut i = 0;
+    c.bench_function("view_route_ordered_by_health_1k_servers", |b| {
+        b.iter(|| {
+            i = (i + 1) % paths.len();
+            let path = &paths[i];
+            let mut route = view.route(black_box(path), Purpose::Read, NOW).ok()?;
+            presence::order(&mut route, &signals, Some(path), Purpose::Read).ok()?;
+            Some(black_box(route))
+        })
     });
 }
 
@@ -120,6 +173,7 @@ fn bench_status_page(c: &mut Criterion) {
             started_at: STARTED,
             instance: String::new(),
             ready: true,
+            not_ready: None,
             store_path: "/var/lib/skein".into(),
             schema_version: 1,
             ads_held: SERVERS,
@@ -145,6 +199,7 @@ fn bench_status_page(c: &mut Criterion) {
 criterion_group!(
     benches,
     bench_route,
+    bench_route_ordered,
     bench_with_ad,
     bench_signatures,
     bench_codec,

@@ -130,6 +130,7 @@ impl Client {
     /// A client with `timeout` per request and an optional extra CA bundle (PEM).
     pub fn new(timeout: Duration, ca_bundle: Option<&Path>) -> Result<Self, ClientError> {
         let mut builder = reqwest::Client::builder()
+            .dns_resolver(std::sync::Arc::new(crate::names::Resolver))
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .redirect(reqwest::redirect::Policy::none())

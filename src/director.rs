@@ -25,6 +25,7 @@ use crate::keys::{self, KeyError};
 use crate::ledger::{AdLimits, Ledger};
 use crate::metrics::Metrics;
 use crate::peers::{PeerTiming, SelfInfo, Source};
+use crate::probe::Probes;
 use crate::replication::Replicator;
 use crate::store::{Store, StoreError};
 use crate::trust::{Trust, TrustFileError};
@@ -198,6 +199,14 @@ impl Director {
             let peers_known = !peers.urls().is_empty() || !peers.candidates().is_empty();
             ledger.recovery().damaged(damage, peers_known);
         }
+        let probes = Probes::start(
+            &config.health,
+            &config.presence,
+            config.federation.ca_bundle.as_deref(),
+            ledger.clone(),
+            &tracker,
+            workers.clone(),
+        )?;
         let state = Arc::new(AppState {
             name: config.name.clone(),
             advertise_url: peers.self_url().to_string(),
@@ -206,7 +215,8 @@ impl Director {
             peers: peers.clone(),
             metrics: metrics.clone(),
             identity: identity.clone(),
-            signals: Arc::new(crate::routing::signals::NoSignals),
+            signals: probes.clone(),
+            probes,
             ready: AtomicBool::new(true),
         });
         let limits = HttpLimits {

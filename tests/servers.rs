@@ -1,14 +1,13 @@
 //! The origin and cache servers against a real director, all in one process on
 //! 127.0.0.1 port 0 with temp dirs: the client flow, hits, failures, path safety, writes.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -16,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use skein::ad::{AdStatus, ServerKind};
 use skein::advertiser::Advertiser;
 use skein::client::Client;
-use skein::config::{DirectorConfig, ServiceConfig};
-use skein::director::{Director, DirectorHandle, Options};
-use skein::fixtures;
+use skein::director::DirectorHandle;
 use skein::servers::{ServerHandle, cache, origin};
+
+use common::services::service;
 
 const HELLO: &[u8] = b"hello from the origin\n";
 
@@ -33,30 +32,6 @@ struct Federation {
     client: Client,
 }
 
-fn write_key(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    let path = dir.join(format!("{name}.key"));
-    let seed = URL_SAFE_NO_PAD.encode(fixtures::key_for(name).to_bytes());
-    std::fs::write(&path, format!("{seed}\n"))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(path)
-}
-
-/// A service config for `name` (kind from its prefix) with a key file written in `dir`.
-fn service(
-    dir: &Path,
-    name: &str,
-    url: &str,
-    federation: &str,
-    extra: &str,
-) -> anyhow::Result<ServiceConfig> {
-    let kind = name.split('-').next().unwrap_or_default();
-    let key = write_key(dir, name)?;
-    Ok(ServiceConfig::from_toml(&format!(
-        "name = \"{name}\"\nkind = \"{kind}\"\ndata_url = \"{url}\"\nkey = \"{}\"\nfederation = \"{federation}\"\n{extra}",
-        key.display()
-    ))?)
-}
-
 impl Federation {
     async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
@@ -66,35 +41,16 @@ impl Federation {
         std::fs::write(export.join("hello.txt"), HELLO)?;
         std::fs::write(export.join("sub/big.bin"), big())?;
 
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let director_config = DirectorConfig::from_toml(&format!(
-            r#"
-name = "director-a"
-listen = "{addr}"
-advertise_url = "http://{addr}"
-data_dir = "{data}"
-[identity]
-key = "unused.key"
-[federation]
-trust = "unused.toml"
-"#,
-            data = root.join("data").display()
-        ))?;
-        let trust = fixtures::trust(&[
-            ("director-a", ServerKind::Director, &[]),
-            ("origin-1", ServerKind::Origin, &["/test", "/up"]),
-            ("origin-2", ServerKind::Origin, &["/test"]),
-            ("cache-1", ServerKind::Cache, &["/test"]),
-        ]);
-        let options = Options {
-            trust: Some(trust),
-            key: Some(fixtures::key_for("director-a")),
-            ..Default::default()
-        };
-        let director =
-            Director::start_with(director_config, options, listener, CancellationToken::new())
-                .await?;
+        let director = common::services::director(
+            root,
+            &[
+                ("origin-1", ServerKind::Origin, &["/test", "/up"]),
+                ("origin-2", ServerKind::Origin, &["/test"]),
+                ("cache-1", ServerKind::Cache, &["/test"]),
+            ],
+            "",
+        )
+        .await?;
         let federation = director.url().to_string();
 
         let origin_listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -35,6 +35,21 @@ const KNOWN_KEYS: &[&str] = &[
     "limits.max_concurrent_ingest",
     "limits.max_concurrent_bulk",
     "limits.max_ingest_per_client",
+    "health.enabled",
+    "health.interval",
+    "health.timeout",
+    "health.concurrency",
+    "health.path",
+    "health.failures",
+    "presence.enabled",
+    "presence.single_origin",
+    "presence.caches",
+    "presence.timeout",
+    "presence.fan_out",
+    "presence.present_ttl",
+    "presence.absent_ttl",
+    "presence.capacity",
+    "presence.max_in_flight",
 ];
 
 /// Everything a director needs to run.
@@ -60,6 +75,10 @@ pub struct DirectorConfig {
     pub peers: PeersConfig,
     /// Request limits.
     pub limits: LimitsConfig,
+    /// Health probes of origins and caches.
+    pub health: HealthConfig,
+    /// Object-presence checks before redirecting.
+    pub presence: PresenceConfig,
 }
 
 /// `[tls]`: the listener's certificate chain and key (PEM).
@@ -134,6 +153,52 @@ pub struct LimitsConfig {
     pub max_concurrent_bulk: usize,
     /// Requests with bodies in flight from one client address; more get 429.
     pub max_ingest_per_client: usize,
+}
+
+/// `[health]`: probes of every origin and cache in the view (see `src/probe/`).
+///
+/// Each server is probed at most once per `interval` (its first probe at a random offset
+/// within one interval, later ones `interval` plus up to 10% jitter after the last start),
+/// so N servers cost at most N probes per interval, N / interval per second on average,
+/// and never more than `concurrency` at once.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// Probe at all (off: every server's health is unknown and ranking ignores it).
+    pub enabled: bool,
+    /// Time between two probes of one server.
+    pub interval: Duration,
+    /// A probe not answered within this fails.
+    pub timeout: Duration,
+    /// Probes in flight at once, over all servers.
+    pub concurrency: usize,
+    /// Path probed on each server's data URL (`HEAD`).
+    pub path: String,
+    /// Consecutive failed probes after which a server is down (one success brings it back).
+    pub failures: u32,
+}
+
+/// `[presence]`: `HEAD` the object at candidate servers before redirecting, when it matters.
+#[derive(Debug, Clone)]
+pub struct PresenceConfig {
+    /// Check at all.
+    pub enabled: bool,
+    /// Also check when a namespace has a single origin (off: assume it has every object).
+    pub single_origin: bool,
+    /// Check caches for requests with `?prefercached`.
+    pub caches: bool,
+    /// Longest wait for one server's answer (the redirect waits for the slowest).
+    pub timeout: Duration,
+    /// Servers asked at once for one request.
+    pub fan_out: usize,
+    /// How long a "present" answer is reused.
+    pub present_ttl: Duration,
+    /// How long an "absent" answer is reused.
+    pub absent_ttl: Duration,
+    /// Most (object, server) answers kept.
+    pub capacity: usize,
+    /// Most `HEAD`s in flight over all requests; beyond it a request is not checked
+    /// (routed on what is known), so a burst of redirects cannot flood the servers.
+    pub max_in_flight: usize,
 }
 
 impl DirectorConfig {
@@ -217,6 +282,30 @@ impl DirectorConfig {
         let max_concurrent_ingest = budget("limits.max_concurrent_ingest");
         let max_concurrent_bulk = budget("limits.max_concurrent_bulk");
         let max_ingest_per_client = budget("limits.max_ingest_per_client");
+        let health = (
+            r.required::<bool>("health.enabled"),
+            r.duration("health.interval"),
+            r.duration("health.timeout"),
+            r.at_least::<usize>("health.concurrency", 1),
+            r.required::<String>("health.path"),
+            r.at_least::<u32>("health.failures", 1),
+        );
+        if let Some(path) = &health.4 {
+            if !path.starts_with('/') {
+                r.problem(format!("health.path: {path:?} must start with /"));
+            }
+        }
+        let presence = (
+            r.required::<bool>("presence.enabled"),
+            r.required::<bool>("presence.single_origin"),
+            r.required::<bool>("presence.caches"),
+            r.duration("presence.timeout"),
+            r.at_least::<usize>("presence.fan_out", 1),
+            r.duration("presence.present_ttl"),
+            r.duration("presence.absent_ttl"),
+            r.at_least::<usize>("presence.capacity", 1),
+            r.at_least::<usize>("presence.max_in_flight", 1),
+        );
         let config = (|| {
             Some(DirectorConfig {
                 name: name?,
@@ -251,6 +340,25 @@ impl DirectorConfig {
                     max_concurrent_ingest: max_concurrent_ingest?,
                     max_concurrent_bulk: max_concurrent_bulk?,
                     max_ingest_per_client: max_ingest_per_client?,
+                },
+                health: HealthConfig {
+                    enabled: health.0?,
+                    interval: health.1?,
+                    timeout: health.2?,
+                    concurrency: health.3?,
+                    path: health.4?,
+                    failures: health.5?,
+                },
+                presence: PresenceConfig {
+                    enabled: presence.0?,
+                    single_origin: presence.1?,
+                    caches: presence.2?,
+                    timeout: presence.3?,
+                    fan_out: presence.4?,
+                    present_ttl: presence.5?,
+                    absent_ttl: presence.6?,
+                    capacity: presence.7?,
+                    max_in_flight: presence.8?,
                 },
             })
         })();

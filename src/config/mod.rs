@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 pub use director::{
-    AdsConfig, DirectorConfig, FederationConfig, IdentityConfig, LimitsConfig, PeersConfig,
-    TlsConfig,
+    AdsConfig, DirectorConfig, FederationConfig, HealthConfig, IdentityConfig, LimitsConfig,
+    PeersConfig, PresenceConfig, TlsConfig,
 };
 pub use service::{NamespaceConfig, ServiceConfig};
 
@@ -137,6 +137,19 @@ impl Reader {
                 None
             }
         }
+    }
+
+    /// A required number no smaller than `min`.
+    fn at_least<T>(&mut self, key: &str, min: T) -> Option<T>
+    where
+        T: DeserializeOwned + PartialOrd + std::fmt::Display,
+    {
+        let value: T = self.required(key)?;
+        if value < min {
+            self.problems.push(format!("{key}: must be at least {min}"));
+            return None;
+        }
+        Some(value)
     }
 
     /// A duration like `30s` or `15m`, required and positive.

@@ -119,3 +119,33 @@ fn an_unknown_key_from_the_environment_says_so() {
         Ok(())
     });
 }
+
+#[test]
+fn health_and_presence_defaults_and_problems() {
+    let c = DirectorConfig::from_toml(MINIMAL).unwrap();
+    assert!(c.health.enabled);
+    assert_eq!(c.health.interval, Duration::from_secs(15));
+    assert_eq!(c.health.path, "/api/v1.0/health");
+    assert_eq!(c.health.failures, 1);
+    assert!(c.presence.enabled && !c.presence.single_origin && c.presence.caches);
+    assert_eq!(c.presence.absent_ttl, Duration::from_secs(15));
+    let bad = format!(
+        "{MINIMAL}[health]\nconcurrency = 0\npath = \"health\"\nfailures = 0\nenabled = \"yes\"\n\
+         [presence]\nfan_out = 0\npresent_ttl = \"0s\"\nprobe = 1\n"
+    );
+    let all = DirectorConfig::from_toml(&bad)
+        .unwrap_err()
+        .problems
+        .join("\n");
+    for key in [
+        "health.concurrency: must be at least 1",
+        "health.path: \"health\" must start with /",
+        "health.failures: must be at least 1",
+        "health.enabled:",
+        "presence.fan_out: must be at least 1",
+        "presence.present_ttl: must be greater than zero",
+        "presence.probe: unknown key",
+    ] {
+        assert!(all.contains(key), "missing {key:?} in:\n{all}");
+    }
+}

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,6 +14,7 @@ use super::error::ApiError;
 use super::{AppState, redirect};
 use crate::metrics::RedirectResult;
 use crate::paths::parse_object_path;
+use crate::probe::Ask;
 use crate::routing::{NoRoute, Purpose};
 use crate::wire::FederationDiscovery;
 
@@ -117,7 +119,8 @@ async fn object(State(state): State<Arc<AppState>>, request: Request) -> Respons
         )
         .into_response();
     } else {
-        redirect_or_error(&state, &request)
+        let (parts, _body) = request.into_parts();
+        redirect_or_error(&state, &parts).await
     };
     response.headers_mut().extend(CORS);
     response
@@ -142,8 +145,8 @@ pub(super) async fn method_not_allowed(request: Request) -> Response {
 }
 
 /// `GET|HEAD|PUT|DELETE|PROPFIND /<path>` and the object/origin APIs: 307 to the best server.
-fn redirect_or_error(state: &AppState, request: &Request) -> Response {
-    match redirect_for(state, request) {
+async fn redirect_or_error(state: &AppState, request: &Parts) -> Response {
+    match redirect_for(state, request).await {
         Ok(response) => {
             state.metrics.redirect(RedirectResult::Redirected);
             response
@@ -161,9 +164,9 @@ fn redirect_or_error(state: &AppState, request: &Request) -> Response {
     }
 }
 
-fn redirect_for(state: &AppState, request: &Request) -> Result<Response, ApiError> {
-    let uri = request.uri();
-    let (purpose, path) = purpose_of(request.method(), uri.path())?;
+async fn redirect_for(state: &AppState, request: &Parts) -> Result<Response, ApiError> {
+    let uri = &request.uri;
+    let (purpose, path) = purpose_of(&request.method, uri.path())?;
     let mut no_redirect = false;
     let query: Vec<&str> = uri
         .query()
@@ -178,19 +181,22 @@ fn redirect_for(state: &AppState, request: &Request) -> Result<Response, ApiErro
     let query = query.join("&");
     let now = state.ledger.clock().now_ms();
     let view = state.ledger.view();
-    let route = view.route(&path, purpose, now).map_err(|no| match no {
+    let mut route = view.route(&path, purpose, now).map_err(|no| match no {
         NoRoute::NoNamespace => {
             ApiError::not_found(format!("no server serves a namespace containing {path}"))
         }
         NoRoute::NotAllowed { prefix } => ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "not_allowed",
-            format!(
-                "no origin for namespace {prefix} allows {}",
-                request.method()
-            ),
+            format!("no origin for namespace {prefix} allows {}", request.method),
         ),
     })?;
+    let ask = Ask::of(request, &path, purpose, &query);
+    state
+        .probes
+        .prepare(&mut route, &ask)
+        .await
+        .map_err(|_| ApiError::not_found(format!("no origin of {} holds {path}", route.prefix)))?;
     let headers = redirect::headers(&route, &path, Some(&query));
     if no_redirect {
         let body = RouteBody {

@@ -87,5 +87,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         store_degraded: state.ledger.recovery().state() != StoreState::Sound,
         store_write_failing: state.ledger.store().write_failing().is_some(),
     });
+    let mut text = text;
+    text.push_str(&state.probes.render_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -9,6 +9,7 @@ mod json;
 mod peers;
 mod redirect;
 pub mod serve;
+mod servers;
 mod services;
 pub mod status;
 
@@ -28,6 +29,7 @@ use crate::identity::Identity;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::peers::PeerSet;
+use crate::probe::Probes;
 use crate::replication::Replicator;
 use crate::routing::signals::Signals;
 
@@ -56,6 +58,8 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     /// Health and presence of servers, as the probes see them (read lock-free).
     pub signals: Arc<dyn Signals>,
+    /// The probes behind `signals`: presence checks, the health board, their metrics.
+    pub probes: Arc<Probes>,
     /// True once the store is open and the view loaded.
     pub ready: AtomicBool,
 }
@@ -76,8 +80,9 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
     // Each route class has its own budget: ingest, however slow its bodies, never takes
     // a redirect's place.
     let budgets = budgets::Budgets::new(limits.budgets);
-    // Only the routes that read a body can be slow on the client's side; a redirect never
-    // waits, so it does not pay for a timer. (Headers are timed by the listener.)
+    // Only the routes that read a body can be slow on the client's side; a redirect waits
+    // at most for a presence check, which has its own timeout (`presence.timeout`), so it
+    // does not pay for a timer. (Headers are timed by the listener.)
     let timed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|error: tower::BoxError| async move {
             timed_out(error)
@@ -92,6 +97,7 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .merge(health::router())
         .merge(status::router())
         .merge(catalog::router())
+        .merge(servers::router())
         .merge(clients::router())
         .method_not_allowed_fallback(clients::method_not_allowed)
         .with_state(state)

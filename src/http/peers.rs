@@ -27,7 +27,6 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1.0/director/directors", get(directors))
         .route("/api/v1.0/director/self", get(own_ad))
         .route("/api/v1.0/director/ads", get(ads))
-        .route("/api/v1.0/director/servers", get(ads))
         .route("/api/v1.0/director/digest", get(digest))
         .route("/api/v1.0/director/ads/fetch", post(fetch))
 }

@@ -74,6 +74,20 @@ fn harness() -> Harness {
         CancellationToken::new(),
     );
     let peers = replicator.peers().clone();
+    let config = crate::config::DirectorConfig::from_toml(
+        "name = \"director-a\"\nadvertise_url = \"http://director-a:8444\"\n\
+         [identity]\nkey = \"k\"\n[federation]\ntrust = \"t\"\n[health]\nenabled = false\n",
+    )
+    .unwrap();
+    let probes = crate::probe::Probes::start(
+        &config.health,
+        &config.presence,
+        None,
+        ledger.clone(),
+        &TaskTracker::new(),
+        CancellationToken::new(),
+    )
+    .unwrap();
     let state = Arc::new(AppState {
         name: "director-a".into(),
         advertise_url: "http://director-a:8444".into(),
@@ -82,7 +96,8 @@ fn harness() -> Harness {
         peers,
         metrics,
         identity,
-        signals: Arc::new(crate::routing::signals::NoSignals),
+        signals: probes.clone(),
+        probes,
         ready: AtomicBool::new(true),
     });
     let limits = HttpLimits {

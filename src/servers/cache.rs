@@ -11,7 +11,10 @@
 //! `PROPFIND` (WebDAV stat/listing, which Pelican clients send to caches for `exists`
 //! and `info`) is answered from disk for a cached object and relayed to the origin
 //! otherwise. Caches take no writes (405). Objects are treated as immutable (as in Pelican): a
-//! cached copy is never revalidated; delete it from `cache_dir` to refetch.
+//! cached copy is never revalidated; delete it from `cache_dir` to refetch. A request
+//! with `Cache-Control: only-if-cached` is answered from disk or `504`, never fetched
+//! (directors ask so for `?prefercached`). `GET /api/v1.0/health` answers 503 while
+//! `cache_dir` is not writable, so directors route elsewhere.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -85,8 +88,36 @@ pub async fn start(
         download: Client::new(DOWNLOAD_TIMEOUT, ca)?,
         inflight: Mutex::default(),
     });
-    let app = Router::new().fallback(handle).with_state(state);
+    let app = Router::new()
+        .route(super::HEALTH_PATH, axum::routing::get(health))
+        .fallback(handle)
+        .with_state(state);
     launch(config, app, listener, cancel).await
+}
+
+/// Healthy while a file can be written to and removed from `cache_dir`.
+async fn health(State(cache): State<Arc<Cache>>) -> Response {
+    let probe = cache
+        .root
+        .join(format!(".skein-health-{}", uuid::Uuid::new_v4()));
+    let written = async {
+        tokio::fs::write(&probe, b"ok").await?;
+        tokio::fs::remove_file(&probe).await
+    }
+    .await
+    .map_err(|e| format!("cache_dir {} not writable: {e}", cache.root.display()));
+    super::health_answer(written)
+}
+
+/// `Cache-Control: only-if-cached` (RFC 9111): answer from storage or 504, never fetch.
+/// Directors send it to ask whether the cache holds an object.
+fn only_if_cached(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("only-if-cached"))
 }
 
 /// Binds `listen` and serves until `cancel`.
@@ -129,6 +160,13 @@ async fn serve(cache: &Cache, request: Request) -> Result<Response, ApiError> {
     let headers = request.headers();
     if let Some(response) = hit(cache, &rel, &method, headers, true).await? {
         return Ok(response);
+    }
+    if only_if_cached(headers) {
+        return Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "not_cached",
+            format!("this cache does not hold {path}"),
+        ));
     }
     let slot = {
         let mut inflight = cache.inflight.lock().unwrap_or_else(|e| e.into_inner());

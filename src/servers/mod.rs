@@ -14,7 +14,8 @@ pub mod webdav;
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +23,22 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::advertiser::{AdvertiseError, Advertiser};
 use crate::config::{NamespaceConfig, ServiceConfig};
-use crate::http::SERVER_HEADER;
+use crate::http::{ApiError, SERVER_HEADER};
+
+/// The path directors probe by default (`health.path`); Pelican's servers answer it too.
+pub const HEALTH_PATH: &str = "/api/v1.0/health";
+
+/// The answer to a health probe: 200 `{"status":"ok"}` if the storage is usable, else
+/// 503 with what is wrong (so directors route elsewhere until it is fixed).
+fn health_answer(storage: Result<(), String>) -> Response {
+    match storage {
+        Ok(()) => axum::Json(serde_json::json!({ "status": "ok" })).into_response(),
+        Err(detail) => {
+            tracing::warn!(%detail, "health probe: storage unusable");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unhealthy", detail).into_response()
+        }
+    }
+}
 
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

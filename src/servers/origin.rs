@@ -13,6 +13,9 @@
 //! - `PUT`/`DELETE` when the namespace has `writes = true` (temp file + rename; 201
 //!   created, 204 replaced or deleted), else 405.
 //!
+//! - `GET /api/v1.0/health`: 200 while the export can be listed, else 503 (directors
+//!   probe it and route elsewhere meanwhile).
+//!
 //! Paths go through [`crate::paths::parse_object_path`]; symlinks leading outside the
 //! export are refused. Every error is JSON `{error, detail}`.
 
@@ -69,8 +72,20 @@ pub async fn start(
         root,
         namespaces: config.namespaces.clone(),
     });
-    let app = Router::new().fallback(handle).with_state(state);
+    let app = Router::new()
+        .route(super::HEALTH_PATH, axum::routing::get(health))
+        .fallback(handle)
+        .with_state(state);
     launch(config, app, listener, cancel).await
+}
+
+/// Healthy while the export directory can be listed.
+async fn health(State(origin): State<Arc<Origin>>) -> Response {
+    let readable = match tokio::fs::read_dir(&origin.root).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("export {} unreadable: {e}", origin.root.display())),
+    };
+    super::health_answer(readable)
 }
 
 /// Binds `listen` and serves until `cancel`.

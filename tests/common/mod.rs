@@ -1,6 +1,7 @@
 //! Test harness: real directors on 127.0.0.1 port 0 with temp sled directories.
 #![allow(dead_code)]
 
+pub mod services;
 pub mod tmpfs;
 
 use std::future::Future;
