@@ -53,6 +53,10 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     /// Health and presence of servers, as the probes see them (read lock-free).
     pub signals: Arc<dyn Signals>,
+    /// Client and server locations.
+    pub geo: Arc<crate::geo::Geo>,
+    /// The sort method in force.
+    pub sort: crate::routing::sort::SortMethod,
     /// True once the store is open and the view loaded.
     pub ready: AtomicBool,
 }

@@ -1,12 +1,18 @@
 //! The director's listener: plain HTTP or TLS (rustls), a header read timeout against
 //! slowloris, and a graceful stop that refuses new connections and drains (bounded).
+//! Every request carries its TCP peer as axum's `ConnectInfo<SocketAddr>`.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::extract::Request;
+use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -155,11 +161,11 @@ pub async fn serve(
             _ = cancel.cancelled() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     connections.spawn(connection(
                         stream,
                         acceptor.clone(),
-                        app.clone(),
+                        WithPeer { app: app.clone(), peer },
                         builders.clone(),
                         graceful.clone(),
                         options.header_timeout,
@@ -188,10 +194,38 @@ pub async fn serve(
     }
 }
 
+/// The router, with each request's extensions given the connection's peer address.
+#[derive(Clone)]
+struct WithPeer {
+    app: Router,
+    peer: SocketAddr,
+}
+
+impl<B> tower::Service<Request<B>> for WithPeer
+where
+    Router: tower::Service<Request<B>, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = <Router as tower::Service<Request<B>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        tower::Service::<Request<B>>::poll_ready(&mut self.app, cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        self.app.call(request)
+    }
+}
+
 async fn connection(
     stream: TcpStream,
     acceptor: Option<TlsAcceptor>,
-    app: Router,
+    app: WithPeer,
     builders: Arc<Builders>,
     graceful: CancellationToken,
     header_timeout: Duration,
@@ -253,7 +287,7 @@ async fn sniff(stream: &TcpStream) -> Option<bool> {
 async fn drive<I>(
     io: TokioIo<I>,
     builder: &Builder<TokioExecutor>,
-    app: Router,
+    app: WithPeer,
     graceful: &CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,

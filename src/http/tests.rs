@@ -31,6 +31,18 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with(
+        crate::geo::Geo::default(),
+        crate::routing::sort::SortMethod::Affinity,
+        Arc::new(crate::routing::signals::NoSignals),
+    )
+}
+
+fn harness_with(
+    geo: crate::geo::Geo,
+    sort: crate::routing::sort::SortMethod,
+    signals: Arc<dyn crate::routing::signals::Signals>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let clock: SharedClock = ManualClock::new(NOW);
@@ -79,7 +91,9 @@ fn harness() -> Harness {
         peers,
         metrics,
         identity,
-        signals: Arc::new(crate::routing::signals::NoSignals),
+        signals,
+        geo: Arc::new(geo),
+        sort,
         ready: AtomicBool::new(true),
     });
     let limits = HttpLimits {
