@@ -94,7 +94,10 @@ fn routing_keys_parse_and_default() {
          [[routing.server_location]]\nname = \"cache-1\"\nlat = 51.5\nlon = -0.1\n"
     );
     let c = DirectorConfig::from_toml(&text).unwrap();
-    assert_eq!(c.routing.sort, Some(crate::routing::sort::SortMethod::Adaptive));
+    assert_eq!(
+        c.routing.sort,
+        Some(crate::routing::sort::SortMethod::Adaptive)
+    );
     assert!(c.routing.geoip_optional);
     assert_eq!(c.routing.trusted_proxies.len(), 3);
     assert_eq!(c.routing.trusted_proxies[0].to_string(), "127.0.0.1/32");
@@ -109,7 +112,10 @@ fn bad_routing_keys_are_each_reported() {
          [[routing.geoip_override]]\nnetwork = \"1.2.3.0/33\"\nlat = 95.0\nlon = 0.0\n\
          [[routing.server_location]]\nname = \"\"\nlat = 0.0\nlon = 0.0\n"
     );
-    let all = DirectorConfig::from_toml(&text).unwrap_err().problems.join("\n");
+    let all = DirectorConfig::from_toml(&text)
+        .unwrap_err()
+        .problems
+        .join("\n");
     for needle in [
         "routing.sort:",
         "routing.trusted_proxies:",

@@ -45,8 +45,21 @@ pub fn trust(directors: usize) -> Trust {
     servers.push(("origin-1", ServerKind::Origin, &["/ns", "/other"]));
     servers.push(("origin-2", ServerKind::Origin, &["/ns"]));
     servers.push(("cache-1", ServerKind::Cache, &["/ns"]));
+    for name in GEO_CACHES {
+        servers.push((name, ServerKind::Cache, &["/geo"]));
+    }
     fixtures::trust(&servers)
 }
+
+/// Caches serving `/geo`, named for where they are (see `tests/geo_cluster.rs`).
+pub const GEO_CACHES: [&str; 6] = [
+    "cache-san-diego",
+    "cache-london",
+    "cache-moscow",
+    "cache-daejeon",
+    "cache-mcmurdo",
+    "cache-null-island",
+];
 
 /// `director-0`, `director-1`, ...
 pub fn director_name(i: usize) -> String {
@@ -61,6 +74,8 @@ pub struct Tuning {
     pub clock: Option<SharedClock>,
     /// Every director uses this director's URL as its `federation.discovery_url`.
     pub discovery_from: Option<usize>,
+    /// Extra TOML appended to every director's config (e.g. a `[routing]` section).
+    pub extra: String,
 }
 
 impl Default for Tuning {
@@ -70,6 +85,7 @@ impl Default for Tuning {
             announce_interval: "1h",
             clock: None,
             discovery_from: None,
+            extra: String::new(),
         }
     }
 }
@@ -166,6 +182,7 @@ forward_timeout = "1s"
 announce_interval = "{announce}"
 [ads]
 prune_interval = "200ms"
+{extra}
 "#,
             name = director_name(i),
             port = node.port,
@@ -173,6 +190,7 @@ prune_interval = "200ms"
             dir = node.data_dir,
             poll = self.tuning.poll_interval,
             announce = self.tuning.announce_interval,
+            extra = self.tuning.extra,
         );
         DirectorConfig::from_toml(&text).unwrap()
     }
