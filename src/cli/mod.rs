@@ -92,6 +92,9 @@ pub enum Command {
         /// Ask where a write (PUT) goes.
         #[arg(long)]
         put: bool,
+        /// Print the director's explanation (client location, sort, each candidate) as JSON.
+        #[arg(long)]
+        explain: bool,
         /// Object path, e.g. /test/hello.txt.
         path: String,
         #[command(flatten)]
@@ -148,9 +151,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             federation,
             origin,
             put,
+            explain,
             path,
             ca,
-        } => objects::locate(&federation, origin, put, &path, &ca).await,
+        } => objects::locate(&federation, origin, put, explain, &path, &ca).await,
         Command::Get {
             federation,
             output,

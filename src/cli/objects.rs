@@ -66,10 +66,27 @@ async fn locate_any(
     method: Method,
     path: &str,
 ) -> anyhow::Result<(String, Located)> {
+    ask_any(client, federation, |director| {
+        let method = method.clone();
+        async move { client.locate_with(method, &director, path).await }
+    })
+    .await
+}
+
+/// Runs `ask` against each director in turn until one answers.
+async fn ask_any<T, F, Fut>(
+    client: &Client,
+    federation: &[String],
+    ask: F,
+) -> anyhow::Result<(String, T)>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
     let mut last: Option<ClientError> = None;
     for director in directors(client, federation).await {
-        match client.locate_with(method.clone(), &director, path).await {
-            Ok(located) => return Ok((director, located)),
+        match ask(director.clone()).await {
+            Ok(answer) => return Ok((director, answer)),
             Err(error) => {
                 tracing::info!(%director, %error, "director failed; trying the next");
                 last = Some(error);
@@ -97,11 +114,23 @@ pub async fn locate(
     federation: &[String],
     origin: bool,
     put: bool,
+    explain: bool,
     path: &str,
     ca: &CaBundle,
 ) -> anyhow::Result<()> {
     let client = client(ca)?;
     let method = if put { Method::PUT } else { Method::GET };
+    if explain {
+        let path = object_path(path, origin || put)?;
+        let (_, json) = ask_any(&client, federation, |director| {
+            let method = method.clone();
+            let (client, path) = (&client, &path);
+            async move { client.explain(method, &director, path).await }
+        })
+        .await?;
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
     let (director, located) = locate_any(
         &client,
         federation,

@@ -67,12 +67,20 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Html<String> {
         "<!doctype html><meta charset=utf-8><title>Skein {name}</title>\
          <h1>Skein director {name}</h1><p>{url} &middot; instance started {started} \
          &middot; {n} directors known &middot; forward backlog {backlog}</p>\
+         <p>routing: sort {sort} &middot; GeoIP database: {geoip}</p>\
          <h2>Directors</h2><table><tr><th>URL<th>last error</tr>",
         name = escape(&state.name),
         url = escape(&state.advertise_url),
         started = state.identity.instance().started_at,
         n = state.peers.count_with_self(),
         backlog = state.replicator.backlog(),
+        sort = state.sort.as_str(),
+        geoip = escape(
+            &state
+                .geo
+                .db_description()
+                .unwrap_or_else(|| "none (clients are not located; routing.geoip_db)".into())
+        ),
     );
     for (url, error) in state.peers.errors() {
         let _ = write!(
