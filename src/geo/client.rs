@@ -50,6 +50,18 @@ pub struct ClientLocation {
     pub located_by: LocatedBy,
 }
 
+impl ClientLocation {
+    /// A client nothing is known of.
+    pub fn unknown() -> Self {
+        Self {
+            address: None,
+            address_from: AddrSource::Unknown,
+            location: None,
+            located_by: LocatedBy::NoAddress,
+        }
+    }
+}
+
 impl Geo {
     /// The client's address and location for a request from `peer` with `headers`.
     /// `X-Forwarded-For` is read only when `peer` is a trusted proxy; then the right-most
@@ -57,12 +69,7 @@ impl Geo {
     /// at the last address known good.
     pub fn locate_client(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> ClientLocation {
         let Some(peer) = peer.map(|p| p.ip().to_canonical()) else {
-            return ClientLocation {
-                address: None,
-                address_from: AddrSource::Unknown,
-                location: None,
-                located_by: LocatedBy::NoAddress,
-            };
+            return ClientLocation::unknown();
         };
         let (address, address_from) = if self.trusted_proxies.is_empty() {
             (peer, AddrSource::Socket)
@@ -83,15 +90,15 @@ impl Geo {
         if !self.is_trusted_proxy(peer) {
             return client;
         }
-        // Several X-Forwarded-For headers are one list, in order.
-        let hops: Vec<&str> = headers
+        // Several X-Forwarded-For headers are one list, in order; walk it from the right.
+        let hops = headers
             .get_all("x-forwarded-for")
             .iter()
+            .rev()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
-        for hop in hops.iter().rev() {
+            .flat_map(|v| v.rsplit(','))
+            .map(str::trim);
+        for hop in hops {
             let Some(ip) = parse_hop(hop) else {
                 break;
             };

@@ -74,9 +74,10 @@ impl ServerLocations {
         }
     }
 
-    /// The current map (one atomic load; hold it for the whole request).
-    pub fn load(&self) -> Arc<LocationMap> {
-        self.current.load_full()
+    /// The current map (a lock-free guard, no reference-count traffic; hold it for the
+    /// whole request, not across an `.await`).
+    pub fn load(&self) -> arc_swap::Guard<Arc<LocationMap>> {
+        self.current.load()
     }
 
     /// Replaces the map.

@@ -217,7 +217,12 @@ fn redirect_for(state: &AppState, request: &Request) -> Result<Response, ApiErro
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let client = state.geo.locate_client(peer, request.headers());
+    // Affinity ignores where the client is: only an explanation needs it then.
+    let client = if state.sort == SortMethod::Affinity && !flags.explain {
+        crate::geo::ClientLocation::unknown()
+    } else {
+        state.geo.locate_client(peer, request.headers())
+    };
     let locations = state.geo.servers().load();
     let input = SortInput {
         method: state.sort,

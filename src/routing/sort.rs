@@ -201,16 +201,24 @@ fn presence_name(p: Presence) -> &'static str {
     }
 }
 
-fn entries(candidates: &[Candidate], input: &SortInput<'_>) -> Vec<Entry> {
+fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) -> Vec<Entry> {
     let method = input.method;
     let seeded = (method == SortMethod::Random).then(|| {
         let addr = input.client_addr.map(|a| a.to_string()).unwrap_or_default();
         format!("{addr}\u{0}{}", input.path)
     });
+    let located = matches!(method, SortMethod::Distance | SortMethod::Adaptive);
+    // One key buffer for every candidate: the signals are asked by key.
+    let mut key = crate::ad::AdKey {
+        kind: ServerKind::Cache,
+        name: String::with_capacity(64),
+    };
     let mut out: Vec<Entry> = candidates
         .iter()
         .map(|c| {
-            let key = c.ad.ad.key();
+            key.kind = c.kind;
+            key.name.clear();
+            key.name.push_str(&c.name);
             let health = input.signals.health(&key);
             let up = health.is_none_or(|h| h.up);
             let wants_presence = input.prefer_cached || method == SortMethod::Adaptive;
@@ -219,7 +227,11 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>) -> Vec<Entry> {
             } else {
                 Presence::Unknown
             };
-            let location = input.locations.get(&c.name).copied();
+            let location = if located || explaining {
+                input.locations.get(&c.name).copied()
+            } else {
+                None
+            };
             let distance_km = match (input.client, location) {
                 (Some(client), Some(server)) => Some(client.distance_km(&server.location)),
                 _ => None,
@@ -309,7 +321,7 @@ pub fn order(candidates: &mut Vec<Candidate>, input: &SortInput<'_>) {
     if candidates.len() < 2 {
         return;
     }
-    let keys = entries(candidates, input);
+    let keys = entries(candidates, input, false);
     let mut keyed: Vec<(Key, Candidate)> = keys
         .into_iter()
         .map(|e| e.key)
@@ -321,7 +333,7 @@ pub fn order(candidates: &mut Vec<Candidate>, input: &SortInput<'_>) {
 
 /// Orders `candidates` like [`order`] and says why, best first.
 pub fn explain(candidates: &mut Vec<Candidate>, input: &SortInput<'_>) -> Vec<Scored> {
-    let all = entries(candidates, input);
+    let all = entries(candidates, input, true);
     let mut keyed: Vec<(Entry, Candidate)> = all.into_iter().zip(candidates.drain(..)).collect();
     keyed.sort_by(|(a, ca), (b, cb)| a.key.cmp(&b.key).then_with(|| cb.name.cmp(&ca.name)));
     let mut scored = Vec::with_capacity(keyed.len());
