@@ -273,27 +273,41 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) ->
 /// Pelican's adaptive weights, made deterministic: the product of the weights becomes an
 /// effective distance (`-log2(score)` halvings of [`HALVING_KM`]) cut into buckets.
 fn adaptive(out: &mut [Entry]) {
-    let load =
-        |h: &ServerHealth| halving(h.latency_ms.max(0.0), LOAD_THRESHOLD_MS, LOAD_HALVING_MS);
-    let status = |h: &ServerHealth| h.ewma.clamp(MIN_STATUS_WEIGHT, 1.0);
+    // A non-finite signal counts as no signal: like a server never probed, it takes the
+    // median of the valid ones (Pelican imputes missing weights the same way).
+    let load = |h: &ServerHealth| {
+        h.latency_ms
+            .is_finite()
+            .then(|| halving(h.latency_ms.max(0.0), LOAD_THRESHOLD_MS, LOAD_HALVING_MS))
+    };
+    let status = |h: &ServerHealth| {
+        h.ewma
+            .is_finite()
+            .then(|| h.ewma.clamp(MIN_STATUS_WEIGHT, 1.0))
+    };
     let known_load = median(
         out.iter()
-            .filter_map(|e| e.health.as_ref().map(load))
+            .filter_map(|e| e.health.as_ref().and_then(load))
             .collect(),
     );
     let known_status = median(
         out.iter()
-            .filter_map(|e| e.health.as_ref().map(status))
+            .filter_map(|e| e.health.as_ref().and_then(status))
             .collect(),
     );
     for e in out {
         let weights = Weights {
             distance: e.distance_km.map(|km| halving(km, 0.0, HALVING_KM)),
-            load: e.health.as_ref().map(load).or(known_load).unwrap_or(1.0),
+            load: e
+                .health
+                .as_ref()
+                .and_then(load)
+                .or(known_load)
+                .unwrap_or(1.0),
             health: e
                 .health
                 .as_ref()
-                .map(status)
+                .and_then(status)
                 .or(known_status)
                 .unwrap_or(1.0),
             availability: match e.presence {

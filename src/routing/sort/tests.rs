@@ -419,3 +419,24 @@ fn explain_matches_order_and_reports_each_factor() {
     assert!(london.score.unwrap() > 0.0);
     assert_eq!(london.generation, 1);
 }
+
+#[test]
+fn nonsense_signals_never_make_a_server_best() {
+    let locations = located(&PLACES);
+    let mut signals = FakeSignals::default();
+    signals
+        .health
+        .insert("mcmurdo".into(), health(true, f64::NAN, f64::INFINITY));
+    let mut c = caches(&PLACES.map(|p| p.0));
+    order(
+        &mut c,
+        &input(
+            SortMethod::Adaptive,
+            Some(MADISON),
+            "/ns/o",
+            &signals,
+            &locations,
+        ),
+    );
+    assert_eq!(c.last().unwrap().name, "mcmurdo");
+}
