@@ -56,21 +56,9 @@ pub struct ServerLocations {
 impl ServerLocations {
     pub(super) fn new(fixed: Vec<(String, Coord)>) -> Self {
         let fixed: HashMap<String, Coord> = fixed.into_iter().collect();
-        let initial = fixed
-            .iter()
-            .map(|(name, coord)| {
-                (
-                    name.clone(),
-                    ServerLocation {
-                        location: *coord,
-                        located_by: ServerLocatedBy::Config,
-                    },
-                )
-            })
-            .collect();
         Self {
+            current: ArcSwap::from_pointee(configured(&fixed)),
             fixed,
-            current: ArcSwap::from_pointee(initial),
         }
     }
 
@@ -84,6 +72,20 @@ impl ServerLocations {
     pub fn publish(&self, map: LocationMap) {
         self.current.store(Arc::new(map));
     }
+}
+
+/// The locations fixed in config, as a map.
+fn configured(fixed: &HashMap<String, Coord>) -> LocationMap {
+    fixed
+        .iter()
+        .map(|(name, coord)| {
+            let location = ServerLocation {
+                location: *coord,
+                located_by: ServerLocatedBy::Config,
+            };
+            (name.clone(), location)
+        })
+        .collect()
 }
 
 /// The host of a data URL, without brackets for IPv6, and its port.
@@ -168,18 +170,7 @@ pub async fn compute(
     for (host, addrs) in resolved {
         dns.insert(host, (addrs, now));
     }
-    let mut map: LocationMap = fixed
-        .iter()
-        .map(|(name, coord)| {
-            (
-                name.clone(),
-                ServerLocation {
-                    location: *coord,
-                    located_by: ServerLocatedBy::Config,
-                },
-            )
-        })
-        .collect();
+    let mut map = configured(fixed);
     for (name, host, _) in hosts {
         let addrs = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],

@@ -442,18 +442,23 @@ async fn discovery_listings_and_operations() {
     assert_eq!(page.status, StatusCode::OK);
 }
 
+impl Harness {
+    /// Registers `origin-1` and `cache-1` for `/ns`.
+    async fn register_origin_and_cache(&self) {
+        for (name, kind) in [
+            ("origin-1", ServerKind::Origin),
+            ("cache-1", ServerKind::Cache),
+        ] {
+            let answer = self.register(&ad(name, kind, &["/ns"], 1)).await;
+            assert_eq!(answer.json["status"], "accepted");
+        }
+    }
+}
+
 #[tokio::test]
 async fn directread_goes_to_an_origin_and_conflicting_flags_are_refused() {
     let h = harness();
-    for (name, kind) in [
-        ("origin-1", ServerKind::Origin),
-        ("cache-1", ServerKind::Cache),
-    ] {
-        assert_eq!(
-            h.register(&ad(name, kind, &["/ns"], 1)).await.json["status"],
-            "accepted"
-        );
-    }
+    h.register_origin_and_cache().await;
     let direct = h.call(Method::GET, "/ns/a?directread", None).await;
     assert_eq!(direct.status, StatusCode::TEMPORARY_REDIRECT);
     // Forwarded, as Pelican's director does.
@@ -501,15 +506,7 @@ async fn explain_says_who_the_client_is_and_why_each_server_ranks_where_it_does(
         SortMethod::Adaptive,
         Arc::new(crate::routing::signals::NoSignals),
     );
-    for (name, kind) in [
-        ("origin-1", ServerKind::Origin),
-        ("cache-1", ServerKind::Cache),
-    ] {
-        assert_eq!(
-            h.register(&ad(name, kind, &["/ns"], 1)).await.json["status"],
-            "accepted"
-        );
-    }
+    h.register_origin_and_cache().await;
     let mut request = Request::builder()
         .method(Method::GET)
         .uri("/ns/obj?explain&authz=x")

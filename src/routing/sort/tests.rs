@@ -72,8 +72,12 @@ struct FakeSignals {
 }
 
 impl FakeSignals {
-    fn down(mut self, name: &str) -> Self {
-        self.health.insert(name.into(), health(false, 0.0, 10.0));
+    fn down(self, name: &str) -> Self {
+        self.with(name, health(false, 0.0, 10.0))
+    }
+
+    fn with(mut self, name: &str, health: ServerHealth) -> Self {
+        self.health.insert(name.into(), health);
         self
     }
 }
@@ -116,6 +120,21 @@ fn input<'a>(
         locations,
         prefer_cached: false,
     }
+}
+
+/// `names` as caches, ordered for a client in Madison asking for `/ns/o`.
+fn from_madison(
+    names: &[&str],
+    method: SortMethod,
+    signals: &dyn Signals,
+    locations: &LocationMap,
+) -> Vec<Candidate> {
+    let mut c = caches(names);
+    order(
+        &mut c,
+        &input(method, Some(MADISON), "/ns/o", signals, locations),
+    );
+    c
 }
 
 fn names(c: &[Candidate]) -> Vec<&str> {
@@ -289,36 +308,22 @@ fn adaptive_weighs_load_and_health() {
     // Moscow is 1581 km (4.9 halvings of 321.9 km) farther than London; a London whose
     // probes take 1300 ms is (1300 - 100) / 200 = 6 halvings down, so Moscow wins.
     let locations = located(&PLACES);
-    let mut signals = FakeSignals::default();
-    signals
-        .health
-        .insert("london".into(), health(true, 1.0, 1300.0));
-    signals
-        .health
-        .insert("moscow".into(), health(true, 1.0, 10.0));
-    let mut c = caches(&["london", "moscow"]);
-    order(
-        &mut c,
-        &input(
-            SortMethod::Adaptive,
-            Some(MADISON),
-            "/ns/o",
-            &signals,
-            &locations,
-        ),
+    let signals = FakeSignals::default()
+        .with("london", health(true, 1.0, 1300.0))
+        .with("moscow", health(true, 1.0, 10.0));
+    let c = from_madison(
+        &["london", "moscow"],
+        SortMethod::Adaptive,
+        &signals,
+        &locations,
     );
     assert_eq!(names(&c), ["moscow", "london"]);
     // Distance alone ignores load.
-    let mut c = caches(&["london", "moscow"]);
-    order(
-        &mut c,
-        &input(
-            SortMethod::Distance,
-            Some(MADISON),
-            "/ns/o",
-            &signals,
-            &locations,
-        ),
+    let c = from_madison(
+        &["london", "moscow"],
+        SortMethod::Distance,
+        &signals,
+        &locations,
     );
     assert_eq!(names(&c), ["london", "moscow"]);
 }
@@ -352,8 +357,7 @@ fn ten_thousand_servers_sort_without_trouble() {
         places.push((name.as_str(), lat, lon));
     }
     let locations = located(&places);
-    let mut signals = FakeSignals::default();
-    signals = signals.down("cache-0");
+    let signals = FakeSignals::default().down("cache-0");
     // One signed template, renamed (signatures play no part in ordering).
     let template = candidate("template", ServerKind::Cache);
     let mut c: Vec<Candidate> = names_owned
@@ -395,10 +399,7 @@ fn ten_thousand_servers_sort_without_trouble() {
 #[test]
 fn explain_matches_order_and_reports_each_factor() {
     let locations = located(&PLACES);
-    let mut signals = FakeSignals::default();
-    signals
-        .health
-        .insert("london".into(), health(true, 0.5, 50.0));
+    let signals = FakeSignals::default().with("london", health(true, 0.5, 50.0));
     let mut a = caches(&PLACES.map(|p| p.0));
     let mut b = caches(&PLACES.map(|p| p.0));
     let i = input(
@@ -423,20 +424,12 @@ fn explain_matches_order_and_reports_each_factor() {
 #[test]
 fn nonsense_signals_never_make_a_server_best() {
     let locations = located(&PLACES);
-    let mut signals = FakeSignals::default();
-    signals
-        .health
-        .insert("mcmurdo".into(), health(true, f64::NAN, f64::INFINITY));
-    let mut c = caches(&PLACES.map(|p| p.0));
-    order(
-        &mut c,
-        &input(
-            SortMethod::Adaptive,
-            Some(MADISON),
-            "/ns/o",
-            &signals,
-            &locations,
-        ),
+    let signals = FakeSignals::default().with("mcmurdo", health(true, f64::NAN, f64::INFINITY));
+    let c = from_madison(
+        &PLACES.map(|p| p.0),
+        SortMethod::Adaptive,
+        &signals,
+        &locations,
     );
     assert_eq!(c.last().unwrap().name, "mcmurdo");
 }
