@@ -1,5 +1,6 @@
-//! Criterion benches of the hot paths: routing (alone and ordered by the probes' signals),
-//! with_ad, signature checks, codec; and the status page of a large federation.
+//! Criterion benches of the hot paths: routing (alone, ordered by the probes' signals,
+//! and with geo location + sort), with_ad, signature checks, codec; and the status page
+//! of a large federation.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -102,6 +103,80 @@ fn bench_route_ordered(c: &mut Criterion) {
     });
 }
 
+/// What geographic routing adds per redirect: locating the client (trusted
+/// `X-Forwarded-For`, MaxMind lookup) and ordering the route's candidates with `adaptive`
+/// over 1,000 located servers. Compare with `view_route_1k_servers_10k_ns`.
+fn bench_geo(c: &mut Criterion) {
+    use skein::fixtures::{bench_client, bench_geoip_db, server_coord};
+    use skein::geo::{Coord, Geo, GeoDb};
+    use skein::routing::signals::NoSignals;
+    use skein::routing::sort::{self, SortInput, SortMethod};
+    let (view, _) = loaded_view();
+    let servers = federation(SERVERS, NAMESPACES);
+    let located = servers
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _, _))| {
+            let (lat, lon) = server_coord(i);
+            (name.clone(), Coord::new(lat, lon).expect("in range"))
+        })
+        .collect();
+    let db =
+        GeoDb::from_bytes(bench_geoip_db(), std::path::Path::new("bench.mmdb")).expect("bench db");
+    let geo = Geo::new(
+        Some(db),
+        vec![],
+        vec!["127.0.0.0/8".parse().expect("net")],
+        located,
+    );
+    let peer: std::net::SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let headers: Vec<axum::http::HeaderMap> = (0..64)
+        .map(|k| {
+            let mut h = axum::http::HeaderMap::new();
+            let value = bench_client(k * 3).to_string();
+            h.insert(
+                "x-forwarded-for",
+                axum::http::HeaderValue::from_str(&value).expect("value"),
+            );
+            h
+        })
+        .collect();
+    let paths = paths(4096);
+    let mut i = 0;
+    c.bench_function("geo_locate_client_xff_mmdb", |b| {
+        b.iter(|| {
+            i = (i + 1) % headers.len();
+            black_box(geo.locate_client(Some(peer), black_box(&headers[i])))
+        })
+    });
+    for method in [
+        SortMethod::Affinity,
+        SortMethod::Distance,
+        SortMethod::Adaptive,
+    ] {
+        let name = format!("route_locate_sort_{}_1k_servers", method.as_str());
+        c.bench_function(&name, |b| {
+            b.iter(|| {
+                i = (i + 1) % paths.len();
+                let client = geo.locate_client(Some(peer), &headers[i % headers.len()]);
+                let locations = geo.servers().load();
+                let mut route = view.route(&paths[i], Purpose::Read, NOW).ok()?;
+                let input = SortInput {
+                    method,
+                    client: client.location,
+                    client_addr: client.address,
+                    path: &paths[i],
+                    signals: &NoSignals,
+                    locations: &locations,
+                    prefer_cached: false,
+                };
+                sort::order(&mut route.candidates, &input);
+                black_box(Some(route))
+            })
+        });
+    }
+}
+
 fn bench_with_ad(c: &mut Criterion) {
     let (view, stored) = loaded_view();
     // Replace a cache ad (60 namespaces) with a newer version, as an ingest does.
@@ -200,6 +275,7 @@ criterion_group!(
     benches,
     bench_route,
     bench_route_ordered,
+    bench_geo,
     bench_with_ad,
     bench_signatures,
     bench_codec,

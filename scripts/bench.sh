@@ -70,9 +70,9 @@ BENCH="$TARGET/release/skein-bench"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # --- (a) redirects: Skein vs nginx, A/B/A/B --------------------------------------------
-log "(a) starting a director with 1,000 servers / 10,000 namespaces"
+log "(a) starting a director with 1,000 located servers / 10,000 namespaces, GeoIP, adaptive"
 mkfifo "$WORK/skein.in"
-"$BENCH" serve --servers 1000 --namespaces 10000 --paths "$WORK/paths.txt" \
+"$BENCH" serve --servers 1000 --namespaces 10000 --geo --paths "$WORK/paths.txt" \
   --data-dir "$WORK/serve" < "$WORK/skein.in" > "$WORK/serve.out" 2> "$WORK/serve.err" &
 PIDS+=($!)
 SKEIN_PID=$!

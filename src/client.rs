@@ -206,6 +206,18 @@ impl Client {
         })
     }
 
+    /// `?explain` for `path` (already encoded) at `director`: why a client goes where it
+    /// goes (see `docs/interface.md`), as the director's JSON.
+    pub async fn explain(
+        &self,
+        method: reqwest::Method,
+        director: &str,
+        path: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}{}?explain", director.trim_end_matches('/'), path);
+        self.send(&url, self.http.request(method, &url)).await
+    }
+
     /// Fetches a federation discovery document from `base` (a director or metadata server).
     pub async fn discovery(&self, base: &str) -> Result<FederationDiscovery, ClientError> {
         let url = format!(

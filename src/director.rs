@@ -49,6 +49,9 @@ pub enum StartError {
     /// The TLS certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The GeoIP database is missing or malformed (and not optional).
+    #[error(transparent)]
+    Geo(#[from] crate::geo::GeoError),
     /// The listener's address could not be read.
     #[error("listener: {0}")]
     Listener(std::io::Error),
@@ -133,6 +136,8 @@ impl Director {
             None => None,
         };
         let addr = listener.local_addr().map_err(StartError::Listener)?;
+        let geo = Arc::new(crate::geo::from_config(&config.routing)?);
+        let sort = crate::geo::effective_sort(config.routing.sort, geo.has_db());
 
         let data_dir = config.data_dir.clone();
         let now = clock.now_ms();
@@ -217,6 +222,8 @@ impl Director {
             identity: identity.clone(),
             signals: probes.clone(),
             probes,
+            geo: geo.clone(),
+            sort,
             ready: AtomicBool::new(true),
         });
         let limits = HttpLimits {
@@ -266,6 +273,13 @@ impl Director {
             store.clone(),
             STORE_UPKEEP,
             workers.clone(),
+        ));
+        tracker.spawn(crate::geo::servers::run(
+            geo,
+            ledger.clone(),
+            workers.clone(),
+            config.routing.locate_interval,
+            config.routing.dns_refresh,
         ));
         tracker.spawn(discovery::run(
             replicator.clone(),

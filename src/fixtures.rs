@@ -141,3 +141,63 @@ pub fn federation_ad(
     let paths: Vec<&str> = namespaces.iter().map(String::as_str).collect();
     ad(name, *kind, &paths, started_at, generation).sign(&key_for(name))
 }
+
+/// Where the `i`-th synthetic server is: spread over the inhabited latitudes, deterministic.
+pub fn server_coord(i: usize) -> (f64, f64) {
+    let lat = ((i * 37) % 120) as f64 - 55.0 + 0.5;
+    let lon = ((i * 97) % 360) as f64 - 180.0 + 0.25;
+    (lat, lon)
+}
+
+/// Number of client networks in [`bench_geoip_db`].
+pub const BENCH_CLIENT_NETWORKS: usize = 256;
+
+/// A client address in the `k`-th network of [`bench_geoip_db`].
+pub fn bench_client(k: usize) -> std::net::IpAddr {
+    std::net::Ipv4Addr::new(20, (k % BENCH_CLIENT_NETWORKS) as u8, 1, 1).into()
+}
+
+/// A GeoIP database (MaxMind format) placing `20.k.0.0/16` around the globe.
+pub fn bench_geoip_db() -> Vec<u8> {
+    let entries: Vec<(ipnet::IpNet, f64, f64)> = (0..BENCH_CLIENT_NETWORKS)
+        .map(|k| {
+            let (lat, lon) = server_coord(k * 7 + 3);
+            let net = ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(20, k as u8, 0, 0), 16)
+                .map(ipnet::IpNet::V4)
+                .unwrap_or_default();
+            (net, lat, lon)
+        })
+        .collect();
+    crate::geo::mmdb::city_db(&entries)
+}
+
+/// `[routing]` TOML for benchmarks: `adaptive`, the database at `db`, loopback trusted
+/// (the load generator sets `X-Forwarded-For`), every server of `servers` located.
+pub fn bench_routing_toml(servers: &[FederationServer], db: &std::path::Path) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "[routing]\nsort = \"adaptive\"\ngeoip_db = {:?}\ntrusted_proxies = [\"127.0.0.0/8\"]\n",
+        db.display().to_string()
+    );
+    for (i, (name, _, _)) in servers.iter().enumerate() {
+        let (lat, lon) = server_coord(i);
+        let _ = write!(
+            out,
+            "[[routing.server_location]]\nname = {name:?}\nlat = {lat}\nlon = {lon}\n"
+        );
+    }
+    out
+}
+
+/// A routing candidate for `name` of `kind`, backed by a fixture ad (tests of ordering).
+pub fn candidate(name: &str, kind: ServerKind) -> crate::routing::Candidate {
+    let now = 1_700_000_000_000;
+    let signed = ad(name, kind, &["/ns"], now - 10, 1).sign(&key_for(name));
+    let stored = std::sync::Arc::new(crate::store::StoredAd::new(signed, now - 5, 900_000));
+    crate::routing::Candidate {
+        name: name.to_string(),
+        kind,
+        data_url: stored.ad.data_url.clone(),
+        ad: stored,
+    }
+}

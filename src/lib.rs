@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod expiry;
 #[doc(hidden)]
 pub mod fixtures;
+pub mod geo;
 pub mod http;
 pub mod identity;
 pub mod keys;

@@ -172,6 +172,28 @@ async fn advertise_locate_kill_and_restart() {
         "{text}"
     );
 
+    // Why: the explanation names the client, the sort and every candidate.
+    let explained = skein(
+        &dir,
+        &[
+            "locate",
+            "--explain",
+            "--federation",
+            &fed.url(),
+            "/test/file.txt",
+        ],
+    );
+    assert!(
+        explained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&explained.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&explained)).unwrap();
+    assert_eq!(json["client"]["address_from"], "socket");
+    assert_eq!(json["client"]["located_by"], "not_public");
+    assert_eq!(json["sort"], "affinity");
+    assert_eq!(json["order"], serde_json::json!(["cache-1", "origin-1"]));
+
     let ads = skein(&dir, &["ads", "--from", &fed.url()]);
     assert!(stdout(&ads).contains("origin-1") && stdout(&ads).contains("cache-1"));
     assert!(skein(&dir, &["healthcheck", &fed.url()]).status.success());

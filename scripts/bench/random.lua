@@ -1,4 +1,6 @@
--- wrk script: GET a random object under a random advertised namespace.
+-- wrk script: GET a random object under a random advertised namespace, from a random
+-- client of the benchmark GeoIP database (X-Forwarded-For 20.K.1.1; the director trusts
+-- loopback, nginx ignores the header: both get the same requests).
 -- Usage: wrk ... -s random.lua URL -- PATHS_FILE   (one namespace prefix a line)
 local paths = {}
 
@@ -12,7 +14,8 @@ end
 function request()
   local ns = paths[math.random(#paths)]
   local path = ns .. "/run" .. math.random(100) .. "/file" .. math.random(1000000) .. ".dat"
-  return wrk.format("GET", path)
+  local headers = { ["X-Forwarded-For"] = "20." .. math.random(0, 255) .. ".1.1" }
+  return wrk.format("GET", path, headers)
 end
 
 function done(summary, latency, requests)

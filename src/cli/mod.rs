@@ -118,6 +118,9 @@ pub enum Command {
         /// Ask where a write (PUT) goes.
         #[arg(long)]
         put: bool,
+        /// Print the director's explanation (client location, sort, each candidate) as JSON.
+        #[arg(long)]
+        explain: bool,
         /// Object path, e.g. /test/hello.txt.
         path: String,
         #[command(flatten)]
@@ -186,10 +189,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             federation,
             origin,
             put,
+            explain,
             path,
             ca,
             memory,
-        } => objects::locate(&federation, origin, put, &path, &ca, !memory.off).await,
+        } => objects::locate(&federation, origin, put, explain, &path, &ca, !memory.off).await,
         Command::Get {
             federation,
             output,

@@ -114,18 +114,31 @@ impl Directors {
     }
 }
 
-/// Asks each director in turn until one answers. A definite answer (a 4xx such as 404,
-/// 403 or 405) ends the search: another director would say the same.
+/// Asks each director in turn where `path` goes.
 async fn locate_any(
     client: &Client,
     directors: &[String],
     method: Method,
     path: &str,
 ) -> anyhow::Result<(String, Located)> {
+    ask_any(directors, |director| {
+        let method = method.clone();
+        async move { client.locate_with(method, &director, path).await }
+    })
+    .await
+}
+
+/// Runs `ask` against each director in turn until one answers. A definite answer (a 4xx
+/// such as 404, 403 or 405) ends the search: another director would say the same.
+async fn ask_any<T, F, Fut>(directors: &[String], ask: F) -> anyhow::Result<(String, T)>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
     let mut last: Option<ClientError> = None;
     for director in directors {
-        match client.locate_with(method.clone(), director, path).await {
-            Ok(located) => return Ok((director.clone(), located)),
+        match ask(director.clone()).await {
+            Ok(answer) => return Ok((director.clone(), answer)),
             Err(error) if error.is_definitive_refusal() => return Err(error.into()),
             Err(error) => {
                 tracing::info!(%director, %error, "director failed; trying the next");
@@ -158,6 +171,7 @@ pub async fn locate(
     federation: &[String],
     origin: bool,
     put: bool,
+    explain: bool,
     path: &str,
     ca: &CaBundle,
     memory: bool,
@@ -166,6 +180,19 @@ pub async fn locate(
     let method = if put { Method::PUT } else { Method::GET };
     let known = directors(&client, federation, memory).await;
     let asked = object_path(path, origin || put)?;
+    if explain {
+        let (result, ()) = tokio::join!(
+            ask_any(&known.all, |director| {
+                let method = method.clone();
+                let (client, asked) = (&client, &asked);
+                async move { client.explain(method, &director, asked).await }
+            }),
+            known.remember(&client)
+        );
+        let (_, json) = result?;
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
     let (result, ()) = tokio::join!(
         locate_any(&client, &known.all, method, &asked),
         known.remember(&client)

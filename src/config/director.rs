@@ -4,7 +4,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
+use serde::Deserialize;
+
 use super::{ByteSize, ConfigError, Reader, layered};
+use crate::geo::{Coord, NetOverride};
+use crate::routing::sort::SortMethod;
 
 const DEFAULTS: &str = include_str!("../../config/defaults.toml");
 
@@ -50,6 +55,14 @@ const KNOWN_KEYS: &[&str] = &[
     "presence.absent_ttl",
     "presence.capacity",
     "presence.max_in_flight",
+    "routing.sort",
+    "routing.geoip_db",
+    "routing.geoip_optional",
+    "routing.trusted_proxies",
+    "routing.geoip_override",
+    "routing.server_location",
+    "routing.locate_interval",
+    "routing.dns_refresh",
 ];
 
 /// Everything a director needs to run.
@@ -79,6 +92,122 @@ pub struct DirectorConfig {
     pub health: HealthConfig,
     /// Object-presence checks before redirecting.
     pub presence: PresenceConfig,
+    /// Where clients go: sort method, GeoIP, proxies, overrides.
+    pub routing: RoutingConfig,
+}
+
+/// `[routing]`.
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    /// The sort method; `None`: `distance` with a GeoIP database, else `affinity`.
+    pub sort: Option<SortMethod>,
+    /// MaxMind DB (GeoLite2-City / GeoIP2-City format).
+    pub geoip_db: Option<PathBuf>,
+    /// Start without the database when it cannot be read (instead of refusing).
+    pub geoip_optional: bool,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `[[routing.geoip_override]]`: fixed locations of client networks.
+    pub geoip_overrides: Vec<NetOverride>,
+    /// `[[routing.server_location]]`: fixed locations of servers, by name.
+    pub server_locations: Vec<(String, Coord)>,
+    /// How often the server-location worker looks for changed ads.
+    pub locate_interval: Duration,
+    /// How often server host names are resolved again.
+    pub dns_refresh: Duration,
+}
+
+#[derive(Deserialize)]
+struct OverrideEntry {
+    network: String,
+    lat: f64,
+    lon: f64,
+}
+
+#[derive(Deserialize)]
+struct ServerLocationEntry {
+    name: String,
+    lat: f64,
+    lon: f64,
+}
+
+/// A CIDR network, or one address as a host network.
+fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not a network like \"192.0.2.0/24\" or an address"))
+}
+
+impl Reader {
+    fn routing(&mut self) -> Option<RoutingConfig> {
+        let sort = self
+            .optional::<String>("routing.sort")
+            .and_then(|text| match text.parse::<SortMethod>() {
+                Ok(m) => Some(Some(m)),
+                Err(why) => {
+                    self.problem(format!("routing.sort: {why}"));
+                    None
+                }
+            })
+            .unwrap_or(None);
+        let geoip_db = self.optional::<PathBuf>("routing.geoip_db");
+        let geoip_optional = self.optional("routing.geoip_optional").unwrap_or(false);
+        let proxies: Vec<String> = self.optional("routing.trusted_proxies").unwrap_or_default();
+        let mut trusted_proxies = Vec::new();
+        for text in proxies {
+            match parse_network(&text) {
+                Ok(net) => trusted_proxies.push(net),
+                Err(why) => self.problem(format!("routing.trusted_proxies: {why}")),
+            }
+        }
+        let overrides: Vec<OverrideEntry> =
+            self.optional("routing.geoip_override").unwrap_or_default();
+        let mut geoip_overrides = Vec::new();
+        for (i, o) in overrides.into_iter().enumerate() {
+            let network = parse_network(&o.network)
+                .map_err(|why| self.problem(format!("routing.geoip_override[{i}].network: {why}")))
+                .ok();
+            let coord = Coord::new(o.lat, o.lon);
+            if coord.is_none() {
+                self.problem(format!(
+                    "routing.geoip_override[{i}]: lat {} / lon {} is not a coordinate",
+                    o.lat, o.lon
+                ));
+            }
+            if let (Some(network), Some(coord)) = (network, coord) {
+                geoip_overrides.push(NetOverride { network, coord });
+            }
+        }
+        let servers: Vec<ServerLocationEntry> =
+            self.optional("routing.server_location").unwrap_or_default();
+        let mut server_locations = Vec::new();
+        for (i, s) in servers.into_iter().enumerate() {
+            match Coord::new(s.lat, s.lon) {
+                Some(coord) if !s.name.trim().is_empty() => server_locations.push((s.name, coord)),
+                Some(_) => self.problem(format!(
+                    "routing.server_location[{i}].name: must not be empty"
+                )),
+                None => self.problem(format!(
+                    "routing.server_location[{i}]: lat {} / lon {} is not a coordinate",
+                    s.lat, s.lon
+                )),
+            }
+        }
+        let locate_interval = self.duration("routing.locate_interval");
+        let dns_refresh = self.duration("routing.dns_refresh");
+        Some(RoutingConfig {
+            sort,
+            geoip_db,
+            geoip_optional,
+            trusted_proxies,
+            geoip_overrides,
+            server_locations,
+            locate_interval: locate_interval?,
+            dns_refresh: dns_refresh?,
+        })
+    }
 }
 
 /// `[tls]`: the listener's certificate chain and key (PEM).
@@ -306,6 +435,7 @@ impl DirectorConfig {
             r.at_least::<usize>("presence.capacity", 1),
             r.at_least::<usize>("presence.max_in_flight", 1),
         );
+        let routing = r.routing();
         let config = (|| {
             Some(DirectorConfig {
                 name: name?,
@@ -360,6 +490,7 @@ impl DirectorConfig {
                     capacity: presence.7?,
                     max_in_flight: presence.8?,
                 },
+                routing: routing?,
             })
         })();
         r.finish(config)

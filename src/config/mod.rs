@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 pub use director::{
     AdsConfig, DirectorConfig, FederationConfig, HealthConfig, IdentityConfig, LimitsConfig,
-    PeersConfig, PresenceConfig, TlsConfig,
+    PeersConfig, PresenceConfig, RoutingConfig, TlsConfig,
 };
 pub use service::{NamespaceConfig, ServiceConfig};
 

@@ -149,3 +149,50 @@ fn health_and_presence_defaults_and_problems() {
         assert!(all.contains(key), "missing {key:?} in:\n{all}");
     }
 }
+
+#[test]
+fn routing_keys_parse_and_default() {
+    let c = DirectorConfig::from_toml(MINIMAL).unwrap();
+    assert_eq!(c.routing.sort, None);
+    assert!(c.routing.geoip_db.is_none());
+    assert!(!c.routing.geoip_optional);
+    assert!(c.routing.trusted_proxies.is_empty());
+    let text = format!(
+        "{MINIMAL}\n[routing]\nsort = \"adaptive\"\ngeoip_db = \"/var/lib/GeoLite2-City.mmdb\"\n\
+         geoip_optional = true\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"fd00::/8\"]\n\
+         [[routing.geoip_override]]\nnetwork = \"192.168.0.0/16\"\nlat = 43.07\nlon = -89.4\n\
+         [[routing.server_location]]\nname = \"cache-1\"\nlat = 51.5\nlon = -0.1\n"
+    );
+    let c = DirectorConfig::from_toml(&text).unwrap();
+    assert_eq!(
+        c.routing.sort,
+        Some(crate::routing::sort::SortMethod::Adaptive)
+    );
+    assert!(c.routing.geoip_optional);
+    assert_eq!(c.routing.trusted_proxies.len(), 3);
+    assert_eq!(c.routing.trusted_proxies[0].to_string(), "127.0.0.1/32");
+    assert_eq!(c.routing.geoip_overrides.len(), 1);
+    assert_eq!(c.routing.server_locations[0].0, "cache-1");
+}
+
+#[test]
+fn bad_routing_keys_are_each_reported() {
+    let text = format!(
+        "{MINIMAL}\n[routing]\nsort = \"nearest\"\ntrusted_proxies = [\"not-a-net\"]\n\
+         [[routing.geoip_override]]\nnetwork = \"1.2.3.0/33\"\nlat = 95.0\nlon = 0.0\n\
+         [[routing.server_location]]\nname = \"\"\nlat = 0.0\nlon = 0.0\n"
+    );
+    let all = DirectorConfig::from_toml(&text)
+        .unwrap_err()
+        .problems
+        .join("\n");
+    for needle in [
+        "routing.sort:",
+        "routing.trusted_proxies:",
+        "routing.geoip_override[0].network:",
+        "routing.geoip_override[0]: lat 95",
+        "routing.server_location[0].name:",
+    ] {
+        assert!(all.contains(needle), "{needle} missing from:\n{all}");
+    }
+}

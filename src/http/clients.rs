@@ -1,8 +1,9 @@
 //! The client side (Pelican-compatible): discovery document, redirects, namespaces.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,9 +13,11 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::{AppState, redirect};
+use crate::geo::ClientLocation;
 use crate::metrics::RedirectResult;
 use crate::paths::parse_object_path;
 use crate::probe::Ask;
+use crate::routing::sort::{self, Scored, SortInput, SortMethod};
 use crate::routing::{NoRoute, Purpose};
 use crate::wire::FederationDiscovery;
 
@@ -164,48 +167,159 @@ async fn redirect_or_error(state: &AppState, request: &Parts) -> Response {
     }
 }
 
+/// The director's own query flags, found while the rest of the query is kept for `Location`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+struct Flags {
+    /// `redirect=false`: answer the route as JSON instead of a 307 (not forwarded).
+    #[serde(skip)]
+    no_redirect: bool,
+    /// `explain`: answer why, as JSON (not forwarded).
+    #[serde(skip)]
+    explain: bool,
+    /// `directread`: to an origin that allows direct reads (forwarded, as Pelican does).
+    directread: bool,
+    /// `prefercached`: caches known to hold the object first (forwarded).
+    prefercached: bool,
+}
+
+/// Splits the query into the director's flags and the part passed on in `Location`.
+fn read_query(query: Option<&str>) -> Result<(Flags, String), ApiError> {
+    let mut flags = Flags::default();
+    let mut kept = String::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+        match (name, pair) {
+            (_, "redirect=false") => {
+                flags.no_redirect = true;
+                continue;
+            }
+            ("explain", _) => {
+                flags.explain = true;
+                continue;
+            }
+            ("directread", _) => flags.directread = true,
+            ("prefercached", _) => flags.prefercached = true,
+            _ => {}
+        }
+        if !kept.is_empty() {
+            kept.push('&');
+        }
+        kept.push_str(pair);
+    }
+    if flags.directread && flags.prefercached {
+        // Pelican's director answers the same combination with 400 and this sentence.
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "Failed to validate incoming request: invalid query parameter combination: \
+             cannot have both directread and prefercached query parameters",
+        ));
+    }
+    Ok((flags, kept))
+}
+
+fn purpose_name(purpose: Purpose) -> &'static str {
+    match purpose {
+        Purpose::Read => "read",
+        Purpose::OriginRead => "origin_read",
+        Purpose::DirectRead => "direct_read",
+        Purpose::Write => "write",
+    }
+}
+
+/// `?explain`: why this client goes where it goes.
+#[derive(Serialize)]
+struct Explain<'a> {
+    path: &'a str,
+    namespace: &'a str,
+    purpose: &'static str,
+    client: ClientLocation,
+    geoip_db: Option<String>,
+    sort: SortMethod,
+    flags: Flags,
+    candidates: Vec<Scored>,
+    order: Vec<&'a str>,
+    location: String,
+    link_limit: usize,
+}
+
 async fn redirect_for(state: &AppState, request: &Parts) -> Result<Response, ApiError> {
     let uri = &request.uri;
-    let (purpose, path) = purpose_of(&request.method, uri.path())?;
-    let mut no_redirect = false;
-    let query: Vec<&str> = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| {
-            let is_flag = *pair == "redirect=false";
-            no_redirect |= is_flag;
-            !pair.is_empty() && !is_flag
-        })
-        .collect();
-    let query = query.join("&");
+    let (mut purpose, path) = purpose_of(&request.method, uri.path())?;
+    let (flags, query) = read_query(uri.query())?;
+    if flags.directread && matches!(purpose, Purpose::Read | Purpose::OriginRead) {
+        purpose = Purpose::DirectRead;
+    }
     let now = state.ledger.clock().now_ms();
     let view = state.ledger.view();
     let mut route = view.route(&path, purpose, now).map_err(|no| match no {
         NoRoute::NoNamespace => {
             ApiError::not_found(format!("no server serves a namespace containing {path}"))
         }
+        NoRoute::NotAllowed { prefix } if purpose == Purpose::DirectRead => ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not_allowed",
+            format!("no origin for namespace {prefix} allows direct reads"),
+        ),
         NoRoute::NotAllowed { prefix } => ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "not_allowed",
             format!("no origin for namespace {prefix} allows {}", request.method),
         ),
     })?;
+    // Presence first (the one network wait a redirect may have; bounded), so the sort
+    // below sees what the checks found.
     let ask = Ask::of(request, &path, purpose, &query);
     state
         .probes
         .prepare(&mut route, &ask)
         .await
         .map_err(|_| ApiError::not_found(format!("no origin of {} holds {path}", route.prefix)))?;
+    let peer = request
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    // Affinity ignores where the client is: only an explanation needs it then.
+    let client = if state.sort == SortMethod::Affinity && !flags.explain {
+        crate::geo::ClientLocation::unknown()
+    } else {
+        state.geo.locate_client(peer, &request.headers)
+    };
+    let locations = state.geo.servers().load();
+    let input = SortInput {
+        method: state.sort,
+        client: client.location,
+        client_addr: client.address,
+        path: &path,
+        signals: state.signals.as_ref(),
+        locations: &locations,
+        prefer_cached: flags.prefercached,
+    };
+    if flags.explain {
+        let candidates = sort::explain(&mut route.candidates, &input);
+        let headers = redirect::headers(&route, &path, Some(&query));
+        let body = Explain {
+            path: &path,
+            namespace: &route.prefix,
+            purpose: purpose_name(purpose),
+            client,
+            geoip_db: state.geo.db_description(),
+            sort: state.sort,
+            flags,
+            candidates,
+            order: route.candidates.iter().map(|c| c.name.as_str()).collect(),
+            location: location_of(&headers),
+            link_limit: redirect::MAX_LINKS,
+        };
+        return Ok((StatusCode::OK, headers, Json(body)).into_response());
+    }
+    sort::order(&mut route.candidates, &input);
+    // An origin known to lack the object stays behind the ones that may hold it.
+    state.probes.demote(&mut route, &ask);
     let headers = redirect::headers(&route, &path, Some(&query));
-    if no_redirect {
+    if flags.no_redirect {
         let body = RouteBody {
             namespace: &route.prefix,
-            location: headers
-                .get(axum::http::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string(),
+            location: location_of(&headers),
             servers: route
                 .candidates
                 .iter()
@@ -215,4 +329,12 @@ async fn redirect_for(state: &AppState, request: &Parts) -> Result<Response, Api
         return Ok((StatusCode::OK, headers, Json(body)).into_response());
     }
     Ok((StatusCode::TEMPORARY_REDIRECT, headers).into_response())
+}
+
+fn location_of(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(axum::http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }

@@ -60,6 +60,10 @@ pub struct AppState {
     pub signals: Arc<dyn Signals>,
     /// The probes behind `signals`: presence checks, the health board, their metrics.
     pub probes: Arc<Probes>,
+    /// Client and server locations.
+    pub geo: Arc<crate::geo::Geo>,
+    /// The sort method in force.
+    pub sort: crate::routing::sort::SortMethod,
     /// True once the store is open and the view loaded.
     pub ready: AtomicBool,
 }

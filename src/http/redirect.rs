@@ -11,30 +11,40 @@ pub const MAX_LINKS: usize = 6;
 /// The headers of a redirect for `path` (clean) along `route`; `query` is appended to
 /// `Location` (Pelican passes `authz` and the like through).
 pub fn headers(route: &Route, path: &str, query: Option<&str>) -> HeaderMap {
+    use std::fmt::Write;
     let mut headers = HeaderMap::new();
     let encoded = encode_path(path);
-    let object_url = |base: &str| format!("{base}{encoded}");
-    let first = object_url(&route.candidates[0].data_url);
-    let location = match query.filter(|q| !q.is_empty()) {
-        Some(q) => format!("{first}?{q}"),
-        None => first,
-    };
+    let query = query.filter(|q| !q.is_empty());
+    let first = &route.candidates[0].data_url;
+    let mut location =
+        String::with_capacity(first.len() + encoded.len() + query.map_or(0, |q| q.len() + 1));
+    location.push_str(first);
+    location.push_str(&encoded);
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
     insert(&mut headers, header::LOCATION, location);
     let depth = depth(&route.prefix);
-    let link = route
-        .candidates
-        .iter()
-        .take(MAX_LINKS)
-        .enumerate()
-        .map(|(i, c)| {
-            format!(
-                "<{}>; rel=\"duplicate\"; pri={}; depth={depth}",
-                object_url(&c.data_url),
-                i + 1
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    // One buffer for the whole header: no per-candidate strings.
+    let shown = route.candidates.iter().take(MAX_LINKS);
+    let mut link = String::with_capacity(
+        shown
+            .clone()
+            .map(|c| c.data_url.len() + encoded.len() + 40)
+            .sum(),
+    );
+    for (i, c) in shown.enumerate() {
+        if i > 0 {
+            link.push_str(", ");
+        }
+        let _ = write!(
+            link,
+            "<{}{encoded}>; rel=\"duplicate\"; pri={}; depth={depth}",
+            c.data_url,
+            i + 1
+        );
+    }
     insert(&mut headers, header::LINK, link);
     let ns = &route.namespace;
     let mut namespace = format!(

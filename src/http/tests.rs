@@ -31,6 +31,18 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with(
+        crate::geo::Geo::default(),
+        crate::routing::sort::SortMethod::Affinity,
+        Arc::new(crate::routing::signals::NoSignals),
+    )
+}
+
+fn harness_with(
+    geo: crate::geo::Geo,
+    sort: crate::routing::sort::SortMethod,
+    signals: Arc<dyn crate::routing::signals::Signals>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let clock: SharedClock = ManualClock::new(NOW);
@@ -96,8 +108,10 @@ fn harness() -> Harness {
         peers,
         metrics,
         identity,
-        signals: probes.clone(),
+        signals,
         probes,
+        geo: Arc::new(geo),
+        sort,
         ready: AtomicBool::new(true),
     });
     let limits = HttpLimits {
@@ -628,4 +642,107 @@ async fn ad_listings_come_in_pages_that_cover_every_ad_once() {
             .await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
     }
+}
+
+impl Harness {
+    /// Registers `origin-1` and `cache-1` for `/ns`.
+    async fn register_origin_and_cache(&self) {
+        for (name, kind) in [
+            ("origin-1", ServerKind::Origin),
+            ("cache-1", ServerKind::Cache),
+        ] {
+            let answer = self.register(&ad(name, kind, &["/ns"], 1)).await;
+            assert_eq!(answer.json["status"], "accepted");
+        }
+    }
+}
+
+#[tokio::test]
+async fn directread_goes_to_an_origin_and_conflicting_flags_are_refused() {
+    let h = harness();
+    h.register_origin_and_cache().await;
+    let direct = h.call(Method::GET, "/ns/a?directread", None).await;
+    assert_eq!(direct.status, StatusCode::TEMPORARY_REDIRECT);
+    // Forwarded, as Pelican's director does.
+    assert_eq!(
+        header(&direct, "location"),
+        "http://origin-1.example:8443/ns/a?directread"
+    );
+    let cached = h.call(Method::GET, "/ns/a?prefercached", None).await;
+    assert_eq!(
+        header(&cached, "location"),
+        "http://cache-1.example:8443/ns/a?prefercached"
+    );
+    for both in [
+        "/ns/a?directread&prefercached",
+        "/ns/a?prefercached=1&directread=",
+    ] {
+        let a = h.call(Method::GET, both, None).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{both}");
+        assert_eq!(a.json["error"], "invalid_query");
+        assert!(
+            a.json["detail"]
+                .as_str()
+                .unwrap()
+                .contains("cannot have both directread and prefercached query parameters")
+        );
+    }
+}
+
+#[tokio::test]
+async fn explain_says_who_the_client_is_and_why_each_server_ranks_where_it_does() {
+    use crate::geo::{Coord, Geo, GeoDb, mmdb};
+    use crate::routing::sort::SortMethod;
+    let db = mmdb::city_db(&[("81.2.69.0/24".parse().unwrap(), 51.51, -0.13)]);
+    let geo = Geo::new(
+        Some(GeoDb::from_bytes(db, std::path::Path::new("t.mmdb")).unwrap()),
+        vec![],
+        vec!["127.0.0.0/8".parse().unwrap()],
+        vec![
+            ("cache-1".into(), Coord::new(48.85, 2.35).unwrap()),
+            ("origin-1".into(), Coord::new(43.07, -89.40).unwrap()),
+        ],
+    );
+    let h = harness_with(
+        geo,
+        SortMethod::Adaptive,
+        Arc::new(crate::routing::signals::NoSignals),
+    );
+    h.register_origin_and_cache().await;
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri("/ns/obj?explain&authz=x")
+        .header("x-forwarded-for", "81.2.69.7")
+        .body(Body::empty())
+        .unwrap();
+    let peer: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["client"]["address"], "81.2.69.7");
+    assert_eq!(json["client"]["address_from"], "trusted_xff");
+    assert_eq!(json["client"]["located_by"], "database");
+    assert_eq!(json["client"]["location"]["lat"], 51.51);
+    assert_eq!(json["sort"], "adaptive");
+    assert_eq!(json["namespace"], "/ns");
+    assert!(json["geoip_db"].as_str().unwrap().contains("t.mmdb"));
+    assert_eq!(json["order"], serde_json::json!(["cache-1", "origin-1"]));
+    let first = &json["candidates"][0];
+    assert_eq!(first["name"], "cache-1");
+    assert_eq!(first["location"]["by"], "config");
+    // London to Paris, by hand: 344.4 km.
+    assert_eq!(first["distance_km"].as_f64().unwrap(), 344.4);
+    assert_eq!(first["up"], true);
+    assert_eq!(first["presence"], "unknown");
+    assert_eq!(first["generation"], 1);
+    assert!(first["score"].as_f64().unwrap() > 0.0);
+    assert!(first["bucket"].is_u64());
+    assert_eq!(
+        json["location"], "http://cache-1.example:8443/ns/obj?authz=x",
+        "explain is not forwarded"
+    );
 }

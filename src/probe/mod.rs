@@ -150,8 +150,13 @@ impl Probes {
                 }
             }
         }
-        let object = (ask.is_object_read && ask.purpose != Purpose::Write).then_some(ask.path);
-        presence::order(route, self, object, ask.purpose)
+        presence::order(route, self, presence_counts(ask), ask.purpose)
+    }
+
+    /// Orders `route` by what is already known (no checks): down servers and origins
+    /// known to lack the object last, servers known to hold it first; stable otherwise.
+    pub fn demote(&self, route: &mut Route, ask: &Ask<'_>) {
+        let _ = presence::order(route, self, presence_counts(ask), ask.purpose);
     }
 
     /// Prometheus text: servers up and down by kind, probes by result, presence answers.
@@ -212,4 +217,9 @@ impl Signals for Probes {
     fn presence(&self, key: &AdKey, path: &str) -> Presence {
         self.presence.get(key, path)
     }
+}
+
+/// The object whose presence counts for `ask`: reads of an object, not writes or listings.
+fn presence_counts<'a>(ask: &Ask<'a>) -> Option<&'a str> {
+    (ask.is_object_read && ask.purpose != Purpose::Write).then_some(ask.path)
 }

@@ -304,11 +304,7 @@ mod tests {
     }
 
     fn candidate(kind: ServerKind, name: &str) -> Candidate {
-        Candidate {
-            name: name.into(),
-            kind,
-            data_url: format!("http://{name}"),
-        }
+        fixtures::candidate(name, kind)
     }
 
     fn route(candidates: &[(ServerKind, &str)]) -> Route {

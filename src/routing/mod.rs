@@ -6,6 +6,7 @@
 
 mod rank;
 pub mod signals;
+pub mod sort;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub enum Purpose {
     Read,
     /// Read from an origin.
     OriginRead,
+    /// `?directread`: read from an origin whose namespace allows direct reads.
+    DirectRead,
     /// Write to an origin whose namespace allows writes.
     Write,
 }
@@ -39,6 +42,8 @@ pub struct Candidate {
     pub kind: ServerKind,
     /// Base URL objects are fetched from.
     pub data_url: String,
+    /// The ad held for it (generation, key), shared with the view.
+    pub ad: Arc<StoredAd>,
 }
 
 /// Where a path goes.
@@ -255,6 +260,7 @@ fn build_route(
         name: a.ad.name.clone(),
         kind: a.ad.kind,
         data_url: a.ad.data_url.clone(),
+        ad: Arc::clone(a),
     };
     let of_kind = |kind: ServerKind, keep: &dyn Fn(&NamespaceAd) -> bool| {
         let mut picked: Vec<Candidate> = live
@@ -272,6 +278,7 @@ fn build_route(
             all
         }
         Purpose::OriginRead => of_kind(ServerKind::Origin, &|_| true),
+        Purpose::DirectRead => of_kind(ServerKind::Origin, &|ns| ns.caps.direct_reads),
         Purpose::Write => of_kind(ServerKind::Origin, &|ns| ns.caps.writes),
     };
     if candidates.is_empty() {

@@ -49,8 +49,21 @@ pub fn trust(directors: usize) -> Trust {
     servers.push(("origin-1", ServerKind::Origin, &["/ns", "/other"]));
     servers.push(("origin-2", ServerKind::Origin, &["/ns"]));
     servers.push(("cache-1", ServerKind::Cache, &["/ns"]));
+    for name in GEO_CACHES {
+        servers.push((name, ServerKind::Cache, &["/geo"]));
+    }
     fixtures::trust(&servers)
 }
+
+/// Caches serving `/geo`, named for where they are (see `tests/geo_cluster.rs`).
+pub const GEO_CACHES: [&str; 6] = [
+    "cache-san-diego",
+    "cache-london",
+    "cache-moscow",
+    "cache-daejeon",
+    "cache-mcmurdo",
+    "cache-null-island",
+];
 
 /// `director-0`, `director-1`, ...
 pub fn director_name(i: usize) -> String {
@@ -67,6 +80,8 @@ pub struct Tuning {
     pub discovery_from: Option<usize>,
     /// Extra lines of the `[limits]` section.
     pub limits: &'static str,
+    /// Extra TOML appended to every director's config (e.g. a `[routing]` section).
+    pub extra: String,
 }
 
 impl Default for Tuning {
@@ -77,6 +92,7 @@ impl Default for Tuning {
             clock: None,
             discovery_from: None,
             limits: "",
+            extra: String::new(),
         }
     }
 }
@@ -192,6 +208,7 @@ announce_interval = "{announce}"
 prune_interval = "200ms"
 [limits]
 {limits}
+{extra}
 "#,
             name = director_name(i),
             port = node.port,
@@ -200,6 +217,7 @@ prune_interval = "200ms"
             poll = self.tuning.poll_interval,
             announce = self.tuning.announce_interval,
             limits = self.tuning.limits,
+            extra = self.tuning.extra,
         );
         DirectorConfig::from_toml(&text).unwrap()
     }

@@ -46,6 +46,10 @@ enum Command {
         paths: PathBuf,
         #[arg(long)]
         data_dir: PathBuf,
+        /// Geographic routing: a GeoIP database, every server located, `adaptive`, and
+        /// loopback trusted for `X-Forwarded-For`.
+        #[arg(long)]
+        geo: bool,
     },
     /// Convergence latency and forwards per ad version for a cluster on loopback.
     Convergence {
@@ -128,7 +132,8 @@ fn main() -> Result<()> {
             namespaces,
             paths,
             data_dir,
-        } => runtime.block_on(serve(servers, namespaces, &paths, &data_dir)),
+            geo,
+        } => runtime.block_on(serve(servers, namespaces, &paths, &data_dir, geo)),
         Command::Convergence {
             directors,
             ads,
@@ -216,13 +221,14 @@ fn director_config(
     url: &str,
     data_dir: &Path,
     peers: &[String],
+    extra: &str,
 ) -> Result<DirectorConfig> {
     let peers: Vec<String> = peers.iter().map(|p| format!("{p:?}")).collect();
     let text = format!(
         "name = {name:?}\nlisten = \"127.0.0.1:0\"\nadvertise_url = {url:?}\ndata_dir = {:?}\n\
          [identity]\nkey = \"unused\"\n[federation]\ntrust = \"unused\"\ndirectors = [{}]\n\
          [peers]\npoll_interval = \"1h\"\nannounce_interval = \"1h\"\n\
-         [limits]\nmax_body = \"64MiB\"\nmax_concurrent = 100000\n",
+         [limits]\nmax_body = \"64MiB\"\nmax_concurrent = 100000\n{extra}",
         data_dir.display().to_string(),
         peers.join(", ")
     );
@@ -236,8 +242,19 @@ async fn start(
     peers: &[String],
     trust: Trust,
 ) -> Result<DirectorHandle> {
+    start_with_extra(name, listener, data_dir, peers, trust, "").await
+}
+
+async fn start_with_extra(
+    name: &str,
+    listener: TcpListener,
+    data_dir: &Path,
+    peers: &[String],
+    trust: Trust,
+    extra: &str,
+) -> Result<DirectorHandle> {
     let url = format!("http://{}", listener.local_addr()?);
-    let config = director_config(name, &url, data_dir, peers)?;
+    let config = director_config(name, &url, data_dir, peers, extra)?;
     let options = Options {
         trust: Some(trust),
         key: Some(key_for(name)),
@@ -277,11 +294,25 @@ async fn accept_all(handle: &DirectorHandle, ads: Vec<SignedAd>, clients: usize)
     Ok(accepted)
 }
 
-async fn serve(servers: usize, namespaces: usize, paths: &Path, data_dir: &Path) -> Result<()> {
+async fn serve(
+    servers: usize,
+    namespaces: usize,
+    paths: &Path,
+    data_dir: &Path,
+    geo: bool,
+) -> Result<()> {
     let fed = federation(servers, namespaces);
     let trust = federation_trust(&fed, &["bench-director".to_string()]);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let handle = start("bench-director", listener, data_dir, &[], trust).await?;
+    let extra = if geo {
+        std::fs::create_dir_all(data_dir)?;
+        let db = data_dir.join("bench-geoip.mmdb");
+        std::fs::write(&db, skein::fixtures::bench_geoip_db())?;
+        skein::fixtures::bench_routing_toml(&fed, &db)
+    } else {
+        String::new()
+    };
+    let handle = start_with_extra("bench-director", listener, data_dir, &[], trust, &extra).await?;
     let now = now_ms();
     let ads: Vec<SignedAd> = fed.iter().map(|s| federation_ad(s, now, 1)).collect();
     let accepted = accept_all(&handle, ads, 4).await?;

@@ -1,0 +1,230 @@
+//! Where servers are: fixed locations from config, else the GeoIP location of the data
+//! URL's host (resolved by a background worker, cached and refreshed), else unknown.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use futures::StreamExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{Coord, Geo};
+use crate::ad::ServerKind;
+use crate::ledger::Ledger;
+use crate::routing::View;
+
+/// How long one DNS resolution may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Resolutions in flight at once.
+const RESOLVE_CONCURRENCY: usize = 16;
+
+/// How a server's location was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "by")]
+pub enum ServerLocatedBy {
+    /// `[[routing.server_location]]` in this director's config.
+    Config,
+    /// The GeoIP location (or a network override) of the data URL's host address.
+    Address {
+        /// The address located.
+        address: IpAddr,
+    },
+}
+
+/// A server's location.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ServerLocation {
+    /// The coordinate.
+    pub location: Coord,
+    /// How it was found.
+    #[serde(flatten)]
+    pub located_by: ServerLocatedBy,
+}
+
+/// Server name -> location, published whole; the redirect path reads it lock-free.
+pub type LocationMap = HashMap<String, ServerLocation>;
+
+/// The current server locations.
+pub struct ServerLocations {
+    fixed: HashMap<String, Coord>,
+    current: ArcSwap<LocationMap>,
+}
+
+impl ServerLocations {
+    pub(super) fn new(fixed: Vec<(String, Coord)>) -> Self {
+        let fixed: HashMap<String, Coord> = fixed.into_iter().collect();
+        Self {
+            current: ArcSwap::from_pointee(configured(&fixed)),
+            fixed,
+        }
+    }
+
+    /// The current map (a lock-free guard, no reference-count traffic; hold it for the
+    /// whole request, not across an `.await`).
+    pub fn load(&self) -> arc_swap::Guard<Arc<LocationMap>> {
+        self.current.load()
+    }
+
+    /// Replaces the map.
+    pub fn publish(&self, map: LocationMap) {
+        self.current.store(Arc::new(map));
+    }
+}
+
+/// The locations fixed in config, as a map.
+fn configured(fixed: &HashMap<String, Coord>) -> LocationMap {
+    fixed
+        .iter()
+        .map(|(name, coord)| {
+            let location = ServerLocation {
+                location: *coord,
+                located_by: ServerLocatedBy::Config,
+            };
+            (name.clone(), location)
+        })
+        .collect()
+}
+
+/// The host of a data URL, without brackets for IPv6, and its port.
+fn host_port(data_url: &str) -> Option<(String, u16)> {
+    let url = reqwest::Url::parse(data_url).ok()?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    let host = url.host_str()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some((host.to_string(), port))
+}
+
+/// Resolved host names: addresses and when they were resolved.
+type DnsCache = HashMap<String, (Vec<IpAddr>, Instant)>;
+
+/// Computes every server's location from `view`: config first, then the data URL host's
+/// address (a literal, or resolved through `dns`, refreshing entries older than
+/// `dns_refresh`).
+pub async fn compute(
+    geo: &Geo,
+    view: &View,
+    dns: &mut DnsCache,
+    dns_refresh: Duration,
+) -> LocationMap {
+    let fixed = &geo.servers().fixed;
+    let mut hosts: Vec<(String, String, u16)> = Vec::new();
+    for stored in view.ads() {
+        let ad = &stored.ad;
+        if ad.kind == ServerKind::Director || fixed.contains_key(&ad.name) {
+            continue;
+        }
+        if let Some((host, port)) = host_port(&ad.data_url) {
+            hosts.push((ad.name.clone(), host, port));
+        }
+    }
+    let stale: Vec<(String, u16)> = {
+        let mut seen = std::collections::HashSet::new();
+        hosts
+            .iter()
+            .filter(|(_, host, _)| host.parse::<IpAddr>().is_err())
+            .filter(|(_, host, _)| {
+                dns.get(host)
+                    .is_none_or(|(_, at)| at.elapsed() >= dns_refresh)
+            })
+            .filter(|(_, host, _)| seen.insert(host.clone()))
+            .map(|(_, host, port)| (host.clone(), *port))
+            .collect()
+    };
+    let resolved: Vec<(String, Vec<IpAddr>)> = futures::stream::iter(stale)
+        .map(|(host, port)| async move {
+            let target = format!("{host}:{port}");
+            let found = if host.contains(':') {
+                // Not a name (an IPv6 literal is handled before resolution).
+                Ok(Ok(Vec::new().into_iter()))
+            } else {
+                tokio::time::timeout(RESOLVE_TIMEOUT, async {
+                    tokio::net::lookup_host(target)
+                        .await
+                        .map(|a| a.collect::<Vec<_>>().into_iter())
+                })
+                .await
+            };
+            let addrs = match found {
+                Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+                Ok(Err(error)) => {
+                    tracing::debug!(%host, %error, "could not resolve a server's host");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::debug!(%host, "resolving a server's host timed out");
+                    Vec::new()
+                }
+            };
+            (host, addrs)
+        })
+        .buffer_unordered(RESOLVE_CONCURRENCY)
+        .collect()
+        .await;
+    let now = Instant::now();
+    for (host, addrs) in resolved {
+        dns.insert(host, (addrs, now));
+    }
+    let mut map = configured(fixed);
+    for (name, host, _) in hosts {
+        let addrs = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => dns.get(&host).map(|(a, _)| a.clone()).unwrap_or_default(),
+        };
+        let found = addrs.into_iter().find_map(|address| {
+            geo.locate_ip(address).0.map(|location| ServerLocation {
+                location,
+                located_by: ServerLocatedBy::Address {
+                    address: address.to_canonical(),
+                },
+            })
+        });
+        if let Some(location) = found {
+            map.insert(name, location);
+        }
+    }
+    map
+}
+
+/// The worker: recomputes server locations when the view changes (checked every
+/// `every`) and re-resolves host names every `dns_refresh`.
+pub async fn run(
+    geo: Arc<Geo>,
+    ledger: Arc<Ledger>,
+    cancel: CancellationToken,
+    every: Duration,
+    dns_refresh: Duration,
+) {
+    let mut dns = DnsCache::new();
+    let mut last: Option<Arc<View>> = None;
+    let mut refreshed = Instant::now();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {
+                let view = ledger.view();
+                let refresh = refreshed.elapsed() >= dns_refresh;
+                if !refresh && last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &view)) {
+                    continue;
+                }
+                if refresh {
+                    refreshed = Instant::now();
+                }
+                let map = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    map = compute(&geo, &view, &mut dns, dns_refresh) => map,
+                };
+                tracing::debug!(located = map.len(), ads = view.len(), "server locations updated");
+                geo.servers().publish(map);
+                last = Some(view);
+            }
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Ordering a route's candidates for one client: by distance, by adaptive weights
+//! (distance, load, health, object presence), by a per-client shuffle or by affinity.
+//!
+//! The order is a pure function of (client location, path, view, signals, locations), so
+//! every director gives the same answer. In every method: servers that are not up go
+//! after every up server (never removed); caches before origins; servers in the same
+//! distance bucket are ordered by rendezvous affinity, so an object keeps going to the
+//! same nearby cache.
+
+use std::cmp::Reverse;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use super::Candidate;
+use super::rank::score as affinity;
+use super::signals::{Presence, ServerHealth, Signals};
+use crate::ad::ServerKind;
+use crate::geo::Coord;
+use crate::geo::servers::{LocationMap, ServerLocation};
+
+/// Pelican's distance halving factor, 200 miles: a server this much farther away weighs
+/// half as much in `adaptive`.
+pub const HALVING_KM: f64 = 200.0 * 1.609_344;
+/// Width of a distance bucket: servers whose (effective) distances fall in the same
+/// 100 km band are "about as far" and ordered by affinity (Pelican's 100 km threshold for
+/// a server's location being the same place).
+pub const BUCKET_KM: f64 = 100.0;
+/// Probe round trips up to this many milliseconds do not lower a server's weight.
+pub const LOAD_THRESHOLD_MS: f64 = 100.0;
+/// Past the threshold, every this many more milliseconds halve the weight.
+pub const LOAD_HALVING_MS: f64 = 200.0;
+/// Weight factor of an object known present (its inverse when known absent).
+pub const AVAILABILITY_FACTOR: f64 = 2.0;
+/// Smallest health weight (an EWMA of 0 still leaves the server rankable).
+const MIN_STATUS_WEIGHT: f64 = 0.01;
+
+/// How candidates are ordered (`routing.sort`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortMethod {
+    /// Nearest first.
+    Distance,
+    /// Distance, load, health and presence weighed together (Pelican's adaptive).
+    Adaptive,
+    /// A shuffle seeded by the client's address and the path (stable for that pair).
+    Random,
+    /// Rendezvous hash of the path only.
+    Affinity,
+}
+
+impl SortMethod {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortMethod::Distance => "distance",
+            SortMethod::Adaptive => "adaptive",
+            SortMethod::Random => "random",
+            SortMethod::Affinity => "affinity",
+        }
+    }
+}
+
+impl FromStr for SortMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "distance" => Ok(SortMethod::Distance),
+            "adaptive" => Ok(SortMethod::Adaptive),
+            "random" => Ok(SortMethod::Random),
+            "affinity" => Ok(SortMethod::Affinity),
+            other => Err(format!(
+                "{other:?} is not a sort method (distance, adaptive, random, affinity)"
+            )),
+        }
+    }
+}
+
+/// Everything one ordering depends on.
+pub struct SortInput<'a> {
+    /// The method.
+    pub method: SortMethod,
+    /// The client's coordinate, if known.
+    pub client: Option<Coord>,
+    /// The client's address (seeds `random`).
+    pub client_addr: Option<IpAddr>,
+    /// The object path (clean).
+    pub path: &'a str,
+    /// Health and presence.
+    pub signals: &'a dyn Signals,
+    /// Server locations.
+    pub locations: &'a LocationMap,
+    /// `?prefercached`: caches known to hold the object first.
+    pub prefer_cached: bool,
+}
+
+/// Adaptive's weights for one server (each 0 to 1, availability 0.5 to 2).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Weights {
+    /// From distance: halves every [`HALVING_KM`].
+    pub distance: Option<f64>,
+    /// From the probe round trip (median of the others when never probed).
+    pub load: f64,
+    /// From the probes' success EWMA (median of the others when never probed).
+    pub health: f64,
+    /// From object presence.
+    pub availability: f64,
+}
+
+/// Why one candidate sits where it does.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scored {
+    /// Server name.
+    pub name: String,
+    /// Origin or cache.
+    pub kind: ServerKind,
+    /// Data URL.
+    pub data_url: String,
+    /// Ad generation held.
+    pub generation: u64,
+    /// The server's location and how it was found (`null`: unknown).
+    pub location: Option<ServerLocation>,
+    /// Great-circle distance from the client, km (`null`: either end unknown).
+    pub distance_km: Option<f64>,
+    /// False only when probes say it is down; unknown health counts as up.
+    pub up: bool,
+    /// The probes' last word (`null`: never probed).
+    pub health: Option<HealthSeen>,
+    /// Object presence: `present`, `absent` or `unknown`.
+    pub presence: &'static str,
+    /// Adaptive's weights (`null` in other methods).
+    pub weights: Option<Weights>,
+    /// Adaptive's product of weights (`null` in other methods).
+    pub score: Option<f64>,
+    /// Distance bucket (lower first; `null` when not located or not distance-based).
+    pub bucket: Option<u64>,
+    /// Rendezvous score of (server, path): higher first within a bucket.
+    pub affinity: u64,
+}
+
+/// A [`ServerHealth`] for JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HealthSeen {
+    /// Up or down.
+    pub up: bool,
+    /// Success EWMA.
+    pub ewma: f64,
+    /// Last round trip, ms (the load hint).
+    pub latency_ms: f64,
+    /// When last probed (Unix ms).
+    pub checked_at: u64,
+}
+
+/// The sort key: smaller first.
+type Key = (bool, u8, bool, bool, u64, Reverse<u64>);
+
+struct Entry {
+    key: Key,
+    location: Option<ServerLocation>,
+    distance_km: Option<f64>,
+    health: Option<ServerHealth>,
+    presence: Presence,
+    weights: Option<Weights>,
+    score: Option<f64>,
+    bucket: Option<u64>,
+    affinity: u64,
+}
+
+fn halving(value: f64, threshold: f64, every: f64) -> f64 {
+    if value <= threshold {
+        1.0
+    } else {
+        (-(value - threshold) / every).exp2()
+    }
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    })
+}
+
+fn bucket_of(km: f64) -> u64 {
+    // Saturating float-to-int cast: NaN -> 0, huge -> u64::MAX.
+    (km / BUCKET_KM).floor() as u64
+}
+
+fn presence_name(p: Presence) -> &'static str {
+    match p {
+        Presence::Present => "present",
+        Presence::Absent => "absent",
+        Presence::Unknown => "unknown",
+    }
+}
+
+fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) -> Vec<Entry> {
+    let method = input.method;
+    let seeded = (method == SortMethod::Random).then(|| {
+        let addr = input.client_addr.map(|a| a.to_string()).unwrap_or_default();
+        format!("{addr}\u{0}{}", input.path)
+    });
+    let located = matches!(method, SortMethod::Distance | SortMethod::Adaptive);
+    // One key buffer for every candidate: the signals are asked by key.
+    let mut key = crate::ad::AdKey {
+        kind: ServerKind::Cache,
+        name: String::with_capacity(64),
+    };
+    let mut out: Vec<Entry> = candidates
+        .iter()
+        .map(|c| {
+            key.kind = c.kind;
+            key.name.clear();
+            key.name.push_str(&c.name);
+            let health = input.signals.health(&key);
+            let up = health.is_none_or(|h| h.up);
+            let wants_presence = input.prefer_cached || method == SortMethod::Adaptive;
+            let presence = if wants_presence {
+                input.signals.presence(&key, input.path)
+            } else {
+                Presence::Unknown
+            };
+            let location = if located || explaining {
+                input.locations.get(&c.name).copied()
+            } else {
+                None
+            };
+            let distance_km = match (input.client, location) {
+                (Some(client), Some(server)) => Some(client.distance_km(&server.location)),
+                _ => None,
+            };
+            let affinity = match &seeded {
+                Some(seed) => affinity(&c.name, seed),
+                None => affinity(&c.name, input.path),
+            };
+            let group = u8::from(c.kind != ServerKind::Cache);
+            let not_present =
+                input.prefer_cached && c.kind == ServerKind::Cache && presence != Presence::Present;
+            Entry {
+                key: (!up, group, not_present, false, 0, Reverse(affinity)),
+                location,
+                distance_km,
+                health,
+                presence,
+                weights: None,
+                score: None,
+                bucket: None,
+                affinity,
+            }
+        })
+        .collect();
+    match method {
+        SortMethod::Distance => {
+            for e in &mut out {
+                e.bucket = e.distance_km.map(bucket_of);
+                e.key.3 = e.distance_km.is_none();
+                e.key.4 = e.bucket.unwrap_or(0);
+            }
+        }
+        SortMethod::Adaptive => adaptive(&mut out),
+        SortMethod::Random | SortMethod::Affinity => {}
+    }
+    out
+}
+
+/// Pelican's adaptive weights, made deterministic: the product of the weights becomes an
+/// effective distance (`-log2(score)` halvings of [`HALVING_KM`]) cut into buckets.
+fn adaptive(out: &mut [Entry]) {
+    // A non-finite signal counts as no signal: like a server never probed, it takes the
+    // median of the valid ones (Pelican imputes missing weights the same way).
+    let load = |h: &ServerHealth| {
+        h.latency_ms
+            .is_finite()
+            .then(|| halving(h.latency_ms.max(0.0), LOAD_THRESHOLD_MS, LOAD_HALVING_MS))
+    };
+    let status = |h: &ServerHealth| {
+        h.ewma
+            .is_finite()
+            .then(|| h.ewma.clamp(MIN_STATUS_WEIGHT, 1.0))
+    };
+    let known_load = median(
+        out.iter()
+            .filter_map(|e| e.health.as_ref().and_then(load))
+            .collect(),
+    );
+    let known_status = median(
+        out.iter()
+            .filter_map(|e| e.health.as_ref().and_then(status))
+            .collect(),
+    );
+    for e in out {
+        let weights = Weights {
+            distance: e.distance_km.map(|km| halving(km, 0.0, HALVING_KM)),
+            load: e
+                .health
+                .as_ref()
+                .and_then(load)
+                .or(known_load)
+                .unwrap_or(1.0),
+            health: e
+                .health
+                .as_ref()
+                .and_then(status)
+                .or(known_status)
+                .unwrap_or(1.0),
+            availability: match e.presence {
+                Presence::Present => AVAILABILITY_FACTOR,
+                Presence::Absent => 1.0 / AVAILABILITY_FACTOR,
+                Presence::Unknown => 1.0,
+            },
+        };
+        let score =
+            weights.distance.unwrap_or(1.0) * weights.load * weights.health * weights.availability;
+        // Effective distance may be negative (presence doubles the score): shift by one
+        // halving so buckets stay unsigned and "present at 0 km" sorts first.
+        let effective_km = (1.0 - score.log2()) * HALVING_KM;
+        let bucket = bucket_of(effective_km.max(0.0));
+        e.weights = Some(weights);
+        e.score = Some(score);
+        e.bucket = Some(bucket);
+        e.key.3 = e.distance_km.is_none();
+        e.key.4 = bucket;
+    }
+}
+
+/// Orders `candidates` (best first) for `input`.
+pub fn order(candidates: &mut Vec<Candidate>, input: &SortInput<'_>) {
+    if candidates.len() < 2 {
+        return;
+    }
+    let keys = entries(candidates, input, false);
+    let mut keyed: Vec<(Key, Candidate)> = keys
+        .into_iter()
+        .map(|e| e.key)
+        .zip(candidates.drain(..))
+        .collect();
+    keyed.sort_by(|(a, ca), (b, cb)| a.cmp(b).then_with(|| cb.name.cmp(&ca.name)));
+    candidates.extend(keyed.into_iter().map(|(_, c)| c));
+}
+
+/// Orders `candidates` like [`order`] and says why, best first.
+pub fn explain(candidates: &mut Vec<Candidate>, input: &SortInput<'_>) -> Vec<Scored> {
+    let all = entries(candidates, input, true);
+    let mut keyed: Vec<(Entry, Candidate)> = all.into_iter().zip(candidates.drain(..)).collect();
+    keyed.sort_by(|(a, ca), (b, cb)| a.key.cmp(&b.key).then_with(|| cb.name.cmp(&ca.name)));
+    let mut scored = Vec::with_capacity(keyed.len());
+    for (e, c) in keyed {
+        scored.push(Scored {
+            name: c.name.clone(),
+            kind: c.kind,
+            data_url: c.data_url.clone(),
+            generation: c.ad.ad.generation,
+            location: e.location,
+            distance_km: e.distance_km.map(|km| (km * 10.0).round() / 10.0),
+            up: !e.key.0,
+            health: e.health.map(|h| HealthSeen {
+                up: h.up,
+                ewma: h.ewma,
+                latency_ms: h.latency_ms,
+                checked_at: h.checked_at,
+            }),
+            presence: presence_name(e.presence),
+            weights: e.weights,
+            score: e.score,
+            bucket: e.bucket,
+            affinity: e.affinity,
+        });
+        candidates.push(c);
+    }
+    scored
+}
+
+#[cfg(test)]
+mod tests;
