@@ -85,8 +85,7 @@ impl Advertiser {
                     direct_reads: true,
                 },
                 issuers: ns
-                    .issuers
-                    .iter()
+                    .all_issuers()
                     .map(|url| TokenIssuer {
                         issuer_url: url.clone(),
                         base_paths: vec![ns.path.clone()],

@@ -194,6 +194,11 @@ impl Client {
         })
     }
 
+    /// `GET url` and parses the JSON answer (an error status becomes [`ClientError::Status`]).
+    pub async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<T, ClientError> {
+        self.send(url, self.http.get(url)).await
+    }
+
     /// Fetches a federation discovery document from `base` (a director or metadata server).
     pub async fn discovery(&self, base: &str) -> Result<FederationDiscovery, ClientError> {
         let url = format!(

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod config;
 pub mod director;
 pub mod discovery;
+pub mod eckey;
 pub mod expiry;
 #[doc(hidden)]
 pub mod fixtures;
@@ -22,6 +23,7 @@ pub mod paths;
 pub mod peers;
 pub mod replication;
 pub mod routing;
+pub mod scitokens;
 pub mod servers;
 pub mod store;
 pub mod telemetry;

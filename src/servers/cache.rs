@@ -10,7 +10,12 @@
 //! carries `X-Cache: HIT` or `MISS`; directory listings are passed through uncached.
 //! `PROPFIND` (WebDAV stat/listing, which Pelican clients send to caches for `exists`
 //! and `info`) is answered from disk for a cached object and relayed to the origin
-//! otherwise. Caches take no writes (405). Objects are treated as immutable (as in Pelican): a
+//! otherwise. Caches take no writes (405).
+//!
+//! Namespaces without `public_reads` are never stored: the cache cannot check tokens
+//! itself, so every `GET`/`HEAD`/`PROPFIND` there is relayed to the origin with the
+//! client's bearer token (and `Range`), and the origin's answer, 401/403 included, is
+//! streamed back (`X-Cache: MISS`). Without a token the cache answers 401 itself. Objects are treated as immutable (as in Pelican): a
 //! cached copy is never revalidated; delete it from `cache_dir` to refetch.
 
 use std::collections::HashMap;
@@ -34,6 +39,7 @@ use crate::client::Client;
 use crate::config::{NamespaceConfig, ServiceConfig};
 use crate::http::ApiError;
 use crate::paths::parse_object_path;
+use crate::scitokens::{TokenError, bearer};
 
 /// A running cache.
 pub type CacheHandle = ServerHandle;
@@ -94,8 +100,11 @@ pub async fn run(config: ServiceConfig, cancel: CancellationToken) -> anyhow::Re
     Ok(super::run_with(config, cancel, start).await?)
 }
 
-async fn handle(State(cache): State<Arc<Cache>>, request: Request) -> Result<Response, ApiError> {
-    serve(&cache, request).await
+async fn handle(State(cache): State<Arc<Cache>>, request: Request) -> Response {
+    match serve(&cache, request).await {
+        Ok(response) => response,
+        Err(error) => super::error_response(error),
+    }
 }
 
 fn x_cache(hit: bool) -> HeaderMap {
@@ -120,13 +129,16 @@ async fn serve(cache: &Cache, request: Request) -> Result<Response, ApiError> {
         ));
     }
     let path = parse_object_path(request.uri().path())?;
-    if namespace_of(&cache.namespaces, &path).is_none() {
+    let Some(ns) = namespace_of(&cache.namespaces, &path) else {
         return Err(ApiError::not_found(format!(
             "this cache serves no namespace containing {path}"
         )));
-    }
+    };
     let rel = files::relative(&path)?;
     let headers = request.headers();
+    if !ns.public_reads {
+        return pass_through(cache, &path, &method, headers, request.uri().query()).await;
+    }
     if let Some(response) = hit(cache, &rel, &method, headers, true).await? {
         return Ok(response);
     }
@@ -200,18 +212,67 @@ async fn miss(
     }
 }
 
+/// The `Authorization` header to send upstream: the client's token, which must exist.
+fn upstream_token(request: &Request, path: &str) -> Result<HeaderValue, ApiError> {
+    upstream_token_of(request.headers(), request.uri().query(), path)
+}
+
+fn upstream_token_of(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    path: &str,
+) -> Result<HeaderValue, ApiError> {
+    let token =
+        bearer(headers, query).ok_or_else(|| TokenError::Missing(format!("reading {path}")))?;
+    HeaderValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| ApiError::from(TokenError::Invalid("not a header value".into())))
+}
+
+/// A read in a namespace that needs tokens: relayed to the origin with the token.
+async fn pass_through(
+    cache: &Cache,
+    path: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
+    let mut forward = HeaderMap::new();
+    forward.insert(
+        header::AUTHORIZATION,
+        upstream_token_of(headers, query, path)?,
+    );
+    if let Some(range) = headers.get(header::RANGE) {
+        forward.insert(header::RANGE, range.clone());
+    }
+    let urls = fetch::origin_urls(
+        &cache.control,
+        cache.federation.as_deref(),
+        &cache.directors,
+        path,
+    )
+    .await?;
+    let mut response = fetch::relay(&cache.download, &urls, method, &forward).await?;
+    response.headers_mut().extend(x_cache(false));
+    Ok(response)
+}
+
 /// `PROPFIND`: a cached object is described from disk; anything else (directories,
 /// objects not held) is asked of the origin and its `207` relayed uncached.
 async fn propfind(cache: &Cache, request: Request) -> Result<Response, ApiError> {
     let path = parse_object_path(request.uri().path())?;
-    if namespace_of(&cache.namespaces, &path).is_none() {
+    let Some(ns) = namespace_of(&cache.namespaces, &path) else {
         return Err(ApiError::not_found(format!(
             "this cache serves no namespace containing {path}"
         )));
-    }
+    };
     let rel = files::relative(&path)?;
+    let authorization = if ns.public_reads {
+        None
+    } else {
+        Some(upstream_token(&request, &path)?)
+    };
     match files::existing(&cache.root, &rel).await {
-        Ok((real, meta)) if meta.is_file() => {
+        Ok((real, meta)) if meta.is_file() && authorization.is_none() => {
             let mut response =
                 webdav::propfind(&cache.root, &real, &meta, &path, request.headers()).await?;
             response.headers_mut().extend(x_cache(true));
@@ -228,7 +289,8 @@ async fn propfind(cache: &Cache, request: Request) -> Result<Response, ApiError>
     )
     .await?;
     let depth = request.headers().get("depth").cloned();
-    let (status, content_type, body) = fetch::propfind(&cache.control, &urls, depth).await?;
+    let (status, content_type, body) =
+        fetch::propfind(&cache.control, &urls, depth, authorization).await?;
     let mut response = (status, body).into_response();
     if let Some(content_type) = content_type {
         response

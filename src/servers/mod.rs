@@ -22,7 +22,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::advertiser::{AdvertiseError, Advertiser};
 use crate::config::{NamespaceConfig, ServiceConfig};
-use crate::http::SERVER_HEADER;
+use crate::http::{ApiError, SERVER_HEADER};
 
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +149,19 @@ where
         .await
         .map_err(ServerError::io(format!("binding {listen}")))?;
     start(config, listener, cancel).await?.wait().await
+}
+
+/// An error as a response; a 401 also says how to authenticate (`WWW-Authenticate`).
+fn error_response(error: ApiError) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let unauthorized = error.status() == axum::http::StatusCode::UNAUTHORIZED;
+    let mut response = error.into_response();
+    if unauthorized {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
 }
 
 /// The longest configured namespace containing `path`.
