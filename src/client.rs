@@ -329,17 +329,28 @@ impl Client {
         director: &str,
         path: &str,
     ) -> Result<Located, ClientError> {
+        self.locate_as(method, director, path, None).await
+    }
+
+    /// [`Client::locate_with`], sending `token` as `Authorization: Bearer` (as Pelican's
+    /// client does for namespaces that need one).
+    pub async fn locate_as(
+        &self,
+        method: reqwest::Method,
+        director: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<Located, ClientError> {
         let url = format!("{}{}", director.trim_end_matches('/'), path);
         self.check(&url)?;
-        let response =
-            self.http
-                .request(method, &url)
-                .send()
-                .await
-                .map_err(|e| ClientError::Transport {
-                    url: url.clone(),
-                    message: error_chain(&e),
-                })?;
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            message: error_chain(&e),
+        })?;
         let status = response.status();
         let header = |name: &str| {
             response

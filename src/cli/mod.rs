@@ -5,10 +5,13 @@ mod memory;
 mod objects;
 mod serve;
 mod service;
+mod token;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use token::TokenArg;
 
 /// Skein: a highly-available director cluster for Pelican-style data federations.
 #[derive(Debug, Parser)]
@@ -32,6 +35,15 @@ pub struct CaBundle {
     pub path: Option<PathBuf>,
 }
 
+/// The kinds of key `skein keygen` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyKind {
+    /// Ed25519: signs Skein ads.
+    Ed25519,
+    /// EC P-256 (PKCS#8 PEM): signs Pelican advertise tokens and access tokens.
+    Ec,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -41,11 +53,15 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Write a new Ed25519 private key (mode 0600) and print its public key.
+    /// Write a new private key (mode 0600) and print its public key.
     Keygen {
         /// Where to write the key (never overwritten).
         #[arg(long)]
         out: PathBuf,
+        /// `ed25519` (Skein ads; prints the base64url public key) or `ec` (P-256 PEM for
+        /// `protocol = "pelican"` and token issuers; prints the public JWKS).
+        #[arg(long, value_enum, default_value_t = KeyKind::Ed25519)]
+        kind: KeyKind,
     },
     /// Sign this server's ad and send it to every director, every interval.
     Advertise {
@@ -96,6 +112,8 @@ pub enum Command {
         path: String,
         #[command(flatten)]
         ca: CaBundle,
+        #[command(flatten)]
+        token: TokenArg,
     },
     /// Download an object through the federation (director, then caches, with failover).
     Get {
@@ -109,6 +127,8 @@ pub enum Command {
         path: String,
         #[command(flatten)]
         ca: CaBundle,
+        #[command(flatten)]
+        token: TokenArg,
     },
     /// Exit 0 if the director at URL is ready (for compose healthchecks).
     Healthcheck {
@@ -135,7 +155,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve::serve(&config).await,
-        Command::Keygen { out } => serve::keygen(&out),
+        Command::Keygen { out, kind } => serve::keygen(&out, kind),
         Command::Advertise {
             config,
             once,
@@ -150,13 +170,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             put,
             path,
             ca,
-        } => objects::locate(&federation, origin, put, &path, &ca).await,
+            token,
+        } => objects::locate(&federation, origin, put, &path, &ca, &token).await,
         Command::Get {
             federation,
             output,
             path,
             ca,
-        } => objects::get(&federation, output.as_deref(), &path, &ca).await,
+            token,
+        } => objects::get(&federation, output.as_deref(), &path, &ca, &token).await,
         Command::Origin { config } => service::origin(&config).await,
         Command::Cache { config } => service::cache(&config).await,
     }

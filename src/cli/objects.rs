@@ -14,7 +14,7 @@ use skein::client::{Client, ClientError, Located};
 use skein::discovery::discover_directors;
 use skein::paths::{encode_path, parse_object_path};
 
-use super::CaBundle;
+use super::{CaBundle, TokenArg};
 
 /// A connect attempt to a dead director costs at most this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -65,10 +65,14 @@ async fn locate_any(
     federation: &[String],
     method: Method,
     path: &str,
+    token: Option<&str>,
 ) -> anyhow::Result<(String, Located)> {
     let mut last: Option<ClientError> = None;
     for director in directors(client, federation).await {
-        match client.locate_with(method.clone(), &director, path).await {
+        match client
+            .locate_as(method.clone(), &director, path, token)
+            .await
+        {
             Ok(located) => return Ok((director, located)),
             Err(error) => {
                 tracing::info!(%director, %error, "director failed; trying the next");
@@ -99,14 +103,17 @@ pub async fn locate(
     put: bool,
     path: &str,
     ca: &CaBundle,
+    token: &TokenArg,
 ) -> anyhow::Result<()> {
     let client = client(ca)?;
+    let token = token.find()?;
     let method = if put { Method::PUT } else { Method::GET };
     let (director, located) = locate_any(
         &client,
         federation,
         method,
         &object_path(path, origin || put)?,
+        token.as_deref(),
     )
     .await?;
     println!("director: {director}");
@@ -126,10 +133,28 @@ pub async fn get(
     output: Option<&Path>,
     path: &str,
     ca: &CaBundle,
+    token: &TokenArg,
 ) -> anyhow::Result<()> {
     let client = client(ca)?;
-    let (_, located) =
-        locate_any(&client, federation, Method::GET, &object_path(path, false)?).await?;
+    let token = token.find()?;
+    let (_, located) = locate_any(
+        &client,
+        federation,
+        Method::GET,
+        &object_path(path, false)?,
+        token.as_deref(),
+    )
+    .await?;
+    if located
+        .namespace
+        .as_deref()
+        .is_some_and(|ns| ns.contains("require-token=true"))
+        && token.is_none()
+    {
+        tracing::warn!(
+            "the namespace requires a token and none was found (--token FILE, BEARER_TOKEN, BEARER_TOKEN_FILE)"
+        );
+    }
     let mut candidates = located.links.clone();
     if let Some(location) = located.location {
         if !candidates.contains(&location) {
@@ -138,7 +163,7 @@ pub async fn get(
     }
     let mut last = None;
     for url in &candidates {
-        match download(&client, url, output).await {
+        match download(&client, url, output, token.as_deref()).await {
             Ok(bytes) => {
                 tracing::info!(%url, bytes, "downloaded");
                 return Ok(());
@@ -152,10 +177,25 @@ pub async fn get(
     Err(last.unwrap_or_else(|| anyhow::anyhow!("the director listed no server")))
 }
 
-async fn download(client: &Client, url: &str, output: Option<&Path>) -> anyhow::Result<u64> {
-    let response = client.http().get(url).send().await?;
+async fn download(
+    client: &Client,
+    url: &str,
+    output: Option<&Path>,
+    token: Option<&str>,
+) -> anyhow::Result<u64> {
+    let mut request = client.http().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
     if !response.status().is_success() {
-        bail!("{url}: HTTP {}", response.status());
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        let detail = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["detail"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        bail!("{url}: HTTP {status} {detail}");
     }
     let total = response.content_length();
     let bar = if std::io::stderr().is_terminal() {
