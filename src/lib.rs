@@ -21,6 +21,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod paths;
 pub mod peers;
+pub mod pelican;
 pub mod replication;
 pub mod routing;
 pub mod scitokens;

@@ -1,0 +1,3 @@
+//! Pelican compatibility: Pelican servers' own advertisements, on the wire and verified.
+
+pub mod wire;
