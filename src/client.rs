@@ -241,6 +241,28 @@ impl Client {
         self.send(&url, self.http.post(&url).json(ad)).await
     }
 
+    /// POSTs a Pelican ad with its advertise token, as a Pelican server does; returns
+    /// `accepted` for a 2xx (Pelican answers `{"status":"success"}`).
+    pub async fn register_pelican(
+        &self,
+        director: &str,
+        kind: crate::ad::ServerKind,
+        ad: &crate::pelican::wire::OriginAdvertise,
+        token: &str,
+    ) -> Result<String, ClientError> {
+        let endpoint = match kind {
+            crate::ad::ServerKind::Cache => "registerCache",
+            _ => "registerOrigin",
+        };
+        let url = format!(
+            "{}/api/v1.0/director/{endpoint}",
+            director.trim_end_matches('/')
+        );
+        let request = self.http.post(&url).bearer_auth(token).json(ad);
+        let _: serde_json::Value = self.send(&url, request).await?;
+        Ok("accepted".to_string())
+    }
+
     /// Forwards an ad to a peer director, naming the sender.
     pub async fn forward(
         &self,

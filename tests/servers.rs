@@ -901,3 +901,121 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pelican_protocol_posts_origin_advertise_with_advertise_tokens() -> anyhow::Result<()> {
+    type Posts = std::sync::Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>;
+    let posts: Posts = Default::default();
+    let director = TcpListener::bind("127.0.0.1:0").await?;
+    let director_url = format!("http://{}", director.local_addr()?);
+    let app = {
+        let posts = posts.clone();
+        axum::Router::new().route(
+            "/api/v1.0/director/{endpoint}",
+            axum::routing::post(
+                move |axum::extract::Path(endpoint): axum::extract::Path<String>,
+                      headers: axum::http::HeaderMap,
+                      axum::Json(body): axum::Json<serde_json::Value>| {
+                    let posts = posts.clone();
+                    async move {
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        posts.lock().unwrap().push((endpoint, auth, body));
+                        axum::Json(serde_json::json!({"status": "success"}))
+                    }
+                },
+            ),
+        )
+    };
+    let fake = tokio::spawn(async move {
+        let _ = axum::serve(director, app).await;
+    });
+
+    let dir = tempfile::tempdir()?;
+    let key_path = dir.path().join("origin.pem");
+    let key = skein::eckey::generate(&key_path)?;
+    std::fs::create_dir_all(dir.path().join("export"))?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let config = ServiceConfig::from_toml(&format!(
+        r#"name = "pelican-origin"
+kind = "origin"
+protocol = "pelican"
+data_url = "{url}"
+key = "{}"
+directors = ["{director_url}"]
+interval = "200ms"
+export = "{}"
+[[namespace]]
+path = "/pel"
+public_reads = true
+"#,
+        key_path.display(),
+        dir.path().join("export").display()
+    ))?;
+    let origin = origin::start(config, listener, CancellationToken::new()).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while posts.lock().unwrap().len() < 2 {
+        if Instant::now() > deadline {
+            bail!("the origin never advertised twice");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its issuer metadata and keys, as a Pelican server serves them.
+    let metadata: serde_json::Value = get(&format!("{url}/.well-known/openid-configuration"))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(metadata["issuer"], url.as_str());
+    let jwks: jsonwebtoken::jwk::JwkSet = get(metadata["jwks_uri"].as_str().context("jwks_uri")?)
+        .await?
+        .json()
+        .await?;
+    origin.shutdown().await?;
+    fake.abort();
+
+    let posts = posts.lock().unwrap().clone();
+    let (last_endpoint, _, last) = posts.last().context("posts")?;
+    assert_eq!(last["status"], "shutting down", "withdrawn at shutdown");
+    assert_eq!(last_endpoint, "registerOrigin");
+    let mut generation = 0;
+    for (endpoint, auth, body) in &posts {
+        assert_eq!(endpoint, "registerOrigin");
+        assert_eq!(body["name"], "pelican-origin");
+        assert_eq!(body["data-url"], url.as_str());
+        assert_eq!(body["namespaces"][0]["path"], "/pel");
+        assert_eq!(
+            body["registry-prefix"],
+            format!("/origins/{}", &url["http://".len()..])
+        );
+        assert!(body["instanceID"] == posts[0].2["instanceID"]);
+        assert!(body["startTime"].as_i64().unwrap_or_default() > 1_700_000_000);
+        let this = body["generationID"].as_u64().context("generationID")?;
+        assert!(this > generation, "generationID increases");
+        generation = this;
+        let token = auth.strip_prefix("Bearer ").context("Bearer")?;
+        let header = jsonwebtoken::decode_header(token)?;
+        assert_eq!(header.kid.as_deref(), Some(key.kid()));
+        let jwk = jwks
+            .find(key.kid())
+            .context("the served JWKS holds the kid")?;
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        validation.set_audience(&[director_url.as_str()]);
+        validation.set_issuer(&[url.as_str()]);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(
+            token,
+            &jsonwebtoken::DecodingKey::from_jwk(jwk)?,
+            &validation,
+        )?
+        .claims;
+        assert_eq!(claims["scope"], "pelican.advertise");
+        assert!(
+            claims["exp"].as_i64().unwrap_or_default() - claims["iat"].as_i64().unwrap_or_default()
+                <= 60
+        );
+    }
+    Ok(())
+}

@@ -15,7 +15,7 @@ pub async fn advertise(config_path: &Path, once: bool, dry_run: bool) -> anyhow:
     if dry_run {
         println!(
             "{}",
-            serde_json::to_string_pretty(&advertiser.sign(AdStatus::Ok))?
+            serde_json::to_string_pretty(&advertiser.body(AdStatus::Ok))?
         );
         return Ok(());
     }

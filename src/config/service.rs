@@ -35,6 +35,7 @@ const KNOWN_KEYS: &[&str] = &[
     "ca_bundle",
     "protocol",
     "issuer_url",
+    "registry_prefix",
     "max_upload",
     "token_audiences",
 ];
@@ -134,6 +135,9 @@ pub struct ServiceConfig {
     pub protocol: Protocol,
     /// This server's token issuer URL (`protocol = "pelican"`; default `web_url`).
     pub issuer_url: String,
+    /// Pelican registry prefix (`protocol = "pelican"`; default `/origins/<host:port>` or
+    /// `/caches/<name>`).
+    pub registry_prefix: Option<String>,
     /// Largest upload `skein origin` accepts (413 beyond).
     pub max_upload: u64,
     /// Token audiences accepted besides `data_url`, `web_url` and the WLCG "any".
@@ -219,6 +223,14 @@ impl ServiceConfig {
             });
         let issuer = r.optional("issuer_url");
         let issuer_url = r.url("issuer_url", issuer);
+        let registry_prefix: Option<String> = r.optional("registry_prefix");
+        if let Some(prefix) = &registry_prefix {
+            if !(prefix.starts_with("/origins/") || prefix.starts_with("/caches/")) {
+                r.problem(format!(
+                    "registry_prefix: {prefix:?} must start with /origins/ or /caches/"
+                ));
+            }
+        }
         let max_upload: Option<ByteSize> = r.required("max_upload");
         let audiences: Vec<String> = r.required("token_audiences").unwrap_or_default();
         let listen = r
@@ -242,6 +254,7 @@ impl ServiceConfig {
                     .unwrap_or_else(|| web_url.clone().unwrap_or_else(|| data_url.clone())),
                 protocol: protocol?,
                 max_upload: max_upload?.0,
+                registry_prefix,
                 token_audiences: audiences,
                 name: name?,
                 kind: kind?,
