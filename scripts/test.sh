@@ -25,6 +25,9 @@ cargo nextest run --locked --no-fail-fast
 step "a real Pelican client (pelicanfs) against a Skein federation over TLS"
 scripts/compat-test.sh
 
+step "a Pelican server stand-in (PyJWT, own key and tokens) registers with three Skein directors"
+scripts/pelican-interop.sh
+
 step "fault tests against the docker compose federation (kill, partition, rolling restart)"
 scripts/fault-tests.sh
 
