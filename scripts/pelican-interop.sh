@@ -9,6 +9,8 @@
 #      discovering from a director it never registered with;
 #   3. a restarted director still redirects to it (stored), before any re-advertisement;
 #   4. when it stops, its `shutting down` ad withdraws it from every director.
+# Beside it, a `skein origin` with protocol = "pelican" (key from `skein keygen --kind ec`)
+# registers with director-2 the same way and is served by every director too.
 #   scripts/pelican-interop.sh     prints "pelican interop: N passed, M failed"; exit 0 only if all pass
 # Env: PELICANFS_VERSION (default 1.5.0), PYJWT_VERSION (default 2.10.1),
 #      PELICAN_VENV (default $CARGO_TARGET_DIR/pelican-venv), PELICAN_SKEIN=prebuilt skein.
@@ -60,13 +62,15 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 PORTS=()
-while [ ${#PORTS[@]} -lt 4 ]; do
+while [ ${#PORTS[@]} -lt 5 ]; do
   p=$(free_port)
   [[ " ${PORTS[*]} " == *" $p "* ]] || PORTS+=("$p")
 done
 D=(https://127.0.0.1:${PORTS[0]} https://127.0.0.1:${PORTS[1]} https://127.0.0.1:${PORTS[2]})
 FAKE_PORT=${PORTS[3]}
 FAKE=http://127.0.0.1:$FAKE_PORT
+SKP_PORT=${PORTS[4]}
+SKP=http://127.0.0.1:$SKP_PORT
 
 mkdir -p "$WORK"/{keys,logs,export,data,tls}
 (
@@ -104,6 +108,30 @@ registry_prefix = "/origins/127.0.0.1:$FAKE_PORT"
 issuer = "$FAKE"
 jwks_file = "$WORK/keys/fake.jwks"
 namespaces = ["/pel"]
+
+[[pelican]]
+name = "skein-pelican-origin"
+kind = "origin"
+registry_prefix = "/origins/127.0.0.1:$SKP_PORT"
+issuer = "$SKP"
+jwks_file = "$WORK/keys/skp.jwks"
+namespaces = ["/skp"]
+TOML
+"$SKEIN" keygen --kind ec --out "$WORK/keys/skp.pem" > "$WORK/keys/skp.jwks"
+cat > "$WORK/skp.toml" <<TOML
+name = "skein-pelican-origin"
+kind = "origin"
+protocol = "pelican"
+data_url = "$SKP"
+key = "$WORK/keys/skp.pem"
+directors = ["${D[2]}"]
+ca_bundle = "$CA"
+interval = "10m"
+listen = "127.0.0.1:$SKP_PORT"
+export = "$WORK/export"
+[[namespace]]
+path = "/skp"
+public_reads = true
 TOML
 
 for i in 0 1 2; do
@@ -150,6 +178,7 @@ for i in 0 1 2; do wait_for 30 "director-$i ready" "$SKEIN" healthcheck "${D[$i]
 start fake "$PY" tests/pelican/fake_server.py serve --key "$WORK/keys/fake.pem" \
   --listen "127.0.0.1:$FAKE_PORT" --url "$FAKE" --name pelican-origin --namespace /pel \
   --export "$WORK/export" --director "${D[0]}" --interval 600
+start skein-pelican "$SKEIN" origin --config "$WORK/skp.toml"
 
 passed=0; failed=0
 check() { # description, command...
@@ -162,13 +191,16 @@ routes_to_fake() { # director
 not_routed() { # director
   ! "$SKEIN" locate --federation "$1" /pel/hello.txt >/dev/null 2>&1
 }
-pelicanfs_reads() { # director port
-  timeout 60 "$PY" - "$1" "$WORK/export/hello.txt" <<'PYTHON'
+skein_pelican_routed() { # director
+  "$SKEIN" locate --federation "$1" /skp/hello.txt 2>/dev/null | grep -q "^redirect: $SKP/skp/hello.txt"
+}
+pelicanfs_reads() { # director port [object path]
+  timeout 60 "$PY" - "$1" "$WORK/export/hello.txt" "${2:-/pel/hello.txt}" <<'PYTHON'
 import sys
 from pelicanfs.core import PelicanFileSystem
-port, expected = sys.argv[1], open(sys.argv[2], "rb").read()
+port, expected, path = sys.argv[1], open(sys.argv[2], "rb").read(), sys.argv[3]
 fs = PelicanFileSystem(f"pelican://127.0.0.1:{port}")
-got = fs.cat("/pel/hello.txt")
+got = fs.cat(path)
 sys.exit(0 if got == expected else f"got {got!r}, want {expected!r}")
 PYTHON
 }
@@ -183,6 +215,11 @@ for i in 0 1 2; do
 done
 check "pelicanfs reads /pel/hello.txt (discovery at director-1)" pelicanfs_reads "${PORTS[1]}"
 check "the stand-in served that read" served_by_fake
+for i in 0 1 2; do
+  check "director-$i redirects /skp/hello.txt to skein origin (protocol pelican)" \
+    wait_for 30 "director-$i routes /skp" skein_pelican_routed "${D[$i]}"
+done
+check "pelicanfs reads /skp/hello.txt (discovery at director-0)" pelicanfs_reads "${PORTS[0]}" /skp/hello.txt
 
 stop director-1
 start director-1 "$SKEIN" serve --config "$WORK/director-1.toml"
