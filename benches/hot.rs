@@ -93,11 +93,11 @@ fn bench_codec(c: &mut Criterion) {
     };
     let stored = StoredAd::new(federation_ad(cache, STARTED, 1), STARTED, 900_000);
     c.bench_function("codec_encode_stored_ad", |b| {
-        b.iter(|| black_box(codec::encode(black_box(&stored))))
+        b.iter(|| black_box(black_box(&stored).encode()))
     });
-    let bytes = codec::encode(&stored);
+    let bytes = stored.encode();
     c.bench_function("codec_decode_stored_ad", |b| {
-        b.iter(|| black_box(codec::decode::<StoredAd>(black_box(&bytes)).ok()))
+        b.iter(|| black_box(StoredAd::decode(black_box(&bytes)).ok()))
     });
     c.bench_function("codec_canonical_ad_bytes", |b| {
         b.iter(|| black_box(codec::canonical_ad_bytes(black_box(&stored.ad))))

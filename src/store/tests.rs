@@ -51,7 +51,7 @@ async fn a_damaged_value_is_quarantined_not_a_panic() {
     let good = stored("origin-1", 1);
     let bad = stored("origin-2", 1);
     store.put_ad(&good).unwrap();
-    let mut bytes = codec::encode(&bad);
+    let mut bytes = bad.encode();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     store.overwrite_raw_ad(&bad.ad.key(), &bytes).unwrap();
