@@ -146,6 +146,8 @@ impl Director {
                 discovery_url: config.federation.discovery_url.clone(),
                 key_ttl: config.pelican.key_ttl,
                 refresh_min_interval: config.pelican.refresh_min_interval,
+                burst: crate::pelican::registry::DEFAULT_BURST,
+                rate_per_sec: crate::pelican::registry::DEFAULT_RATE_PER_SEC,
             };
             trust.pelican_mut().set_registry(Registry::new(
                 registry_client,

@@ -195,13 +195,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn ad(start: i64, instance: &str, generation: u64, now_ms: Option<i64>) -> OriginAdvertise {
-        let mut ad = OriginAdvertise::default();
-        ad.server_base_ad = ServerBaseAd {
-            name: "origin.example.org".into(),
-            start_time: start,
-            instance_id: instance.into(),
-            generation_id: generation,
-            ..ServerBaseAd::default()
+        let mut ad = OriginAdvertise {
+            server_base_ad: ServerBaseAd {
+                name: "origin.example.org".into(),
+                start_time: start,
+                instance_id: instance.into(),
+                generation_id: generation,
+                ..ServerBaseAd::default()
+            },
+            ..OriginAdvertise::default()
         };
         if let Some(ms) = now_ms {
             ad.now = wire::GoTime::from_unix_millis(ms);

@@ -25,9 +25,11 @@ use super::jwks::{KeySet, KidLookup, MAX_JWKS_BYTES, PublicKey};
 use crate::client::Client;
 use crate::clock::{SharedClock, UnixMillis};
 
-/// Registry requests allowed in a burst, and refilled per second.
-const BUCKET_CAPACITY: f64 = 50.0;
-const BUCKET_REFILL_PER_SEC: f64 = 20.0;
+/// Registry requests allowed in a burst, and refilled per second, by default: a cold
+/// director facing 1,000 servers (2 prefixes each) fills its cache within a minute.
+pub const DEFAULT_BURST: u32 = 200;
+/// See [`DEFAULT_BURST`].
+pub const DEFAULT_RATE_PER_SEC: u32 = 50;
 
 /// How the registry is reached and how long its answers are kept.
 #[derive(Debug, Clone)]
@@ -40,6 +42,10 @@ pub struct RegistrySettings {
     pub key_ttl: Duration,
     /// Least time between two fetches of one prefix prompted by an unknown `kid`.
     pub refresh_min_interval: Duration,
+    /// Registry requests allowed in a burst.
+    pub burst: u32,
+    /// Registry requests allowed per second after a burst.
+    pub rate_per_sec: u32,
 }
 
 /// Why the registry gave no key set.
@@ -95,8 +101,13 @@ pub struct Registry {
     entries: Mutex<HashMap<String, Entry>>,
     inflight: Mutex<HashMap<String, Flight>>,
     bucket: Mutex<Bucket>,
+    /// Bounds registry requests in flight (background refreshes come in waves).
+    slots: tokio::sync::Semaphore,
     requests: AtomicU64,
 }
+
+/// Most registry requests in flight at once.
+const MAX_IN_FLIGHT: usize = 16;
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,22 +120,23 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// A registry cache using `client` (whose timeout bounds every request).
     pub fn new(client: Client, settings: RegistrySettings, clock: SharedClock) -> Arc<Self> {
+        let base = settings
+            .url
+            .clone()
+            .map(|u| u.trim_end_matches('/').to_owned());
+        let bucket = Bucket {
+            tokens: f64::from(settings.burst),
+            at: Instant::now(),
+        };
         Arc::new(Self {
             client,
-            base: Mutex::new(
-                settings
-                    .url
-                    .clone()
-                    .map(|u| u.trim_end_matches('/').to_owned()),
-            ),
             settings,
             clock,
+            base: Mutex::new(base),
             entries: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
-            bucket: Mutex::new(Bucket {
-                tokens: BUCKET_CAPACITY,
-                at: Instant::now(),
-            }),
+            bucket: Mutex::new(bucket),
+            slots: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             requests: AtomicU64::new(0),
         })
     }
@@ -205,6 +217,8 @@ impl Registry {
     }
 
     fn refresh_in_background(self: &Arc<Self>, prefix: &str) {
+        // Marked now, so the calls that follow before the task runs do not start more.
+        self.note_attempt(prefix, self.clock.now_ms());
         let this = self.clone();
         let prefix = prefix.to_owned();
         tokio::spawn(async move {
@@ -243,8 +257,9 @@ impl Registry {
     fn take_token(&self) -> bool {
         let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let refill = now.duration_since(bucket.at).as_secs_f64() * BUCKET_REFILL_PER_SEC;
-        bucket.tokens = (bucket.tokens + refill).min(BUCKET_CAPACITY);
+        let refill =
+            now.duration_since(bucket.at).as_secs_f64() * f64::from(self.settings.rate_per_sec);
+        bucket.tokens = (bucket.tokens + refill).min(f64::from(self.settings.burst));
         bucket.at = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -262,6 +277,11 @@ impl Registry {
                 "registry request budget exhausted; retry shortly".into(),
             ));
         }
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
         let base = self.base_url().await?;
         let url = format!("{base}/api/v1.0/registry{prefix}/.well-known/issuer.jwks");
         self.requests.fetch_add(1, Ordering::Relaxed);

@@ -284,7 +284,7 @@ pub fn verify(
     let aud = claims.aud.values();
     let named = aud.iter().any(|a| {
         let a = wlcg_audience(a).unwrap_or_else(|| a.clone());
-        audiences.iter().any(|ours| *ours == a)
+        audiences.contains(&a)
     });
     if !named {
         return Err(TokenError::Audience(aud));
