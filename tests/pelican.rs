@@ -174,6 +174,16 @@ fn assert_pelican_error(answer: &Answer, status: u16, needle: &str, case: &str) 
     );
 }
 
+/// A bad-input case: name, token, body, endpoint, expected status, expected text.
+type BadCase = (
+    &'static str,
+    Option<String>,
+    Vec<u8>,
+    &'static str,
+    u16,
+    &'static str,
+);
+
 #[tokio::test]
 async fn trust_file_mode_takes_in_pelican_ads_and_refuses_bad_ones_as_pelican_does() {
     let pk = PelicanKey::new();
@@ -228,7 +238,7 @@ async fn trust_file_mode_takes_in_pelican_ads_and_refuses_bad_ones_as_pelican_do
     pelican_with_signature["signature"] = json!("AAAA");
     let forbidden_ns =
         serde_json::to_vec(&origin_ad(1_700_000_000, INSTANCE, 5, &["/secret"])).unwrap();
-    let cases: Vec<(&str, Option<String>, Vec<u8>, &str, u16, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "no token",
             None,

@@ -53,6 +53,9 @@ pub fn director_name(i: usize) -> String {
     format!("director-{i}")
 }
 
+/// Changes director i's trust before it starts.
+pub type TrustEdit = Arc<dyn Fn(usize, &mut Trust) + Send + Sync>;
+
 /// Tunables for test directors: fast polling, optional slow announce.
 #[derive(Clone)]
 pub struct Tuning {
@@ -62,7 +65,7 @@ pub struct Tuning {
     /// Every director uses this director's URL as its `federation.discovery_url`.
     pub discovery_from: Option<usize>,
     /// Changes director i's trust (e.g. adds `[[pelican]]` entries).
-    pub trust_edit: Option<Arc<dyn Fn(usize, &mut Trust) + Send + Sync>>,
+    pub trust_edit: Option<TrustEdit>,
     /// TOML appended to every director's config (e.g. a `[pelican]` section).
     pub extra_config: String,
 }
