@@ -104,6 +104,7 @@ pub struct Registry {
     /// Bounds registry requests in flight (background refreshes come in waves).
     slots: tokio::sync::Semaphore,
     requests: AtomicU64,
+    refreshing: AtomicU64,
 }
 
 /// Most registry requests in flight at once.
@@ -138,7 +139,13 @@ impl Registry {
             bucket: Mutex::new(bucket),
             slots: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             requests: AtomicU64::new(0),
+            refreshing: AtomicU64::new(0),
         })
+    }
+
+    /// Background refreshes started and not yet finished.
+    pub fn refreshing(&self) -> u64 {
+        self.refreshing.load(Ordering::SeqCst)
     }
 
     /// HTTP requests made to the registry (and discovery) so far.
@@ -221,10 +228,12 @@ impl Registry {
         self.note_attempt(prefix, self.clock.now_ms());
         let this = self.clone();
         let prefix = prefix.to_owned();
+        self.refreshing.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             if let Err(error) = this.fetch(&prefix).await {
                 tracing::debug!(%prefix, %error, "background key refresh failed; keeping cached keys");
             }
+            this.refreshing.fetch_sub(1, Ordering::SeqCst);
         });
     }
 
