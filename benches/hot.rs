@@ -136,8 +136,15 @@ fn bench_pelican_token(c: &mut Criterion) {
         b.iter(|| {
             let header = skein::pelican::token::inspect(black_box(&token)).unwrap();
             black_box(
-                skein::pelican::token::verify(&token, &header, &public.key, &audiences, STARTED, 60)
-                    .unwrap(),
+                skein::pelican::token::verify(
+                    &token,
+                    &header,
+                    &public.key,
+                    &audiences,
+                    STARTED,
+                    60,
+                )
+                .unwrap(),
             )
         })
     });

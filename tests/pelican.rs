@@ -238,106 +238,77 @@ async fn trust_file_mode_takes_in_pelican_ads_and_refuses_bad_ones_as_pelican_do
     pelican_with_signature["signature"] = json!("AAAA");
     let forbidden_ns =
         serde_json::to_vec(&origin_ad(1_700_000_000, INSTANCE, 5, &["/secret"])).unwrap();
+    let origin = |case, token, status, needle| -> BadCase {
+        (case, token, body.clone(), "registerOrigin", status, needle)
+    };
     let cases: Vec<BadCase> = vec![
-        (
-            "no token",
-            None,
-            body.clone(),
-            "registerOrigin",
-            403,
-            "Bearer token not present",
-        ),
-        (
+        origin("no token", None, 403, "Bearer token not present"),
+        origin(
             "expired",
             Some(pk.token(&url, |c| {
                 c["iat"] = json!(now - 600);
                 c["nbf"] = json!(now - 600);
                 c["exp"] = json!(now - 500);
             })),
-            body.clone(),
-            "registerOrigin",
             403,
             "expired",
         ),
-        (
+        origin(
             "not yet valid",
             Some(pk.token(&url, |c| {
                 c["iat"] = json!(now + 600);
                 c["nbf"] = json!(now + 600);
                 c["exp"] = json!(now + 660);
             })),
-            body.clone(),
-            "registerOrigin",
             403,
             "not valid yet",
         ),
-        (
+        origin(
             "wrong audience",
             Some(pk.token("https://elsewhere.example", |_| {})),
-            body.clone(),
-            "registerOrigin",
             403,
             "audience",
         ),
-        (
+        origin(
             "missing scope",
             Some(pk.token(&url, |c| {
                 c["scope"] = json!("storage.read:/");
             })),
-            body.clone(),
-            "registerOrigin",
             403,
             "missing required scope",
         ),
-        (
+        origin(
             "no scope",
             Some(pk.token(&url, |c| {
                 c.as_object_mut().unwrap().remove("scope");
             })),
-            body.clone(),
-            "registerOrigin",
             403,
             "missing required scope",
         ),
-        (
+        origin(
             "unknown kid",
             Some(stranger.token(&url, |_| {})),
-            body.clone(),
-            "registerOrigin",
             403,
             "is not registered",
         ),
-        (
+        origin(
             "unknown issuer",
             Some(pk.token(&url, |c| {
                 c["iss"] = json!("https://evil.example");
             })),
-            body.clone(),
-            "registerOrigin",
             403,
             "issuer",
         ),
-        (
-            "alg none",
-            Some(none_token),
-            body.clone(),
-            "registerOrigin",
-            403,
-            "not accepted",
-        ),
-        (
+        origin("alg none", Some(none_token), 403, "not accepted"),
+        origin(
             "HS256 with the public key",
             Some(hs256_with_public_key),
-            body.clone(),
-            "registerOrigin",
             403,
             "not accepted",
         ),
-        (
+        origin(
             "huge key in the JWKS",
             Some(huge_kid_token),
-            body.clone(),
-            "registerOrigin",
             403,
             "unusable",
         ),

@@ -150,44 +150,38 @@ async fn register_pelican(
     } else {
         "Origin"
     };
-    match state.replicator.accept(signed, None).await {
+    let (label, status, answer) = match state.replicator.accept(signed, None).await {
         Ok(outcome) => {
-            state.metrics.pelican_registration(outcome.status());
             tracing::debug!(%kind, %name, status = outcome.status(), "Pelican advertisement taken in");
-            pelican_reply(
+            (
+                outcome.status(),
                 StatusCode::OK,
                 SimpleApiResp::ok("Successful registration"),
-                None,
             )
         }
-        Err(IngestError::Invalid(why)) => {
-            state.metrics.pelican_registration("invalid");
-            pelican_reply(
-                StatusCode::BAD_REQUEST,
-                SimpleApiResp::failed(format!("Invalid {tname} registration: {why}")),
-                None,
-            )
-        }
-        Err(IngestError::Untrusted(e)) => {
-            state.metrics.pelican_registration("untrusted");
-            pelican_reply(
-                StatusCode::FORBIDDEN,
-                SimpleApiResp::failed(format!("{tname} advertisement rejected: {e}")),
-                None,
-            )
-        }
+        Err(IngestError::Invalid(why)) => (
+            "invalid",
+            StatusCode::BAD_REQUEST,
+            SimpleApiResp::failed(format!("Invalid {tname} registration: {why}")),
+        ),
+        Err(IngestError::Untrusted(e)) => (
+            "untrusted",
+            StatusCode::FORBIDDEN,
+            SimpleApiResp::failed(format!("{tname} advertisement rejected: {e}")),
+        ),
         Err(IngestError::Store(e)) => {
-            state.metrics.pelican_registration("error");
             tracing::error!(error = %e, "could not store a Pelican advertisement");
-            pelican_reply(
+            (
+                "error",
                 StatusCode::INTERNAL_SERVER_ERROR,
                 SimpleApiResp::failed(
                     "The director could not record this advertisement; nothing was acknowledged",
                 ),
-                None,
             )
         }
-    }
+    };
+    state.metrics.pelican_registration(label);
+    pelican_reply(status, answer, None)
 }
 
 /// A peer forwards one ad (answered like a registration) or a batch (one result each).
