@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 pub use director::{
     AdsConfig, DirectorConfig, FederationConfig, IdentityConfig, LimitsConfig, PeersConfig,
-    TlsConfig,
+    PelicanConfig, TlsConfig,
 };
 pub use service::{NamespaceConfig, Protocol, ServiceConfig};
 

@@ -42,13 +42,27 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let now = state.ledger.clock().now_ms();
-    let live = state
+    let view = state.ledger.view();
+    let live = view.ads().filter(|a| a.expires_at > now);
+    let (mut skein, mut pelican) = (0, 0);
+    for ad in live {
+        match ad.provenance() {
+            crate::ad::Provenance::Skein => skein += 1,
+            crate::ad::Provenance::Pelican => pelican += 1,
+        }
+    }
+    let registry_requests = state
         .ledger
-        .view()
-        .ads()
-        .filter(|a| a.expires_at > now)
-        .count();
-    let text = state.metrics.render(live, state.peers.count_with_self());
+        .trust()
+        .pelican()
+        .registry()
+        .map_or(0, |r| r.requests());
+    let text = state.metrics.render(&crate::metrics::Gauges {
+        ads_live: skein + pelican,
+        ads_live_pelican: pelican,
+        peers_known: state.peers.count_with_self(),
+        registry_requests,
+    });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -82,7 +96,7 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Html<String> {
             escape(error.as_deref().unwrap_or("-"))
         );
     }
-    page.push_str("</table><h2>Ads</h2><table><tr><th>kind<th>name<th>data URL<th>namespaces<th>status<th>expires in (s)</tr>");
+    page.push_str("</table><h2>Ads</h2><table><tr><th>kind<th>from<th>name<th>data URL<th>namespaces<th>status<th>expires in (s)</tr>");
     let view = state.ledger.view();
     let mut ads: Vec<_> = view.ads().collect();
     ads.sort_by_key(|a| a.ad.key());
@@ -90,8 +104,9 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Html<String> {
         let namespaces: Vec<&str> = a.ad.namespaces.iter().map(|n| n.path.as_str()).collect();
         let _ = write!(
             page,
-            "<tr><td>{}<td>{}<td>{}<td>{}<td>{:?}<td>{}</tr>",
+            "<tr><td>{}<td>{}<td>{}<td>{}<td>{}<td>{:?}<td>{}</tr>",
             a.ad.kind,
+            a.provenance().as_str(),
             escape(&a.ad.name),
             escape(&a.ad.data_url),
             escape(&namespaces.join(" ")),

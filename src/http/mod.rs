@@ -55,6 +55,8 @@ pub struct AppState {
     pub signals: Arc<dyn Signals>,
     /// True once the store is open and the view loaded.
     pub ready: AtomicBool,
+    /// Verifies and attests Pelican servers' own advertisements.
+    pub pelican: Arc<crate::pelican::Gate>,
 }
 
 /// Request limits applied to every route.

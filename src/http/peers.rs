@@ -56,6 +56,7 @@ async fn ads(State(state): State<Arc<AppState>>) -> Json<Vec<AdListing>> {
             signed: a.signed(),
             received_at: a.received_at,
             effective_expiry: a.expires_at,
+            provenance: a.provenance(),
         })
         .collect();
     listing.sort_by_key(|a| a.signed.ad.key());

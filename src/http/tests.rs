@@ -55,6 +55,7 @@ fn harness() -> Harness {
         NOW,
         fixtures::key_for("director-a"),
     ));
+    let clock_for_gate = clock.clone();
     let (peers, _added) = PeerSet::load(
         "http://director-a:8444",
         identity.instance().uuid,
@@ -81,6 +82,14 @@ fn harness() -> Harness {
         identity,
         signals: Arc::new(crate::routing::signals::NoSignals),
         ready: AtomicBool::new(true),
+        pelican: Arc::new(crate::pelican::Gate::new(
+            "director-a",
+            fixtures::key_for("director-a"),
+            Default::default(),
+            clock_for_gate,
+            60,
+            vec!["http://director-a:8444".into()],
+        )),
     });
     let limits = HttpLimits {
         max_body: 64 * 1024,

@@ -92,6 +92,7 @@ impl Replicator {
         signed: SignedAd,
         from: Option<&str>,
     ) -> Result<IngestOutcome, IngestError> {
+        self.ledger.prepare(&signed).await;
         let result = self.apply_and_offer(signed, from);
         if let Ok(IngestOutcome::Accepted(_)) = &result {
             self.ledger.store().flush().await?;

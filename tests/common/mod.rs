@@ -53,6 +53,9 @@ pub fn director_name(i: usize) -> String {
     format!("director-{i}")
 }
 
+/// Changes director i's trust before it starts.
+pub type TrustEdit = Arc<dyn Fn(usize, &mut Trust) + Send + Sync>;
+
 /// Tunables for test directors: fast polling, optional slow announce.
 #[derive(Clone)]
 pub struct Tuning {
@@ -61,6 +64,10 @@ pub struct Tuning {
     pub clock: Option<SharedClock>,
     /// Every director uses this director's URL as its `federation.discovery_url`.
     pub discovery_from: Option<usize>,
+    /// Changes director i's trust (e.g. adds `[[pelican]]` entries).
+    pub trust_edit: Option<TrustEdit>,
+    /// TOML appended to every director's config (e.g. a `[pelican]` section).
+    pub extra_config: String,
 }
 
 impl Default for Tuning {
@@ -70,6 +77,8 @@ impl Default for Tuning {
             announce_interval: "1h",
             clock: None,
             discovery_from: None,
+            trust_edit: None,
+            extra_config: String::new(),
         }
     }
 }
@@ -166,6 +175,7 @@ forward_timeout = "1s"
 announce_interval = "{announce}"
 [ads]
 prune_interval = "200ms"
+{extra}
 "#,
             name = director_name(i),
             port = node.port,
@@ -173,14 +183,19 @@ prune_interval = "200ms"
             dir = node.data_dir,
             poll = self.tuning.poll_interval,
             announce = self.tuning.announce_interval,
+            extra = self.tuning.extra_config,
         );
         DirectorConfig::from_toml(&text).unwrap()
     }
 
     async fn boot(&mut self, i: usize, listener: TcpListener) {
+        let mut node_trust = trust(self.trust_size);
+        if let Some(edit) = &self.tuning.trust_edit {
+            edit(i, &mut node_trust);
+        }
         let options = Options {
             clock: self.tuning.clock.clone(),
-            trust: Some(trust(self.trust_size)),
+            trust: Some(node_trust),
             key: Some(fixtures::key_for(&director_name(i))),
             faults: self.nodes[i].faults.clone(),
         };
