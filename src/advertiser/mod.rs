@@ -116,12 +116,13 @@ impl Advertiser {
         }
     }
 
-    /// The next ad as the exact JSON body POSTed: Skein's signed ad, or Pelican's
-    /// `OriginAdvertise` (whose token is per director and sent as a header).
-    pub fn body(&self, status: AdStatus) -> serde_json::Value {
+    /// The next ad as the exact JSON body POSTed (pretty-printed, fields in wire order):
+    /// Skein's signed ad, or Pelican's `OriginAdvertise` (whose token is per director and
+    /// sent as a header).
+    pub fn body(&self, status: AdStatus) -> String {
         match self.payload(status) {
-            Payload::Skein(ad) => serde_json::to_value(ad),
-            Payload::Pelican(ad) => serde_json::to_value(ad),
+            Payload::Skein(ad) => serde_json::to_string_pretty(&ad),
+            Payload::Pelican(ad) => serde_json::to_string_pretty(&ad),
         }
         .unwrap_or_default()
     }
