@@ -17,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. scripts/lib-testenv.sh
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 SKEIN=${PELICAN_SKEIN:-$TARGET/debug/skein}
 PELICANFS=${PELICANFS_VERSION:-1.5.0}
@@ -26,21 +27,11 @@ VENV=${PELICAN_VENV:-$TARGET/pelican-venv}
 [ -n "${PELICAN_SKEIN:-}" ] || cargo build --quiet --locked --bin skein
 
 # PyJWT with cryptography (the stand-in) and pelicanfs (the client), in a venv.
-if ! "$VENV/bin/python" -c "
+python_venv "$VENV" "
 import sys, jwt, cryptography, pelicanfs
 from importlib.metadata import version
-sys.exit(version('pelicanfs') != '$PELICANFS' or version('PyJWT') != '$PYJWT')" 2>/dev/null; then
-  rm -rf "$VENV"
-  if ! python3 -m venv "$VENV" 2>/dev/null; then
-    rm -rf "$VENV"
-    echo "python3 -m venv failed; installing python3-venv" >&2
-    SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv >/dev/null
-    python3 -m venv "$VENV"
-  fi
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "pelicanfs==$PELICANFS" "PyJWT[crypto]==$PYJWT"
-fi
+sys.exit(version('pelicanfs') != '$PELICANFS' or version('PyJWT') != '$PYJWT')" \
+  "pelicanfs==$PELICANFS" "PyJWT[crypto]==$PYJWT"
 PY="$VENV/bin/python"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/skein-pelican.XXXXXX")
@@ -58,9 +49,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 PORTS=()
 while [ ${#PORTS[@]} -lt 5 ]; do
   p=$(free_port)
@@ -73,18 +61,7 @@ SKP_PORT=${PORTS[4]}
 SKP=http://127.0.0.1:$SKP_PORT
 
 mkdir -p "$WORK"/{keys,logs,export,data,tls}
-(
-  cd "$WORK/tls"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -keyout ca.key -out ca.pem -subj /CN=skein-pelican-ca \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout director.key -out director.csr -subj /CN=127.0.0.1 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
-  openssl x509 -req -in director.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-    -out director.pem -extfile ext.cnf 2>/dev/null
-  chmod 600 director.key ca.key
-)
+make_ca "$WORK/tls"
 CA="$WORK/tls/ca.pem"
 export SSL_CERT_FILE="$CA"          # python (stand-in, pelicanfs) trusts the directors
 export SKEIN_CA_BUNDLE="$CA"        # so does skein locate

@@ -2,9 +2,6 @@
 //! (mode 0600), its public JWKS, and its key id (the RFC 7638 thumbprint, as Pelican
 //! assigns it).
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use base64::Engine;
@@ -16,7 +13,7 @@ use rand::rngs::OsRng;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::keys::KeyError;
+use crate::keys::{self, KeyError};
 
 /// A P-256 private key with its key id.
 #[derive(Clone)]
@@ -104,47 +101,24 @@ fn coordinates(jwk: &p256::elliptic_curve::JwkEcKey) -> (String, String) {
 /// Writes a new random key to `path` (PKCS#8 PEM, mode 0600, never overwriting).
 pub fn generate(path: &Path) -> Result<EcKey, KeyError> {
     let key = EcKey::generate();
-    let io = |source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let pem = key
         .to_pem()
         .ok_or_else(|| KeyError::Malformed(path.to_path_buf()))?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(io)?;
-    }
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    file.write_all(pem.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
+    keys::write_secret(path, pem.as_bytes())?;
     Ok(key)
 }
 
 /// Loads a PEM key, refusing a file that other users can read.
 pub fn load(path: &Path) -> Result<EcKey, KeyError> {
-    let io = |source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::Exposed {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
-    let text = fs::read_to_string(path).map_err(io)?;
+    let text = keys::read_secret(path)?;
     EcKey::from_pem(&text).ok_or_else(|| KeyError::Malformed(path.to_path_buf()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn generate_load_and_sign() {

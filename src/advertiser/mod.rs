@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod pelican;
 
-use crate::ad::{AdStatus, Capabilities, NamespaceAd, SignedAd, TokenIssuer};
+use crate::ad::{AdStatus, NamespaceAd, SignedAd, TokenIssuer};
 use crate::client::{Client, ClientError};
 use crate::clock::{SharedClock, system};
 use crate::config::{Protocol, ServiceConfig};
@@ -145,13 +145,7 @@ impl Advertiser {
             .iter()
             .map(|ns| NamespaceAd {
                 path: ns.path.clone(),
-                caps: Capabilities {
-                    public_reads: ns.public_reads,
-                    reads: ns.reads || ns.public_reads,
-                    writes: ns.writes,
-                    listings: ns.listings,
-                    direct_reads: true,
-                },
+                caps: ns.capabilities(),
                 issuers: ns
                     .all_issuers()
                     .map(|url| TokenIssuer {

@@ -83,14 +83,7 @@ impl PelicanSigner {
             .namespaces
             .iter()
             .map(|ns| NamespaceAd {
-                caps: Capabilities {
-                    public_reads: ns.public_reads,
-                    reads: ns.reads || ns.public_reads,
-                    writes: ns.writes,
-                    listings: ns.listings,
-                    direct_reads: true,
-                    copies: false,
-                },
+                caps: wire_caps(&ns.capabilities()),
                 path: ns.path.clone(),
                 issuer: ns
                     .all_issuers()
@@ -104,16 +97,18 @@ impl PelicanSigner {
             })
             .collect();
         let origin = config.kind == ServerKind::Origin;
-        let any = |f: fn(&Capabilities) -> bool| namespaces.iter().any(|ns| f(&ns.caps));
+        // Pelican's server-wide capabilities: what any namespace allows (none for a cache).
         let caps = if origin {
-            Capabilities {
-                public_reads: any(|c| c.public_reads),
-                reads: any(|c| c.reads),
-                writes: any(|c| c.writes),
-                listings: any(|c| c.listings),
-                direct_reads: true,
-                copies: false,
-            }
+            config.namespaces.iter().map(|ns| ns.capabilities()).fold(
+                wire_caps(&Default::default()),
+                |all, c| Capabilities {
+                    public_reads: all.public_reads || c.public_reads,
+                    reads: all.reads || c.reads,
+                    writes: all.writes || c.writes,
+                    listings: all.listings || c.listings,
+                    ..all
+                },
+            )
         } else {
             Capabilities::default()
         };
@@ -176,6 +171,19 @@ impl PelicanSigner {
             "jti": URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes()),
         });
         jsonwebtoken::encode(&header, &claims, &self.encoding).ok()
+    }
+}
+
+/// Skein's capabilities as Pelican writes them (`Copies`: Skein origins do no
+/// third-party copies).
+fn wire_caps(c: &crate::ad::Capabilities) -> Capabilities {
+    Capabilities {
+        public_reads: c.public_reads,
+        reads: c.reads,
+        writes: c.writes,
+        listings: c.listings,
+        direct_reads: true,
+        copies: false,
     }
 }
 

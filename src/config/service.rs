@@ -80,6 +80,18 @@ impl NamespaceConfig {
         self.issuer.iter().chain(self.issuers.iter())
     }
 
+    /// The capabilities advertised for this namespace (public reads imply reads; clients
+    /// may always read from the origin directly).
+    pub fn capabilities(&self) -> crate::ad::Capabilities {
+        crate::ad::Capabilities {
+            public_reads: self.public_reads,
+            reads: self.reads || self.public_reads,
+            writes: self.writes,
+            listings: self.listings,
+            direct_reads: true,
+        }
+    }
+
     /// True if some request needs a token here (non-public reads or writes).
     pub fn needs_tokens(&self) -> bool {
         self.writes || (self.reads && !self.public_reads)

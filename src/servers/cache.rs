@@ -64,6 +64,19 @@ struct Cache {
     inflight: Inflight,
 }
 
+impl Cache {
+    /// The origin URLs for `path`, best first, from the directors.
+    async fn origins(&self, path: &str) -> Result<Vec<String>, fetch::FetchError> {
+        fetch::origin_urls(
+            &self.control,
+            self.federation.as_deref(),
+            &self.directors,
+            path,
+        )
+        .await
+    }
+}
+
 /// Serves and advertises on an already bound listener until `cancel` (or
 /// [`ServerHandle::shutdown`]).
 pub async fn start(
@@ -189,13 +202,7 @@ async fn miss(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let urls = fetch::origin_urls(
-        &cache.control,
-        cache.federation.as_deref(),
-        &cache.directors,
-        path,
-    )
-    .await?;
+    let urls = cache.origins(path).await?;
     match fetch::download(&cache.download, &urls, &cache.root, rel).await? {
         Fetched::Stored => hit(cache, rel, method, headers, false)
             .await?
@@ -244,13 +251,7 @@ async fn pass_through(
     if let Some(range) = headers.get(header::RANGE) {
         forward.insert(header::RANGE, range.clone());
     }
-    let urls = fetch::origin_urls(
-        &cache.control,
-        cache.federation.as_deref(),
-        &cache.directors,
-        path,
-    )
-    .await?;
+    let urls = cache.origins(path).await?;
     let mut response = fetch::relay(&cache.download, &urls, method, &forward).await?;
     response.headers_mut().extend(x_cache(false));
     Ok(response)
@@ -281,13 +282,7 @@ async fn propfind(cache: &Cache, request: Request) -> Result<Response, ApiError>
         Ok(_) | Err(FileError::NotFound) => {}
         Err(error) => return Err(error.into()),
     }
-    let urls = fetch::origin_urls(
-        &cache.control,
-        cache.federation.as_deref(),
-        &cache.directors,
-        &path,
-    )
-    .await?;
+    let urls = cache.origins(&path).await?;
     let depth = request.headers().get("depth").cloned();
     let (status, content_type, body) =
         fetch::propfind(&cache.control, &urls, depth, authorization).await?;
