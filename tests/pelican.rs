@@ -608,6 +608,11 @@ async fn registry_jwks(
     };
     let prefix = format!("/{prefix}");
     match reg.prefixes.lock().unwrap().get(&prefix) {
+        Some(marker) if marker == "APPROVAL" => (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"status":"error","msg":"The origin has not been approved by a federation administrator"})),
+        )
+            .into_response(),
         Some(jwks) => (
             StatusCode::OK,
             [("content-type", "application/json")],
@@ -696,6 +701,29 @@ async fn registry_mode_verifies_against_the_registry_and_survives_its_faults() {
         .clone()
         .unwrap();
     assert_eq!(att.key_source, KeySource::Registry);
+
+    // A prefix awaiting approval: Pelican's approval answer.
+    reg.prefixes
+        .lock()
+        .unwrap()
+        .insert("/origins/pending.example".into(), "APPROVAL".into());
+    let mut pending = origin_ad(1_700_000_000, INSTANCE, 1, &[NAMESPACE]);
+    pending["registry-prefix"] = json!("/origins/pending.example");
+    let answer = post(
+        &url,
+        "registerOrigin",
+        Some(&pk.token(&url, |_| {})),
+        &serde_json::to_vec(&pending).unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert_eq!(answer.body["approval_error"], true, "{}", answer.body);
+    assert!(
+        answer.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not approved")
+    );
 
     // A namespace registered to another server's key; one not registered at all.
     for (ns, case) in [("/not-mine", "other key"), ("/unregistered", "404")] {
