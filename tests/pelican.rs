@@ -921,3 +921,50 @@ registry_prefix = "/caches/y"
         assert!(problems.contains(needle), "{problems} lacks {needle}");
     }
 }
+
+#[tokio::test]
+async fn in_registry_mode_a_peer_checks_an_attestation_against_its_own_registry_copy() {
+    let pk = PelicanKey::new();
+    let (reg, registry_url) = start_registry().await;
+    {
+        let mut prefixes = reg.prefixes.lock().unwrap();
+        prefixes.insert(PREFIX.into(), pk.jwks());
+        prefixes.insert(NAMESPACE.into(), pk.jwks());
+    }
+    let tuning = Tuning {
+        extra_config: format!("[pelican]\nkeys = \"registry\"\nregistry_url = {registry_url:?}\n"),
+        ..Tuning::default()
+    };
+    let cluster = Cluster::start(2, tuning, |i| vec![1 - i]).await;
+    let url0 = cluster.handle(0).url().to_string();
+    let body = serde_json::to_vec(&origin_ad(1_700_000_000, INSTANCE, 1, &[NAMESPACE])).unwrap();
+    let answer = post(
+        &url0,
+        "registerOrigin",
+        Some(&pk.token(&url0, |_| {})),
+        &body,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    eventually(
+        Duration::from_secs(10),
+        "director 1 takes the attested ad",
+        || {
+            let routed = routes_to(cluster.handle(1), "/pelican-data/x").as_deref() == Some(NAME);
+            async move { routed }
+        },
+    )
+    .await;
+    // Director 1 asked the registry itself (prefix and namespace) before vouching.
+    let d1 = cluster.handle(1);
+    let registry = d1
+        .state()
+        .ledger
+        .trust()
+        .pelican()
+        .registry()
+        .unwrap()
+        .clone();
+    assert!(registry.requests() >= 2, "{} requests", registry.requests());
+    cluster.shutdown().await;
+}
