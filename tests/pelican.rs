@@ -608,6 +608,11 @@ async fn registry_jwks(
     };
     let prefix = format!("/{prefix}");
     match reg.prefixes.lock().unwrap().get(&prefix) {
+        Some(marker) if marker == "APPROVAL" => (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"status":"error","msg":"The origin has not been approved by a federation administrator"})),
+        )
+            .into_response(),
         Some(jwks) => (
             StatusCode::OK,
             [("content-type", "application/json")],
@@ -696,6 +701,29 @@ async fn registry_mode_verifies_against_the_registry_and_survives_its_faults() {
         .clone()
         .unwrap();
     assert_eq!(att.key_source, KeySource::Registry);
+
+    // A prefix awaiting approval: Pelican's approval answer.
+    reg.prefixes
+        .lock()
+        .unwrap()
+        .insert("/origins/pending.example".into(), "APPROVAL".into());
+    let mut pending = origin_ad(1_700_000_000, INSTANCE, 1, &[NAMESPACE]);
+    pending["registry-prefix"] = json!("/origins/pending.example");
+    let answer = post(
+        &url,
+        "registerOrigin",
+        Some(&pk.token(&url, |_| {})),
+        &serde_json::to_vec(&pending).unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert_eq!(answer.body["approval_error"], true, "{}", answer.body);
+    assert!(
+        answer.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not approved")
+    );
 
     // A namespace registered to another server's key; one not registered at all.
     for (ns, case) in [("/not-mine", "other key"), ("/unregistered", "404")] {
@@ -892,4 +920,51 @@ registry_prefix = "/caches/y"
     ] {
         assert!(problems.contains(needle), "{problems} lacks {needle}");
     }
+}
+
+#[tokio::test]
+async fn in_registry_mode_a_peer_checks_an_attestation_against_its_own_registry_copy() {
+    let pk = PelicanKey::new();
+    let (reg, registry_url) = start_registry().await;
+    {
+        let mut prefixes = reg.prefixes.lock().unwrap();
+        prefixes.insert(PREFIX.into(), pk.jwks());
+        prefixes.insert(NAMESPACE.into(), pk.jwks());
+    }
+    let tuning = Tuning {
+        extra_config: format!("[pelican]\nkeys = \"registry\"\nregistry_url = {registry_url:?}\n"),
+        ..Tuning::default()
+    };
+    let cluster = Cluster::start(2, tuning, |i| vec![1 - i]).await;
+    let url0 = cluster.handle(0).url().to_string();
+    let body = serde_json::to_vec(&origin_ad(1_700_000_000, INSTANCE, 1, &[NAMESPACE])).unwrap();
+    let answer = post(
+        &url0,
+        "registerOrigin",
+        Some(&pk.token(&url0, |_| {})),
+        &body,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    eventually(
+        Duration::from_secs(10),
+        "director 1 takes the attested ad",
+        || {
+            let routed = routes_to(cluster.handle(1), "/pelican-data/x").as_deref() == Some(NAME);
+            async move { routed }
+        },
+    )
+    .await;
+    // Director 1 asked the registry itself (prefix and namespace) before vouching.
+    let d1 = cluster.handle(1);
+    let registry = d1
+        .state()
+        .ledger
+        .trust()
+        .pelican()
+        .registry()
+        .unwrap()
+        .clone();
+    assert!(registry.requests() >= 2, "{} requests", registry.requests());
+    cluster.shutdown().await;
 }

@@ -22,7 +22,7 @@ use crate::ad::{ServerKind, SignedAd};
 use crate::client::FORWARDED_BY;
 use crate::ledger::IngestError;
 use crate::pelican::Refusal;
-use crate::pelican::wire::SimpleApiResp;
+use crate::pelican::wire::{ApprovalErrorResp, SimpleApiResp};
 use crate::wire::{ForwardBody, ForwardResult, RegisterResponse};
 
 pub(super) fn router() -> Router<Arc<AppState>> {
@@ -111,9 +111,7 @@ async fn register_skein(
 /// Pelican's answer shape: `{"status":"error","msg":...}` with the status code.
 fn pelican_reply(status: StatusCode, body: SimpleApiResp, retry_after: Option<u64>) -> Response {
     let mut response = (status, Json(body)).into_response();
-    if let Some(secs) = retry_after
-        && let Ok(value) = HeaderValue::from_str(&secs.to_string())
-    {
+    if let Some(value) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
@@ -138,9 +136,17 @@ async fn register_pelican(
             msg,
             retry_after,
             code,
+            approval,
         }) => {
             state.metrics.pelican_registration(code);
             tracing::warn!(%kind, code, %msg, "Pelican advertisement refused");
+            if approval {
+                let body = ApprovalErrorResp {
+                    approval_error: true,
+                    error: msg,
+                };
+                return (status, Json(body)).into_response();
+            }
             return pelican_reply(status, SimpleApiResp::failed(msg), retry_after);
         }
     };

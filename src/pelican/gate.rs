@@ -39,6 +39,8 @@ pub struct Refusal {
     pub retry_after: Option<u64>,
     /// A short code for metrics and logs.
     pub code: &'static str,
+    /// Answer with Pelican's `{"approval_error": true, "error": msg}` instead.
+    pub approval: bool,
 }
 
 impl Refusal {
@@ -48,6 +50,7 @@ impl Refusal {
             msg: msg.into(),
             retry_after: None,
             code,
+            approval: false,
         }
     }
 
@@ -81,6 +84,10 @@ impl Refusal {
                 )
             },
             KeyError::NotRegistered(why) => Self::forbidden("not_registered", why),
+            KeyError::NotApproved(why) => Self {
+                approval: true,
+                ..Self::forbidden("not_approved", why)
+            },
             other => Self::forbidden(
                 "unknown_key",
                 format!("Authorization token verification failed: {other}"),
@@ -258,9 +265,7 @@ impl Gate {
                         ),
                     ));
                 }
-                if let Some(issuer) = &entry.issuer
-                    && *issuer != verified.issuer
-                {
+                if entry.issuer.as_ref().is_some_and(|i| *i != verified.issuer) {
                     return Err(Refusal::forbidden(
                         "issuer",
                         format!(
@@ -305,13 +310,14 @@ impl Gate {
             kind,
             name: name.clone(),
         };
-        if let Some(held) = view.get(&key)
-            && held.expires_at > now
-            && held
-                .attestation
-                .as_ref()
-                .is_none_or(|a| a.registry_prefix != prefix)
-        {
+        let held_by_another = view.get(&key).is_some_and(|held| {
+            held.expires_at > now
+                && held
+                    .attestation
+                    .as_ref()
+                    .is_none_or(|a| a.registry_prefix != prefix)
+        });
+        if held_by_another {
             return Err(Refusal::forbidden(
                 "name_taken",
                 format!("{tname} name {name:?} is held by another server's live advertisement"),

@@ -93,9 +93,12 @@ pub enum KeyError {
         /// Why.
         why: String,
     },
-    /// The registry refused the prefix (not registered or not approved).
+    /// The registry does not know the prefix.
     #[error("{0}")]
     NotRegistered(String),
+    /// The registry knows the prefix but an administrator has not approved it.
+    #[error("{0}")]
+    NotApproved(String),
     /// The registry could not be asked and nothing is cached: retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -247,6 +250,7 @@ impl PelicanKeys {
             KeyLookup::Failed(RegistryError::NotRegistered(why)) => {
                 Err(KeyError::NotRegistered(why))
             }
+            KeyLookup::Failed(RegistryError::NotApproved(why)) => Err(KeyError::NotApproved(why)),
             KeyLookup::Failed(RegistryError::Unavailable(why)) => Err(KeyError::Unavailable(why)),
         }
     }

@@ -54,9 +54,12 @@ pub enum RegistryError {
     /// Unreachable, slow, failing or answering garbage: retry later (503).
     #[error("registry unavailable: {0}")]
     Unavailable(String),
-    /// The prefix is not registered (404) or not approved (403).
+    /// The prefix is not registered (404).
     #[error("{0}")]
     NotRegistered(String),
+    /// The prefix awaits a federation administrator's approval (403).
+    #[error("{0}")]
+    NotApproved(String),
 }
 
 /// The answer to "which key is `kid` for `prefix`?".
@@ -75,7 +78,7 @@ pub enum KeyLookup {
 #[derive(Debug, Clone)]
 enum Known {
     Keys(Arc<KeySet>),
-    Refused(String),
+    Refused(RegistryError),
 }
 
 #[derive(Debug, Clone)]
@@ -194,7 +197,7 @@ impl Registry {
             Some(Entry {
                 known: Known::Refused(why),
                 ..
-            }) if !may_refetch => return KeyLookup::Failed(RegistryError::NotRegistered(why)),
+            }) if !may_refetch => return KeyLookup::Failed(why),
             _ => {}
         }
         match self.fetch(prefix).await {
@@ -304,12 +307,16 @@ impl Registry {
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
             let why = if status == reqwest::StatusCode::NOT_FOUND {
-                format!("prefix {prefix} is not registered at the federation registry")
+                RegistryError::NotRegistered(format!(
+                    "prefix {prefix} is not registered at the federation registry"
+                ))
             } else {
-                format!("prefix {prefix} has not been approved by a federation administrator")
+                RegistryError::NotApproved(format!(
+                    "{prefix} was not approved by an administrator of the federation registry"
+                ))
             };
             self.store(prefix, Known::Refused(why.clone()), now);
-            return Err(RegistryError::NotRegistered(why));
+            return Err(why);
         }
         if !status.is_success() {
             return Err(RegistryError::Unavailable(format!(

@@ -262,9 +262,7 @@ pub fn verify(
         });
     }
     for (claim, at) in [("nbf", claims.nbf), ("iat", claims.iat)] {
-        if let Some(at) = at
-            && at > now_s.saturating_add(leeway_secs)
-        {
+        if let Some(at) = at.filter(|at| *at > now_s.saturating_add(leeway_secs)) {
             return Err(TokenError::NotYetValid {
                 claim,
                 at,
