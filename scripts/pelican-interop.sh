@@ -149,7 +149,7 @@ wait_for() { # seconds, description, command...
   done
 }
 for i in 0 1 2; do start "director-$i" "$SKEIN" serve --config "$WORK/director-$i.toml"; done
-for i in 0 1 2; do wait_for 30 "director-$i ready" "$SKEIN" healthcheck "${D[$i]}"; done
+for i in 0 1 2; do wait_for 60 "director-$i ready" "$SKEIN" healthcheck "${D[$i]}"; done
 
 # The stand-in registers with director-0 only, and not again for 10 minutes.
 start fake "$PY" tests/pelican/fake_server.py serve --key "$WORK/keys/fake.pem" \
@@ -186,27 +186,27 @@ served_by_fake() {
 }
 
 echo "pelican interop: stand-in at $FAKE registers with ${D[0]} only"
-wait_for 30 "director-0 holds the stand-in's ad" routes_to_fake "${D[0]}" || true
+wait_for 60 "director-0 holds the stand-in's ad" routes_to_fake "${D[0]}" || true
 for i in 0 1 2; do
-  check "director-$i redirects /pel/hello.txt to the stand-in" wait_for 30 "director-$i routes" routes_to_fake "${D[$i]}"
+  check "director-$i redirects /pel/hello.txt to the stand-in" wait_for 60 "director-$i routes" routes_to_fake "${D[$i]}"
 done
 check "pelicanfs reads /pel/hello.txt (discovery at director-1)" pelicanfs_reads "${PORTS[1]}"
 check "the stand-in served that read" served_by_fake
 for i in 0 1 2; do
   check "director-$i redirects /skp/hello.txt to skein origin (protocol pelican)" \
-    wait_for 30 "director-$i routes /skp" skein_pelican_routed "${D[$i]}"
+    wait_for 60 "director-$i routes /skp" skein_pelican_routed "${D[$i]}"
 done
 check "pelicanfs reads /skp/hello.txt (discovery at director-0)" pelicanfs_reads "${PORTS[0]}" /skp/hello.txt
 
 stop director-1
 start director-1 "$SKEIN" serve --config "$WORK/director-1.toml"
-wait_for 30 "director-1 ready again" "$SKEIN" healthcheck "${D[1]}"
+wait_for 60 "director-1 ready again" "$SKEIN" healthcheck "${D[1]}"
 check "restarted director-1 still redirects to the stand-in (no re-advertisement)" routes_to_fake "${D[1]}"
 check "pelicanfs reads through restarted director-1" pelicanfs_reads "${PORTS[1]}"
 
 stop fake
 for i in 0 1 2; do
-  check "director-$i stops routing to the withdrawn stand-in" wait_for 30 "director-$i withdrawn" not_routed "${D[$i]}"
+  check "director-$i stops routing to the withdrawn stand-in" wait_for 60 "director-$i withdrawn" not_routed "${D[$i]}"
 done
 
 echo "pelican interop: $passed passed, $failed failed"
