@@ -150,12 +150,52 @@ fn bench_pelican_token(c: &mut Criterion) {
     });
 }
 
+/// `skein origin`'s check of one bearer token for a protected read (ES256 signature,
+/// claims, scope), its issuer's keys already loaded: the per-request cost of tokens.
+fn bench_origin_token(c: &mut Criterion) {
+    use skein::scitokens::{Action, Authorizer, WLCG_ANY_AUDIENCE};
+    let dir = tempfile::tempdir().unwrap();
+    let key = skein::eckey::EcKey::generate();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, key.public_jwks().to_string()).unwrap();
+    let config = skein::config::ServiceConfig::from_toml(&format!(
+        "name = \"o\"\nkind = \"origin\"\ndata_url = \"http://o.test\"\nkey = \"k\"\n\
+         directors = [\"http://d.test\"]\n[[namespace]]\npath = \"/ns\"\n\
+         issuer = \"https://issuer.test\"\njwks = \"{}\"\n",
+        jwks.display()
+    ))
+    .unwrap();
+    let authz = Authorizer::new(&config).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(key.kid().to_string());
+    let claims = serde_json::json!({
+        "iss": "https://issuer.test", "sub": "u", "aud": WLCG_ANY_AUDIENCE,
+        "scope": "storage.read:/a storage.create:/b", "iat": now, "exp": now + 3600,
+    });
+    let token = jsonwebtoken::encode(&header, &claims, &key.encoding_key().unwrap()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    c.bench_function("origin_token_check_es256", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(authz.check("/ns", "/ns/a/file", Some(black_box(&token)), Action::Read))
+                .unwrap()
+        })
+    });
+}
+
 criterion_group!(
     benches,
     bench_route,
     bench_with_ad,
     bench_signatures,
     bench_codec,
-    bench_pelican_token
+    bench_pelican_token,
+    bench_origin_token
 );
 criterion_main!(benches);
