@@ -197,8 +197,8 @@ impl Authorizer {
         token: Option<&str>,
         action: Action,
     ) -> Result<(), TokenError> {
-        let token = token
-            .ok_or_else(|| TokenError::Missing(format!("{} of {path}", action.wlcg_scope())))?;
+        let token =
+            token.ok_or_else(|| TokenError::Missing(format!("{} {path}", action.verb())))?;
         let issuers = self
             .namespaces
             .iter()

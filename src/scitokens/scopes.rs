@@ -31,6 +31,15 @@ impl Action {
         }
     }
 
+    /// The action as a word for messages (`reading`, `creating`, `changing`).
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Read => "reading",
+            Action::Create => "creating",
+            Action::Modify => "changing",
+        }
+    }
+
     /// Whether a scope named `name` grants this action.
     fn granted_by(self, name: &str) -> bool {
         match self {
