@@ -166,17 +166,15 @@ fn bench_origin_token(c: &mut Criterion) {
     ))
     .unwrap();
     let authz = Authorizer::new(&config).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some(key.kid().to_string());
-    let claims = serde_json::json!({
-        "iss": "https://issuer.test", "sub": "u", "aud": WLCG_ANY_AUDIENCE,
-        "scope": "storage.read:/a storage.create:/b", "iat": now, "exp": now + 3600,
-    });
-    let token = jsonwebtoken::encode(&header, &claims, &key.encoding_key().unwrap()).unwrap();
+    let token = skein::fixtures::access_token(
+        &key,
+        "https://issuer.test",
+        "storage.read:/a storage.create:/b",
+        WLCG_ANY_AUDIENCE,
+        -60,
+        3600,
+    )
+    .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

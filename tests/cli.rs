@@ -323,19 +323,13 @@ async fn tokens_from_the_command_line_open_a_protected_origin() {
     .await;
 
     let key = skein::eckey::load(&dir.join("keys/issuer.pem")).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some(key.kid().to_string());
-    let token = jsonwebtoken::encode(
-        &header,
-        &serde_json::json!({
-            "iss": "https://issuer.test", "sub": "cli", "aud": "https://wlcg.cern.ch/jwt/v1/any",
-            "scope": "storage.read:/", "wlcg.ver": "1.0", "iat": now, "exp": now + 300,
-        }),
-        &key.encoding_key().unwrap(),
+    let token = skein::fixtures::access_token(
+        &key,
+        "https://issuer.test",
+        "storage.read:/",
+        "https://wlcg.cern.ch/jwt/v1/any",
+        -60,
+        300,
     )
     .unwrap();
     std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();

@@ -276,19 +276,7 @@ async fn serve_jwks(
 
 /// An ES256 WLCG-style token: `nbf` and `exp` relative to now, in seconds.
 fn mint(key: &EcKey, iss: &str, scope: &str, aud: &str, nbf: i64, exp: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some(key.kid().to_string());
-    let claims = serde_json::json!({
-        "iss": iss, "sub": "tester", "aud": aud, "scope": scope,
-        "wlcg.ver": "1.0", "iat": now, "nbf": now + nbf, "exp": now + exp,
-        "jti": "test",
-    });
-    let signing = key.encoding_key().expect("an EC key signs");
-    jsonwebtoken::encode(&header, &claims, &signing).expect("a token")
+    fixtures::access_token(key, iss, scope, aud, nbf, exp).expect("a token")
 }
 
 fn big() -> Vec<u8> {
