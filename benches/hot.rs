@@ -222,11 +222,11 @@ fn bench_codec(c: &mut Criterion) {
     };
     let stored = StoredAd::new(federation_ad(cache, STARTED, 1), STARTED, 900_000);
     c.bench_function("codec_encode_stored_ad", |b| {
-        b.iter(|| black_box(codec::encode(black_box(&stored))))
+        b.iter(|| black_box(black_box(&stored).encode()))
     });
-    let bytes = codec::encode(&stored);
+    let bytes = stored.encode();
     c.bench_function("codec_decode_stored_ad", |b| {
-        b.iter(|| black_box(codec::decode::<StoredAd>(black_box(&bytes)).ok()))
+        b.iter(|| black_box(StoredAd::decode(black_box(&bytes)).ok()))
     });
     c.bench_function("codec_canonical_ad_bytes", |b| {
         b.iter(|| black_box(codec::canonical_ad_bytes(black_box(&stored.ad))))
@@ -271,6 +271,89 @@ fn bench_status_page(c: &mut Criterion) {
     );
 }
 
+/// Verifying one Pelican advertise token (ES256, as Pelican servers sign them): header
+/// checks, signature, claims; the per-ad cost of taking in a Pelican ad.
+fn bench_pelican_token(c: &mut Criterion) {
+    use base64::Engine;
+    use skein::pelican::jwks::KeySet;
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let raw = pair.public_key_raw();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jwks = format!(
+        r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"k1","alg":"ES256","x":"{}","y":"{}"}}]}}"#,
+        b64.encode(&raw[1..33]),
+        b64.encode(&raw[33..65])
+    );
+    let set = KeySet::parse(jwks.as_bytes()).unwrap();
+    let skein::pelican::jwks::KidLookup::Found(public) = set.lookup("k1") else {
+        panic!("key k1");
+    };
+    let now_s = STARTED / 1000;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("k1".into());
+    let claims = serde_json::json!({
+        "iss": "https://origin.example:8444", "sub": "https://origin.example:8443",
+        "aud": ["https://director.example:8444"], "iat": now_s, "nbf": now_s,
+        "exp": now_s + 60, "jti": "x", "scope": "pelican.advertise", "wlcg.ver": "1.0"
+    });
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+    let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let audiences = vec!["https://director.example:8444".to_string()];
+    c.bench_function("pelican_verify_advertise_token_es256", |b| {
+        b.iter(|| {
+            let header = skein::pelican::token::inspect(black_box(&token)).unwrap();
+            black_box(
+                skein::pelican::token::verify(
+                    &token,
+                    &header,
+                    &public.key,
+                    &audiences,
+                    STARTED,
+                    60,
+                )
+                .unwrap(),
+            )
+        })
+    });
+}
+
+/// `skein origin`'s check of one bearer token for a protected read (ES256 signature,
+/// claims, scope), its issuer's keys already loaded: the per-request cost of tokens.
+fn bench_origin_token(c: &mut Criterion) {
+    use skein::scitokens::{Action, Authorizer, WLCG_ANY_AUDIENCE};
+    let dir = tempfile::tempdir().unwrap();
+    let key = skein::eckey::EcKey::generate();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, key.public_jwks().to_string()).unwrap();
+    let config = skein::config::ServiceConfig::from_toml(&format!(
+        "name = \"o\"\nkind = \"origin\"\ndata_url = \"http://o.test\"\nkey = \"k\"\n\
+         directors = [\"http://d.test\"]\n[[namespace]]\npath = \"/ns\"\n\
+         issuer = \"https://issuer.test\"\njwks = \"{}\"\n",
+        jwks.display()
+    ))
+    .unwrap();
+    let authz = Authorizer::new(&config).unwrap();
+    let token = skein::fixtures::access_token(
+        &key,
+        "https://issuer.test",
+        "storage.read:/a storage.create:/b",
+        WLCG_ANY_AUDIENCE,
+        -60,
+        3600,
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    c.bench_function("origin_token_check_es256", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(authz.check("/ns", "/ns/a/file", Some(black_box(&token)), Action::Read))
+                .unwrap()
+        })
+    });
+}
+
 criterion_group!(
     benches,
     bench_route,
@@ -279,6 +362,8 @@ criterion_group!(
     bench_with_ad,
     bench_signatures,
     bench_codec,
-    bench_status_page
+    bench_status_page,
+    bench_pelican_token,
+    bench_origin_token
 );
 criterion_main!(benches);

@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. scripts/lib-testenv.sh
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 SKEIN=${COMPAT_SKEIN:-$TARGET/debug/skein}
 VERSION=${PELICANFS_VERSION:-1.5.0}
@@ -35,9 +36,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 DPORT=$(free_port); OPORT=$(free_port); CPORT=$(free_port)
 while [ "$OPORT" = "$DPORT" ]; do OPORT=$(free_port); done
 while [ "$CPORT" = "$DPORT" ] || [ "$CPORT" = "$OPORT" ]; do CPORT=$(free_port); done
@@ -45,18 +43,7 @@ DIRECTOR=https://127.0.0.1:$DPORT ORIGIN=http://127.0.0.1:$OPORT CACHE=http://12
 
 mkdir -p "$WORK"/{keys,logs,export,data,cache,tls}
 # A throwaway CA and a certificate for the director at 127.0.0.1.
-(
-  cd "$WORK/tls"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -keyout ca.key -out ca.pem -subj /CN=skein-compat-ca \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout director.key -out director.csr -subj /CN=127.0.0.1 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
-  openssl x509 -req -in director.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-    -out director.pem -extfile ext.cnf 2>/dev/null
-  chmod 600 director.key ca.key
-)
+make_ca "$WORK/tls"
 CA="$WORK/tls/ca.pem"
 printf 'Hello from a Skein origin, read by pelicanfs.\n' > "$WORK/export/hello.txt"
 printf 'second object\n' > "$WORK/export/other.txt"
@@ -139,17 +126,9 @@ until "$SKEIN" locate --federation "$DIRECTOR" /test/hello.txt 2>/dev/null | gre
 done
 
 # pelicanfs in a venv (python3-venv is a separate package on Debian/Ubuntu).
-if ! "$VENV/bin/python" -c "import pelicanfs, sys; from importlib.metadata import version; sys.exit(version('pelicanfs') != '$VERSION')" 2>/dev/null; then
-  rm -rf "$VENV"
-  if ! python3 -m venv "$VENV" 2>/dev/null; then
-    rm -rf "$VENV"
-    echo "python3 -m venv failed; installing python3-venv" >&2
-    SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv >/dev/null
-    python3 -m venv "$VENV"
-  fi
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "pelicanfs==$VERSION"
-fi
+python_venv "$VENV" \
+  "import pelicanfs, sys; from importlib.metadata import version; sys.exit(version('pelicanfs') != '$VERSION')" \
+  "pelicanfs==$VERSION"
 
 # pelicanfs fetches discovery over https from the director itself.
 export SSL_CERT_FILE="$CA"

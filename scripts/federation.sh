@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The demo federation in Docker: three directors, one origin, two caches.
+# The demo federation in Docker: three directors, one origin, two caches, and one origin
+# speaking Pelican's registration protocol (pelican-origin-1).
 #
 #   scripts/federation.sh build    build the static binary and the image skein:local
 #   scripts/federation.sh up [SERVICE...]  build, start (everything), wait until healthy
@@ -148,7 +149,27 @@ up() {
     "${compose[@]}" up -d "$@" >&2
     wait_healthy 180
     say "up: directors http://127.0.0.1:8441 8442 8443 (status page: http://127.0.0.1:8441/); origin 127.0.0.1:9001; caches 127.0.0.1:9101 9102"
+    say "    pelican-origin-1 (Pelican protocol) 127.0.0.1:9002"
+    show_pelican
     say "try: curl -L http://127.0.0.1:8441/test/hello.txt"
+    say "     curl -L http://127.0.0.1:8443/pelican/hello.txt"
+}
+
+# Shows the Pelican-protocol origin served: every director redirects /pelican/hello.txt
+# to it (it advertised with an ES256 token, checked against its JWKS in the trust file).
+show_pelican() {
+    local port target deadline=$((SECONDS + 60))
+    command -v curl >/dev/null || apt_install curl
+    for port in 8441 8442 8443; do
+        while :; do
+            target=$(curl -s -o /dev/null -w '%{redirect_url}' "http://127.0.0.1:$port/pelican/hello.txt") || true
+            [ "$target" = http://172.29.213.22:9002/pelican/hello.txt ] && break
+            [ $SECONDS -ge $deadline ] && die "director on $port does not route /pelican to pelican-origin-1 (got '$target')"
+            sleep 1
+        done
+        say "director 127.0.0.1:$port redirects /pelican/hello.txt to $target"
+    done
+    say "pelican-origin-1 serves it: $(curl -sf http://127.0.0.1:9002/pelican/hello.txt | head -c 60)"
 }
 
 restart() {

@@ -28,6 +28,9 @@ scripts/ui-test.sh
 step "a real Pelican client (pelicanfs) against a Skein federation over TLS"
 scripts/compat-test.sh
 
+step "a Pelican server stand-in (PyJWT, own key and tokens) registers with three Skein directors"
+scripts/pelican-interop.sh
+
 step "fault tests against the docker compose federation (kill, partition, rolling restart)"
 scripts/fault-tests.sh
 

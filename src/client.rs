@@ -218,6 +218,11 @@ impl Client {
         self.send(&url, self.http.request(method, &url)).await
     }
 
+    /// `GET url` and parses the JSON answer (an error status becomes [`ClientError::Status`]).
+    pub async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<T, ClientError> {
+        self.send(url, self.http.get(url)).await
+    }
+
     /// Fetches a federation discovery document from `base` (a director or metadata server).
     pub async fn discovery(&self, base: &str) -> Result<FederationDiscovery, ClientError> {
         let url = format!(
@@ -282,6 +287,28 @@ impl Client {
             director.trim_end_matches('/')
         );
         self.send(&url, self.http.post(&url).json(ad)).await
+    }
+
+    /// POSTs a Pelican ad with its advertise token, as a Pelican server does; returns
+    /// `accepted` for a 2xx (Pelican answers `{"status":"success"}`).
+    pub async fn register_pelican(
+        &self,
+        director: &str,
+        kind: crate::ad::ServerKind,
+        ad: &crate::pelican::wire::OriginAdvertise,
+        token: &str,
+    ) -> Result<String, ClientError> {
+        let endpoint = match kind {
+            crate::ad::ServerKind::Cache => "registerCache",
+            _ => "registerOrigin",
+        };
+        let url = format!(
+            "{}/api/v1.0/director/{endpoint}",
+            director.trim_end_matches('/')
+        );
+        let request = self.http.post(&url).bearer_auth(token).json(ad);
+        let _: serde_json::Value = self.send(&url, request).await?;
+        Ok("accepted".to_string())
     }
 
     /// Forwards an ad to a peer director, naming the sender.
@@ -396,9 +423,25 @@ impl Client {
         director: &str,
         path: &str,
     ) -> Result<Located, ClientError> {
+        self.locate_as(method, director, path, None).await
+    }
+
+    /// [`Client::locate_with`], sending `token` as `Authorization: Bearer` (as Pelican's
+    /// client does for namespaces that need one).
+    pub async fn locate_as(
+        &self,
+        method: reqwest::Method,
+        director: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<Located, ClientError> {
         let url = format!("{}{}", director.trim_end_matches('/'), path);
         self.check(&url)?;
-        let response = send_retrying_stale(self.http.request(method, &url))
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = send_retrying_stale(request)
             .await
             .map_err(|e| ClientError::Transport {
                 url: url.clone(),

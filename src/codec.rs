@@ -9,8 +9,16 @@ use serde::de::DeserializeOwned;
 
 use crate::ad::Ad;
 
-/// The value format this build writes.
+/// The value format this build writes (for every value but attested ads).
 pub const VALUE_FORMAT: u8 = 1;
+
+/// The format of a stored ad that carries a Pelican attestation: the same envelope, a
+/// payload with one more field (see `migrations/README.md`). Skein ads stay format 1,
+/// so a build that predates Pelican ads still reads them (and quarantines only these).
+pub const ATTESTED_AD_FORMAT: u8 = 2;
+
+/// Formats this build reads.
+const KNOWN_FORMATS: &[u8] = &[VALUE_FORMAT, ATTESTED_AD_FORMAT];
 
 const HEADER_LEN: usize = 5;
 const SIGNING_DOMAIN: &[u8] = b"skein-ad-v1\0";
@@ -49,10 +57,15 @@ pub enum CodecError {
 
 /// Encodes `value` in the current envelope format.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    encode_as(VALUE_FORMAT, value)
+}
+
+/// Encodes `value` in an envelope marked `format` (the caller picks the payload layout).
+pub fn encode_as<T: Serialize>(format: u8, value: &T) -> Vec<u8> {
     // Serializing plain data structs into a Vec cannot fail.
     let payload = options().serialize(value).unwrap_or_default();
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.push(VALUE_FORMAT);
+    out.push(format);
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
     out
@@ -60,6 +73,19 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes an envelope written by [`encode`], checking format and checksum.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    match envelope_format(bytes)? {
+        VALUE_FORMAT => decode_payload(bytes),
+        other => Err(CodecError::UnknownFormat(other)),
+    }
+}
+
+/// The format of a sound envelope (known format, checksum matching).
+pub fn envelope_format(bytes: &[u8]) -> Result<u8, CodecError> {
+    checked_payload(bytes).map(|_| bytes[0])
+}
+
+/// Decodes the payload of a sound envelope of any known format as `T`.
+pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let payload = checked_payload(bytes)?;
     options()
         .deserialize(payload)
@@ -71,7 +97,7 @@ fn checked_payload(bytes: &[u8]) -> Result<&[u8], CodecError> {
     if bytes.len() < HEADER_LEN {
         return Err(CodecError::Truncated(bytes.len()));
     }
-    if bytes[0] != VALUE_FORMAT {
+    if !KNOWN_FORMATS.contains(&bytes[0]) {
         return Err(CodecError::UnknownFormat(bytes[0]));
     }
     let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
@@ -81,6 +107,11 @@ fn checked_payload(bytes: &[u8]) -> Result<&[u8], CodecError> {
         return Err(CodecError::Checksum { stored, computed });
     }
     Ok(payload)
+}
+
+/// Canonical bytes of any value (bincode, as for ads): what attestations sign.
+pub fn canonical_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    options().serialize(value).unwrap_or_default()
 }
 
 /// The bytes an ad's signature covers: a domain tag, then the ad in bincode

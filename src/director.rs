@@ -25,6 +25,8 @@ use crate::keys::{self, KeyError};
 use crate::ledger::{AdLimits, Ledger};
 use crate::metrics::Metrics;
 use crate::peers::{PeerTiming, SelfInfo, Source};
+use crate::pelican::Gate;
+use crate::pelican::registry::{Registry, RegistrySettings};
 use crate::probe::Probes;
 use crate::replication::Replicator;
 use crate::store::{Store, StoreError};
@@ -127,7 +129,7 @@ impl Director {
             Some(key) => key,
             None => keys::load(&config.identity.key)?,
         };
-        let trust = match options.trust {
+        let mut trust = match options.trust {
             Some(trust) => trust,
             None => Trust::load(&config.federation.trust)?,
         };
@@ -157,6 +159,40 @@ impl Director {
             max_lifetime: config.ads.max_lifetime,
             max_clock_skew: config.ads.max_clock_skew,
         };
+        if config.pelican.use_registry {
+            let registry_client = Client::new(
+                config.pelican.registry_timeout,
+                config.federation.ca_bundle.as_deref(),
+            )?;
+            let settings = RegistrySettings {
+                url: config.pelican.registry_url.clone(),
+                discovery_url: config.federation.discovery_url.clone(),
+                key_ttl: config.pelican.key_ttl,
+                refresh_min_interval: config.pelican.refresh_min_interval,
+                burst: crate::pelican::registry::DEFAULT_BURST,
+                rate_per_sec: crate::pelican::registry::DEFAULT_RATE_PER_SEC,
+            };
+            trust.pelican_mut().set_registry(Registry::new(
+                registry_client,
+                settings,
+                clock.clone(),
+            ));
+        }
+        let gate = Arc::new(Gate::new(
+            &config.name,
+            key.clone(),
+            trust.pelican().clone(),
+            clock.clone(),
+            config.pelican.token_leeway.as_secs(),
+            config
+                .pelican
+                .audiences
+                .iter()
+                .cloned()
+                .chain([config.advertise_url.clone()])
+                .chain(config.federation.discovery_url.clone())
+                .collect(),
+        ));
         let (ledger, quarantined) = Ledger::open(store.clone(), trust, clock.clone(), limits)?;
         if quarantined > 0 {
             tracing::error!(
@@ -225,6 +261,7 @@ impl Director {
             geo: geo.clone(),
             sort,
             ready: AtomicBool::new(true),
+            pelican: gate,
         });
         let limits = HttpLimits {
             max_body: config.limits.max_body as usize,

@@ -201,3 +201,26 @@ pub fn candidate(name: &str, kind: ServerKind) -> crate::routing::Candidate {
         ad: stored,
     }
 }
+
+/// A WLCG-style access token signed ES256 by `key` (with its `kid`): `iss`, `aud`,
+/// `scope`, and `nbf`/`exp` in seconds relative to now (tests and benches).
+pub fn access_token(
+    key: &crate::eckey::EcKey,
+    iss: &str,
+    scope: &str,
+    aud: &str,
+    nbf: i64,
+    exp: i64,
+) -> Option<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(key.kid().to_string());
+    let claims = serde_json::json!({
+        "iss": iss, "sub": "tester", "aud": aud, "scope": scope, "wlcg.ver": "1.0",
+        "iat": now, "nbf": now + nbf, "exp": now + exp, "jti": Uuid::new_v4().to_string(),
+    });
+    jsonwebtoken::encode(&header, &claims, &key.encoding_key()?).ok()
+}

@@ -40,6 +40,27 @@ pub enum KeyError {
 /// Writes a new random key to `path` (mode 0600, refusing to overwrite) and returns it.
 pub fn generate(path: &Path) -> Result<SigningKey, KeyError> {
     let key = SigningKey::generate(&mut OsRng);
+    write_secret(
+        path,
+        format!("{}\n", URL_SAFE_NO_PAD.encode(key.to_bytes())).as_bytes(),
+    )?;
+    Ok(key)
+}
+
+/// Loads a key, refusing a file that other users can read.
+pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
+    let text = read_secret(path)?;
+    let seed = URL_SAFE_NO_PAD
+        .decode(text.trim().as_bytes())
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| KeyError::Malformed(path.to_path_buf()))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// Writes a new private key file: parent directories made, mode 0600, never overwriting,
+/// synced to disk.
+pub(crate) fn write_secret(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
     let io = |source| KeyError::Io {
         path: path.to_path_buf(),
         source,
@@ -53,13 +74,12 @@ pub fn generate(path: &Path) -> Result<SigningKey, KeyError> {
         .mode(0o600)
         .open(path)
         .map_err(io)?;
-    writeln!(file, "{}", URL_SAFE_NO_PAD.encode(key.to_bytes())).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    Ok(key)
+    file.write_all(contents).map_err(io)?;
+    file.sync_all().map_err(io)
 }
 
-/// Loads a key, refusing a file that other users can read.
-pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
+/// Reads a private key file, refusing one that other users can read.
+pub(crate) fn read_secret(path: &Path) -> Result<String, KeyError> {
     let io = |source| KeyError::Io {
         path: path.to_path_buf(),
         source,
@@ -71,13 +91,7 @@ pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
             mode,
         });
     }
-    let text = fs::read_to_string(path).map_err(io)?;
-    let seed = URL_SAFE_NO_PAD
-        .decode(text.trim().as_bytes())
-        .ok()
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .ok_or_else(|| KeyError::Malformed(path.to_path_buf()))?;
-    Ok(SigningKey::from_bytes(&seed))
+    fs::read_to_string(path).map_err(io)
 }
 
 #[cfg(test)]

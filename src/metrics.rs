@@ -76,12 +76,17 @@ pub struct Gauges {
     pub store_degraded: bool,
     /// The last commit failed: ingest refuses ads.
     pub store_write_failing: bool,
+    /// Of the live ads, Pelican ads.
+    pub ads_live_pelican: usize,
+    /// Requests made to the Pelican registry so far.
+    pub registry_requests: u64,
 }
 
 /// The director's metrics.
 #[derive(Default)]
 pub struct Metrics {
     ads_received: Family,
+    pelican_registrations: Family,
     forwards: Family,
     redirects: [AtomicU64; 3],
     pruned: AtomicU64,
@@ -91,6 +96,18 @@ impl Metrics {
     /// Counts an ad received, by result (`accepted`, `duplicate`, `stale`, `forbidden`, ...).
     pub fn ad_received(&self, result: &str) {
         self.ads_received.add(&[("result", result)], 1);
+    }
+
+    /// Counts a Pelican server's registration, by result (`accepted`, `duplicate`,
+    /// `stale`, or the refusal code: `token`, `scope`, `unknown_key`, ...).
+    pub fn pelican_registration(&self, result: &str) {
+        self.pelican_registrations.add(&[("result", result)], 1);
+    }
+
+    /// Pelican registrations with `result`.
+    pub fn pelican_registrations_with(&self, result: &str) -> u64 {
+        self.pelican_registrations
+            .get(&format!("result=\"{result}\""))
     }
 
     /// Counts forward attempts to a peer, by result (`accepted`, `duplicate`, `error`, ...).
@@ -122,13 +139,29 @@ impl Metrics {
     pub fn render(&self, gauges: Gauges) -> String {
         let Gauges {
             ads_live,
+            ads_live_pelican,
             peers_known,
+            registry_requests,
             ..
         } = gauges;
         let mut out = String::new();
         let _ = writeln!(
             out,
             "# HELP skein_ads_live Ads held and not expired.\n# TYPE skein_ads_live gauge\nskein_ads_live {ads_live}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP skein_ads_live_by_provenance Live ads by where they came from.\n# TYPE skein_ads_live_by_provenance gauge\nskein_ads_live_by_provenance{{provenance=\"skein\"}} {}\nskein_ads_live_by_provenance{{provenance=\"pelican\"}} {ads_live_pelican}",
+            ads_live.saturating_sub(ads_live_pelican)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP skein_pelican_registry_requests_total Requests made to the Pelican registry for keys.\n# TYPE skein_pelican_registry_requests_total counter\nskein_pelican_registry_requests_total {registry_requests}"
+        );
+        self.pelican_registrations.render(
+            &mut out,
+            "skein_pelican_registrations_total",
+            "Pelican servers' registrations (token-verified ads), by result.",
         );
         let _ = writeln!(
             out,

@@ -1,5 +1,9 @@
 //! The trust file: who may advertise what. An ad is accepted only if its signature
 //! verifies with the key listed for its name and kind and every namespace is allowed.
+//!
+//! A Pelican ad (one carrying an attestation) is accepted only if a director listed
+//! here signed it, and the Pelican server it names may serve every namespace in it:
+//! per a `[[pelican]]` entry of this file, or the registry's keys (origins).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,6 +12,8 @@ use serde::Deserialize;
 
 use crate::ad::{ServerKind, SignError, SignedAd, VerifyingKey, decode_public_key};
 use crate::paths::is_under_prefix;
+use crate::pelican::keys::{PelicanEntryFile, prefix_kind};
+use crate::pelican::{Attestation, PelicanKeys, attest};
 
 /// One `[[server]]` entry as written in the file.
 #[derive(Debug, Deserialize)]
@@ -25,6 +31,8 @@ struct ServerEntry {
 struct TrustFile {
     #[serde(default)]
     server: Vec<ServerEntry>,
+    #[serde(default)]
+    pelican: Vec<PelicanEntryFile>,
 }
 
 /// A trusted server.
@@ -65,6 +73,20 @@ pub enum TrustError {
         /// The namespace refused.
         namespace: String,
     },
+    /// An attestation from someone who is not a director in this trust file.
+    #[error("attestation by {0:?}, who is not a director in this trust file")]
+    NotADirector(String),
+    /// An attested Pelican ad this director cannot vouch for.
+    #[error("pelican ad {name:?}: {why}")]
+    Pelican {
+        /// Server name.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A service sent an attestation itself (only peers forward attested ads).
+    #[error("attested ads are taken only from peer directors")]
+    AttestationFromService,
 }
 
 /// Why the trust file could not be loaded.
@@ -92,6 +114,7 @@ pub enum TrustFileError {
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
     servers: HashMap<String, TrustedServer>,
+    pelican: PelicanKeys,
 }
 
 impl Trust {
@@ -101,7 +124,7 @@ impl Trust {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| TrustFileError::Invalid {
+        Self::parse_in(&text, path.parent()).map_err(|message| TrustFileError::Invalid {
             path: path.display().to_string(),
             message,
         })
@@ -109,9 +132,15 @@ impl Trust {
 
     /// Parses trust-file TOML, reporting every bad entry at once.
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_in(text, None)
+    }
+
+    /// Like [`Trust::parse`], reading `jwks_file` paths relative to `base`.
+    pub fn parse_in(text: &str, base: Option<&Path>) -> Result<Self, String> {
         let file: TrustFile = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut servers = HashMap::new();
         let mut problems = Vec::new();
+        let pelican = PelicanKeys::from_entries(file.pelican, base, &mut problems);
         for entry in file.server {
             let key = match decode_public_key(&entry.public_key) {
                 Ok(key) => key,
@@ -138,7 +167,7 @@ impl Trust {
             }
         }
         if problems.is_empty() {
-            Ok(Self { servers })
+            Ok(Self { servers, pelican })
         } else {
             Err(problems.join("; "))
         }
@@ -154,6 +183,16 @@ impl Trust {
         self.servers.get(name)
     }
 
+    /// Pelican servers' keys (trust-file entries and, once set, the registry).
+    pub fn pelican(&self) -> &PelicanKeys {
+        &self.pelican
+    }
+
+    /// Mutable access to the Pelican keys (to attach the registry, or add entries).
+    pub fn pelican_mut(&mut self) -> &mut PelicanKeys {
+        &mut self.pelican
+    }
+
     /// Number of trusted servers.
     pub fn len(&self) -> usize {
         self.servers.len()
@@ -166,6 +205,9 @@ impl Trust {
 
     /// Checks an ad: known signer of the right kind, valid signature, allowed namespaces.
     pub fn check(&self, signed: &SignedAd) -> Result<(), TrustError> {
+        if let Some(attestation) = &signed.attestation {
+            return self.check_attested(signed, attestation);
+        }
         let ad = &signed.ad;
         let trusted = self
             .servers
@@ -189,6 +231,105 @@ impl Trust {
                     name: ad.name.clone(),
                     namespace: ns.path.clone(),
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// Before checking an attested Pelican ad that no `[[pelican]]` entry covers, makes
+    /// sure the registry's keys it needs are cached (fetching them if not); the check
+    /// itself never waits on the network.
+    pub async fn prepare(&self, signed: &SignedAd) {
+        let Some(att) = &signed.attestation else {
+            return;
+        };
+        let Some(registry) = self.pelican.registry() else {
+            return;
+        };
+        if self.pelican.entry(&att.registry_prefix).is_some() {
+            return;
+        }
+        registry.warm(&att.registry_prefix).await;
+        if signed.ad.kind == ServerKind::Origin {
+            for ns in &signed.ad.namespaces {
+                registry.warm(&ns.path).await;
+            }
+        }
+    }
+
+    /// Checks a Pelican ad: signed by a director listed here, for a registry prefix of
+    /// its kind, and every namespace given to that server by a `[[pelican]]` entry or
+    /// (origins without an entry) by the registry's keys as cached here.
+    fn check_attested(&self, signed: &SignedAd, att: &Attestation) -> Result<(), TrustError> {
+        let ad = &signed.ad;
+        let director = self
+            .servers
+            .get(&att.director)
+            .filter(|s| s.kind == ServerKind::Director)
+            .ok_or_else(|| TrustError::NotADirector(att.director.clone()))?;
+        attest::verify(ad, att, &signed.signature, &director.key)?;
+        let pelican = |why: String| TrustError::Pelican {
+            name: ad.name.clone(),
+            why,
+        };
+        let prefix = &att.registry_prefix;
+        if prefix_kind(prefix) != Some(ad.kind) {
+            return Err(pelican(format!(
+                "registry prefix {prefix:?} is not one of a {}",
+                ad.kind
+            )));
+        }
+        if let Some(entry) = self.pelican.entry(prefix) {
+            if entry.kind != ad.kind || entry.name != ad.name {
+                return Err(pelican(format!(
+                    "registry prefix {prefix} belongs to {} {:?} here",
+                    entry.kind, entry.name
+                )));
+            }
+            if !entry.keys.contains(&att.kid) {
+                return Err(pelican(format!(
+                    "key {:?} is not listed here for {prefix}",
+                    att.kid
+                )));
+            }
+            for ns in &ad.namespaces {
+                if !entry
+                    .namespaces
+                    .iter()
+                    .any(|p| is_under_prefix(&ns.path, p))
+                {
+                    return Err(TrustError::ForbiddenNamespace {
+                        name: ad.name.clone(),
+                        namespace: ns.path.clone(),
+                    });
+                }
+            }
+            return Ok(());
+        }
+        let Some(registry) = self.pelican.registry() else {
+            return Err(pelican(format!(
+                "registry prefix {prefix:?} is not in this trust file and no registry is configured"
+            )));
+        };
+        let registered = |p: &str| registry.cached_contains(p, &att.kid);
+        match registered(prefix) {
+            Some(true) => {}
+            Some(false) => {
+                return Err(pelican(format!(
+                    "key {:?} is not registered for {prefix}",
+                    att.kid
+                )));
+            }
+            None => return Err(pelican(format!("the keys of {prefix} are not known yet"))),
+        }
+        if ad.kind == ServerKind::Origin {
+            for ns in &ad.namespaces {
+                if registered(&ns.path) != Some(true) {
+                    return Err(TrustError::ForbiddenNamespace {
+                        name: ad.name.clone(),
+                        namespace: ns.path.clone(),
+                    });
+                }
             }
         }
         Ok(())

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ad::{AdKey, AdVersion, SignedAd};
+use crate::ad::{AdKey, AdVersion, Provenance, SignedAd};
 use crate::clock::UnixMillis;
 
 /// Pelican's federation discovery document (`/.well-known/pelican-configuration`).
@@ -79,6 +79,13 @@ pub struct AdListing {
     pub received_at: UnixMillis,
     /// When this director drops it.
     pub effective_expiry: UnixMillis,
+    /// `skein` (signed by its server) or `pelican` (a Pelican server's token, attested).
+    #[serde(default = "skein_provenance")]
+    pub provenance: Provenance,
+}
+
+fn skein_provenance() -> Provenance {
+    Provenance::Skein
 }
 
 /// One entry of a digest: which version of which ad a director holds.

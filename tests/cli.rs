@@ -277,6 +277,179 @@ async fn a_stopped_service_withdraws_at_once() {
     director.wait().unwrap();
 }
 
+/// Kills a child process when dropped (the test may fail half-way).
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_the_command_line_open_a_protected_origin() {
+    let fed = Federation::new();
+    let dir = fed.path();
+    // An EC issuer key: PEM, mode 0600, public JWKS on stdout.
+    let out = skein(
+        &dir,
+        &["keygen", "--kind", "ec", "--out", "keys/issuer.pem"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwks: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "EC");
+    assert_eq!(jwks["keys"][0]["alg"], "ES256");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("keys/issuer.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    std::fs::write(dir.join("issuer-jwks.json"), stdout(&out)).unwrap();
+
+    let data_port = free_port();
+    std::fs::create_dir_all(dir.join("export")).unwrap();
+    std::fs::write(dir.join("export/hello.txt"), "protected hello").unwrap();
+    std::fs::write(
+        dir.join("origin-1.toml"),
+        format!(
+            "name = \"origin-1\"\nkind = \"origin\"\ndata_url = \"http://127.0.0.1:{data_port}\"\n\
+             listen = \"127.0.0.1:{data_port}\"\nexport = \"export\"\n\
+             key = \"keys/origin-1.key\"\nfederation = \"{}\"\ninterval = \"1s\"\n\
+             [[namespace]]\npath = \"/test\"\nissuer = \"https://issuer.test\"\njwks = \"issuer-jwks.json\"\n",
+            fed.url()
+        ),
+    )
+    .unwrap();
+    let _director = Reaper(fed.serve());
+    fed.wait_ready().await;
+    let _origin = Reaper(
+        Command::new(SKEIN)
+            .args(["origin", "--config", "origin-1.toml"])
+            .current_dir(&dir)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    let client = common::client();
+    let url = fed.url();
+    eventually(Duration::from_secs(20), "origin routed", || {
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.locate(&url, "/test/hello.txt").await.is_ok() }
+    })
+    .await;
+
+    let key = skein::eckey::load(&dir.join("keys/issuer.pem")).unwrap();
+    let token = skein::fixtures::access_token(
+        &key,
+        "https://issuer.test",
+        "storage.read:/",
+        "https://wlcg.cern.ch/jwt/v1/any",
+        -60,
+        300,
+    )
+    .unwrap();
+    std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();
+
+    let get = |extra: &[&str], env: Option<(&str, &str)>| {
+        let mut command = Command::new(SKEIN);
+        command
+            .args([
+                "get",
+                "--federation",
+                &url,
+                "/test/hello.txt",
+                "-o",
+                "out.txt",
+            ])
+            .args(extra)
+            .current_dir(&dir)
+            .env("RUST_LOG", "warn")
+            .env("XDG_CACHE_HOME", dir.join(".cache"))
+            .env("XDG_RUNTIME_DIR", dir.join("no-runtime-dir"))
+            .env_remove("BEARER_TOKEN")
+            .env_remove("BEARER_TOKEN_FILE");
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let _ = std::fs::remove_file(dir.join("out.txt"));
+        command.output().unwrap()
+    };
+    let anonymous = get(&[], None);
+    assert!(
+        !anonymous.status.success(),
+        "anonymous read of a protected namespace"
+    );
+    assert!(
+        String::from_utf8_lossy(&anonymous.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&anonymous.stderr)
+    );
+    for (extra, env) in [
+        (&["--token", "token"][..], None),
+        (&[][..], Some(("BEARER_TOKEN", token.as_str()))),
+        (&[][..], Some(("BEARER_TOKEN_FILE", "token"))),
+    ] {
+        let out = get(extra, env);
+        assert!(
+            out.status.success(),
+            "{extra:?} {env:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("out.txt")).unwrap(),
+            "protected hello"
+        );
+    }
+    let located = skein(
+        &dir,
+        &[
+            "locate",
+            "--token",
+            "token",
+            "--federation",
+            &url,
+            "/test/hello.txt",
+        ],
+    );
+    assert!(
+        stdout(&located).contains("require-token=true"),
+        "{}",
+        stdout(&located)
+    );
+
+    // The same key advertises Pelican-style: --dry-run prints the OriginAdvertise body.
+    std::fs::write(
+        dir.join("pelican.toml"),
+        format!(
+            "name = \"origin-1\"\nkind = \"origin\"\nprotocol = \"pelican\"\ndata_url = \"http://127.0.0.1:{data_port}\"\n\
+             key = \"keys/issuer.pem\"\ndirectors = [\"{url}\"]\n[[namespace]]\npath = \"/test\"\npublic_reads = true\n"
+        ),
+    )
+    .unwrap();
+    let dry = skein(
+        &dir,
+        &["advertise", "--config", "pelican.toml", "--dry-run"],
+    );
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_str(&stdout(&dry)).unwrap();
+    assert_eq!(body["name"], "origin-1");
+    assert_eq!(body["generationID"], 1);
+    assert!(
+        body["instanceID"].is_string() && body["startTime"].is_i64() && body["expiry"].is_string()
+    );
+    assert_eq!(body["namespaces"][0]["path"], "/test");
+}
+
 #[test]
 fn bad_config_names_every_key() {
     let dir = tempfile::tempdir().unwrap();

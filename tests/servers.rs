@@ -4,10 +4,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -15,17 +17,27 @@ use tokio_util::sync::CancellationToken;
 use skein::ad::{AdStatus, ServerKind};
 use skein::advertiser::Advertiser;
 use skein::client::Client;
+use skein::config::ServiceConfig;
 use skein::director::DirectorHandle;
+use skein::eckey::EcKey;
+use skein::fixtures;
+use skein::scitokens::WLCG_ANY_AUDIENCE;
 use skein::servers::{ServerHandle, cache, origin};
 
 use common::services::service;
 
 const HELLO: &[u8] = b"hello from the origin\n";
+/// The token issuer of `/up` (keys from a JWKS file) and `/secret` (keys from a URL).
+const ISSUER: &str = "https://issuer.test";
+/// Largest upload the origin takes.
+const MAX_UPLOAD: usize = 1 << 20;
 
-/// A director, an origin (`/test` read-only with listings, `/up` writable) and a
-/// cache for `/test`.
+/// A director, an origin (`/test` read-only with listings, `/up` writable with tokens,
+/// `/secret` readable with tokens only) and a cache for `/test` and `/secret`.
 struct Federation {
     dir: tempfile::TempDir,
+    issuer: EcKey,
+    jwks_server: tokio::task::JoinHandle<()>,
     director: Option<DirectorHandle>,
     origin: Option<ServerHandle>,
     cache: Option<ServerHandle>,
@@ -40,13 +52,19 @@ impl Federation {
         std::fs::create_dir_all(export.join("sub"))?;
         std::fs::write(export.join("hello.txt"), HELLO)?;
         std::fs::write(export.join("sub/big.bin"), big())?;
+        std::fs::create_dir_all(export.join("private"))?;
+        std::fs::write(export.join("private/data.txt"), "classified")?;
+        let issuer = EcKey::generate();
+        let jwks_file = root.join("issuer-jwks.json");
+        std::fs::write(&jwks_file, issuer.public_jwks().to_string())?;
+        let (jwks_url, jwks_server) = serve_jwks(issuer.public_jwks()).await?;
 
         let director = common::services::director(
             root,
             &[
-                ("origin-1", ServerKind::Origin, &["/test", "/up"]),
+                ("origin-1", ServerKind::Origin, &["/test", "/up", "/secret"]),
                 ("origin-2", ServerKind::Origin, &["/test"]),
-                ("cache-1", ServerKind::Cache, &["/test"]),
+                ("cache-1", ServerKind::Cache, &["/test", "/secret"]),
             ],
             "",
         )
@@ -62,6 +80,7 @@ impl Federation {
             &federation,
             &format!(
                 r#"export = "{}"
+max_upload = {MAX_UPLOAD}
 [[namespace]]
 path = "/test"
 public_reads = true
@@ -70,8 +89,16 @@ listings = true
 path = "/up"
 public_reads = true
 writes = true
+issuer = "{ISSUER}"
+jwks = "{}"
+[[namespace]]
+path = "/secret"
+listings = true
+issuer = "{ISSUER}"
+jwks_url = "{jwks_url}"
 "#,
-                export.display()
+                export.display(),
+                jwks_file.display(),
             ),
         )?;
         let origin =
@@ -92,6 +119,9 @@ directors = ["http://127.0.0.1:1", "{federation}"]
 path = "/test"
 public_reads = true
 listings = true
+[[namespace]]
+path = "/secret"
+listings = true
 "#,
                 root.join("cache").display(),
             ),
@@ -100,6 +130,8 @@ listings = true
 
         let fed = Self {
             dir,
+            issuer,
+            jwks_server,
             director: Some(director),
             origin: Some(origin),
             cache: Some(cache),
@@ -173,8 +205,38 @@ listings = true
         if let Some(director) = self.director.take() {
             director.shutdown().await;
         }
+        self.jwks_server.abort();
         Ok(())
     }
+
+    /// A token from the namespaces' issuer with `scope`, valid for the next minute.
+    fn token(&self, scope: &str) -> String {
+        mint(&self.issuer, ISSUER, scope, WLCG_ANY_AUDIENCE, -60, 60)
+    }
+}
+
+/// Serves `jwks` at `/jwks` on a port of its own; returns the URL.
+async fn serve_jwks(
+    jwks: serde_json::Value,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/jwks", listener.local_addr()?);
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
+    );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, server))
+}
+
+/// An ES256 WLCG-style token: `nbf` and `exp` relative to now, in seconds.
+fn mint(key: &EcKey, iss: &str, scope: &str, aud: &str, nbf: i64, exp: i64) -> String {
+    fixtures::access_token(key, iss, scope, aud, nbf, exp).expect("a token")
 }
 
 fn big() -> Vec<u8> {
@@ -298,6 +360,9 @@ async fn hostile_paths_get_json_errors() -> anyhow::Result<()> {
         assert!(!body.contains("secret\""), "{body}");
     }
     let (status, body) = raw(origin, "PUT", "/up/escape/planted").await?;
+    assert_eq!(status, 401, "anonymous: {body}");
+    let token = fed.token("storage.modify:/");
+    let (status, body) = raw(origin, "PUT", &format!("/up/escape/planted?authz={token}")).await?;
     assert_eq!(status, 403, "{body}");
     assert!(!outside.path().join("planted").exists());
 
@@ -380,11 +445,22 @@ async fn writes_round_trip_where_allowed() -> anyhow::Result<()> {
     assert_eq!(target, format!("{}/up/new/data.bin", fed.origin_url()));
 
     let body: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
-    let created = http.put(&target).body(body.clone()).send().await?;
+    let token = fed.token("storage.create:/new storage.modify:/new");
+    let created = http
+        .put(&target)
+        .bearer_auth(&token)
+        .body(body.clone())
+        .send()
+        .await?;
     assert_eq!(created.status(), 201);
     let back = get(&target).await?;
     assert_eq!(back.bytes().await?.as_ref(), body.as_slice());
-    let replaced = http.put(&target).body("short").send().await?;
+    let replaced = http
+        .put(&target)
+        .bearer_auth(&token)
+        .body("short")
+        .send()
+        .await?;
     assert_eq!(replaced.status(), 204);
     assert_eq!(get(&target).await?.text().await?, "short");
     assert_eq!(
@@ -396,7 +472,7 @@ async fn writes_round_trip_where_allowed() -> anyhow::Result<()> {
     assert_eq!(head.status(), 200);
     assert_eq!(head.headers()["content-length"], "5");
 
-    let deleted = http.delete(&target).send().await?;
+    let deleted = http.delete(&target).bearer_auth(&token).send().await?;
     assert_eq!(deleted.status(), 204);
     assert_eq!(get(&target).await?.status(), 404);
 
@@ -473,4 +549,421 @@ async fn cache_fails_over_from_a_dead_origin() -> anyhow::Result<()> {
     assert_eq!(response.headers()["x-cache"], "MISS");
     assert_eq!(response.text().await?, "failover");
     fed.stop().await
+}
+
+/// Sends `method` to `url` with an optional bearer token; returns status, headers and body.
+async fn send(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<reqwest::Body>,
+) -> anyhow::Result<(u16, reqwest::header::HeaderMap, String)> {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    Ok((status, headers, response.text().await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn origin_enforces_tokens_and_upload_limits() -> anyhow::Result<()> {
+    use reqwest::Method;
+    let fed = Federation::start().await?;
+    let origin = fed.origin_url();
+    let up = format!("{origin}/up/a.txt");
+    std::fs::write(fed.export().join("keep.txt"), "keep")?;
+
+    // Anonymous writes and deletes: 401 JSON with WWW-Authenticate, nothing changes.
+    let (status, headers, body) = send(Method::PUT, &up, None, Some("x".into())).await?;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        is_error_json(&body) && body.contains("token_required"),
+        "{body}"
+    );
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    assert!(!fed.export().join("a.txt").exists());
+    let (status, _, body) =
+        send(Method::DELETE, &format!("{origin}/up/keep.txt"), None, None).await?;
+    assert_eq!(status, 401, "{body}");
+    assert!(fed.export().join("keep.txt").exists());
+
+    // Scopes: read does not write, create does not overwrite, paths are confined.
+    let read = fed.token("storage.read:/");
+    let create = fed.token("storage.create:/");
+    let modify = fed.token("storage.modify:/a.txt");
+    let elsewhere = fed.token("storage.modify:/other");
+    for (token, expected) in [
+        (&read, 403),
+        (&elsewhere, 403),
+        (&create, 201),
+        (&create, 403),
+        (&modify, 204),
+    ] {
+        let (status, _, body) = send(Method::PUT, &up, Some(token), Some("data".into())).await?;
+        assert_eq!(status, expected, "{body}");
+        assert!(expected < 300 || is_error_json(&body), "{body}");
+    }
+    let (status, _, body) = send(Method::DELETE, &up, Some(&create), None).await?;
+    assert_eq!(status, 403, "create does not delete: {body}");
+    let (status, _, _) = send(Method::DELETE, &up, Some(&modify), None).await?;
+    assert_eq!(status, 204);
+    let (status, _, _) = send(
+        Method::PUT,
+        &format!("{up}?authz={create}"),
+        None,
+        Some("q".into()),
+    )
+    .await?;
+    assert_eq!(status, 201, "?authz= carries the token too");
+
+    // Tokens that must not pass: expired, not yet valid, wrong audience, wrong issuer,
+    // signed by another key, HMAC, unsigned, garbage.
+    let stranger = EcKey::generate();
+    let hmac = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"iss": ISSUER, "aud": WLCG_ANY_AUDIENCE, "scope": "storage.modify:/", "exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+    )?;
+    let unsigned = {
+        let part = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.",
+            part(serde_json::json!({"alg": "none", "typ": "JWT"})),
+            part(
+                serde_json::json!({"iss": ISSUER, "aud": WLCG_ANY_AUDIENCE, "scope": "storage.modify:/", "exp": 4_000_000_000u64})
+            )
+        )
+    };
+    let bad = [
+        mint(
+            &fed.issuer,
+            ISSUER,
+            "storage.modify:/",
+            WLCG_ANY_AUDIENCE,
+            -120,
+            -60,
+        ),
+        mint(
+            &fed.issuer,
+            ISSUER,
+            "storage.modify:/",
+            WLCG_ANY_AUDIENCE,
+            300,
+            600,
+        ),
+        mint(
+            &fed.issuer,
+            ISSUER,
+            "storage.modify:/",
+            "https://elsewhere.test",
+            -60,
+            60,
+        ),
+        mint(
+            &fed.issuer,
+            "https://other-issuer.test",
+            "storage.modify:/",
+            WLCG_ANY_AUDIENCE,
+            -60,
+            60,
+        ),
+        mint(
+            &stranger,
+            ISSUER,
+            "storage.modify:/",
+            WLCG_ANY_AUDIENCE,
+            -60,
+            60,
+        ),
+        hmac,
+        unsigned,
+        "not-a-jwt".to_string(),
+    ];
+    for token in &bad {
+        let (status, _, body) = send(Method::PUT, &up, Some(token), Some("evil".into())).await?;
+        assert_eq!(status, 401, "{token}: {body}");
+        assert!(body.contains("invalid_token"), "{body}");
+    }
+    // The origin's own URL is an accepted audience.
+    let own = mint(&fed.issuer, ISSUER, "storage.read:/", &origin, -60, 60);
+    let (status, _, _) = send(
+        Method::GET,
+        &format!("{origin}/secret/private/data.txt"),
+        Some(&own),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200);
+
+    // Upload limit: announced or streamed, 413 and nothing stored.
+    let too_big = vec![7u8; MAX_UPLOAD + 1];
+    let big_url = format!("{origin}/up/big.bin");
+    let modify_all = fed.token("storage.modify:/");
+    let (status, _, body) = send(
+        Method::PUT,
+        &big_url,
+        Some(&modify_all),
+        Some(too_big.clone().into()),
+    )
+    .await?;
+    assert_eq!(status, 413, "{body}");
+    assert!(is_error_json(&body));
+    let chunks = futures::stream::iter(
+        too_big
+            .chunks(64 * 1024)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let (status, _, body) = send(
+        Method::PUT,
+        &big_url,
+        Some(&modify_all),
+        Some(reqwest::Body::wrap_stream(chunks)),
+    )
+    .await?;
+    assert_eq!(status, 413, "chunked: {body}");
+    assert!(!fed.export().join("big.bin").exists());
+
+    // Non-public reads (keys from a JWKS URL): GET, listings and PROPFIND need read scope.
+    let secret = format!("{origin}/secret/private/data.txt");
+    let (status, _, body) = send(Method::GET, &secret, None, None).await?;
+    assert_eq!(status, 401, "{body}");
+    assert!(!body.contains("classified"));
+    let (status, _, body) = send(Method::GET, &format!("{origin}/secret/"), None, None).await?;
+    assert_eq!(status, 401, "listing: {body}");
+    let propfind = Method::from_bytes(b"PROPFIND")?;
+    let (status, _, _) = send(
+        propfind.clone(),
+        &format!("{origin}/secret/private"),
+        None,
+        None,
+    )
+    .await?;
+    assert_eq!(status, 401);
+    let reader = fed.token("storage.read:/private");
+    let (status, _, body) = send(Method::GET, &secret, Some(&reader), None).await?;
+    assert_eq!((status, body.as_str()), (200, "classified"));
+    let (status, _, _) = send(
+        propfind,
+        &format!("{origin}/secret/private"),
+        Some(&reader),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 207);
+    let narrow = fed.token("storage.read:/elsewhere");
+    let (status, _, body) = send(Method::GET, &secret, Some(&narrow), None).await?;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("insufficient_scope"), "{body}");
+    // Public namespaces still read anonymously.
+    let (status, _, _) = send(Method::GET, &format!("{origin}/test/hello.txt"), None, None).await?;
+    assert_eq!(status, 200);
+    fed.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn protected_namespaces_pass_through_the_cache_and_the_director_says_so() -> anyhow::Result<()>
+{
+    use reqwest::Method;
+    let fed = Federation::start().await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let located = loop {
+        let located = fed
+            .client
+            .locate(&fed.director_url(), "/secret/private/data.txt")
+            .await;
+        if let Ok(located) = located {
+            break located;
+        }
+        if Instant::now() > deadline {
+            bail!("the director never routed /secret: {located:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ns = located.namespace.context("X-Pelican-Namespace")?;
+    assert!(
+        ns.contains("namespace=/secret") && ns.contains("require-token=true"),
+        "{ns}"
+    );
+    let raw = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?
+        .get(format!("{}/secret/private/data.txt", fed.director_url()))
+        .send()
+        .await?;
+    assert_eq!(
+        raw.headers()["x-pelican-authorization"],
+        format!("issuer={ISSUER}")
+    );
+    let up = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?
+        .get(format!("{}/up/x", fed.director_url()))
+        .send()
+        .await?;
+    let up_ns = up.headers()["x-pelican-namespace"].to_str()?.to_string();
+    assert!(
+        up_ns.contains("require-token=false"),
+        "public reads, token writes: {up_ns}"
+    );
+
+    let cached = format!("{}/secret/private/data.txt", fed.cache_url());
+    let (status, headers, body) = send(Method::GET, &cached, None, None).await?;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    let reader = fed.token("storage.read:/");
+    for _ in 0..2 {
+        let (status, headers, body) = send(Method::GET, &cached, Some(&reader), None).await?;
+        assert_eq!((status, body.as_str()), (200, "classified"));
+        assert_eq!(headers["x-cache"], "MISS", "never stored");
+    }
+    let (status, _, body) = send(
+        Method::GET,
+        &cached,
+        Some(&fed.token("storage.read:/other")),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 403, "the origin's refusal is relayed: {body}");
+    let stored = walk(&fed.dir.path().join("cache"));
+    assert!(stored.iter().all(|p| !p.contains("data.txt")), "{stored:?}");
+    fed.stop().await
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            out.push(path.display().to_string());
+            if path.is_dir() {
+                out.extend(walk(&path));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pelican_protocol_posts_origin_advertise_with_advertise_tokens() -> anyhow::Result<()> {
+    type Posts = std::sync::Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>;
+    let posts: Posts = Default::default();
+    let director = TcpListener::bind("127.0.0.1:0").await?;
+    let director_url = format!("http://{}", director.local_addr()?);
+    let app = {
+        let posts = posts.clone();
+        axum::Router::new().route(
+            "/api/v1.0/director/{endpoint}",
+            axum::routing::post(
+                move |axum::extract::Path(endpoint): axum::extract::Path<String>,
+                      headers: axum::http::HeaderMap,
+                      axum::Json(body): axum::Json<serde_json::Value>| {
+                    let posts = posts.clone();
+                    async move {
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        posts.lock().unwrap().push((endpoint, auth, body));
+                        axum::Json(serde_json::json!({"status": "success"}))
+                    }
+                },
+            ),
+        )
+    };
+    let fake = tokio::spawn(async move {
+        let _ = axum::serve(director, app).await;
+    });
+
+    let dir = tempfile::tempdir()?;
+    let key_path = dir.path().join("origin.pem");
+    let key = skein::eckey::generate(&key_path)?;
+    std::fs::create_dir_all(dir.path().join("export"))?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let config = ServiceConfig::from_toml(&format!(
+        r#"name = "pelican-origin"
+kind = "origin"
+protocol = "pelican"
+data_url = "{url}"
+key = "{}"
+directors = ["{director_url}"]
+interval = "200ms"
+export = "{}"
+[[namespace]]
+path = "/pel"
+public_reads = true
+"#,
+        key_path.display(),
+        dir.path().join("export").display()
+    ))?;
+    let origin = origin::start(config, listener, CancellationToken::new()).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while posts.lock().unwrap().len() < 2 {
+        if Instant::now() > deadline {
+            bail!("the origin never advertised twice");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its issuer metadata and keys, as a Pelican server serves them.
+    let metadata: serde_json::Value = get(&format!("{url}/.well-known/openid-configuration"))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(metadata["issuer"], url.as_str());
+    let jwks: jsonwebtoken::jwk::JwkSet = get(metadata["jwks_uri"].as_str().context("jwks_uri")?)
+        .await?
+        .json()
+        .await?;
+    origin.shutdown().await?;
+    fake.abort();
+
+    let posts = posts.lock().unwrap().clone();
+    let (last_endpoint, _, last) = posts.last().context("posts")?;
+    assert_eq!(last["status"], "shutting down", "withdrawn at shutdown");
+    assert_eq!(last_endpoint, "registerOrigin");
+    let mut generation = 0;
+    for (endpoint, auth, body) in &posts {
+        assert_eq!(endpoint, "registerOrigin");
+        assert_eq!(body["name"], "pelican-origin");
+        assert_eq!(body["data-url"], url.as_str());
+        assert_eq!(body["namespaces"][0]["path"], "/pel");
+        assert_eq!(
+            body["registry-prefix"],
+            format!("/origins/{}", &url["http://".len()..])
+        );
+        assert!(body["instanceID"] == posts[0].2["instanceID"]);
+        assert!(body["startTime"].as_i64().unwrap_or_default() > 1_700_000_000);
+        let this = body["generationID"].as_u64().context("generationID")?;
+        assert!(this > generation, "generationID increases");
+        generation = this;
+        let token = auth.strip_prefix("Bearer ").context("Bearer")?;
+        let header = jsonwebtoken::decode_header(token)?;
+        assert_eq!(header.kid.as_deref(), Some(key.kid()));
+        let jwk = jwks
+            .find(key.kid())
+            .context("the served JWKS holds the kid")?;
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        validation.set_audience(&[director_url.as_str()]);
+        validation.set_issuer(&[url.as_str()]);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(
+            token,
+            &jsonwebtoken::DecodingKey::from_jwk(jwk)?,
+            &validation,
+        )?
+        .claims;
+        assert_eq!(claims["scope"], "pelican.advertise");
+        assert!(
+            claims["exp"].as_i64().unwrap_or_default() - claims["iat"].as_i64().unwrap_or_default()
+                <= 60
+        );
+    }
+    Ok(())
 }

@@ -158,6 +158,7 @@ impl World {
                 let signed = SignedAd {
                     ad: ad.clone(),
                     signature: String::new(),
+                    attestation: None,
                 };
                 self.receive(at, Arc::new(StoredAd::new(signed, received, LIFETIME_MS)));
             }

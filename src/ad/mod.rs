@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::clock::UnixMillis;
+use crate::pelican::Attestation;
 
 pub use order::{AdVersion, is_newer, merge};
 pub use signing::{SignError, SigningKey, VerifyingKey, decode_public_key, encode_public_key};
@@ -204,6 +205,10 @@ impl Ad {
 }
 
 /// An ad with its detached Ed25519 signature (base64url, over [`Ad`]'s canonical bytes).
+///
+/// Two kinds: a Skein ad is signed by its server (`attestation` absent); a Pelican ad is
+/// signed by the director that verified the Pelican server's token, over the ad and
+/// the [`Attestation`] of what it verified (see `crate::pelican::attest`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedAd {
     /// The signed content.
@@ -211,6 +216,46 @@ pub struct SignedAd {
     pub ad: Ad,
     /// base64url (no padding) Ed25519 signature.
     pub signature: String,
+    /// Present on Pelican ads: what the attesting director verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<Box<Attestation>>,
+}
+
+/// Where an ad came from: `skein` (signed by its server) or `pelican` (a Pelican
+/// server's token, attested by a director).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provenance {
+    /// Signed by the server's Ed25519 key.
+    Skein,
+    /// Verified from a Pelican token and attested by a director.
+    Pelican,
+}
+
+impl Provenance {
+    /// The name shown in listings and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provenance::Skein => "skein",
+            Provenance::Pelican => "pelican",
+        }
+    }
+
+    /// The provenance of an ad carrying `attestation`.
+    pub fn of(attestation: Option<&Attestation>) -> Self {
+        if attestation.is_some() {
+            Provenance::Pelican
+        } else {
+            Provenance::Skein
+        }
+    }
+}
+
+impl SignedAd {
+    /// Skein or Pelican.
+    pub fn provenance(&self) -> Provenance {
+        Provenance::of(self.attestation.as_deref())
+    }
 }
 
 /// Identifies one server: directors hold at most one live ad per key.

@@ -30,6 +30,7 @@ impl Ad {
         SignedAd {
             ad: self,
             signature: URL_SAFE_NO_PAD.encode(signature.to_bytes()),
+            attestation: None,
         }
     }
 }

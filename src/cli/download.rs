@@ -156,6 +156,7 @@ pub struct Download<'a> {
     id: Option<ObjectId>,
     bar: ProgressBar,
     attempts: Vec<Attempt>,
+    token: Option<String>,
 }
 
 impl<'a> Download<'a> {
@@ -182,7 +183,14 @@ impl<'a> Download<'a> {
             id: None,
             bar,
             attempts: Vec::new(),
+            token: None,
         }
+    }
+
+    /// Sends `token` as `Authorization: Bearer` to every server (protected namespaces).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     /// Tries each server in turn until the object is complete.
@@ -258,6 +266,9 @@ impl<'a> Download<'a> {
     async fn attempt(&mut self, url: &str) -> Result<(), Failure> {
         let resume_from = self.written;
         let mut request = self.client.http().get(url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         if resume_from > 0 {
             request = request.header(RANGE, format!("bytes={resume_from}-"));
         }

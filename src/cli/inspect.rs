@@ -35,8 +35,8 @@ pub async fn ads(from: &str, json: bool, ca: &CaBundle) -> anyhow::Result<()> {
     }
     let now = skein::clock::Clock::now_ms(&skein::clock::SystemClock);
     println!(
-        "{:<9} {:<20} {:<32} {:<8} {:>8}  NAMESPACES",
-        "KIND", "NAME", "DATA URL", "STATUS", "TTL(s)"
+        "{:<9} {:<8} {:<20} {:<32} {:<8} {:>8}  NAMESPACES",
+        "KIND", "FROM", "NAME", "DATA URL", "STATUS", "TTL(s)"
     );
     for entry in listing {
         let ad = &entry.signed.ad;
@@ -46,8 +46,9 @@ pub async fn ads(from: &str, json: bool, ca: &CaBundle) -> anyhow::Result<()> {
             skein::ad::AdStatus::ShuttingDown => "leaving",
         };
         println!(
-            "{:<9} {:<20} {:<32} {:<8} {:>8}  {}",
+            "{:<9} {:<8} {:<20} {:<32} {:<8} {:>8}  {}",
             ad.kind.as_str(),
+            entry.provenance.as_str(),
             ad.name,
             ad.data_url,
             status,

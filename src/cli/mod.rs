@@ -7,10 +7,13 @@ mod memory;
 mod objects;
 mod serve;
 mod service;
+mod token;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use token::TokenArg;
 
 /// Skein: a highly-available director cluster for Pelican-style data federations.
 #[derive(Debug, Parser)]
@@ -43,6 +46,15 @@ pub struct NoMemory {
     pub off: bool,
 }
 
+/// The kinds of key `skein keygen` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyKind {
+    /// Ed25519: signs Skein ads.
+    Ed25519,
+    /// EC P-256 (PKCS#8 PEM): signs Pelican advertise tokens and access tokens.
+    Ec,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -61,11 +73,15 @@ pub enum Command {
         #[arg(long = "as", value_enum, value_name = "KIND")]
         kind: Option<skein::preflight::ConfigKind>,
     },
-    /// Write a new Ed25519 private key (mode 0600) and print its public key.
+    /// Write a new private key (mode 0600) and print its public key.
     Keygen {
         /// Where to write the key (never overwritten).
         #[arg(long)]
         out: PathBuf,
+        /// `ed25519` (Skein ads; prints the base64url public key) or `ec` (P-256 PEM for
+        /// `protocol = "pelican"` and token issuers; prints the public JWKS).
+        #[arg(long, value_enum, default_value_t = KeyKind::Ed25519)]
+        kind: KeyKind,
     },
     /// Print the public key (base64url) of a private key file, for the trust file.
     Pubkey {
@@ -127,6 +143,8 @@ pub enum Command {
         ca: CaBundle,
         #[command(flatten)]
         memory: NoMemory,
+        #[command(flatten)]
+        token: TokenArg,
     },
     /// Download an object through the federation (director, then caches, with failover).
     Get {
@@ -148,6 +166,8 @@ pub enum Command {
         ca: CaBundle,
         #[command(flatten)]
         memory: NoMemory,
+        #[command(flatten)]
+        token: TokenArg,
     },
     /// Exit 0 if the director at URL is ready (for compose healthchecks).
     Healthcheck {
@@ -175,7 +195,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve::serve(&config).await,
         Command::Check { config, kind } => check::check(&config, kind),
-        Command::Keygen { out } => serve::keygen(&out),
+        Command::Keygen { out, kind } => serve::keygen(&out, kind),
         Command::Pubkey { key } => serve::pubkey(&key),
         Command::Advertise {
             config,
@@ -193,7 +213,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             path,
             ca,
             memory,
-        } => objects::locate(&federation, origin, put, explain, &path, &ca, !memory.off).await,
+            token,
+        } => {
+            objects::locate(
+                &federation,
+                objects::Question {
+                    origin,
+                    put,
+                    explain,
+                },
+                &path,
+                &ca,
+                !memory.off,
+                &token,
+            )
+            .await
+        }
         Command::Get {
             federation,
             output,
@@ -202,13 +237,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             ca,
             memory,
+            token,
         } => {
             let style = objects::GetStyle {
                 quiet,
                 json,
                 memory: !memory.off,
             };
-            objects::get(&federation, output.as_deref(), &path, &ca, style).await
+            objects::get(&federation, output.as_deref(), &path, &ca, style, &token).await
         }
         Command::Origin { config } => service::origin(&config).await,
         Command::Cache { config } => service::cache(&config).await,

@@ -12,8 +12,8 @@ use skein::client::{Client, ClientError, Located};
 use skein::discovery::discover_directors;
 use skein::paths::{encode_path, parse_object_path};
 
-use super::CaBundle;
 use super::download::{Download, Output, Report};
+use super::{CaBundle, TokenArg};
 
 /// A connect attempt to a dead director costs at most this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -114,16 +114,17 @@ impl Directors {
     }
 }
 
-/// Asks each director in turn where `path` goes.
+/// Asks each director in turn where `path` goes (with `token` for protected namespaces).
 async fn locate_any(
     client: &Client,
     directors: &[String],
     method: Method,
     path: &str,
+    token: Option<&str>,
 ) -> anyhow::Result<(String, Located)> {
     ask_any(directors, |director| {
         let method = method.clone();
-        async move { client.locate_with(method, &director, path).await }
+        async move { client.locate_as(method, &director, path, token).await }
     })
     .await
 }
@@ -166,17 +167,33 @@ fn object_path(path: &str, origin: bool) -> anyhow::Result<String> {
     })
 }
 
+/// What `skein locate` asks.
+#[derive(Debug, Clone, Copy)]
+pub struct Question {
+    /// An origin rather than a cache.
+    pub origin: bool,
+    /// Where a write goes.
+    pub put: bool,
+    /// The director's `?explain` JSON instead of the route.
+    pub explain: bool,
+}
+
 /// Prints where PATH goes and the ranked list.
 pub async fn locate(
     federation: &[String],
-    origin: bool,
-    put: bool,
-    explain: bool,
+    question: Question,
     path: &str,
     ca: &CaBundle,
     memory: bool,
+    token: &TokenArg,
 ) -> anyhow::Result<()> {
     let client = client(ca)?;
+    let token = token.find()?;
+    let Question {
+        origin,
+        put,
+        explain,
+    } = question;
     let method = if put { Method::PUT } else { Method::GET };
     let known = directors(&client, federation, memory).await;
     let asked = object_path(path, origin || put)?;
@@ -194,7 +211,7 @@ pub async fn locate(
         return Ok(());
     }
     let (result, ()) = tokio::join!(
-        locate_any(&client, &known.all, method, &asked),
+        locate_any(&client, &known.all, method, &asked, token.as_deref()),
         known.remember(&client)
     );
     let (director, located) = result?;
@@ -227,12 +244,14 @@ pub async fn get(
     path: &str,
     ca: &CaBundle,
     style: GetStyle,
+    token: &TokenArg,
 ) -> anyhow::Result<()> {
     let client = client(ca)?;
+    let token = token.find()?;
     let known = directors(&client, federation, style.memory).await;
     let asked = object_path(path, false)?;
     let (result, ()) = tokio::join!(
-        fetch(&client, &known.all, &asked, path, output, style),
+        fetch(&client, &known.all, &asked, path, output, style, token),
         known.remember(&client)
     );
     let report = result?;
@@ -254,8 +273,20 @@ async fn fetch(
     path: &str,
     output: Option<&Path>,
     style: GetStyle,
+    token: Option<String>,
 ) -> anyhow::Result<Report> {
-    let (director, located) = locate_any(client, directors, Method::GET, asked).await?;
+    let (director, located) =
+        locate_any(client, directors, Method::GET, asked, token.as_deref()).await?;
+    if located
+        .namespace
+        .as_deref()
+        .is_some_and(|ns| ns.contains("require-token=true"))
+        && token.is_none()
+    {
+        tracing::warn!(
+            "the namespace requires a token and none was found (--token FILE, BEARER_TOKEN, BEARER_TOKEN_FILE)"
+        );
+    }
     let mut candidates = located.links.clone();
     if let Some(location) = located.location {
         if !candidates.contains(&location) {
@@ -266,7 +297,8 @@ async fn fetch(
         Some(file) => Output::file(file)?,
         None => Output::stdout(),
     };
-    let download = Download::new(client, path, output, !style.quiet && !style.json);
+    let download =
+        Download::new(client, path, output, !style.quiet && !style.json).with_token(token);
     let mut report = download.run(&candidates).await?;
     report.director = director;
     Ok(report)

@@ -12,6 +12,8 @@ use skein::config::DirectorConfig;
 use skein::director::{Director, Options};
 use skein::keys;
 
+use super::KeyKind;
+
 /// Runs a director until a signal, then stops it gracefully.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config = DirectorConfig::load(Some(config_path))?;
@@ -51,10 +53,18 @@ fn fault_clock() -> anyhow::Result<Option<skein::clock::SharedClock>> {
     Ok(Some(std::sync::Arc::new(Offset { offset_ms })))
 }
 
-/// Writes a key and prints its public half.
-pub fn keygen(out: &Path) -> anyhow::Result<()> {
-    let key = keys::generate(out)?;
-    println!("{}", encode_public_key(&key.verifying_key()));
+/// Writes a key and prints its public half: base64url for Ed25519, a JWKS for EC.
+pub fn keygen(out: &Path, kind: KeyKind) -> anyhow::Result<()> {
+    match kind {
+        KeyKind::Ed25519 => {
+            let key = keys::generate(out)?;
+            println!("{}", encode_public_key(&key.verifying_key()));
+        }
+        KeyKind::Ec => {
+            let key = skein::eckey::generate(out)?;
+            println!("{}", serde_json::to_string_pretty(&key.public_jwks())?);
+        }
+    }
     Ok(())
 }
 

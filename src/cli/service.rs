@@ -13,10 +13,7 @@ pub async fn advertise(config_path: &Path, once: bool, dry_run: bool) -> anyhow:
     let config = ServiceConfig::load(Some(config_path))?;
     let advertiser = Advertiser::new(config)?;
     if dry_run {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&advertiser.sign(AdStatus::Ok))?
-        );
+        println!("{}", advertiser.body(AdStatus::Ok));
         return Ok(());
     }
     if once {

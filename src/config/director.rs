@@ -63,6 +63,13 @@ const KNOWN_KEYS: &[&str] = &[
     "routing.server_location",
     "routing.locate_interval",
     "routing.dns_refresh",
+    "pelican.keys",
+    "pelican.registry_url",
+    "pelican.audiences",
+    "pelican.key_ttl",
+    "pelican.refresh_min_interval",
+    "pelican.registry_timeout",
+    "pelican.token_leeway",
 ];
 
 /// Everything a director needs to run.
@@ -94,6 +101,29 @@ pub struct DirectorConfig {
     pub presence: PresenceConfig,
     /// Where clients go: sort method, GeoIP, proxies, overrides.
     pub routing: RoutingConfig,
+    /// Pelican servers' own advertisements.
+    pub pelican: PelicanConfig,
+}
+
+/// `[pelican]`: taking in Pelican servers' own (token-signed) advertisements.
+#[derive(Debug, Clone)]
+pub struct PelicanConfig {
+    /// Ask the federation registry for keys no `[[pelican]]` trust entry gives.
+    pub use_registry: bool,
+    /// The registry's URL (default: the discovery document's
+    /// `namespace_registration_endpoint`).
+    pub registry_url: Option<String>,
+    /// More URLs whose WLCG audience a token may name (besides every director's
+    /// advertise URL and the discovery URL).
+    pub audiences: Vec<String>,
+    /// How long registry keys are fresh.
+    pub key_ttl: Duration,
+    /// Least time between two registry fetches of a prefix for an unknown `kid`.
+    pub refresh_min_interval: Duration,
+    /// Timeout of one registry request.
+    pub registry_timeout: Duration,
+    /// Clock leeway for token `exp`, `nbf` and `iat`.
+    pub token_leeway: Duration,
 }
 
 /// `[routing]`.
@@ -436,6 +466,31 @@ impl DirectorConfig {
             r.at_least::<usize>("presence.max_in_flight", 1),
         );
         let routing = r.routing();
+        let keys_mode: Option<String> = r.required("pelican.keys");
+        let use_registry = match keys_mode.as_deref() {
+            Some("registry") => Some(true),
+            Some("trust-file") => Some(false),
+            Some(other) => {
+                r.problem(format!(
+                    "pelican.keys: {other:?} is neither \"trust-file\" nor \"registry\""
+                ));
+                None
+            }
+            None => None,
+        };
+        let registry = r.optional("pelican.registry_url");
+        let registry_url = r.url("pelican.registry_url", registry);
+        let audiences_listed: Vec<String> = r.required("pelican.audiences").unwrap_or_default();
+        let audiences = audiences_listed
+            .into_iter()
+            .filter_map(|u| r.url("pelican.audiences", Some(u)))
+            .collect();
+        let pelican = (
+            r.duration("pelican.key_ttl"),
+            r.duration("pelican.refresh_min_interval"),
+            r.duration("pelican.registry_timeout"),
+            r.duration("pelican.token_leeway"),
+        );
         let config = (|| {
             Some(DirectorConfig {
                 name: name?,
@@ -491,6 +546,15 @@ impl DirectorConfig {
                     max_in_flight: presence.8?,
                 },
                 routing: routing?,
+                pelican: PelicanConfig {
+                    use_registry: use_registry?,
+                    registry_url,
+                    audiences,
+                    key_ttl: pelican.0?,
+                    refresh_min_interval: pelican.1?,
+                    registry_timeout: pelican.2?,
+                    token_leeway: pelican.3?,
+                },
             })
         })();
         r.finish(config)

@@ -15,9 +15,9 @@ use serde::de::DeserializeOwned;
 
 pub use director::{
     AdsConfig, DirectorConfig, FederationConfig, HealthConfig, IdentityConfig, LimitsConfig,
-    PeersConfig, PresenceConfig, RoutingConfig, TlsConfig,
+    PeersConfig, PelicanConfig, PresenceConfig, RoutingConfig, TlsConfig,
 };
-pub use service::{NamespaceConfig, ServiceConfig};
+pub use service::{NamespaceConfig, Protocol, ServiceConfig};
 
 /// Every problem found in a configuration, each naming its key.
 #[derive(Debug, thiserror::Error)]
@@ -228,8 +228,14 @@ pub struct ByteSize(pub u64);
 impl TryFrom<Value> for ByteSize {
     type Error = String;
     fn try_from(value: Value) -> Result<Self, String> {
+        // TOML integers arrive signed.
         if let Some(n) = value.to_num().and_then(|n| n.to_u128()) {
             return u64::try_from(n).map(ByteSize).map_err(|e| e.to_string());
+        }
+        if let Some(n) = value.to_num().and_then(|n| n.to_i128()) {
+            return u64::try_from(n)
+                .map(ByteSize)
+                .map_err(|_| format!("{n} is not a size (negative?)"));
         }
         let text = value.into_string().ok_or("expected a size like \"1MiB\"")?;
         let text = text.trim();

@@ -6,13 +6,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Reader, layered};
+use super::{ByteSize, ConfigError, Reader, layered};
 use crate::ad::ServerKind;
 
 const DEFAULTS: &str = r#"
 directors = []
 interval = "60s"
 lifetime = "15m"
+protocol = "skein"
+max_upload = "1GiB"
+token_audiences = []
 "#;
 
 const KNOWN_KEYS: &[&str] = &[
@@ -30,6 +33,11 @@ const KNOWN_KEYS: &[&str] = &[
     "export",
     "cache_dir",
     "ca_bundle",
+    "protocol",
+    "issuer_url",
+    "registry_prefix",
+    "max_upload",
+    "token_audiences",
 ];
 
 /// One `[[namespace]]` a service serves.
@@ -50,9 +58,54 @@ pub struct NamespaceConfig {
     /// Listable.
     #[serde(default)]
     pub listings: bool,
-    /// Token issuer URLs.
+    /// Further token issuer URLs, advertised and accepted (keys found through each
+    /// issuer's OpenID configuration).
     #[serde(default)]
     pub issuers: Vec<String>,
+    /// The token issuer whose tokens grant access (advertised as the namespace's issuer).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The issuer's public keys, a JWKS file.
+    #[serde(default)]
+    pub jwks: Option<PathBuf>,
+    /// The issuer's public keys, a JWKS URL (without `jwks` or `jwks_url`, found through
+    /// `<issuer>/.well-known/openid-configuration`).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+}
+
+impl NamespaceConfig {
+    /// Every issuer URL of this namespace: `issuer` first, then `issuers`.
+    pub fn all_issuers(&self) -> impl Iterator<Item = &String> {
+        self.issuer.iter().chain(self.issuers.iter())
+    }
+
+    /// The capabilities advertised for this namespace (public reads imply reads; clients
+    /// may always read from the origin directly).
+    pub fn capabilities(&self) -> crate::ad::Capabilities {
+        crate::ad::Capabilities {
+            public_reads: self.public_reads,
+            reads: self.reads || self.public_reads,
+            writes: self.writes,
+            listings: self.listings,
+            direct_reads: true,
+        }
+    }
+
+    /// True if some request needs a token here (non-public reads or writes).
+    pub fn needs_tokens(&self) -> bool {
+        self.writes || (self.reads && !self.public_reads)
+    }
+}
+
+/// How a service advertises itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Skein's own ads, Ed25519-signed (`key` from `skein keygen`).
+    Skein,
+    /// Pelican's `OriginAdvertiseV2` with an ES256 advertise token (`key` from
+    /// `skein keygen --kind ec`).
+    Pelican,
 }
 
 fn yes() -> bool {
@@ -90,6 +143,17 @@ pub struct ServiceConfig {
     pub cache_dir: Option<PathBuf>,
     /// Extra CA certificates (PEM) for HTTPS to directors.
     pub ca_bundle: Option<PathBuf>,
+    /// How ads are sent.
+    pub protocol: Protocol,
+    /// This server's token issuer URL (`protocol = "pelican"`; default `web_url`).
+    pub issuer_url: String,
+    /// Pelican registry prefix (`protocol = "pelican"`; default `/origins/<host:port>` or
+    /// `/caches/<name>`).
+    pub registry_prefix: Option<String>,
+    /// Largest upload `skein origin` accepts (413 beyond).
+    pub max_upload: u64,
+    /// Token audiences accepted besides `data_url`, `web_url` and the WLCG "any".
+    pub token_audiences: Vec<String>,
 }
 
 impl ServiceConfig {
@@ -141,7 +205,46 @@ impl ServiceConfig {
                     ns.path
                 ));
             }
+            for url in ns.all_issuers().chain(ns.jwks_url.iter()) {
+                if let Err(e) = super::check_url(url) {
+                    r.problem(format!("namespace {}: {e}", ns.path));
+                }
+            }
+            if ns.jwks.is_some() && ns.jwks_url.is_some() {
+                r.problem(format!(
+                    "namespace {}: set jwks (a file) or jwks_url, not both",
+                    ns.path
+                ));
+            }
+            if ns.issuer.is_none() && (ns.jwks.is_some() || ns.jwks_url.is_some()) {
+                r.problem(format!(
+                    "namespace {}: jwks and jwks_url are the keys of `issuer`, which is missing",
+                    ns.path
+                ));
+            }
         }
+        let protocol = r
+            .required::<String>("protocol")
+            .and_then(|p| match p.as_str() {
+                "skein" => Some(Protocol::Skein),
+                "pelican" => Some(Protocol::Pelican),
+                _ => {
+                    r.problem(format!("protocol: {p:?} must be skein or pelican"));
+                    None
+                }
+            });
+        let issuer = r.optional("issuer_url");
+        let issuer_url = r.url("issuer_url", issuer);
+        let registry_prefix: Option<String> = r.optional("registry_prefix");
+        if let Some(prefix) = &registry_prefix {
+            if !(prefix.starts_with("/origins/") || prefix.starts_with("/caches/")) {
+                r.problem(format!(
+                    "registry_prefix: {prefix:?} must start with /origins/ or /caches/"
+                ));
+            }
+        }
+        let max_upload: Option<ByteSize> = r.required("max_upload");
+        let audiences: Vec<String> = r.required("token_audiences").unwrap_or_default();
         let listen = r
             .optional::<String>("listen")
             .and_then(|text| match text.parse() {
@@ -159,6 +262,12 @@ impl ServiceConfig {
         let config = (|| {
             let data_url = data_url?;
             Some(ServiceConfig {
+                issuer_url: issuer_url
+                    .unwrap_or_else(|| web_url.clone().unwrap_or_else(|| data_url.clone())),
+                protocol: protocol?,
+                max_upload: max_upload?.0,
+                registry_prefix,
+                token_audiences: audiences,
                 name: name?,
                 kind: kind?,
                 web_url: web_url.unwrap_or_else(|| data_url.clone()),

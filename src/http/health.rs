@@ -75,19 +75,29 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let now = state.ledger.clock().now_ms();
-    let live = state
+    let view = state.ledger.view();
+    let live = view.ads().filter(|a| a.expires_at > now);
+    let (mut skein, mut pelican) = (0, 0);
+    for ad in live {
+        match ad.provenance() {
+            crate::ad::Provenance::Skein => skein += 1,
+            crate::ad::Provenance::Pelican => pelican += 1,
+        }
+    }
+    let registry_requests = state
         .ledger
-        .view()
-        .ads()
-        .filter(|a| a.expires_at > now)
-        .count();
-    let text = state.metrics.render(Gauges {
-        ads_live: live,
+        .trust()
+        .pelican()
+        .registry()
+        .map_or(0, |r| r.requests());
+    let mut text = state.metrics.render(Gauges {
+        ads_live: skein + pelican,
+        ads_live_pelican: pelican,
         peers_known: state.peers.count_with_self(),
+        registry_requests,
         store_degraded: state.ledger.recovery().state() != StoreState::Sound,
         store_write_failing: state.ledger.store().write_failing().is_some(),
     });
-    let mut text = text;
     text.push_str(&state.probes.render_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -66,6 +66,8 @@ pub struct AppState {
     pub sort: crate::routing::sort::SortMethod,
     /// True once the store is open and the view loaded.
     pub ready: AtomicBool,
+    /// Verifies and attests Pelican servers' own advertisements.
+    pub pelican: Arc<crate::pelican::Gate>,
 }
 
 /// Request limits applied to every route.

@@ -124,6 +124,7 @@ async fn ads(
             signed: a.signed(),
             received_at: a.received_at,
             effective_expiry: a.expires_at,
+            provenance: a.provenance(),
         })
         .collect();
     let mut response = Json(listing).into_response();

@@ -1,9 +1,17 @@
 //! The service side: origins and caches register ads; peers forward them.
+//!
+//! A registration is one of two kinds, told apart by the request: a Pelican server
+//! sends its own JSON with `Authorization: Bearer <advertise token>` (answered as
+//! Pelican's director answers, `{"status", "msg"}`); a Skein server sends a signed ad
+//! (answered `{"status"}` or `{"error", "detail"}` as before).
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 
@@ -13,6 +21,8 @@ use super::json::JsonBody;
 use crate::ad::{ServerKind, SignedAd};
 use crate::client::FORWARDED_BY;
 use crate::ledger::IngestError;
+use crate::pelican::Refusal;
+use crate::pelican::wire::{ApprovalErrorResp, SimpleApiResp};
 use crate::wire::{ForwardBody, ForwardResult, RegisterResponse};
 
 pub(super) fn router() -> Router<Arc<AppState>> {
@@ -24,19 +34,54 @@ pub(super) fn router() -> Router<Arc<AppState>> {
 
 async fn register_origin(
     State(state): State<Arc<AppState>>,
-    JsonBody(ad): JsonBody<SignedAd>,
-) -> Result<Json<RegisterResponse>, ApiError> {
-    register(state, ad, ServerKind::Origin).await
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match body {
+        Ok(body) => register(state, headers, body, ServerKind::Origin).await,
+        Err(rejection) => ApiError::from(rejection).into_response(),
+    }
 }
 
 async fn register_cache(
     State(state): State<Arc<AppState>>,
-    JsonBody(ad): JsonBody<SignedAd>,
-) -> Result<Json<RegisterResponse>, ApiError> {
-    register(state, ad, ServerKind::Cache).await
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match body {
+        Ok(body) => register(state, headers, body, ServerKind::Cache).await,
+        Err(rejection) => ApiError::from(rejection).into_response(),
+    }
+}
+
+/// True if a body that is not a Skein ad is a Pelican ad (so it gets Pelican's answer).
+fn looks_pelican(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v.get("registry-prefix").is_some() && v.get("signature").is_none())
 }
 
 async fn register(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+    expected: ServerKind,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if authorization.is_some_and(|a| a.starts_with("Bearer ")) {
+        return register_pelican(&state, authorization, &body, expected).await;
+    }
+    match serde_json::from_slice::<SignedAd>(&body) {
+        Ok(ad) => register_skein(state, ad, expected).await.into_response(),
+        Err(_) if looks_pelican(&body) => {
+            register_pelican(&state, authorization, &body, expected).await
+        }
+        Err(e) => ApiError::bad_request("malformed_json", e.to_string()).into_response(),
+    }
+}
+
+async fn register_skein(
     state: Arc<AppState>,
     ad: SignedAd,
     expected: ServerKind,
@@ -50,10 +95,99 @@ async fn register(
             ),
         ));
     }
+    if ad.attestation.is_some() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "attestation_from_service",
+            "attested (Pelican) ads are taken only from peer directors; a Pelican server sends its own ad with a bearer token",
+        ));
+    }
     let outcome = state.replicator.accept(ad, None).await?;
     Ok(Json(RegisterResponse {
         status: outcome.status().to_string(),
     }))
+}
+
+/// Pelican's answer shape: `{"status":"error","msg":...}` with the status code.
+fn pelican_reply(status: StatusCode, body: SimpleApiResp, retry_after: Option<u64>) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if let Some(value) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+async fn register_pelican(
+    state: &Arc<AppState>,
+    authorization: Option<&str>,
+    body: &[u8],
+    kind: ServerKind,
+) -> Response {
+    let peers = state.peers.urls();
+    let view = state.ledger.view();
+    let signed = match state
+        .pelican
+        .admit(kind, authorization, body, &peers, &view)
+        .await
+    {
+        Ok(signed) => signed,
+        Err(Refusal {
+            status,
+            msg,
+            retry_after,
+            code,
+            approval,
+        }) => {
+            state.metrics.pelican_registration(code);
+            tracing::warn!(%kind, code, %msg, "Pelican advertisement refused");
+            if approval {
+                let body = ApprovalErrorResp {
+                    approval_error: true,
+                    error: msg,
+                };
+                return (status, Json(body)).into_response();
+            }
+            return pelican_reply(status, SimpleApiResp::failed(msg), retry_after);
+        }
+    };
+    let name = signed.ad.name.clone();
+    let tname = if kind == ServerKind::Cache {
+        "Cache"
+    } else {
+        "Origin"
+    };
+    let (label, status, answer) = match state.replicator.accept(signed, None).await {
+        Ok(outcome) => {
+            tracing::debug!(%kind, %name, status = outcome.status(), "Pelican advertisement taken in");
+            (
+                outcome.status(),
+                StatusCode::OK,
+                SimpleApiResp::ok("Successful registration"),
+            )
+        }
+        Err(IngestError::Invalid(why)) => (
+            "invalid",
+            StatusCode::BAD_REQUEST,
+            SimpleApiResp::failed(format!("Invalid {tname} registration: {why}")),
+        ),
+        Err(IngestError::Untrusted(e)) => (
+            "untrusted",
+            StatusCode::FORBIDDEN,
+            SimpleApiResp::failed(format!("{tname} advertisement rejected: {e}")),
+        ),
+        Err(IngestError::Store(e)) => {
+            tracing::error!(error = %e, "could not store a Pelican advertisement");
+            (
+                "error",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                SimpleApiResp::failed(
+                    "The director could not record this advertisement; nothing was acknowledged",
+                ),
+            )
+        }
+    };
+    state.metrics.pelican_registration(label);
+    pelican_reply(status, answer, None)
 }
 
 /// A peer forwards one ad (answered like a registration) or a batch (one result each).
@@ -61,14 +195,14 @@ async fn forward(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ForwardBody>,
-) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
+) -> Result<Response, ApiError> {
     let from = headers
         .get(FORWARDED_BY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     match body {
         ForwardBody::One(ad) => {
+            state.ledger.prepare(&ad).await;
             let outcome = state.replicator.accept_forwarded(*ad, from.as_deref())?;
             Ok(Json(RegisterResponse {
                 status: outcome.status().to_string(),
@@ -76,6 +210,9 @@ async fn forward(
             .into_response())
         }
         ForwardBody::Batch(ads) => {
+            for ad in &ads {
+                state.ledger.prepare(ad).await;
+            }
             let outcomes: Vec<_> = ads
                 .into_iter()
                 .map(|ad| state.replicator.accept_forwarded(ad, from.as_deref()))

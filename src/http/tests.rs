@@ -67,6 +67,7 @@ fn harness_with(
         NOW,
         fixtures::key_for("director-a"),
     ));
+    let clock_for_gate = clock.clone();
     let metrics = Arc::new(Metrics::default());
     let replicator = Replicator::new(
         ledger.clone(),
@@ -113,6 +114,14 @@ fn harness_with(
         geo: Arc::new(geo),
         sort,
         ready: AtomicBool::new(true),
+        pelican: Arc::new(crate::pelican::Gate::new(
+            "director-a",
+            fixtures::key_for("director-a"),
+            Default::default(),
+            clock_for_gate,
+            60,
+            vec!["http://director-a:8444".into()],
+        )),
     });
     let limits = HttpLimits {
         max_body: 64 * 1024,

@@ -152,6 +152,17 @@ impl Ledger {
         self.view.load().get(key).map(|a| a.ad.version())
     }
 
+    /// Fetches what checking `signed` needs from the network (a Pelican ad's registry
+    /// keys), so that [`Ledger::apply`] never waits on it.
+    pub async fn prepare(&self, signed: &SignedAd) {
+        self.trust.prepare(signed).await;
+    }
+
+    /// The trust file (and Pelican keys) this ledger checks ads against.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
     /// Checks, stores (durably) and indexes `signed` if it is newer than what is held.
     pub async fn ingest(&self, signed: SignedAd) -> Result<IngestOutcome, IngestError> {
         let outcome = self.apply(signed)?;

@@ -121,6 +121,7 @@ impl Replicator {
         signed: SignedAd,
         from: Option<&str>,
     ) -> Result<IngestOutcome, IngestError> {
+        self.ledger.prepare(&signed).await;
         let result = self.apply_and_offer(signed, from);
         if let Ok(IngestOutcome::Accepted(_) | IngestOutcome::Duplicate) = &result {
             self.ledger.store().flush().await?;

@@ -10,11 +10,17 @@
 //! carries `X-Cache: HIT` or `MISS`; directory listings are passed through uncached.
 //! `PROPFIND` (WebDAV stat/listing, which Pelican clients send to caches for `exists`
 //! and `info`) is answered from disk for a cached object and relayed to the origin
-//! otherwise. Caches take no writes (405). Objects are treated as immutable (as in Pelican): a
-//! cached copy is never revalidated; delete it from `cache_dir` to refetch. A request
-//! with `Cache-Control: only-if-cached` is answered from disk or `504`, never fetched
-//! (directors ask so for `?prefercached`). `GET /api/v1.0/health` answers 503 while
-//! `cache_dir` is not writable, so directors route elsewhere.
+//! otherwise. Caches take no writes (405).
+//!
+//! Namespaces without `public_reads` are never stored: the cache cannot check tokens
+//! itself, so every `GET`/`HEAD`/`PROPFIND` there is relayed to the origin with the
+//! client's bearer token (and `Range`), and the origin's answer, 401/403 included, is
+//! streamed back (`X-Cache: MISS`). Without a token the cache answers 401 itself.
+//! Objects are treated as immutable (as in Pelican): a cached copy is never revalidated;
+//! delete it from `cache_dir` to refetch. A request with `Cache-Control: only-if-cached`
+//! is answered from disk or `504`, never fetched (directors ask so for `?prefercached`).
+//! `GET /api/v1.0/health` answers 503 while `cache_dir` is not writable, so directors
+//! route elsewhere.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +43,7 @@ use crate::client::Client;
 use crate::config::{NamespaceConfig, ServiceConfig};
 use crate::http::ApiError;
 use crate::paths::parse_object_path;
+use crate::scitokens::{TokenError, bearer};
 
 /// A running cache.
 pub type CacheHandle = ServerHandle;
@@ -59,6 +66,19 @@ struct Cache {
     control: Client,
     download: Client,
     inflight: Inflight,
+}
+
+impl Cache {
+    /// The origin URLs for `path`, best first, from the directors.
+    async fn origins(&self, path: &str) -> Result<Vec<String>, fetch::FetchError> {
+        fetch::origin_urls(
+            &self.control,
+            self.federation.as_deref(),
+            &self.directors,
+            path,
+        )
+        .await
+    }
 }
 
 /// Serves and advertises on an already bound listener until `cancel` (or
@@ -125,8 +145,11 @@ pub async fn run(config: ServiceConfig, cancel: CancellationToken) -> anyhow::Re
     Ok(super::run_with(config, cancel, start).await?)
 }
 
-async fn handle(State(cache): State<Arc<Cache>>, request: Request) -> Result<Response, ApiError> {
-    serve(&cache, request).await
+async fn handle(State(cache): State<Arc<Cache>>, request: Request) -> Response {
+    match serve(&cache, request).await {
+        Ok(response) => response,
+        Err(error) => super::error_response(error),
+    }
 }
 
 fn x_cache(hit: bool) -> HeaderMap {
@@ -151,13 +174,16 @@ async fn serve(cache: &Cache, request: Request) -> Result<Response, ApiError> {
         ));
     }
     let path = parse_object_path(request.uri().path())?;
-    if namespace_of(&cache.namespaces, &path).is_none() {
+    let Some(ns) = namespace_of(&cache.namespaces, &path) else {
         return Err(ApiError::not_found(format!(
             "this cache serves no namespace containing {path}"
         )));
-    }
+    };
     let rel = files::relative(&path)?;
     let headers = request.headers();
+    if !ns.public_reads {
+        return pass_through(cache, &path, &method, headers, request.uri().query()).await;
+    }
     if let Some(response) = hit(cache, &rel, &method, headers, true).await? {
         return Ok(response);
     }
@@ -215,13 +241,7 @@ async fn miss(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let urls = fetch::origin_urls(
-        &cache.control,
-        cache.federation.as_deref(),
-        &cache.directors,
-        path,
-    )
-    .await?;
+    let urls = cache.origins(path).await?;
     match fetch::download(&cache.download, &urls, &cache.root, rel).await? {
         Fetched::Stored => hit(cache, rel, method, headers, false)
             .await?
@@ -238,18 +258,61 @@ async fn miss(
     }
 }
 
+/// The `Authorization` header to send upstream: the client's token, which must exist.
+fn upstream_token(request: &Request, path: &str) -> Result<HeaderValue, ApiError> {
+    upstream_token_of(request.headers(), request.uri().query(), path)
+}
+
+fn upstream_token_of(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    path: &str,
+) -> Result<HeaderValue, ApiError> {
+    let token =
+        bearer(headers, query).ok_or_else(|| TokenError::Missing(format!("reading {path}")))?;
+    HeaderValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| ApiError::from(TokenError::Invalid("not a header value".into())))
+}
+
+/// A read in a namespace that needs tokens: relayed to the origin with the token.
+async fn pass_through(
+    cache: &Cache,
+    path: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
+    let mut forward = HeaderMap::new();
+    forward.insert(
+        header::AUTHORIZATION,
+        upstream_token_of(headers, query, path)?,
+    );
+    if let Some(range) = headers.get(header::RANGE) {
+        forward.insert(header::RANGE, range.clone());
+    }
+    let urls = cache.origins(path).await?;
+    let mut response = fetch::relay(&cache.download, &urls, method, &forward).await?;
+    response.headers_mut().extend(x_cache(false));
+    Ok(response)
+}
+
 /// `PROPFIND`: a cached object is described from disk; anything else (directories,
 /// objects not held) is asked of the origin and its `207` relayed uncached.
 async fn propfind(cache: &Cache, request: Request) -> Result<Response, ApiError> {
     let path = parse_object_path(request.uri().path())?;
-    if namespace_of(&cache.namespaces, &path).is_none() {
+    let Some(ns) = namespace_of(&cache.namespaces, &path) else {
         return Err(ApiError::not_found(format!(
             "this cache serves no namespace containing {path}"
         )));
-    }
+    };
     let rel = files::relative(&path)?;
+    let authorization = if ns.public_reads {
+        None
+    } else {
+        Some(upstream_token(&request, &path)?)
+    };
     match files::existing(&cache.root, &rel).await {
-        Ok((real, meta)) if meta.is_file() => {
+        Ok((real, meta)) if meta.is_file() && authorization.is_none() => {
             let mut response =
                 webdav::propfind(&cache.root, &real, &meta, &path, request.headers()).await?;
             response.headers_mut().extend(x_cache(true));
@@ -258,15 +321,10 @@ async fn propfind(cache: &Cache, request: Request) -> Result<Response, ApiError>
         Ok(_) | Err(FileError::NotFound) => {}
         Err(error) => return Err(error.into()),
     }
-    let urls = fetch::origin_urls(
-        &cache.control,
-        cache.federation.as_deref(),
-        &cache.directors,
-        &path,
-    )
-    .await?;
+    let urls = cache.origins(&path).await?;
     let depth = request.headers().get("depth").cloned();
-    let (status, content_type, body) = fetch::propfind(&cache.control, &urls, depth).await?;
+    let (status, content_type, body) =
+        fetch::propfind(&cache.control, &urls, depth, authorization).await?;
     let mut response = (status, body).into_response();
     if let Some(content_type) = content_type {
         response

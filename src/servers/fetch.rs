@@ -173,7 +173,7 @@ pub async fn download(
             };
         }
         let expected = response.content_length();
-        match files::write_atomic(root, rel, response.bytes_stream(), expected).await {
+        match files::write_atomic(root, rel, response.bytes_stream(), expected, u64::MAX).await {
             Ok((_, size)) => {
                 tracing::info!(%url, size, "filled from origin");
                 return Ok(Fetched::Stored);
@@ -188,12 +188,55 @@ pub async fn download(
     Err(attempts.failed())
 }
 
+/// Relays a `GET` or `HEAD` to the first of `urls` that answers with anything but a 404 or
+/// a server error, sending `forward` (the client's token, `Range`) along, and streams the
+/// answer back as it comes: nothing is stored. Used for namespaces that need tokens.
+pub async fn relay(
+    client: &Client,
+    urls: &[String],
+    method: &axum::http::Method,
+    forward: &axum::http::HeaderMap,
+) -> Result<axum::response::Response, FetchError> {
+    let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
+        .map_err(|e| FetchError::Unavailable(e.to_string()))?;
+    let mut attempts = Attempts::new();
+    for url in urls {
+        let request = client
+            .http()
+            .request(method.clone(), url)
+            .headers(forward.clone());
+        let Some(response) = attempts.send(url, request, |s| !s.is_server_error()).await else {
+            continue;
+        };
+        let status =
+            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut builder = axum::response::Response::builder().status(status);
+        for name in [
+            header::CONTENT_TYPE,
+            header::CONTENT_LENGTH,
+            header::CONTENT_RANGE,
+            header::ACCEPT_RANGES,
+            header::WWW_AUTHENTICATE,
+        ] {
+            if let Some(value) = response.headers().get(&name) {
+                builder = builder.header(name, value.clone());
+            }
+        }
+        let body = axum::body::Body::from_stream(response.bytes_stream());
+        return builder
+            .body(body)
+            .map_err(|e| FetchError::Unavailable(format!("{url}: {e}")));
+    }
+    Err(attempts.failed())
+}
+
 /// Relays `PROPFIND` to the first of `urls` that answers it: its status (`207`, or a
 /// `4xx` other than 404 such as listings refused), content type and body.
 pub async fn propfind(
     client: &Client,
     urls: &[String],
     depth: Option<HeaderValue>,
+    authorization: Option<HeaderValue>,
 ) -> Result<(StatusCode, Option<HeaderValue>, Bytes), FetchError> {
     let method = reqwest::Method::from_bytes(super::webdav::PROPFIND.as_bytes())
         .map_err(|e| FetchError::Unavailable(e.to_string()))?;
@@ -202,6 +245,9 @@ pub async fn propfind(
         let mut request = client.http().request(method.clone(), url);
         if let Some(depth) = &depth {
             request = request.header("depth", depth.clone());
+        }
+        if let Some(authorization) = &authorization {
+            request = request.header(header::AUTHORIZATION, authorization.clone());
         }
         let Some(response) = attempts.send(url, request, |s| !s.is_server_error()).await else {
             continue;

@@ -45,6 +45,9 @@ pub enum FileError {
         /// Received length.
         received: u64,
     },
+    /// The body is longer than the server accepts.
+    #[error("the body exceeds the limit of {0} bytes")]
+    TooLarge(u64),
     /// The request or upstream body failed mid-way.
     #[error("body: {0}")]
     Body(String),
@@ -67,6 +70,11 @@ impl From<FileError> for ApiError {
             FileError::BadRange(_) => ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "bad_range",
+                error.to_string(),
+            ),
+            FileError::TooLarge(_) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
                 error.to_string(),
             ),
             FileError::Body(_) | FileError::Truncated { .. } => {
@@ -308,6 +316,7 @@ pub async fn write_atomic<S, E>(
     rel: &Path,
     mut body: S,
     expected: Option<u64>,
+    max: u64,
 ) -> Result<(bool, u64), FileError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -331,8 +340,11 @@ where
         let mut written = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| FileError::Body(e.to_string()))?;
-            file.write_all(&chunk).await?;
             written += chunk.len() as u64;
+            if written > max {
+                return Err(FileError::TooLarge(max));
+            }
+            file.write_all(&chunk).await?;
         }
         if let Some(expected) = expected.filter(|e| *e != written) {
             return Err(FileError::Truncated {
@@ -391,16 +403,22 @@ mod tests {
         let body = || futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from("hello"))]);
         let rel = Path::new("a/b/c.txt");
         assert_eq!(
-            write_atomic(&root, rel, body(), Some(5)).await.unwrap(),
+            write_atomic(&root, rel, body(), Some(5), 5).await.unwrap(),
             (true, 5)
         );
         assert_eq!(
-            write_atomic(&root, rel, body(), None).await.unwrap(),
+            write_atomic(&root, rel, body(), None, u64::MAX)
+                .await
+                .unwrap(),
             (false, 5)
         );
         assert!(matches!(
-            write_atomic(&root, rel, body(), Some(9)).await,
+            write_atomic(&root, rel, body(), Some(9), u64::MAX).await,
             Err(FileError::Truncated { .. })
+        ));
+        assert!(matches!(
+            write_atomic(&root, rel, body(), None, 4).await,
+            Err(FileError::TooLarge(4))
         ));
         assert_eq!(std::fs::read(root.join(rel)).unwrap(), b"hello");
         let names: Vec<_> = list(&root, &root.join("a/b"))
@@ -414,7 +432,7 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.join("link")).unwrap();
         assert!(matches!(
-            write_atomic(&root, Path::new("link/x"), body(), None).await,
+            write_atomic(&root, Path::new("link/x"), body(), None, u64::MAX).await,
             Err(FileError::Escapes)
         ));
         std::fs::write(outside.path().join("secret"), "s").unwrap();

@@ -119,7 +119,12 @@ async fn launch(
     let addr = listener
         .local_addr()
         .map_err(ServerError::io("reading the listener address"))?;
+    let issuer = config_issuer(&config);
     let advertiser = Advertiser::new(config)?;
+    let app = match (issuer, advertiser.public_jwks()) {
+        (Some(issuer), Some(jwks)) => issuer_routes(app, issuer, jwks),
+        _ => app,
+    };
     let cancel = cancel.child_token();
     let withdrawn = CancellationToken::new();
     let advertiser = {
@@ -148,6 +153,36 @@ async fn launch(
     })
 }
 
+fn config_issuer(config: &ServiceConfig) -> Option<String> {
+    (config.protocol == crate::config::Protocol::Pelican).then(|| config.issuer_url.clone())
+}
+
+/// Serves the server's issuer metadata as a Pelican server does, so directors and
+/// registries can fetch its advertise-token keys: `/.well-known/openid-configuration`
+/// (`issuer`, `jwks_uri`) and `/.well-known/issuer.jwks`.
+fn issuer_routes(app: Router, issuer: String, jwks: serde_json::Value) -> Router {
+    use axum::Json;
+    use axum::routing::get;
+    let metadata = serde_json::json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/.well-known/issuer.jwks"),
+    });
+    app.route(
+        "/.well-known/openid-configuration",
+        get(move || {
+            let metadata = metadata.clone();
+            async move { Json(metadata) }
+        }),
+    )
+    .route(
+        "/.well-known/issuer.jwks",
+        get(move || {
+            let jwks = jwks.clone();
+            async move { Json(jwks) }
+        }),
+    )
+}
+
 /// Binds `config.listen`, starts with `start`, and waits until `cancel`.
 async fn run_with<F, Fut>(
     config: ServiceConfig,
@@ -165,6 +200,19 @@ where
         .await
         .map_err(ServerError::io(format!("binding {listen}")))?;
     start(config, listener, cancel).await?.wait().await
+}
+
+/// An error as a response; a 401 also says how to authenticate (`WWW-Authenticate`).
+fn error_response(error: ApiError) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let unauthorized = error.status() == axum::http::StatusCode::UNAUTHORIZED;
+    let mut response = error.into_response();
+    if unauthorized {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
 }
 
 /// The longest configured namespace containing `path`.

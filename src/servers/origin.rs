@@ -11,7 +11,14 @@
 //! - `PROPFIND` (WebDAV, what Pelican clients list with): `207 Multi-Status` for a
 //!   file or a directory and its children, if the namespace allows listings.
 //! - `PUT`/`DELETE` when the namespace has `writes = true` (temp file + rename; 201
-//!   created, 204 replaced or deleted), else 405.
+//!   created, 204 replaced or deleted), else 405. Uploads over `max_upload` get 413.
+//!
+//! Access is checked as a Pelican origin checks it ([`crate::scitokens`]): reads of a
+//! namespace without `public_reads`, and every write, need a bearer token from one of
+//! the namespace's issuers with a `storage.read` (reads), `storage.create` (new
+//! objects) or `storage.modify` (overwrites, deletes) scope covering the path; 401 JSON
+//! without a valid token, 403 when its scopes fall short. An origin whose namespace
+//! needs tokens but names no issuer does not start.
 //!
 //! - `GET /api/v1.0/health`: 200 while the export can be listed, else 503 (directors
 //!   probe it and route elsewhere meanwhile).
@@ -36,6 +43,7 @@ use super::{ServerError, ServerHandle, launch, namespace_of};
 use crate::config::{NamespaceConfig, ServiceConfig};
 use crate::http::ApiError;
 use crate::paths::parse_object_path;
+use crate::scitokens::{Action, Authorizer, bearer};
 
 /// A running origin.
 pub type OriginHandle = ServerHandle;
@@ -46,6 +54,8 @@ pub const LISTING_HEADER: &str = "x-skein-listing";
 struct Origin {
     root: PathBuf,
     namespaces: Vec<NamespaceConfig>,
+    authz: Authorizer,
+    max_upload: u64,
 }
 
 /// Serves and advertises on an already bound listener until `cancel` (or
@@ -68,9 +78,21 @@ pub async fn start(
             export.display()
         )));
     }
+    if let Some(ns) = config
+        .namespaces
+        .iter()
+        .find(|ns| ns.needs_tokens() && ns.all_issuers().next().is_none())
+    {
+        return Err(ServerError::Config(format!(
+            "namespace {}: writes and non-public reads need tokens, but it names no `issuer` (set issuer and jwks or jwks_url, or public_reads = true and writes = false)",
+            ns.path
+        )));
+    }
     let state = Arc::new(Origin {
         root,
         namespaces: config.namespaces.clone(),
+        authz: Authorizer::new(&config)?,
+        max_upload: config.max_upload,
     });
     let app = Router::new()
         .route(super::HEALTH_PATH, axum::routing::get(health))
@@ -93,8 +115,11 @@ pub async fn run(config: ServiceConfig, cancel: CancellationToken) -> anyhow::Re
     Ok(super::run_with(config, cancel, start).await?)
 }
 
-async fn handle(State(origin): State<Arc<Origin>>, request: Request) -> Result<Response, ApiError> {
-    serve(&origin, request).await
+async fn handle(State(origin): State<Arc<Origin>>, request: Request) -> Response {
+    match serve(&origin, request).await {
+        Ok(response) => response,
+        Err(error) => super::error_response(error),
+    }
 }
 
 async fn serve(origin: &Origin, request: Request) -> Result<Response, ApiError> {
@@ -104,6 +129,25 @@ async fn serve(origin: &Origin, request: Request) -> Result<Response, ApiError> 
         ApiError::not_found(format!("this origin serves no namespace containing {path}"))
     })?;
     let rel = files::relative(&path[ns.path.len()..])?;
+    let token = bearer(request.headers(), request.uri().query());
+    let token = token.as_deref();
+    let is_read =
+        matches!(method, Method::GET | Method::HEAD) || method.as_str() == webdav::PROPFIND;
+    if is_read {
+        if !ns.reads && !ns.public_reads {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "no_reads",
+                format!("namespace {} does not allow reads", ns.path),
+            ));
+        }
+        if !ns.public_reads {
+            origin
+                .authz
+                .check(&ns.path, &path, token, Action::Read)
+                .await?;
+        }
+    }
     match method {
         Method::GET | Method::HEAD => read(origin, ns, &rel, &method, request.headers()).await,
         Method::PUT | Method::DELETE if !ns.writes => Err(ApiError::new(
@@ -115,13 +159,26 @@ async fn serve(origin: &Origin, request: Request) -> Result<Response, ApiError> 
             if rel.as_os_str().is_empty() {
                 return Err(FileError::IsDirectory.into());
             }
-            let expected = request
+            let exists = tokio::fs::symlink_metadata(origin.root.join(&rel))
+                .await
+                .is_ok();
+            let action = if exists {
+                Action::Modify
+            } else {
+                Action::Create
+            };
+            origin.authz.check(&ns.path, &path, token, action).await?;
+            let expected: Option<u64> = request
                 .headers()
                 .get(axum::http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
+            if expected.is_some_and(|n| n > origin.max_upload) {
+                return Err(FileError::TooLarge(origin.max_upload).into());
+            }
             let body = request.into_body().into_data_stream();
-            let (created, size) = files::write_atomic(&origin.root, &rel, body, expected).await?;
+            let (created, size) =
+                files::write_atomic(&origin.root, &rel, body, expected, origin.max_upload).await?;
             tracing::info!(%path, size, created, "stored");
             Ok(if created {
                 StatusCode::CREATED
@@ -131,6 +188,10 @@ async fn serve(origin: &Origin, request: Request) -> Result<Response, ApiError> 
             .into_response())
         }
         Method::DELETE => {
+            origin
+                .authz
+                .check(&ns.path, &path, token, Action::Modify)
+                .await?;
             let (real, meta) = files::existing(&origin.root, &rel).await?;
             if meta.is_dir() {
                 return Err(FileError::IsDirectory.into());

@@ -17,9 +17,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ad::{Ad, AdKey, SignedAd};
+use crate::ad::{Ad, AdKey, Provenance, SignedAd};
 use crate::clock::UnixMillis;
 use crate::codec::{self, CodecError};
+use crate::pelican::Attestation;
 
 pub use manifest::{FILE as MANIFEST_FILE, TreeState};
 pub use migrate::SCHEMA_VERSION;
@@ -28,9 +29,12 @@ pub use recover::Damage;
 use durability::{GroupCommit, Handles, scan_state};
 
 /// An ad as a director keeps it.
+///
+/// Stored as format 1 (`{ad, signature, received_at, expires_at}`) when it is a Skein
+/// ad, format 2 (the same, then `attestation`) when it is a Pelican ad.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredAd {
-    /// The ad as signed by its server.
+    /// The ad as signed by its server (or attested by a director).
     pub ad: Ad,
     /// Its signature (base64url).
     pub signature: String,
@@ -39,6 +43,17 @@ pub struct StoredAd {
     /// When this director drops it: `min(ad.expires_at, received_at + max_lifetime)`.
     /// Never later than the signed expiry, so copies cannot extend an ad's life.
     pub expires_at: UnixMillis,
+    /// Pelican ads: what the attesting director verified.
+    pub attestation: Option<Box<Attestation>>,
+}
+
+/// The format-1 layout of a stored ad (Skein ads, and every ad stored before Pelican ads existed).
+#[derive(Serialize, Deserialize)]
+struct StoredAdV1<A, S> {
+    ad: A,
+    signature: S,
+    received_at: UnixMillis,
+    expires_at: UnixMillis,
 }
 
 impl StoredAd {
@@ -53,6 +68,7 @@ impl StoredAd {
             signature: signed.signature,
             received_at,
             expires_at,
+            attestation: signed.attestation,
         }
     }
 
@@ -61,7 +77,42 @@ impl StoredAd {
         SignedAd {
             ad: self.ad.clone(),
             signature: self.signature.clone(),
+            attestation: self.attestation.clone(),
         }
+    }
+
+    /// Skein or Pelican.
+    pub fn provenance(&self) -> Provenance {
+        Provenance::of(self.attestation.as_deref())
+    }
+
+    /// The stored bytes: format 1 for Skein ads, format 2 for attested ones.
+    pub fn encode(&self) -> Vec<u8> {
+        if self.attestation.is_some() {
+            codec::encode_as(codec::ATTESTED_AD_FORMAT, self)
+        } else {
+            codec::encode(&StoredAdV1 {
+                ad: &self.ad,
+                signature: &self.signature,
+                received_at: self.received_at,
+                expires_at: self.expires_at,
+            })
+        }
+    }
+
+    /// Reads bytes written by [`StoredAd::encode`] (either format).
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        if codec::envelope_format(bytes)? == codec::ATTESTED_AD_FORMAT {
+            return codec::decode_payload(bytes);
+        }
+        let v1: StoredAdV1<Ad, String> = codec::decode(bytes)?;
+        Ok(Self {
+            ad: v1.ad,
+            signature: v1.signature,
+            received_at: v1.received_at,
+            expires_at: v1.expires_at,
+            attestation: None,
+        })
     }
 }
 
@@ -310,7 +361,7 @@ impl Store {
         let key = stored.ad.key().to_string();
         self.inner
             .commits
-            .stage(key.into_bytes(), Some(codec::encode(stored)));
+            .stage(key.into_bytes(), Some(stored.encode()));
         Ok(())
     }
 
@@ -349,7 +400,7 @@ impl Store {
         for entry in handles.ads.iter() {
             let (key, value) = entry.map_err(|e| self.db_error(e))?;
             found.add(&key, &value);
-            match codec::decode::<StoredAd>(&value) {
+            match StoredAd::decode(&value) {
                 Ok(ad) => sink(ad),
                 Err(error) => damaged.push((key, value, error)),
             }
@@ -404,12 +455,14 @@ impl Store {
         };
         match value {
             None => Ok(None),
-            Some(value) => codec::decode(&value)
-                .map(Some)
-                .map_err(|source| StoreError::Corrupt {
-                    key: key_text,
-                    source,
-                }),
+            Some(value) => {
+                StoredAd::decode(&value)
+                    .map(Some)
+                    .map_err(|source| StoreError::Corrupt {
+                        key: key_text,
+                        source,
+                    })
+            }
         }
     }
 

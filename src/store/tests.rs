@@ -52,7 +52,7 @@ async fn a_damaged_value_is_quarantined_not_a_panic() {
     let bad = stored("origin-2", 1);
     store.put_ad(&good).unwrap();
     store.flush().await.unwrap();
-    let mut bytes = codec::encode(&bad);
+    let mut bytes = bad.encode();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     store.overwrite_raw_ad(&bad.ad.key(), &bytes).unwrap();
@@ -364,4 +364,55 @@ fn an_unfinished_sled_snapshot_is_not_damage() {
     let (store, damage) = Store::open_or_recover(dir.path(), 1).unwrap();
     assert_eq!(damage, None);
     assert_eq!(store.load_ads().unwrap().ads.len(), 100);
+}
+
+fn attested(name: &str, generation: u64) -> StoredAd {
+    use crate::pelican::attest::attest;
+    use crate::pelican::{Attestation, KeySource};
+    let ad = fixtures::ad(name, ServerKind::Origin, &["/ns"], 1_000, generation);
+    let attestation = Attestation {
+        director: "director-a".into(),
+        verified_at: 1_500,
+        key_source: KeySource::Registry,
+        registry_prefix: format!("/origins/{name}"),
+        issuer: format!("https://{name}"),
+        kid: "kid".into(),
+        alg: "ES256".into(),
+        token_expires_at: 61_000,
+        token_sha256: "ab".repeat(32),
+        pelican_ad: r#"{"name":"x"}"#.into(),
+    };
+    StoredAd::new(
+        attest(ad, attestation, &fixtures::key_for("director-a")),
+        2_000,
+        900_000,
+    )
+}
+
+#[tokio::test]
+async fn skein_ads_stay_format_1_and_pelican_ads_are_format_2() {
+    let skein = stored("origin-1", 1);
+    let pelican = attested("origin-p", 1);
+    assert_eq!(skein.encode()[0], codec::VALUE_FORMAT);
+    assert_eq!(pelican.encode()[0], codec::ATTESTED_AD_FORMAT);
+    // Format 1 bytes are exactly what a store written before Pelican ads holds.
+    let old_layout = codec::encode(&(
+        &skein.ad,
+        &skein.signature,
+        skein.received_at,
+        skein.expires_at,
+    ));
+    assert_eq!(skein.encode(), old_layout);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.put_ad(&skein).unwrap();
+        store.put_ad(&pelican).unwrap();
+        store.flush().await.unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let mut loaded = store.load_ads().unwrap().ads;
+    loaded.sort_by_key(|a| a.ad.name.clone());
+    assert_eq!(loaded, vec![skein, pelican.clone()]);
+    assert_eq!(store.get_ad(&pelican.ad.key()).unwrap(), Some(pelican));
 }

@@ -70,6 +70,9 @@ pub fn director_name(i: usize) -> String {
     format!("director-{i}")
 }
 
+/// Changes director i's trust before it starts.
+pub type TrustEdit = Arc<dyn Fn(usize, &mut Trust) + Send + Sync>;
+
 /// Tunables for test directors: fast polling, optional slow announce.
 #[derive(Clone)]
 pub struct Tuning {
@@ -82,6 +85,8 @@ pub struct Tuning {
     pub limits: &'static str,
     /// Extra TOML appended to every director's config (e.g. a `[routing]` section).
     pub extra: String,
+    /// Changes director i's trust (e.g. adds `[[pelican]]` entries).
+    pub trust_edit: Option<TrustEdit>,
 }
 
 impl Default for Tuning {
@@ -93,6 +98,7 @@ impl Default for Tuning {
             discovery_from: None,
             limits: "",
             extra: String::new(),
+            trust_edit: None,
         }
     }
 }
@@ -223,12 +229,16 @@ prune_interval = "200ms"
     }
 
     async fn boot(&mut self, i: usize, listener: TcpListener) {
+        let mut node_trust = trust(self.trust_size);
+        if let Some(edit) = &self.tuning.trust_edit {
+            edit(i, &mut node_trust);
+        }
         let options = Options {
             clock: self.nodes[i]
                 .clock
                 .clone()
                 .or_else(|| self.tuning.clock.clone()),
-            trust: Some(trust(self.trust_size)),
+            trust: Some(node_trust),
             key: Some(fixtures::key_for(&director_name(i))),
             faults: self.nodes[i].faults.clone(),
         };

@@ -178,7 +178,7 @@ async fn advertise(
 ) {
     let client = client();
     while !cancel.is_cancelled() {
-        let ad = advertiser.sign(AdStatus::Ok);
+        let ad = advertiser.sign(AdStatus::Ok).expect("a Skein ad");
         Stats::bump(&stats.ads_sent);
         let results = join_all(directors.iter().map(|d| client.register(d, &ad))).await;
         for result in results {

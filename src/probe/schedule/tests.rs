@@ -25,6 +25,7 @@ fn view_of(names: &[String], data_url: impl Fn(&str) -> String) -> Arc<View> {
             signature: String::new(),
             received_at: 1,
             expires_at: u64::MAX,
+            attestation: None,
         }
     })))
 }

@@ -1,5 +1,9 @@
 //! The service side: sign this server's ad and send it to every director.
 //!
+//! With `protocol = "skein"` (the default) the ad is Skein's, Ed25519-signed; with
+//! `protocol = "pelican"` it is Pelican's `OriginAdvertise` with an ES256 advertise token
+//! per director (see [`pelican`]).
+//!
 //! A service has no store, so its instance starts at the wall-clock time of process
 //! start. If its clock went backwards across a restart, directors answer `stale` until
 //! the previous instance's ad expires (at most `ads.max_lifetime`); the advertiser logs
@@ -12,13 +16,17 @@ use std::time::Duration;
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
-use crate::ad::{AdStatus, Capabilities, NamespaceAd, SignedAd, TokenIssuer};
+pub mod pelican;
+
+use crate::ad::{AdStatus, NamespaceAd, SignedAd, TokenIssuer};
 use crate::client::{Client, ClientError};
 use crate::clock::{SharedClock, system};
-use crate::config::ServiceConfig;
+use crate::config::{Protocol, ServiceConfig};
 use crate::discovery::discover_directors;
 use crate::identity::{AdBody, Identity};
 use crate::keys::{self, KeyError};
+use crate::pelican::wire::OriginAdvertise;
+use pelican::PelicanSigner;
 
 /// One director's answer to one advertisement.
 #[derive(Debug)]
@@ -36,10 +44,22 @@ impl Delivery {
     }
 }
 
+/// Who signs: a Skein identity (Ed25519) or a Pelican advertise-token minter (EC).
+enum Signer {
+    Skein(Identity),
+    Pelican(PelicanSigner),
+}
+
+/// One round's ad, in the configured protocol.
+enum Payload {
+    Skein(SignedAd),
+    Pelican(Box<OriginAdvertise>),
+}
+
 /// Signs and sends a service's ads.
 pub struct Advertiser {
     config: ServiceConfig,
-    identity: Identity,
+    signer: Signer,
     client: Client,
     clock: SharedClock,
     /// Directors found in earlier rounds: sent to first, before discovery answers.
@@ -49,9 +69,20 @@ pub struct Advertiser {
 impl Advertiser {
     /// Loads the key and starts a new instance.
     pub fn new(config: ServiceConfig) -> Result<Self, AdvertiseError> {
-        let key = keys::load(&config.key)?;
         let clock = system();
-        let identity = Identity::new(&config.name, config.kind, clock.now_ms(), key);
+        let signer = match config.protocol {
+            Protocol::Skein => Signer::Skein(Identity::new(
+                &config.name,
+                config.kind,
+                clock.now_ms(),
+                keys::load(&config.key)?,
+            )),
+            Protocol::Pelican => Signer::Pelican(PelicanSigner::new(
+                crate::eckey::load(&config.key)?,
+                clock.now_ms(),
+                &config.key,
+            )?),
+        };
         let client = Client::new(Duration::from_secs(5), config.ca_bundle.as_deref())?;
         let known = Mutex::new(
             config
@@ -62,31 +93,61 @@ impl Advertiser {
         );
         Ok(Self {
             config,
-            identity,
+            signer,
             client,
             clock,
             known,
         })
     }
 
-    /// The next signed ad.
-    pub fn sign(&self, status: AdStatus) -> SignedAd {
+    /// The public JWKS of the advertise-token key (`protocol = "pelican"` only).
+    pub fn public_jwks(&self) -> Option<serde_json::Value> {
+        match &self.signer {
+            Signer::Pelican(signer) => Some(signer.public_jwks()),
+            Signer::Skein(_) => None,
+        }
+    }
+
+    /// The next signed ad (`None` with `protocol = "pelican"`: see [`Advertiser::body`]).
+    pub fn sign(&self, status: AdStatus) -> Option<SignedAd> {
+        match &self.signer {
+            Signer::Skein(identity) => Some(self.sign_skein(identity, status)),
+            Signer::Pelican(_) => None,
+        }
+    }
+
+    /// The next ad as the exact JSON body POSTed (pretty-printed, fields in wire order):
+    /// Skein's signed ad, or Pelican's `OriginAdvertise` (whose token is per director and
+    /// sent as a header).
+    pub fn body(&self, status: AdStatus) -> String {
+        match self.payload(status) {
+            Payload::Skein(ad) => serde_json::to_string_pretty(&ad),
+            Payload::Pelican(ad) => serde_json::to_string_pretty(&ad),
+        }
+        .unwrap_or_default()
+    }
+
+    fn payload(&self, status: AdStatus) -> Payload {
+        match &self.signer {
+            Signer::Skein(identity) => Payload::Skein(self.sign_skein(identity, status)),
+            Signer::Pelican(signer) => Payload::Pelican(Box::new(signer.ad(
+                &self.config,
+                status,
+                self.clock.now_ms(),
+            ))),
+        }
+    }
+
+    fn sign_skein(&self, identity: &Identity, status: AdStatus) -> SignedAd {
         let namespaces = self
             .config
             .namespaces
             .iter()
             .map(|ns| NamespaceAd {
                 path: ns.path.clone(),
-                caps: Capabilities {
-                    public_reads: ns.public_reads,
-                    reads: ns.reads || ns.public_reads,
-                    writes: ns.writes,
-                    listings: ns.listings,
-                    direct_reads: true,
-                },
+                caps: ns.capabilities(),
                 issuers: ns
-                    .issuers
-                    .iter()
+                    .all_issuers()
                     .map(|url| TokenIssuer {
                         issuer_url: url.clone(),
                         base_paths: vec![ns.path.clone()],
@@ -95,7 +156,7 @@ impl Advertiser {
                 generation: vec![],
             })
             .collect();
-        self.identity.sign(
+        identity.sign(
             AdBody {
                 data_url: self.config.data_url.clone(),
                 web_url: self.config.web_url.clone(),
@@ -120,7 +181,7 @@ impl Advertiser {
     /// to each one discovery adds as soon as it is found. Every send has its own timeout,
     /// so a dead or hung director delays nobody else.
     pub async fn advertise_once(&self, status: AdStatus) -> Vec<Delivery> {
-        let ad = self.sign(status);
+        let ad = self.payload(status);
         let sent = Mutex::new(BTreeSet::new());
         let deliveries = Mutex::new(Vec::new());
         let first_wave: Vec<String> = self
@@ -159,7 +220,7 @@ impl Advertiser {
 
     async fn send_to_new(
         &self,
-        ad: &SignedAd,
+        ad: &Payload,
         directors: &[String],
         sent: &Mutex<BTreeSet<String>>,
         out: &Mutex<Vec<Delivery>>,
@@ -171,13 +232,35 @@ impl Advertiser {
                 .filter(|d| sent.insert((*d).clone()))
                 .collect()
         };
-        let results = join_all(fresh.iter().map(|d| self.client.register(d, ad))).await;
+        let results = join_all(fresh.iter().map(|d| self.send(d, ad))).await;
         let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
         for (director, result) in fresh.into_iter().zip(results) {
             out.push(Delivery {
                 director: director.clone(),
-                result: result.map(|r| r.status),
+                result,
             });
+        }
+    }
+
+    /// Sends `ad` to one director; Pelican ads get a token minted for that director.
+    async fn send(&self, director: &str, ad: &Payload) -> Result<String, ClientError> {
+        match (ad, &self.signer) {
+            (Payload::Skein(ad), _) => self.client.register(director, ad).await.map(|r| r.status),
+            (Payload::Pelican(ad), Signer::Pelican(signer)) => {
+                let token = signer
+                    .token(&self.config, director, self.clock.now_ms())
+                    .ok_or_else(|| ClientError::Transport {
+                        url: director.to_string(),
+                        message: "could not mint an advertise token for this URL".into(),
+                    })?;
+                self.client
+                    .register_pelican(director, self.config.kind, ad, &token)
+                    .await
+            }
+            (Payload::Pelican(_), Signer::Skein(_)) => Err(ClientError::Transport {
+                url: director.to_string(),
+                message: "a Pelican ad needs a Pelican signer".into(),
+            }),
         }
     }
 
