@@ -28,6 +28,7 @@ use crate::peers::{PeerSet, Source};
 use crate::replication::Replicator;
 use crate::store::{Store, StoreError};
 use crate::trust::{Trust, TrustFileError};
+use crate::reload::{self, ReloadError, ReloadReport, SelfEntry, TrustReloader};
 use crate::{discovery, expiry};
 
 /// Why a director could not start.
@@ -66,6 +67,45 @@ pub struct Options {
     pub faults: Faults,
 }
 
+/// Settings that `reload_config` (SIGHUP) puts in force without a restart.
+pub const LIVE_SETTINGS: &[&str] = &[
+    "federation.trust",
+    "ads.max_lifetime",
+    "ads.max_clock_skew",
+    "log.level",
+    "log.access",
+];
+
+/// The sections of `old` that differ from `new` outside [`LIVE_SETTINGS`].
+fn restart_only_changes(old: &DirectorConfig, new: &DirectorConfig) -> Vec<&'static str> {
+    let mut live = new.clone();
+    live.federation.trust = old.federation.trust.clone();
+    live.ads.max_lifetime = old.ads.max_lifetime;
+    live.ads.max_clock_skew = old.ads.max_clock_skew;
+    live.log.level = old.log.level.clone();
+    live.log.access = old.log.access;
+    let mut changed = Vec::new();
+    let checks: [(&'static str, bool); 11] = [
+        ("name", old.name != live.name),
+        ("listen", old.listen != live.listen),
+        ("advertise_url", old.advertise_url != live.advertise_url),
+        ("data_dir", old.data_dir != live.data_dir),
+        ("tls", old.tls != live.tls),
+        ("identity", old.identity != live.identity),
+        ("federation", old.federation != live.federation),
+        ("ads", old.ads != live.ads),
+        ("peers", old.peers != live.peers),
+        ("limits", old.limits != live.limits),
+        ("log", old.log != live.log),
+    ];
+    for (key, differs) in checks {
+        if differs {
+            changed.push(key);
+        }
+    }
+    changed
+}
+
 /// Starts directors.
 pub struct Director;
 
@@ -80,6 +120,9 @@ pub struct DirectorHandle {
     forward_timeout: Duration,
     max_lifetime: Duration,
     started_in: Duration,
+    reloader: Arc<TrustReloader>,
+    /// The configuration in force (settings that change live are updated in it).
+    config: std::sync::Mutex<DirectorConfig>,
 }
 
 impl Director {
@@ -142,6 +185,18 @@ impl Director {
             );
         }
         let ledger = Arc::new(ledger);
+        let metrics = Arc::new(Metrics::default());
+        let reloader = Arc::new(TrustReloader::new(
+            ledger.clone(),
+            metrics.clone(),
+            SelfEntry {
+                name: config.name.clone(),
+                key: key.verifying_key(),
+            },
+            config.federation.trust.clone(),
+        ));
+        // Ads stored under an older trust file must not route under this one.
+        reloader.check_held().await?;
         let identity = Arc::new(Identity::new(
             &config.name,
             ServerKind::Director,
@@ -163,7 +218,6 @@ impl Director {
             config.federation.ca_bundle.as_deref(),
         )?
         .with_faults(options.faults.clone());
-        let metrics = Arc::new(Metrics::default());
         let tracker = TaskTracker::new();
         let workers = cancel.child_token();
         let replicator = Replicator::new(
@@ -214,6 +268,11 @@ impl Director {
             config.ads.prune_interval,
             workers.clone(),
         ));
+        tracker.spawn(reload::watch(
+            reloader.clone(),
+            config.federation.trust_poll_interval,
+            workers.clone(),
+        ));
         tracker.spawn(discovery::run(
             replicator.clone(),
             config.federation.discovery_url.clone(),
@@ -249,6 +308,7 @@ impl Director {
                 }
             }
         });
+        let interval = config.peers.announce_interval;
         let handle = DirectorHandle {
             addr,
             state,
@@ -259,10 +319,11 @@ impl Director {
             forward_timeout: config.peers.forward_timeout,
             max_lifetime: config.ads.max_lifetime,
             started_in,
+            reloader,
+            config: std::sync::Mutex::new(config),
         };
         handle.announce(AdStatus::Ok).await;
         let announcer = handle.announcer();
-        let interval = config.peers.announce_interval;
         tracker.spawn(async move {
             loop {
                 tokio::select! {
@@ -316,6 +377,41 @@ impl DirectorHandle {
 
     async fn announce(&self, status: AdStatus) -> Option<crate::ad::SignedAd> {
         self.announcer().announce(status).await
+    }
+
+    /// Re-reads the trust file and puts it in force: ads it no longer admits stop
+    /// routing at once and leave the store. A file that does not parse is refused and
+    /// the trust in force stays. (`skein serve` calls this on SIGHUP.)
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload().await
+    }
+
+    /// Applies a re-read configuration: the settings that can change live take effect
+    /// (see [`LIVE_SETTINGS`]), the others are kept and returned by key (they need a
+    /// restart); then the trust file it names is reloaded.
+    pub async fn reload_config(
+        &self,
+        new: DirectorConfig,
+    ) -> (Vec<&'static str>, Result<ReloadReport, ReloadError>) {
+        let needs_restart = {
+            let mut config = self.config.lock().unwrap_or_else(|e| e.into_inner());
+            let needs_restart = restart_only_changes(&config, &new);
+            config.federation.trust = new.federation.trust.clone();
+            config.ads.max_lifetime = new.ads.max_lifetime;
+            config.ads.max_clock_skew = new.ads.max_clock_skew;
+            config.log.level = new.log.level.clone();
+            config.log.access = new.log.access;
+            needs_restart
+        };
+        for key in &needs_restart {
+            tracing::warn!(key, "setting changed in the config file; it takes effect at the next restart");
+        }
+        self.state.ledger.set_limits(AdLimits {
+            max_lifetime: new.ads.max_lifetime,
+            max_clock_skew: new.ads.max_clock_skew,
+        });
+        self.reloader.set_path(new.federation.trust);
+        (needs_restart, self.reload().await)
     }
 
     /// The bound address.

@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod paths;
 pub mod peers;
+pub mod reload;
 pub mod replication;
 pub mod routing;
 pub mod servers;

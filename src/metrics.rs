@@ -72,6 +72,8 @@ pub struct Metrics {
     forwards: Family,
     redirects: [AtomicU64; 3],
     pruned: AtomicU64,
+    trust_reloads: Family,
+    revoked: AtomicU64,
 }
 
 impl Metrics {
@@ -93,6 +95,16 @@ impl Metrics {
     /// Counts pruned ads.
     pub fn pruned(&self, n: u64) {
         self.pruned.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a trust-file reload, by result (`applied` or `refused`).
+    pub fn trust_reload(&self, result: &str) {
+        self.trust_reloads.add(&[("result", result)], 1);
+    }
+
+    /// Counts held ads dropped because the trust no longer admits them.
+    pub fn revoked(&self, n: u64) {
+        self.revoked.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Ads received with `result`.
@@ -138,6 +150,16 @@ impl Metrics {
             out,
             "# HELP skein_ads_pruned_total Ads dropped at expiry.\n# TYPE skein_ads_pruned_total counter\nskein_ads_pruned_total {}",
             self.pruned.load(Ordering::Relaxed)
+        );
+        self.trust_reloads.render(
+            &mut out,
+            "skein_trust_reloads_total",
+            "Trust file reloads (SIGHUP, file change), by result.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP skein_ads_revoked_total Held ads dropped because the trust no longer admits them.\n# TYPE skein_ads_revoked_total counter\nskein_ads_revoked_total {}",
+            self.revoked.load(Ordering::Relaxed)
         );
         out
     }

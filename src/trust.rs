@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::ad::{ServerKind, SignError, SignedAd, VerifyingKey, decode_public_key};
+use crate::ad::{Ad, ServerKind, SignError, SignedAd, VerifyingKey, decode_public_key};
 use crate::paths::is_under_prefix;
 
 /// One `[[server]]` entry as written in the file.
@@ -39,7 +39,7 @@ pub struct TrustedServer {
 }
 
 /// Why an ad is refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TrustError {
     /// No entry for the ad's name.
     #[error("server {0:?} is not in the trust file")]
@@ -161,7 +161,21 @@ impl Trust {
 
     /// Checks an ad: known signer of the right kind, valid signature, allowed namespaces.
     pub fn check(&self, signed: &SignedAd) -> Result<(), TrustError> {
-        let ad = &signed.ad;
+        self.admits(&signed.ad, &signed.signature)
+    }
+
+    /// True if `name` is trusted as a `kind` with exactly `key` (a director asks this of
+    /// itself after a reload).
+    pub fn lists(&self, name: &str, kind: ServerKind, key: &VerifyingKey) -> bool {
+        self.servers
+            .get(name)
+            .is_some_and(|t| t.kind == kind && t.key == *key)
+    }
+
+    /// The one question both ingest and a reload ask: may `ad`, carrying `signature`, be
+    /// held and routed under this trust? Known signer of the right kind, a signature that
+    /// verifies with the listed key, and every namespace under an allowed prefix.
+    pub fn admits(&self, ad: &Ad, signature: &str) -> Result<(), TrustError> {
         let trusted = self
             .servers
             .get(&ad.name)
@@ -173,7 +187,7 @@ impl Trust {
                 claimed: ad.kind,
             });
         }
-        signed.verify(&trusted.key)?;
+        ad.verify_signature(signature, &trusted.key)?;
         for ns in &ad.namespaces {
             let allowed = trusted
                 .namespaces

@@ -20,6 +20,7 @@ const KNOWN_KEYS: &[&str] = &[
     "federation.directors",
     "federation.trust",
     "federation.ca_bundle",
+    "federation.trust_poll_interval",
     "ads.max_lifetime",
     "ads.prune_interval",
     "ads.max_clock_skew",
@@ -30,10 +31,13 @@ const KNOWN_KEYS: &[&str] = &[
     "limits.max_body",
     "limits.request_timeout",
     "limits.max_concurrent",
+    "log.level",
+    "log.format",
+    "log.access",
 ];
 
 /// Everything a director needs to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectorConfig {
     /// Unique in the federation; the trust file must list it as a director.
     pub name: String,
@@ -55,10 +59,33 @@ pub struct DirectorConfig {
     pub peers: PeersConfig,
     /// Request limits.
     pub limits: LimitsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (ANSI colour only when stderr is a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `info,skein::replication=debug`
+    /// (`RUST_LOG`, when set, wins). Changes live on SIGHUP.
+    pub level: String,
+    /// `text` or `json` (fixed at start).
+    pub format: LogFormat,
+    /// One line per request (method, path class, status, duration). Changes live.
+    pub access: bool,
 }
 
 /// `[tls]`: the listener's certificate chain and key (PEM).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     /// Certificate chain.
     pub cert: PathBuf,
@@ -67,14 +94,14 @@ pub struct TlsConfig {
 }
 
 /// `[identity]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityConfig {
     /// Ed25519 private key file (as written by `skein keygen`).
     pub key: PathBuf,
 }
 
 /// `[federation]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FederationConfig {
     /// Serves `/.well-known/pelican-configuration` (optional).
     pub discovery_url: Option<String>,
@@ -84,10 +111,12 @@ pub struct FederationConfig {
     pub trust: PathBuf,
     /// Extra CA certificates (PEM) trusted by this director's HTTPS clients.
     pub ca_bundle: Option<PathBuf>,
+    /// How often the trust file is checked for changes (it is also re-read on SIGHUP).
+    pub trust_poll_interval: Duration,
 }
 
 /// `[ads]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdsConfig {
     /// An ad expires at min(its own expiry, receipt + this).
     pub max_lifetime: Duration,
@@ -98,7 +127,7 @@ pub struct AdsConfig {
 }
 
 /// `[peers]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeersConfig {
     /// How often to ask known directors for their lists (and exchange digests).
     pub poll_interval: Duration,
@@ -111,7 +140,7 @@ pub struct PeersConfig {
 }
 
 /// `[limits]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
     /// Largest request body, bytes.
     pub max_body: u64,
@@ -176,6 +205,19 @@ impl DirectorConfig {
             .collect();
         let trust = r.required("federation.trust");
         let ca_bundle = r.optional("federation.ca_bundle");
+        let trust_poll_interval = r.duration("federation.trust_poll_interval");
+        let log_level: Option<String> = r.required("log.level");
+        let log_format = r
+            .required::<String>("log.format")
+            .and_then(|text| match text.as_str() {
+                "text" => Some(LogFormat::Text),
+                "json" => Some(LogFormat::Json),
+                other => {
+                    r.problem(format!("log.format: {other:?} is not \"text\" or \"json\""));
+                    None
+                }
+            });
+        let log_access: Option<bool> = r.required("log.access");
         let ads = (
             r.duration("ads.max_lifetime"),
             r.duration("ads.prune_interval"),
@@ -206,6 +248,7 @@ impl DirectorConfig {
                     directors,
                     trust: trust?,
                     ca_bundle,
+                    trust_poll_interval: trust_poll_interval?,
                 },
                 ads: AdsConfig {
                     max_lifetime: ads.0?,
@@ -222,6 +265,11 @@ impl DirectorConfig {
                     max_body: max_body?.0,
                     request_timeout: request_timeout?,
                     max_concurrent: max_concurrent?,
+                },
+                log: LogConfig {
+                    level: log_level?,
+                    format: log_format?,
+                    access: log_access?,
                 },
             })
         })();

@@ -59,6 +59,15 @@ impl IngestOutcome {
     }
 }
 
+/// A held ad that a new trust no longer admits.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    /// The ad's key.
+    pub key: AdKey,
+    /// Why the trust refuses it now.
+    pub reason: TrustError,
+}
+
 /// Why an ad was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -78,9 +87,10 @@ pub struct Ledger {
     store: Store,
     view: ArcSwap<View>,
     writer: Mutex<()>,
-    trust: Trust,
+    /// Swapped whole by a reload; ingest reads it without waiting.
+    trust: ArcSwap<Trust>,
     clock: SharedClock,
-    limits: AdLimits,
+    limits: ArcSwap<AdLimits>,
     expiry_changed: Notify,
     /// When the expiry worker next wakes (Unix ms); an ad expiring earlier wakes it.
     next_wake: AtomicU64,
@@ -101,9 +111,9 @@ impl Ledger {
                 store,
                 view: ArcSwap::from_pointee(view),
                 writer: Mutex::new(()),
-                trust,
+                trust: ArcSwap::from_pointee(trust),
                 clock,
-                limits,
+                limits: ArcSwap::from_pointee(limits),
                 expiry_changed: Notify::new(),
                 next_wake: AtomicU64::new(0),
             },
@@ -136,6 +146,74 @@ impl Ledger {
         self.next_wake.store(at, Ordering::SeqCst);
     }
 
+    /// The trust in force.
+    pub fn trust(&self) -> Arc<Trust> {
+        self.trust.load_full()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> AdLimits {
+        **self.limits.load()
+    }
+
+    /// Replaces the limits applied to ads received from now on.
+    pub fn set_limits(&self, limits: AdLimits) {
+        self.limits.store(Arc::new(limits));
+    }
+
+    /// Puts `trust` in force and drops every held ad it no longer admits (see
+    /// [`Ledger::revoke_untrusted`]). The swap happens under the writer lock, so no ad
+    /// checked against the old trust can slip in after the sweep.
+    pub async fn set_trust(&self, trust: Trust) -> Result<Vec<Revoked>, StoreError> {
+        self.sweep(Some(trust)).await
+    }
+
+    /// Drops every held ad that the trust in force no longer admits (its signer gone or
+    /// rekeyed, its kind changed, a namespace no longer allowed): from routing at once,
+    /// then from the store. Run at every start and every reload.
+    pub async fn revoke_untrusted(&self) -> Result<Vec<Revoked>, StoreError> {
+        self.sweep(None).await
+    }
+
+    async fn sweep(&self, replace: Option<Trust>) -> Result<Vec<Revoked>, StoreError> {
+        let revoked = {
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(trust) = replace {
+                self.trust.store(Arc::new(trust));
+            }
+            let trust = self.trust.load();
+            let current = self.view.load_full();
+            let revoked: Vec<Revoked> = current
+                .ads()
+                .filter_map(|a| {
+                    trust
+                        .admits(&a.ad, &a.signature)
+                        .err()
+                        .map(|reason| Revoked {
+                            key: a.ad.key(),
+                            reason,
+                        })
+                })
+                .collect();
+            if revoked.is_empty() {
+                return Ok(revoked);
+            }
+            let mut next = (*current).clone();
+            for r in &revoked {
+                next = next.without(&r.key);
+            }
+            // Routing stops first; the store follows (a failure there leaves the ad on
+            // disk, where the next start's sweep drops it again).
+            self.view.store(Arc::new(next));
+            for r in &revoked {
+                self.store.remove_ad(&r.key)?;
+            }
+            revoked
+        };
+        self.store.flush().await?;
+        Ok(revoked)
+    }
+
     /// The version held for `key`.
     pub fn version_of(&self, key: &AdKey) -> Option<AdVersion> {
         self.view.load().get(key).map(|a| a.ad.version())
@@ -154,12 +232,20 @@ impl Ledger {
     /// routed. The caller must `store().flush()` before acknowledging it to anyone.
     pub fn apply(&self, signed: SignedAd) -> Result<IngestOutcome, IngestError> {
         let now = self.clock.now_ms();
-        self.check_sane(&signed, now)?;
-        self.trust.check(&signed)?;
+        let limits = self.limits();
+        self.check_sane(&signed, now, &limits)?;
+        let checked_with = self.trust.load_full();
+        checked_with.check(&signed)?;
         let key = signed.ad.key();
         let version = signed.ad.version();
         let accepted = {
             let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            // A reload swapped the trust while this ad was being checked: check again
+            // under the lock, so a revoked signer never lands after the reload's sweep.
+            let trust = self.trust.load();
+            if !Arc::ptr_eq(&trust, &checked_with) {
+                trust.check(&signed)?;
+            }
             let current = self.view.load();
             let held = current.get(&key).map(|a| a.ad.version());
             if !is_newer(version, held) {
@@ -172,7 +258,7 @@ impl Ledger {
             let stored = Arc::new(StoredAd::new(
                 signed,
                 now,
-                self.limits.max_lifetime.as_millis() as u64,
+                limits.max_lifetime.as_millis() as u64,
             ));
             self.store.put_ad(&stored)?;
             self.view.store(Arc::new(current.with_ad(stored.clone())));
@@ -184,7 +270,12 @@ impl Ledger {
         Ok(IngestOutcome::Accepted(accepted))
     }
 
-    fn check_sane(&self, signed: &SignedAd, now: UnixMillis) -> Result<(), IngestError> {
+    fn check_sane(
+        &self,
+        signed: &SignedAd,
+        now: UnixMillis,
+        limits: &AdLimits,
+    ) -> Result<(), IngestError> {
         let ad = &signed.ad;
         let invalid = |why: String| Err(IngestError::Invalid(why));
         if ad.name.trim().is_empty() || ad.name.len() > MAX_NAME_LEN {
@@ -212,7 +303,7 @@ impl Ledger {
                 ns.path
             ));
         }
-        let skew = self.limits.max_clock_skew.as_millis() as u64;
+        let skew = limits.max_clock_skew.as_millis() as u64;
         if ad.instance_id.started_at > now.saturating_add(skew) {
             return invalid(format!(
                 "instance started_at {} is {} ms ahead of this director's clock (limit {skew} ms)",

@@ -1,0 +1,264 @@
+//! Operating without restarts: trust reloads through the handle and on file change,
+//! revocation at reload and at start, metrics present.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{eventually, now_ms, signed};
+use skein::ad::{AdKey, ServerKind, encode_public_key};
+use skein::config::DirectorConfig;
+use skein::director::{Director, DirectorHandle, Options};
+use skein::fixtures;
+use skein::routing::Purpose;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Trust-file TOML for fixture servers (keys from `fixtures::key_for`).
+fn trust_toml(servers: &[(&str, &str, &[&str])]) -> String {
+    let mut out = String::new();
+    for (name, kind, namespaces) in servers {
+        let key = encode_public_key(&fixtures::key_for(name).verifying_key());
+        out.push_str(&format!(
+            "[[server]]\nname = {name:?}\nkind = {kind:?}\npublic_key = {key:?}\nnamespaces = {namespaces:?}\n\n"
+        ));
+    }
+    out
+}
+
+const FULL: &[(&str, &str, &[&str])] = &[
+    ("director-0", "director", &[]),
+    ("origin-1", "origin", &["/ns", "/other"]),
+    ("cache-1", "cache", &["/ns"]),
+];
+
+/// One director on port 0 whose trust file lives at `dir/trust.toml`.
+struct Single {
+    dir: tempfile::TempDir,
+    port: u16,
+    handle: Option<DirectorHandle>,
+}
+
+impl Single {
+    async fn start(trust: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("trust.toml"), trust).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut single = Self {
+            dir,
+            port,
+            handle: None,
+        };
+        single.boot(listener).await;
+        single
+    }
+
+    fn trust_path(&self) -> PathBuf {
+        self.dir.path().join("trust.toml")
+    }
+
+    fn config(&self) -> DirectorConfig {
+        let text = format!(
+            r#"
+name = "director-0"
+listen = "127.0.0.1:{port}"
+advertise_url = "http://127.0.0.1:{port}"
+data_dir = {data:?}
+[identity]
+key = "unused-in-tests"
+[federation]
+trust = {trust:?}
+trust_poll_interval = "100ms"
+[peers]
+announce_interval = "1h"
+"#,
+            port = self.port,
+            data = self.dir.path().join("data"),
+            trust = self.trust_path(),
+        );
+        DirectorConfig::from_toml(&text).unwrap()
+    }
+
+    async fn boot(&mut self, listener: TcpListener) {
+        let options = Options {
+            key: Some(fixtures::key_for("director-0")),
+            ..Options::default()
+        };
+        let handle = Director::start_with(self.config(), options, listener, CancellationToken::new())
+            .await
+            .unwrap();
+        self.handle = Some(handle);
+    }
+
+    async fn restart(&mut self) {
+        self.handle.take().unwrap().shutdown().await;
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        self.boot(listener).await;
+    }
+
+    fn d(&self) -> &DirectorHandle {
+        self.handle.as_ref().unwrap()
+    }
+
+    fn write_trust(&self, text: &str) {
+        write_atomically(&self.trust_path(), text);
+    }
+
+    async fn register(&self, name: &str, kind: ServerKind, namespaces: &[&str]) {
+        let ad = signed(name, kind, namespaces, now_ms() - 1000, 1);
+        let outcome = self.d().state().replicator.accept(ad, None).await.unwrap();
+        assert_eq!(outcome.status(), "accepted");
+    }
+
+    /// Names of the servers a read of `path` is sent to.
+    fn candidates(&self, path: &str) -> Vec<String> {
+        let now = now_ms();
+        self.d()
+            .state()
+            .ledger
+            .view()
+            .route(path, Purpose::Read, now)
+            .map(|r| r.candidates.into_iter().map(|c| c.name).collect())
+            .unwrap_or_default()
+    }
+
+    fn stored(&self, name: &str, kind: ServerKind) -> bool {
+        let key = AdKey {
+            kind,
+            name: name.into(),
+        };
+        self.d().state().ledger.store().get_ad(&key).unwrap().is_some()
+    }
+
+    fn metrics(&self) -> String {
+        let state = self.d().state();
+        state.metrics.render(state.ledger.view().len(), 1)
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn a_removed_server_stops_routing_at_once_on_reload() {
+    let single = Single::start(&trust_toml(FULL)).await;
+    single.register("origin-1", ServerKind::Origin, &["/ns", "/other"]).await;
+    single.register("cache-1", ServerKind::Cache, &["/ns"]).await;
+    assert_eq!(single.candidates("/ns/x"), ["cache-1", "origin-1"]);
+
+    // cache-1 leaves the federation; origin-1 loses /other.
+    single.write_trust(&trust_toml(&[
+        ("director-0", "director", &[]),
+        ("origin-1", "origin", &["/ns"]),
+    ]));
+    let report = single.d().reload().await.unwrap();
+    let mut revoked: Vec<String> = report.revoked.iter().map(|r| r.key.to_string()).collect();
+    revoked.sort();
+    assert_eq!(revoked, ["cache/cache-1", "origin/origin-1"]);
+    assert!(report.self_trusted);
+    assert!(single.candidates("/ns/x").is_empty(), "nothing routes at once");
+    assert!(!single.stored("cache-1", ServerKind::Cache), "removed from the store");
+    assert!(single.metrics().contains("skein_ads_revoked_total 2"));
+    assert!(single.metrics().contains("skein_trust_reloads_total{result=\"applied\"} 1"));
+
+    // origin-1 re-advertises within its allowed namespace and routes again.
+    let ad = signed("origin-1", ServerKind::Origin, &["/ns"], now_ms() - 500, 2);
+    single.d().state().replicator.accept(ad, None).await.unwrap();
+    assert_eq!(single.candidates("/ns/x"), ["origin-1"]);
+    // A revoked signer's ad is now refused at ingest.
+    let ad = signed("cache-1", ServerKind::Cache, &["/ns"], now_ms() - 500, 2);
+    assert!(single.d().state().replicator.accept(ad, None).await.is_err());
+    single.handle.unwrap().shutdown().await;
+}
+
+#[tokio::test]
+async fn an_invalid_trust_file_is_refused_whole_and_the_old_trust_stays() {
+    let single = Single::start(&trust_toml(FULL)).await;
+    single.register("cache-1", ServerKind::Cache, &["/ns"]).await;
+    for bad in [
+        "this is not toml [[[".to_string(),
+        // One good entry and one bad one: the whole file is refused.
+        trust_toml(&[("director-0", "director", &[])])
+            + "[[server]]\nname = \"x\"\nkind = \"cache\"\npublic_key = \"not-a-key\"\n",
+    ] {
+        single.write_trust(&bad);
+        assert!(single.d().reload().await.is_err());
+        assert_eq!(single.candidates("/ns/x"), ["cache-1"]);
+        assert_eq!(single.d().state().ledger.trust().len(), 3);
+    }
+    std::fs::remove_file(single.trust_path()).unwrap();
+    assert!(single.d().reload().await.is_err(), "a missing file is refused too");
+    assert_eq!(single.candidates("/ns/x"), ["cache-1"]);
+    assert!(single.metrics().contains("skein_trust_reloads_total{result=\"refused\"} 3"));
+    single.handle.unwrap().shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_removed_while_stopped_is_dropped_at_start() {
+    let mut single = Single::start(&trust_toml(FULL)).await;
+    single.register("cache-1", ServerKind::Cache, &["/ns"]).await;
+    // Written while running, but the watcher could apply it first: stop it from
+    // mattering by restarting straight away (either path must drop the ad).
+    single.write_trust(&trust_toml(&[
+        ("director-0", "director", &[]),
+        ("origin-1", "origin", &["/ns"]),
+    ]));
+    single.restart().await;
+    assert!(single.candidates("/ns/x").is_empty());
+    assert!(!single.stored("cache-1", ServerKind::Cache));
+    single.handle.unwrap().shutdown().await;
+}
+
+#[tokio::test]
+async fn a_trust_file_without_this_director_keeps_it_serving() {
+    let single = Single::start(&trust_toml(FULL)).await;
+    single.register("cache-1", ServerKind::Cache, &["/ns"]).await;
+    single.write_trust(&trust_toml(&[("cache-1", "cache", &["/ns"])]));
+    let report = single.d().reload().await.unwrap();
+    assert!(!report.self_trusted);
+    // Its own ad is revoked like any other; redirects go on.
+    assert!(report.revoked.iter().any(|r| r.key.name == "director-0"));
+    assert_eq!(single.candidates("/ns/x"), ["cache-1"]);
+    let url = format!("http://127.0.0.1:{}", single.port);
+    assert!(common::client().ready(&url).await.unwrap());
+    single.handle.unwrap().shutdown().await;
+}
+
+#[tokio::test]
+async fn a_changed_trust_file_is_picked_up_without_a_signal() {
+    let single = Single::start(&trust_toml(FULL)).await;
+    single.register("cache-1", ServerKind::Cache, &["/ns"]).await;
+    single.write_trust(&trust_toml(&[("director-0", "director", &[])]));
+    eventually(Duration::from_secs(10), "cache-1 revoked by the watcher", || {
+        let counted = single.metrics().contains("skein_ads_revoked_total 1");
+        async move { counted }
+    })
+    .await;
+    assert!(single.candidates("/ns/x").is_empty());
+    single.handle.unwrap().shutdown().await;
+}
+
+#[tokio::test]
+async fn reload_storms_coalesce_and_change_nothing_when_the_file_is_the_same() {
+    let single = Single::start(&trust_toml(FULL)).await;
+    single.register("cache-1", ServerKind::Cache, &["/ns"]).await;
+    let d = single.d();
+    let reloads = (0..100).map(|_| d.reload());
+    for result in futures::future::join_all(reloads).await {
+        assert!(result.unwrap().revoked.is_empty());
+    }
+    assert_eq!(single.candidates("/ns/x"), ["cache-1"]);
+    let metrics = single.metrics();
+    let applied = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("skein_trust_reloads_total{result=\"applied\"} "))
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap();
+    assert!(applied <= 3, "100 requests at once made {applied} reloads");
+    single.handle.unwrap().shutdown().await;
+}
