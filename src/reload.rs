@@ -170,8 +170,8 @@ impl TrustReloader {
 /// What identifies one version of a file on disk.
 type Stamp = Option<(SystemTime, u64)>;
 
-async fn stamp(path: &Path) -> Stamp {
-    let meta = tokio::fs::metadata(path).await.ok()?;
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
 
@@ -179,16 +179,31 @@ async fn stamp(path: &Path) -> Stamp {
 /// one interval (an editor's or a config manager's write in several steps is read once,
 /// whole). Polling rather than inotify: it sees a file replaced through a symlink swap
 /// (Kubernetes ConfigMaps) or a bind mount, costs one `stat` per interval, and needs no
-/// extra thread or crate.
-pub async fn watch(reloader: Arc<TrustReloader>, interval: Duration, cancel: CancellationToken) {
-    let mut applied = stamp(&reloader.path()).await;
+/// extra thread or crate. The file as it is now counts as applied (call this right
+/// after the trust was loaded).
+pub fn watch(
+    reloader: Arc<TrustReloader>,
+    interval: Duration,
+    cancel: CancellationToken,
+) -> impl std::future::Future<Output = ()> {
+    let applied = stamp(&reloader.path());
+    watch_from(reloader, applied, interval, cancel)
+}
+
+async fn watch_from(
+    reloader: Arc<TrustReloader>,
+    mut applied: Stamp,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
     let mut pending: Option<Stamp> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let now = stamp(&reloader.path()).await;
+        // One `stat` of a small local file: cheap enough not to need a blocking thread.
+        let now = stamp(&reloader.path());
         if now == applied {
             pending = None;
             continue;
