@@ -275,3 +275,97 @@ fn bad_config_names_every_key() {
         assert!(err.contains(key), "{key} not in {err}");
     }
 }
+
+/// `(name, status)` of every ad a director lists.
+async fn listed(url: &str) -> Vec<(String, skein::ad::AdStatus)> {
+    let mut ads: Vec<_> = common::client()
+        .ads(url)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.signed.ad.name, a.signed.ad.status))
+        .collect();
+    ads.sort_by(|a, b| a.0.cmp(&b.0));
+    ads
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_trust_file_and_never_stops_the_director() {
+    use skein::ad::AdStatus::Ok as Serving;
+    let fed = Federation::new();
+    let dir = fed.path();
+    let log = dir.join("director.log");
+    let mut director = Command::new(SKEIN)
+        .args(["serve", "--config", "director.toml"])
+        .current_dir(&dir)
+        .env("RUST_LOG", "info")
+        .env("SKEIN_LOG__FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    fed.wait_ready().await;
+    for service in ["origin-1.toml", "cache-1.toml"] {
+        assert!(
+            skein(&dir, &["advertise", "--config", service, "--once"])
+                .status
+                .success()
+        );
+    }
+    let pid = director.id().to_string();
+    let hup = || {
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    };
+    // A storm (logrotate gone wrong): the director stays up and withdraws nothing.
+    for _ in 0..100 {
+        assert!(hup());
+    }
+    assert!(skein(&dir, &["healthcheck", &fed.url()]).status.success());
+    assert!(director.try_wait().unwrap().is_none(), "still running");
+    let everyone = vec![
+        ("cache-1".to_string(), Serving),
+        ("director-a".to_string(), Serving),
+        ("origin-1".to_string(), Serving),
+    ];
+    assert_eq!(listed(&fed.url()).await, everyone);
+
+    // cache-1 leaves the federation: the next SIGHUP drops it.
+    let trust = std::fs::read_to_string(dir.join("trust.toml")).unwrap();
+    let kept: Vec<&str> = trust
+        .split("\n\n")
+        .filter(|entry| !entry.contains("\"cache-1\""))
+        .collect();
+    std::fs::write(dir.join("trust.toml"), kept.join("\n\n")).unwrap();
+    assert!(hup());
+    let url = fed.url();
+    eventually(Duration::from_secs(20), "cache-1 revoked", || {
+        let url = url.clone();
+        async move { listed(&url).await.len() == 2 }
+    })
+    .await;
+    assert_eq!(listed(&fed.url()).await, everyone[1..]);
+    assert!(director.try_wait().unwrap().is_none(), "still running");
+
+    // SIGTERM still stops it gracefully.
+    let term = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(term.success());
+    assert!(director.wait().unwrap().success());
+
+    // `log.format = "json"`: every line is one JSON object; the revocation is one of them.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["server"] == "cache/cache-1" && l["level"] == "WARN"),
+        "{text}"
+    );
+    assert!(lines.iter().any(|l| l["message"] == "trust file reloaded"));
+}
