@@ -238,6 +238,7 @@ impl Director {
             identity: identity.clone(),
             signals: Arc::new(crate::routing::signals::NoSignals),
             ready: AtomicBool::new(true),
+            access_log: AtomicBool::new(config.log.access),
         });
         let limits = HttpLimits {
             max_body: config.limits.max_body as usize,
@@ -401,6 +402,7 @@ impl DirectorHandle {
             config.ads.max_clock_skew = new.ads.max_clock_skew;
             config.log.level = new.log.level.clone();
             config.log.access = new.log.access;
+            self.state.access_log.store(new.log.access, Ordering::Relaxed);
             needs_restart
         };
         for key in &needs_restart {

@@ -33,6 +33,8 @@ struct Peer {
     reachable: bool,
     last_error: Option<String>,
     ad: Option<DirectorAdInfo>,
+    /// The last digest exchange found nothing to pull or push (None: none yet).
+    in_sync: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +98,7 @@ impl PeerSet {
                         reachable: false,
                         last_error: None,
                         ad: None,
+                        in_sync: None,
                     },
                 )
             })
@@ -162,6 +165,7 @@ impl PeerSet {
                         reachable: false,
                         last_error: None,
                         ad: None,
+                        in_sync: None,
                     },
                 );
                 (true, record)
@@ -303,6 +307,30 @@ impl PeerSet {
             }
         }));
         out
+    }
+
+    /// Records the outcome of a digest exchange with `url`.
+    pub fn note_sync(&self, url: &str, in_sync: bool) {
+        let url = normalize(url);
+        if let Some(peer) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&url)
+        {
+            peer.in_sync = Some(in_sync);
+        }
+    }
+
+    /// Per peer: URL, in sync at the last digest exchange, last successful contact
+    /// (metrics).
+    pub fn sync_states(&self) -> Vec<(String, Option<bool>, UnixMillis)> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|p| (p.record.url.clone(), p.in_sync, p.record.last_ok))
+            .collect()
     }
 
     /// Last error seen per peer (status page).

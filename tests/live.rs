@@ -262,3 +262,58 @@ async fn reload_storms_coalesce_and_change_nothing_when_the_file_is_the_same() {
     assert!(applied < 10, "100 requests at once made {applied} reloads");
     single.handle.unwrap().shutdown().await;
 }
+
+async fn scrape(url: &str) -> String {
+    common::client()
+        .http()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_build_latency_peers_store_and_ads_by_kind() {
+    let cluster = common::Cluster::full_mesh(2).await;
+    let me = cluster.handle(0);
+    let ad = signed("cache-1", ServerKind::Cache, &["/ns"], now_ms() - 1000, 1);
+    common::client().register(me.url(), &ad).await.unwrap();
+    common::client().locate(me.url(), "/ns/x").await.unwrap();
+    let peer = cluster.nodes[1].url.clone();
+    let url = me.url().to_string();
+    eventually(Duration::from_secs(20), "peer in sync", || {
+        let (url, peer) = (url.clone(), peer.clone());
+        async move {
+            scrape(&url)
+                .await
+                .contains(&format!("skein_peer_in_sync{{peer=\"{peer}\"}} 1"))
+        }
+    })
+    .await;
+    let text = scrape(&url).await;
+    for expected in [
+        format!("skein_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
+        "skein_request_duration_seconds_bucket{class=\"redirect\",le=\"+Inf\"} ".into(),
+        "skein_request_duration_seconds_count{class=\"register\"} 1".into(),
+        "skein_request_duration_seconds_sum{class=\"forward\"}".into(),
+        "skein_request_duration_seconds_count{class=\"bulk\"}".into(),
+        "skein_ads{kind=\"cache\",status=\"ok\"} 1".into(),
+        "skein_ads{kind=\"director\",status=\"ok\"} 2".into(),
+        format!("skein_peer_forward_backlog{{peer=\"{peer}\"}} "),
+        format!("skein_peer_last_success_timestamp_seconds{{peer=\"{peer}\"}} "),
+        "skein_store_disk_bytes ".into(),
+        "# TYPE skein_trust_reloads_total counter".into(),
+        "skein_ads_revoked_total 0".into(),
+    ] {
+        assert!(text.contains(&expected), "{expected} missing from\n{text}");
+    }
+    // Every sample line is `name{labels} number`.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "bad sample: {line}");
+    }
+    cluster.shutdown().await;
+}

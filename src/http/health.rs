@@ -1,5 +1,6 @@
 //! Operations: liveness, readiness, Prometheus metrics and a status page.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,6 +14,8 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::AppState;
+use crate::ad::AdStatus;
+use crate::metrics::{Gauges, PeerGauges};
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -42,13 +45,41 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let now = state.ledger.clock().now_ms();
-    let live = state
-        .ledger
-        .view()
-        .ads()
-        .filter(|a| a.expires_at > now)
-        .count();
-    let text = state.metrics.render(live, state.peers.count_with_self());
+    let mut by_kind: BTreeMap<(&'static str, &'static str), usize> = BTreeMap::new();
+    let mut live = 0;
+    for a in state.ledger.view().ads().filter(|a| a.expires_at > now) {
+        live += 1;
+        let status = match a.ad.status {
+            AdStatus::Ok => "ok",
+            AdStatus::ShuttingDown => "shutting_down",
+        };
+        *by_kind.entry((a.ad.kind.as_str(), status)).or_default() += 1;
+    }
+    let backlog = state.replicator.backlog_by_peer();
+    let peers = state
+        .peers
+        .sync_states()
+        .into_iter()
+        .map(|(url, in_sync, last_success_ms)| PeerGauges {
+            backlog: backlog.get(&url).copied().unwrap_or(0),
+            url,
+            in_sync,
+            last_success_ms,
+        })
+        .collect();
+    let store = state.ledger.store().clone();
+    let store_bytes = tokio::task::spawn_blocking(move || store.size_on_disk().ok())
+        .await
+        .ok()
+        .flatten();
+    let gauges = Gauges {
+        ads_live: live,
+        peers_known: state.peers.count_with_self(),
+        ads_by_kind: by_kind.into_iter().map(|((k, s), n)| (k, s, n)).collect(),
+        peers,
+        store_bytes,
+    };
+    let text = state.metrics.render_with(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -4,6 +4,7 @@ mod clients;
 mod error;
 mod health;
 mod json;
+mod observe;
 mod peers;
 mod redirect;
 pub mod serve;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub signals: Arc<dyn Signals>,
     /// True once the store is open and the view loaded.
     pub ready: AtomicBool,
+    /// `log.access`: one log line per request (changes live on reload).
+    pub access_log: AtomicBool,
 }
 
 /// Request limits applied to every route.
@@ -93,6 +96,10 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .merge(with_bodies)
         .merge(health::router())
         .merge(clients::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body))
         .layer(shed)

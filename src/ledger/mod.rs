@@ -94,6 +94,8 @@ pub struct Ledger {
     expiry_changed: Notify,
     /// When the expiry worker next wakes (Unix ms); an ad expiring earlier wakes it.
     next_wake: AtomicU64,
+    /// Joins, withdrawals, expiries and refusals, one line each (rate limited).
+    events: events::ServerLog,
 }
 
 impl Ledger {
@@ -116,6 +118,7 @@ impl Ledger {
                 limits: ArcSwap::from_pointee(limits),
                 expiry_changed: Notify::new(),
                 next_wake: AtomicU64::new(0),
+                events: events::ServerLog::default(),
             },
             quarantined,
         ))
@@ -233,9 +236,14 @@ impl Ledger {
     pub fn apply(&self, signed: SignedAd) -> Result<IngestOutcome, IngestError> {
         let now = self.clock.now_ms();
         let limits = self.limits();
-        self.check_sane(&signed, now, &limits)?;
         let checked_with = self.trust.load_full();
-        checked_with.check(&signed)?;
+        if let Err(refused) = self
+            .check_sane(&signed, now, &limits)
+            .and_then(|()| Ok(checked_with.check(&signed)?))
+        {
+            self.events.refused(&signed.ad, &refused, now);
+            return Err(refused);
+        }
         let key = signed.ad.key();
         let version = signed.ad.version();
         let accepted = {
@@ -247,7 +255,9 @@ impl Ledger {
                 trust.check(&signed)?;
             }
             let current = self.view.load();
-            let held = current.get(&key).map(|a| a.ad.version());
+            let before = current.get(&key);
+            let held = before.map(|a| a.ad.version());
+            let before_status = before.map(|a| a.ad.status);
             if !is_newer(version, held) {
                 return Ok(if held == Some(version) {
                     IngestOutcome::Duplicate
@@ -262,6 +272,7 @@ impl Ledger {
             ));
             self.store.put_ad(&stored)?;
             self.view.store(Arc::new(current.with_ad(stored.clone())));
+            self.events.accepted(&stored.ad, before_status, now);
             stored
         };
         if accepted.expires_at < self.next_wake.load(Ordering::SeqCst) {
@@ -338,6 +349,7 @@ impl Ledger {
             }
             let mut next = (*current).clone();
             for key in &expired {
+                self.events.expired(key, now);
                 self.store.remove_ad(key)?;
                 next = next.without(key);
             }
@@ -380,6 +392,7 @@ fn load_view(store: &Store) -> Result<(View, Vec<String>), StoreError> {
     })
 }
 
+mod events;
 mod sanity;
 #[cfg(test)]
 mod tests;

@@ -170,6 +170,16 @@ impl Replicator {
             .sum()
     }
 
+    /// Ads waiting per peer (metrics).
+    pub fn backlog_by_peer(&self) -> HashMap<String, usize> {
+        self.queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(url, q)| (url.clone(), q.len()))
+            .collect()
+    }
+
     fn queue_for(self: &Arc<Self>, url: &str) -> Arc<PeerQueue> {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(queue) = queues.get(url) {

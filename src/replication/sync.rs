@@ -53,6 +53,7 @@ impl Replicator {
                 report.pushed += 1;
             }
         }
+        self.peers.note_sync(peer, want.is_empty() && report.pushed == 0);
         for chunk in want.chunks(FETCH_CHUNK) {
             let ads = self.client.fetch(peer, chunk.to_vec()).await?;
             for ad in ads {

@@ -303,6 +303,11 @@ impl Store {
         Ok(loaded.quarantined)
     }
 
+    /// Bytes the database takes on disk (walks its files: for scrapes, not hot paths).
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.inner.db.size_on_disk().map_err(|e| self.db_error(e))
+    }
+
     /// Reads one ad.
     pub fn get_ad(&self, key: &AdKey) -> Result<Option<StoredAd>, StoreError> {
         let key_text = key.to_string();
