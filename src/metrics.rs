@@ -89,9 +89,9 @@ impl RouteClass {
     /// Classifies a request path.
     pub fn of(path: &str) -> Self {
         match path {
-            "/api/v1.0/director/registerOrigin" | "/api/v1.0/director/registerCache" => {
-                RouteClass::Register
-            }
+            "/api/v1.0/director/registerOrigin"
+            | "/api/v1.0/director/registerCache"
+            | "/api/v1.0/director/records" => RouteClass::Register,
             "/api/v1.0/director/forward" => RouteClass::Forward,
             "/api/v1.0/director/ads"
             | "/api/v1.0/director/servers"

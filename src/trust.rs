@@ -1,5 +1,6 @@
 //! The trust file: who may advertise what. An ad is accepted only if its signature
-//! verifies with the key listed for its name and kind and every namespace is allowed.
+//! verifies with the key listed for its name and kind and every namespace is allowed;
+//! a federation record (downtime, ban) only if it verifies with an admin key.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,10 +15,20 @@ use crate::paths::is_under_prefix;
 #[serde(deny_unknown_fields)]
 struct ServerEntry {
     name: String,
-    kind: ServerKind,
+    kind: EntryKind,
     public_key: String,
     #[serde(default)]
     namespaces: Vec<String>,
+}
+
+/// What an entry trusts: a server of a kind, or an operator key that signs records.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EntryKind {
+    Origin,
+    Cache,
+    Director,
+    Admin,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,6 +68,12 @@ pub enum TrustError {
     /// The signature does not verify.
     #[error(transparent)]
     Signature(#[from] SignError),
+    /// A record signed by a name that is not an admin in the trust file.
+    #[error("records must be signed by an admin key; {0:?} is not one")]
+    NotAdmin(String),
+    /// A record kind without its record.
+    #[error("a {0} record carries no record body")]
+    MissingRecord(ServerKind),
     /// A namespace outside the server's allowed prefixes.
     #[error("server {name:?} may not serve namespace {namespace:?}")]
     ForbiddenNamespace {
@@ -92,6 +109,8 @@ pub enum TrustFileError {
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
     servers: HashMap<String, TrustedServer>,
+    /// Operator keys (`kind = "admin"`), by name: they sign downtime and ban records.
+    admins: HashMap<String, VerifyingKey>,
 }
 
 impl Trust {
@@ -111,6 +130,7 @@ impl Trust {
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: TrustFile = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut servers = HashMap::new();
+        let mut admins = HashMap::new();
         let mut problems = Vec::new();
         for entry in file.server {
             let key = match decode_public_key(&entry.public_key) {
@@ -128,17 +148,38 @@ impl Trust {
                     ));
                 }
             }
+            let kind = match entry.kind {
+                EntryKind::Origin => ServerKind::Origin,
+                EntryKind::Cache => ServerKind::Cache,
+                EntryKind::Director => ServerKind::Director,
+                EntryKind::Admin => {
+                    if !entry.namespaces.is_empty() {
+                        problems.push(format!(
+                            "admin {:?}: an admin key serves no namespaces",
+                            entry.name
+                        ));
+                    }
+                    if servers.contains_key(&entry.name)
+                        || admins.insert(entry.name.clone(), key).is_some()
+                    {
+                        problems.push(format!("server {:?} is listed twice", entry.name));
+                    }
+                    continue;
+                }
+            };
             let trusted = TrustedServer {
-                kind: entry.kind,
+                kind,
                 key,
                 namespaces: entry.namespaces,
             };
-            if servers.insert(entry.name.clone(), trusted).is_some() {
+            if admins.contains_key(&entry.name)
+                || servers.insert(entry.name.clone(), trusted).is_some()
+            {
                 problems.push(format!("server {:?} is listed twice", entry.name));
             }
         }
         if problems.is_empty() {
-            Ok(Self { servers })
+            Ok(Self { servers, admins })
         } else {
             Err(problems.join("; "))
         }
@@ -149,14 +190,19 @@ impl Trust {
         self.servers.insert(name.into(), server);
     }
 
-    /// Number of trusted servers.
+    /// Adds or replaces an admin key (used by tests and embedders).
+    pub fn insert_admin(&mut self, name: impl Into<String>, key: VerifyingKey) {
+        self.admins.insert(name.into(), key);
+    }
+
+    /// Number of trusted servers and admin keys.
     pub fn len(&self) -> usize {
-        self.servers.len()
+        self.servers.len() + self.admins.len()
     }
 
     /// True if nobody is trusted.
     pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
+        self.servers.is_empty() && self.admins.is_empty()
     }
 
     /// Checks an ad: known signer of the right kind, valid signature, allowed namespaces.
@@ -175,7 +221,20 @@ impl Trust {
     /// The one question both ingest and a reload ask: may `ad`, carrying `signature`, be
     /// held and routed under this trust? Known signer of the right kind, a signature that
     /// verifies with the listed key, and every namespace under an allowed prefix.
+    /// A record (downtime, ban) instead needs a signature by the admin it names.
     pub fn admits(&self, ad: &Ad, signature: &str) -> Result<(), TrustError> {
+        if ad.kind.is_record() {
+            let record = ad
+                .record
+                .as_ref()
+                .ok_or(TrustError::MissingRecord(ad.kind))?;
+            let key = self
+                .admins
+                .get(&record.signer)
+                .ok_or_else(|| TrustError::NotAdmin(record.signer.clone()))?;
+            ad.verify_signature(signature, key)?;
+            return Ok(());
+        }
         let trusted = self
             .servers
             .get(&ad.name)

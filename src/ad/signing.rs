@@ -88,6 +88,7 @@ mod tests {
             generation: 1,
             expires_at: 100,
             version: String::new(),
+            record: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! The service side: origins and caches register ads; peers forward them.
+//! The service side: origins and caches register ads, operators send records; peers
+//! forward them.
 
 use std::sync::Arc;
 
@@ -20,6 +21,28 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1.0/director/registerOrigin", post(register_origin))
         .route("/api/v1.0/director/registerCache", post(register_cache))
         .route("/api/v1.0/director/forward", post(forward))
+        .route("/api/v1.0/director/records", post(record))
+}
+
+/// An operator's downtime or ban record (signed by an admin key), taken in and
+/// replicated like an ad.
+async fn record(
+    State(state): State<Arc<AppState>>,
+    JsonBody(ad): JsonBody<SignedAd>,
+) -> Result<Json<RegisterResponse>, ApiError> {
+    if !ad.ad.kind.is_record() {
+        return Err(ApiError::bad_request(
+            "wrong_endpoint",
+            format!(
+                "a {} ad was sent to the records endpoint (downtime and ban only)",
+                ad.ad.kind
+            ),
+        ));
+    }
+    let outcome = state.replicator.accept(ad, None).await?;
+    Ok(Json(RegisterResponse {
+        status: outcome.status().to_string(),
+    }))
 }
 
 async fn register_origin(

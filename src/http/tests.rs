@@ -81,6 +81,7 @@ fn harness() -> Harness {
         identity,
         signals: Arc::new(crate::routing::signals::NoSignals),
         ready: AtomicBool::new(true),
+        access_log: AtomicBool::new(false),
     });
     let limits = HttpLimits {
         max_body: 64 * 1024,

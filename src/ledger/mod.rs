@@ -265,11 +265,14 @@ impl Ledger {
                     IngestOutcome::Stale
                 });
             }
-            let stored = Arc::new(StoredAd::new(
-                signed,
-                now,
-                limits.max_lifetime.as_millis() as u64,
-            ));
+            // A record lives until its own expiry (a downtime's end, a ban's lifting):
+            // an operator signs it once, nobody re-sends it every minute.
+            let lifetime = if signed.ad.kind.is_record() {
+                u64::MAX
+            } else {
+                limits.max_lifetime.as_millis() as u64
+            };
+            let stored = Arc::new(StoredAd::new(signed, now, lifetime));
             self.store.put_ad(&stored)?;
             self.view.store(Arc::new(current.with_ad(stored.clone())));
             self.events.accepted(&stored.ad, before_status, now);
@@ -291,6 +294,13 @@ impl Ledger {
         let invalid = |why: String| Err(IngestError::Invalid(why));
         if ad.name.trim().is_empty() || ad.name.len() > MAX_NAME_LEN {
             return invalid(format!("name must be 1 to {MAX_NAME_LEN} characters"));
+        }
+        let skew = limits.max_clock_skew.as_millis() as u64;
+        if ad.kind.is_record() {
+            return sanity::record(ad, now, skew).map_err(IngestError::Invalid);
+        }
+        if ad.record.is_some() {
+            return invalid("only downtime and ban records carry a record".into());
         }
         if let Err(why) = check_url(&ad.data_url) {
             return invalid(format!("data-url: {why}"));
@@ -314,7 +324,6 @@ impl Ledger {
                 ns.path
             ));
         }
-        let skew = limits.max_clock_skew.as_millis() as u64;
         if ad.instance_id.started_at > now.saturating_add(skew) {
             return invalid(format!(
                 "instance started_at {} is {} ms ahead of this director's clock (limit {skew} ms)",

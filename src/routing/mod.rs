@@ -77,6 +77,9 @@ type Servers = Arc<Vec<(Arc<StoredAd>, usize)>>;
 pub struct View {
     ads: HashMap<AdKey, Arc<StoredAd>>,
     by_prefix: HashMap<Arc<str>, Servers>,
+    /// Federation records (downtime, ban) held: while there are none, a redirect pays
+    /// nothing to honour them.
+    records: usize,
 }
 
 /// Where the ad of `key` sits (or would sit) in a prefix's servers.
@@ -115,8 +118,12 @@ impl View {
     /// once rather than once to remove and again to insert.
     fn insert(&mut self, stored: Arc<StoredAd>) {
         let key = stored.ad.key();
-        let indexed = stored.ad.kind != ServerKind::Director;
-        if let Some(old) = self.ads.insert(key.clone(), stored.clone()) {
+        let indexed = stored.ad.kind != ServerKind::Director && !stored.ad.kind.is_record();
+        let old = self.ads.insert(key.clone(), stored.clone());
+        if key.kind.is_record() && old.is_none() {
+            self.records += 1;
+        }
+        if let Some(old) = old {
             let kept: HashSet<&str> = if indexed {
                 stored
                     .ad
@@ -156,6 +163,9 @@ impl View {
 
     fn remove(&mut self, key: &AdKey) {
         if let Some(old) = self.ads.remove(key) {
+            if key.kind.is_record() {
+                self.records -= 1;
+            }
             for ns in &old.ad.namespaces {
                 self.unindex(&ns.path, key);
             }
@@ -172,6 +182,23 @@ impl View {
                 self.by_prefix.remove(path);
             }
         }
+    }
+
+    /// True if a live record keeps the server `name` out of redirects at `now`: it is
+    /// banned, or inside a downtime window.
+    pub fn held_back(&self, name: &str, now: UnixMillis) -> bool {
+        if self.records == 0 {
+            return false;
+        }
+        [ServerKind::Downtime, ServerKind::Ban].into_iter().any(|kind| {
+            let key = AdKey {
+                kind,
+                name: name.to_string(),
+            };
+            self.ads.get(&key).is_some_and(|a| {
+                a.expires_at > now && a.ad.record.as_ref().is_some_and(|r| r.holds_back(now))
+            })
+        })
     }
 
     /// The ad held for `key`.
@@ -204,7 +231,11 @@ impl View {
         let mut out: Vec<String> = self
             .by_prefix
             .iter()
-            .filter(|(_, servers)| servers.iter().any(|(a, _)| is_serving(a, now)))
+            .filter(|(_, servers)| {
+                servers
+                    .iter()
+                    .any(|(a, _)| is_serving(a, now) && !self.held_back(&a.ad.name, now))
+            })
             .map(|(prefix, _)| prefix.to_string())
             .collect();
         out.sort();
@@ -220,7 +251,7 @@ impl View {
             };
             let live: Vec<(&Arc<StoredAd>, &NamespaceAd)> = servers
                 .iter()
-                .filter(|(a, _)| is_serving(a, now))
+                .filter(|(a, _)| is_serving(a, now) && !self.held_back(&a.ad.name, now))
                 .filter_map(|(a, index)| a.ad.namespaces.get(*index).map(|ns| (a, ns)))
                 .collect();
             if live.is_empty() {
