@@ -25,10 +25,10 @@ use crate::keys::{self, KeyError};
 use crate::ledger::{AdLimits, Ledger};
 use crate::metrics::Metrics;
 use crate::peers::{PeerSet, Source};
+use crate::reload::{self, ReloadError, ReloadReport, SelfEntry, TrustReloader};
 use crate::replication::Replicator;
 use crate::store::{Store, StoreError};
 use crate::trust::{Trust, TrustFileError};
-use crate::reload::{self, ReloadError, ReloadReport, SelfEntry, TrustReloader};
 use crate::{discovery, expiry};
 
 /// Why a director could not start.
@@ -402,11 +402,16 @@ impl DirectorHandle {
             config.ads.max_clock_skew = new.ads.max_clock_skew;
             config.log.level = new.log.level.clone();
             config.log.access = new.log.access;
-            self.state.access_log.store(new.log.access, Ordering::Relaxed);
+            self.state
+                .access_log
+                .store(new.log.access, Ordering::Relaxed);
             needs_restart
         };
         for key in &needs_restart {
-            tracing::warn!(key, "setting changed in the config file; it takes effect at the next restart");
+            tracing::warn!(
+                key,
+                "setting changed in the config file; it takes effect at the next restart"
+            );
         }
         self.state.ledger.set_limits(AdLimits {
             max_lifetime: new.ads.max_lifetime,

@@ -97,7 +97,8 @@ impl RouteClass {
             | "/api/v1.0/director/servers"
             | "/api/v1.0/director/digest"
             | "/api/v1.0/director/ads/fetch" => RouteClass::Bulk,
-            "/" | "/health"
+            "/"
+            | "/health"
             | "/api/v1.0/health"
             | "/ready"
             | "/metrics"

@@ -86,9 +86,10 @@ announce_interval = "1h"
             key: Some(fixtures::key_for("director-0")),
             ..Options::default()
         };
-        let handle = Director::start_with(self.config(), options, listener, CancellationToken::new())
-            .await
-            .unwrap();
+        let handle =
+            Director::start_with(self.config(), options, listener, CancellationToken::new())
+                .await
+                .unwrap();
         self.handle = Some(handle);
     }
 
@@ -129,7 +130,13 @@ announce_interval = "1h"
             kind,
             name: name.into(),
         };
-        self.d().state().ledger.store().get_ad(&key).unwrap().is_some()
+        self.d()
+            .state()
+            .ledger
+            .store()
+            .get_ad(&key)
+            .unwrap()
+            .is_some()
     }
 
     fn metrics(&self) -> String {
@@ -147,8 +154,12 @@ fn write_atomically(path: &Path, text: &str) {
 #[tokio::test]
 async fn a_removed_server_stops_routing_at_once_on_reload() {
     let single = Single::start(&trust_toml(FULL)).await;
-    single.register("origin-1", ServerKind::Origin, &["/ns", "/other"]).await;
-    single.register("cache-1", ServerKind::Cache, &["/ns"]).await;
+    single
+        .register("origin-1", ServerKind::Origin, &["/ns", "/other"])
+        .await;
+    single
+        .register("cache-1", ServerKind::Cache, &["/ns"])
+        .await;
     assert_eq!(single.candidates("/ns/x"), ["cache-1", "origin-1"]);
 
     // cache-1 leaves the federation; origin-1 loses /other.
@@ -161,25 +172,51 @@ async fn a_removed_server_stops_routing_at_once_on_reload() {
     revoked.sort();
     assert_eq!(revoked, ["cache/cache-1", "origin/origin-1"]);
     assert!(report.self_trusted);
-    assert!(single.candidates("/ns/x").is_empty(), "nothing routes at once");
-    assert!(!single.stored("cache-1", ServerKind::Cache), "removed from the store");
+    assert!(
+        single.candidates("/ns/x").is_empty(),
+        "nothing routes at once"
+    );
+    assert!(
+        !single.stored("cache-1", ServerKind::Cache),
+        "removed from the store"
+    );
     assert!(single.metrics().contains("skein_ads_revoked_total 2"));
-    assert!(single.metrics().contains("skein_trust_reloads_total{result=\"applied\"} 1"));
+    assert!(
+        single
+            .metrics()
+            .contains("skein_trust_reloads_total{result=\"applied\"} 1")
+    );
 
     // origin-1 re-advertises within its allowed namespace and routes again.
     let ad = signed("origin-1", ServerKind::Origin, &["/ns"], now_ms() - 500, 2);
-    single.d().state().replicator.accept(ad, None).await.unwrap();
+    single
+        .d()
+        .state()
+        .replicator
+        .accept(ad, None)
+        .await
+        .unwrap();
     assert_eq!(single.candidates("/ns/x"), ["origin-1"]);
     // A revoked signer's ad is now refused at ingest.
     let ad = signed("cache-1", ServerKind::Cache, &["/ns"], now_ms() - 500, 2);
-    assert!(single.d().state().replicator.accept(ad, None).await.is_err());
+    assert!(
+        single
+            .d()
+            .state()
+            .replicator
+            .accept(ad, None)
+            .await
+            .is_err()
+    );
     single.handle.unwrap().shutdown().await;
 }
 
 #[tokio::test]
 async fn an_invalid_trust_file_is_refused_whole_and_the_old_trust_stays() {
     let single = Single::start(&trust_toml(FULL)).await;
-    single.register("cache-1", ServerKind::Cache, &["/ns"]).await;
+    single
+        .register("cache-1", ServerKind::Cache, &["/ns"])
+        .await;
     for bad in [
         "this is not toml [[[".to_string(),
         // One good entry and one bad one: the whole file is refused.
@@ -192,16 +229,25 @@ async fn an_invalid_trust_file_is_refused_whole_and_the_old_trust_stays() {
         assert_eq!(single.d().state().ledger.trust().len(), 3);
     }
     std::fs::remove_file(single.trust_path()).unwrap();
-    assert!(single.d().reload().await.is_err(), "a missing file is refused too");
+    assert!(
+        single.d().reload().await.is_err(),
+        "a missing file is refused too"
+    );
     assert_eq!(single.candidates("/ns/x"), ["cache-1"]);
-    assert!(single.metrics().contains("skein_trust_reloads_total{result=\"refused\"} 3"));
+    assert!(
+        single
+            .metrics()
+            .contains("skein_trust_reloads_total{result=\"refused\"} 3")
+    );
     single.handle.unwrap().shutdown().await;
 }
 
 #[tokio::test]
 async fn a_server_removed_while_stopped_is_dropped_at_start() {
     let mut single = Single::start(&trust_toml(FULL)).await;
-    single.register("cache-1", ServerKind::Cache, &["/ns"]).await;
+    single
+        .register("cache-1", ServerKind::Cache, &["/ns"])
+        .await;
     // Written while running, but the watcher could apply it first: stop it from
     // mattering by restarting straight away (either path must drop the ad).
     single.write_trust(&trust_toml(&[
@@ -217,7 +263,9 @@ async fn a_server_removed_while_stopped_is_dropped_at_start() {
 #[tokio::test]
 async fn a_trust_file_without_this_director_keeps_it_serving() {
     let single = Single::start(&trust_toml(FULL)).await;
-    single.register("cache-1", ServerKind::Cache, &["/ns"]).await;
+    single
+        .register("cache-1", ServerKind::Cache, &["/ns"])
+        .await;
     single.write_trust(&trust_toml(&[("cache-1", "cache", &["/ns"])]));
     let report = single.d().reload().await.unwrap();
     assert!(!report.self_trusted);
@@ -232,12 +280,18 @@ async fn a_trust_file_without_this_director_keeps_it_serving() {
 #[tokio::test]
 async fn a_changed_trust_file_is_picked_up_without_a_signal() {
     let single = Single::start(&trust_toml(FULL)).await;
-    single.register("cache-1", ServerKind::Cache, &["/ns"]).await;
+    single
+        .register("cache-1", ServerKind::Cache, &["/ns"])
+        .await;
     single.write_trust(&trust_toml(&[("director-0", "director", &[])]));
-    eventually(Duration::from_secs(10), "cache-1 revoked by the watcher", || {
-        let counted = single.metrics().contains("skein_ads_revoked_total 1");
-        async move { counted }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "cache-1 revoked by the watcher",
+        || {
+            let counted = single.metrics().contains("skein_ads_revoked_total 1");
+            async move { counted }
+        },
+    )
     .await;
     assert!(single.candidates("/ns/x").is_empty());
     single.handle.unwrap().shutdown().await;
@@ -246,7 +300,9 @@ async fn a_changed_trust_file_is_picked_up_without_a_signal() {
 #[tokio::test]
 async fn reload_storms_coalesce_and_change_nothing_when_the_file_is_the_same() {
     let single = Single::start(&trust_toml(FULL)).await;
-    single.register("cache-1", ServerKind::Cache, &["/ns"]).await;
+    single
+        .register("cache-1", ServerKind::Cache, &["/ns"])
+        .await;
     let d = single.d();
     let reloads = (0..100).map(|_| d.reload());
     for result in futures::future::join_all(reloads).await {
@@ -295,7 +351,10 @@ async fn metrics_show_build_latency_peers_store_and_ads_by_kind() {
     .await;
     let text = scrape(&url).await;
     for expected in [
-        format!("skein_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
+        format!(
+            "skein_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
         "skein_request_duration_seconds_bucket{class=\"redirect\",le=\"+Inf\"} ".into(),
         "skein_request_duration_seconds_count{class=\"register\"} 1".into(),
         "skein_request_duration_seconds_sum{class=\"forward\"}".into(),
@@ -315,5 +374,180 @@ async fn metrics_show_build_latency_peers_store_and_ads_by_kind() {
         let value = line.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "bad sample: {line}");
     }
+    cluster.shutdown().await;
+}
+
+/// A downtime or ban record about `server`, made at `at` and signed by `signer`.
+fn record(
+    kind: ServerKind,
+    server: &str,
+    signer: &str,
+    active: bool,
+    window: (u64, u64),
+    at: u64,
+) -> skein::ad::SignedAd {
+    let record = skein::ad::Record {
+        signer: signer.into(),
+        active,
+        start: window.0,
+        end: window.1,
+        reason: "disk swap".into(),
+    };
+    let expires_at = if active { window.1 } else { u64::MAX };
+    record
+        .into_ad(kind, server, at, expires_at)
+        .sign(&fixtures::key_for(signer))
+}
+
+async fn all_route_to(cluster: &common::Cluster, name: &str) -> bool {
+    cluster
+        .running()
+        .all(|d| common::routes_to(d, "/ns/x").as_deref() == Some(name))
+}
+
+fn http_status(error: &skein::client::ClientError) -> u16 {
+    match error {
+        skein::client::ClientError::Status { status, .. } => *status,
+        other => panic!("not an HTTP refusal: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downtime_and_bans_are_honoured_by_every_director() {
+    let cluster = common::Cluster::full_mesh(3).await;
+    let client = common::client();
+    let now = now_ms();
+    for (name, kind) in [
+        ("origin-1", ServerKind::Origin),
+        ("cache-1", ServerKind::Cache),
+    ] {
+        let ad = signed(name, kind, &["/ns"], now - 1000, 1);
+        client.register(cluster.handle(0).url(), &ad).await.unwrap();
+    }
+    eventually(Duration::from_secs(20), "all route to cache-1", || {
+        all_route_to(&cluster, "cache-1")
+    })
+    .await;
+
+    // Downtime added at director 1: all three send reads to the origin instead.
+    let window = (now - 1000, now + 3_600_000);
+    let added = record(ServerKind::Downtime, "cache-1", "ops", true, window, now);
+    let status = client
+        .register(cluster.handle(1).url(), &added)
+        .await
+        .unwrap();
+    assert_eq!(status.status, "accepted");
+    eventually(
+        Duration::from_secs(20),
+        "downtime honoured everywhere",
+        || all_route_to(&cluster, "origin-1"),
+    )
+    .await;
+    // cache-1 is still listed, with the record beside it.
+    let listed = client.ads(cluster.handle(2).url()).await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|a| a.signed.ad.name == "cache-1" && a.signed.ad.kind == ServerKind::Cache)
+    );
+    assert!(listed.iter().any(|a| {
+        a.signed.ad.kind == ServerKind::Downtime
+            && a.signed
+                .ad
+                .record
+                .as_ref()
+                .is_some_and(|r| r.active && r.end == window.1)
+    }));
+
+    // Removed at director 2: routing returns everywhere.
+    let removed = record(
+        ServerKind::Downtime,
+        "cache-1",
+        "ops",
+        false,
+        (0, u64::MAX),
+        now + 1,
+    );
+    client
+        .register(cluster.handle(2).url(), &removed)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "downtime lifted everywhere",
+        || all_route_to(&cluster, "cache-1"),
+    )
+    .await;
+    // A replay of the removed record is stale: the order refuses it.
+    let replay = client
+        .register(cluster.handle(0).url(), &added)
+        .await
+        .unwrap();
+    assert_eq!(replay.status, "stale");
+    assert!(all_route_to(&cluster, "cache-1").await);
+
+    // Bad input: a server's own key is no admin (403); a downtime ending before it
+    // starts (400). Nothing held changes.
+    let forged = record(
+        ServerKind::Downtime,
+        "origin-1",
+        "cache-1",
+        true,
+        window,
+        now + 2,
+    );
+    let error = client
+        .register(cluster.handle(0).url(), &forged)
+        .await
+        .unwrap_err();
+    assert_eq!(http_status(&error), 403, "{error}");
+    let backwards = record(
+        ServerKind::Downtime,
+        "cache-1",
+        "ops",
+        true,
+        (now + 10, now + 5),
+        now + 3,
+    );
+    let error = client
+        .register(cluster.handle(0).url(), &backwards)
+        .await
+        .unwrap_err();
+    assert_eq!(http_status(&error), 400, "{error}");
+    assert!(all_route_to(&cluster, "cache-1").await);
+
+    // A ban holds until it is lifted.
+    let ban = record(
+        ServerKind::Ban,
+        "cache-1",
+        "ops",
+        true,
+        (0, u64::MAX),
+        now + 4,
+    );
+    client
+        .register(cluster.handle(0).url(), &ban)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), "ban honoured everywhere", || {
+        all_route_to(&cluster, "origin-1")
+    })
+    .await;
+    let unban = record(
+        ServerKind::Ban,
+        "cache-1",
+        "ops",
+        false,
+        (0, u64::MAX),
+        now + 5,
+    );
+    client
+        .register(cluster.handle(1).url(), &unban)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), "ban lifted everywhere", || {
+        all_route_to(&cluster, "cache-1")
+    })
+    .await;
     cluster.shutdown().await;
 }

@@ -223,6 +223,31 @@ pub struct Record {
 }
 
 impl Record {
+    /// The unsigned record ad of `kind` about server `target`, made at `now` (its place
+    /// in the order: a later record about the same server replaces this one), dropped
+    /// by directors at `expires_at`.
+    pub fn into_ad(
+        self,
+        kind: ServerKind,
+        target: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Ad {
+        Ad {
+            name: target.to_string(),
+            kind,
+            data_url: String::new(),
+            web_url: String::new(),
+            namespaces: vec![],
+            status: AdStatus::Ok,
+            instance_id: InstanceId::new(now),
+            generation: 0,
+            expires_at,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            record: Some(self),
+        }
+    }
+
     /// True if the record keeps its server out of redirects at `now`.
     pub fn holds_back(&self, now: UnixMillis) -> bool {
         self.active && self.start <= now && now < self.end

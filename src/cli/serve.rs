@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use skein::ad::encode_public_key;
 use skein::config::DirectorConfig;
 use skein::director::{Director, DirectorHandle};
-use skein::telemetry::{self, LogControl};
 use skein::keys;
+use skein::telemetry::{self, LogControl};
 
 /// Runs a director until SIGINT/SIGTERM, then stops it gracefully; SIGHUP reloads.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {

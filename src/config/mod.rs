@@ -14,9 +14,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 pub use director::{
-    AdsConfig, DirectorConfig, FederationConfig, IdentityConfig, LimitsConfig, LogConfig, LogFormat,
-    PeersConfig,
-    TlsConfig,
+    AdsConfig, DirectorConfig, FederationConfig, IdentityConfig, LimitsConfig, LogConfig,
+    LogFormat, PeersConfig, TlsConfig,
 };
 pub use service::{NamespaceConfig, ServiceConfig};
 

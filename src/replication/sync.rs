@@ -53,7 +53,8 @@ impl Replicator {
                 report.pushed += 1;
             }
         }
-        self.peers.note_sync(peer, want.is_empty() && report.pushed == 0);
+        self.peers
+            .note_sync(peer, want.is_empty() && report.pushed == 0);
         for chunk in want.chunks(FETCH_CHUNK) {
             let ads = self.client.fetch(peer, chunk.to_vec()).await?;
             for ad in ads {

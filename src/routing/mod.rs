@@ -190,15 +190,17 @@ impl View {
         if self.records == 0 {
             return false;
         }
-        [ServerKind::Downtime, ServerKind::Ban].into_iter().any(|kind| {
-            let key = AdKey {
-                kind,
-                name: name.to_string(),
-            };
-            self.ads.get(&key).is_some_and(|a| {
-                a.expires_at > now && a.ad.record.as_ref().is_some_and(|r| r.holds_back(now))
+        [ServerKind::Downtime, ServerKind::Ban]
+            .into_iter()
+            .any(|kind| {
+                let key = AdKey {
+                    kind,
+                    name: name.to_string(),
+                };
+                self.ads.get(&key).is_some_and(|a| {
+                    a.expires_at > now && a.ad.record.as_ref().is_some_and(|r| r.holds_back(now))
+                })
             })
-        })
     }
 
     /// The ad held for `key`.

@@ -122,7 +122,11 @@ fn the_committed_schema_1_fixture_opens() {
     }
     drop(store);
     let reopened = Store::open(dir.path()).unwrap();
-    assert_eq!(reopened.load_ads().unwrap().ads.len(), 2, "schema 2 opens as is");
+    assert_eq!(
+        reopened.load_ads().unwrap().ads.len(),
+        2,
+        "schema 2 opens as is"
+    );
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -45,7 +45,10 @@ pub fn trust(directors: usize) -> Trust {
     servers.push(("origin-1", ServerKind::Origin, &["/ns", "/other"]));
     servers.push(("origin-2", ServerKind::Origin, &["/ns"]));
     servers.push(("cache-1", ServerKind::Cache, &["/ns"]));
-    fixtures::trust(&servers)
+    let mut trust = fixtures::trust(&servers);
+    // An operator key that signs downtime and ban records.
+    trust.insert_admin("ops", fixtures::key_for("ops").verifying_key());
+    trust
 }
 
 /// `director-0`, `director-1`, ...
