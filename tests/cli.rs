@@ -369,3 +369,88 @@ async fn sighup_reloads_the_trust_file_and_never_stops_the_director() {
     );
     assert!(lines.iter().any(|l| l["message"] == "trust file reloaded"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_put_servers_in_downtime_and_ban_them_from_the_cli() {
+    let fed = Federation::new();
+    let dir = fed.path();
+    // An operator key, listed as an admin.
+    let out = skein(&dir, &["keygen", "--out", "keys/ops.key"]);
+    let public = String::from_utf8(out.stdout).unwrap();
+    let mut trust = std::fs::read_to_string(dir.join("trust.toml")).unwrap();
+    trust.push_str(&format!(
+        "[[server]]\nname = \"ops\"\nkind = \"admin\"\npublic_key = \"{}\"\n",
+        public.trim()
+    ));
+    std::fs::write(dir.join("trust.toml"), trust).unwrap();
+    let mut director = fed.serve();
+    fed.wait_ready().await;
+    for service in ["origin-1.toml", "cache-1.toml"] {
+        assert!(
+            skein(&dir, &["advertise", "--config", service, "--once"])
+                .status
+                .success()
+        );
+    }
+    let url = fed.url();
+    let first_hop = |dir: &Path| {
+        let out = skein(dir, &["locate", "--federation", &url, "/test/f"]);
+        stdout(&out)
+            .lines()
+            .find(|l| l.starts_with("redirect:"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(first_hop(&dir).contains(":19101/"), "{}", first_hop(&dir));
+
+    let admin = ["--key", "keys/ops.key", "--federation", url.as_str()];
+    let run = |args: &[&str]| {
+        let out = skein(&dir, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out)
+    };
+    run(&[
+        &["downtime", "add"],
+        &admin[..],
+        &["cache-1", "--end", "1h", "--reason", "disk swap"],
+    ]
+    .concat());
+    assert!(first_hop(&dir).contains(":19001/"), "{}", first_hop(&dir));
+    let listed = run(&["downtime", "list", "--federation", &url]);
+    assert!(
+        listed.contains("cache-1") && listed.contains("active") && listed.contains("disk swap"),
+        "{listed}"
+    );
+    run(&[&["downtime", "remove"], &admin[..], &["cache-1"]].concat());
+    assert!(first_hop(&dir).contains(":19101/"));
+
+    run(&[&["ban"], &admin[..], &["cache-1"]].concat());
+    assert!(first_hop(&dir).contains(":19001/"));
+    run(&[&["unban"], &admin[..], &["cache-1"]].concat());
+    assert!(first_hop(&dir).contains(":19101/"));
+
+    // A server's key is no admin key: refused with a clear message.
+    let out = skein(
+        &dir,
+        &[
+            "ban",
+            "--key",
+            "keys/cache-1.key",
+            "--federation",
+            &url,
+            "origin-1",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not one"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    director.kill().unwrap();
+    director.wait().unwrap();
+}
