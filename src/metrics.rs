@@ -331,7 +331,8 @@ fn render_gauges(out: &mut String, gauges: &Gauges) {
             "# HELP skein_store_disk_bytes Size of the store on disk.\n# TYPE skein_store_disk_bytes gauge\nskein_store_disk_bytes {bytes}"
         );
     }
-    let per_peer: [(&str, &str, fn(&PeerGauges) -> Option<String>); 3] = [
+    type Sample = fn(&PeerGauges) -> Option<String>;
+    let per_peer: [(&str, &str, Sample); 3] = [
         (
             "skein_peer_forward_backlog",
             "Ads waiting to be forwarded to a peer director.",

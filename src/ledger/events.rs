@@ -45,16 +45,21 @@ impl ServerLog {
     /// A newer ad was accepted; `before` is the status held until now.
     pub(super) fn accepted(&self, ad: &Ad, before: Option<AdStatus>, now: UnixMillis) {
         let key = ad.key();
+        if let Some(record) = ad.record.as_ref().filter(|_| ad.kind.is_record()) {
+            // Operator records are rare and each one matters: always one line.
+            tracing::info!(record = %key, active = record.active, signer = %record.signer, reason = %record.reason, "federation record accepted");
+            return;
+        }
         match (before, ad.status) {
-            (None | Some(AdStatus::ShuttingDown), AdStatus::Ok) => {
-                if self.allow(key.to_string(), Event::Joined, now) {
-                    tracing::info!(server = %key, data_url = %ad.data_url, "server joined");
-                }
+            (None | Some(AdStatus::ShuttingDown), AdStatus::Ok)
+                if self.allow(key.to_string(), Event::Joined, now) =>
+            {
+                tracing::info!(server = %key, data_url = %ad.data_url, "server joined");
             }
-            (Some(AdStatus::Ok), AdStatus::ShuttingDown) => {
-                if self.allow(key.to_string(), Event::Withdrew, now) {
-                    tracing::info!(server = %key, "server withdrew");
-                }
+            (Some(AdStatus::Ok), AdStatus::ShuttingDown)
+                if self.allow(key.to_string(), Event::Withdrew, now) =>
+            {
+                tracing::info!(server = %key, "server withdrew");
             }
             _ => {}
         }
