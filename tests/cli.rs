@@ -103,6 +103,18 @@ impl Federation {
             .expect("start director")
     }
 
+    /// Sends origin-1's and cache-1's ads once.
+    fn advertise_all(&self) {
+        for service in ["origin-1.toml", "cache-1.toml"] {
+            let out = skein(&self.path(), &["advertise", "--config", service, "--once"]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     async fn wait_ready(&self) -> Duration {
         let started = Instant::now();
         let url = self.url();
@@ -305,13 +317,7 @@ async fn sighup_reloads_the_trust_file_and_never_stops_the_director() {
         .spawn()
         .unwrap();
     fed.wait_ready().await;
-    for service in ["origin-1.toml", "cache-1.toml"] {
-        assert!(
-            skein(&dir, &["advertise", "--config", service, "--once"])
-                .status
-                .success()
-        );
-    }
+    fed.advertise_all();
     let pid = director.id().to_string();
     let hup = || {
         Command::new("kill")
@@ -385,13 +391,7 @@ async fn operators_put_servers_in_downtime_and_ban_them_from_the_cli() {
     std::fs::write(dir.join("trust.toml"), trust).unwrap();
     let mut director = fed.serve();
     fed.wait_ready().await;
-    for service in ["origin-1.toml", "cache-1.toml"] {
-        assert!(
-            skein(&dir, &["advertise", "--config", service, "--once"])
-                .status
-                .success()
-        );
-    }
+    fed.advertise_all();
     let url = fed.url();
     let first_hop = |dir: &Path| {
         let out = skein(dir, &["locate", "--federation", &url, "/test/f"]);

@@ -31,14 +31,22 @@ async fn record(
     JsonBody(ad): JsonBody<SignedAd>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
     if !ad.ad.kind.is_record() {
-        return Err(ApiError::bad_request(
-            "wrong_endpoint",
-            format!(
-                "a {} ad was sent to the records endpoint (downtime and ban only)",
-                ad.ad.kind
-            ),
+        return Err(wrong_endpoint(
+            &ad,
+            "records endpoint (downtime and ban only)",
         ));
     }
+    take_in(state, ad).await
+}
+
+fn wrong_endpoint(ad: &SignedAd, endpoint: &str) -> ApiError {
+    ApiError::bad_request(
+        "wrong_endpoint",
+        format!("a {} ad was sent to the {endpoint}", ad.ad.kind),
+    )
+}
+
+async fn take_in(state: Arc<AppState>, ad: SignedAd) -> Result<Json<RegisterResponse>, ApiError> {
     let outcome = state.replicator.accept(ad, None).await?;
     Ok(Json(RegisterResponse {
         status: outcome.status().to_string(),
@@ -65,18 +73,12 @@ async fn register(
     expected: ServerKind,
 ) -> Result<Json<RegisterResponse>, ApiError> {
     if ad.ad.kind != expected {
-        return Err(ApiError::bad_request(
-            "wrong_endpoint",
-            format!(
-                "a {} ad was sent to the {expected} registration endpoint",
-                ad.ad.kind
-            ),
+        return Err(wrong_endpoint(
+            &ad,
+            &format!("{expected} registration endpoint"),
         ));
     }
-    let outcome = state.replicator.accept(ad, None).await?;
-    Ok(Json(RegisterResponse {
-        status: outcome.status().to_string(),
-    }))
+    take_in(state, ad).await
 }
 
 /// A peer forwards one ad (answered like a registration) or a batch (one result each).
