@@ -356,6 +356,24 @@ async fn sighup_reloads_the_trust_file_and_never_stops_the_director() {
     assert_eq!(listed(&fed.url()).await, everyone[1..]);
     assert!(director.try_wait().unwrap().is_none(), "still running");
 
+    // A live setting: the access log, switched on by editing the config and a SIGHUP.
+    let mut config = std::fs::read_to_string(dir.join("director.toml")).unwrap();
+    config.push_str("[log]\naccess = true\n");
+    std::fs::write(dir.join("director.toml"), config).unwrap();
+    assert!(hup());
+    let client = common::client();
+    let log_path = log.clone();
+    eventually(Duration::from_secs(20), "an access line", || {
+        let (client, url, log_path) = (client.clone(), url.clone(), log_path.clone());
+        async move {
+            let _ = client.locate(&url, "/test/a").await;
+            std::fs::read_to_string(&log_path)
+                .unwrap_or_default()
+                .contains("\"class\":\"redirect\"")
+        }
+    })
+    .await;
+
     // SIGTERM still stops it gracefully.
     let term = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(term.success());
@@ -374,6 +392,10 @@ async fn sighup_reloads_the_trust_file_and_never_stops_the_director() {
         "{text}"
     );
     assert!(lines.iter().any(|l| l["message"] == "trust file reloaded"));
+    assert!(lines.iter().any(|l| l["target"] == "skein::access"
+        && l["status"] == 307
+        && l["method"] == "GET"
+        && l["duration_us"].is_u64()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -491,3 +491,19 @@ async fn downtime_and_bans_are_honoured_by_every_director() {
     .await;
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_config_reload_applies_live_settings_and_names_the_others() {
+    let single = Single::with_cache().await;
+    let mut config = single.config();
+    config.ads.max_lifetime = Duration::from_secs(60);
+    config.peers.poll_interval = Duration::from_secs(5);
+    config.log.access = true;
+    let (needs_restart, reloaded) = single.d().reload_config(config).await;
+    assert_eq!(needs_restart, ["peers"]);
+    assert!(reloaded.is_ok());
+    let state = single.d().state();
+    assert_eq!(state.ledger.limits().max_lifetime, Duration::from_secs(60));
+    assert!(state.access_log.load(std::sync::atomic::Ordering::Relaxed));
+    single.handle.unwrap().shutdown().await;
+}
