@@ -206,7 +206,15 @@ impl DirectorConfig {
         let trust = r.required("federation.trust");
         let ca_bundle = r.optional("federation.ca_bundle");
         let trust_poll_interval = r.duration("federation.trust_poll_interval");
-        let log_level: Option<String> = r.required("log.level");
+        let log_level: Option<String> = r.required::<String>("log.level").and_then(|level| {
+            match tracing_subscriber::EnvFilter::try_new(&level) {
+                Ok(_) => Some(level),
+                Err(e) => {
+                    r.problem(format!("log.level: {level:?} is not a log filter ({e})"));
+                    None
+                }
+            }
+        });
         let log_format = r
             .required::<String>("log.format")
             .and_then(|text| match text.as_str() {
