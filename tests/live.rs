@@ -287,9 +287,18 @@ async fn reload_storms_coalesce_and_change_nothing_when_the_file_is_the_same() {
     let single = Single::with_cache().await;
     let d = single.d();
     let reloads = (0..100).map(|_| d.reload());
-    for result in futures::future::join_all(reloads).await {
+    // Scrapes during the storm are answered as usual.
+    let url = format!("http://127.0.0.1:{}", single.port);
+    let scrapes = (0..10).map(|_| scrape(&url));
+    let (reloaded, scraped) = futures::future::join(
+        futures::future::join_all(reloads),
+        futures::future::join_all(scrapes),
+    )
+    .await;
+    for result in reloaded {
         assert!(result.unwrap().revoked.is_empty());
     }
+    assert!(scraped.iter().all(|text| text.contains("skein_build_info")));
     assert_eq!(single.candidates("/ns/x"), ["cache-1"]);
     let metrics = single.metrics();
     let applied = metrics
