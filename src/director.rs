@@ -76,14 +76,20 @@ pub const LIVE_SETTINGS: &[&str] = &[
     "log.access",
 ];
 
+/// `base` with the [`LIVE_SETTINGS`] of `from`.
+fn with_live_settings(base: &DirectorConfig, from: &DirectorConfig) -> DirectorConfig {
+    let mut out = base.clone();
+    out.federation.trust = from.federation.trust.clone();
+    out.ads.max_lifetime = from.ads.max_lifetime;
+    out.ads.max_clock_skew = from.ads.max_clock_skew;
+    out.log.level = from.log.level.clone();
+    out.log.access = from.log.access;
+    out
+}
+
 /// The sections of `old` that differ from `new` outside [`LIVE_SETTINGS`].
 fn restart_only_changes(old: &DirectorConfig, new: &DirectorConfig) -> Vec<&'static str> {
-    let mut live = new.clone();
-    live.federation.trust = old.federation.trust.clone();
-    live.ads.max_lifetime = old.ads.max_lifetime;
-    live.ads.max_clock_skew = old.ads.max_clock_skew;
-    live.log.level = old.log.level.clone();
-    live.log.access = old.log.access;
+    let live = with_live_settings(new, old);
     let mut changed = Vec::new();
     let checks: [(&'static str, bool); 11] = [
         ("name", old.name != live.name),
@@ -397,11 +403,7 @@ impl DirectorHandle {
         let needs_restart = {
             let mut config = self.config.lock().unwrap_or_else(|e| e.into_inner());
             let needs_restart = restart_only_changes(&config, &new);
-            config.federation.trust = new.federation.trust.clone();
-            config.ads.max_lifetime = new.ads.max_lifetime;
-            config.ads.max_clock_skew = new.ads.max_clock_skew;
-            config.log.level = new.log.level.clone();
-            config.log.access = new.log.access;
+            *config = with_live_settings(&config, &new);
             self.state
                 .access_log
                 .store(new.log.access, Ordering::Relaxed);
