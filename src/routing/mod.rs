@@ -77,9 +77,9 @@ type Servers = Arc<Vec<(Arc<StoredAd>, usize)>>;
 pub struct View {
     ads: HashMap<AdKey, Arc<StoredAd>>,
     by_prefix: HashMap<Arc<str>, Servers>,
-    /// Federation records (downtime, ban) held: while there are none, a redirect pays
-    /// nothing to honour them.
-    records: usize,
+    /// Servers that federation records (downtime, ban) are about, with how many records
+    /// each: a redirect only looks the records up for a candidate listed here.
+    record_names: HashMap<Arc<str>, u8>,
 }
 
 /// Where the ad of `key` sits (or would sit) in a prefix's servers.
@@ -121,7 +121,10 @@ impl View {
         let indexed = stored.ad.kind != ServerKind::Director && !stored.ad.kind.is_record();
         let old = self.ads.insert(key.clone(), stored.clone());
         if key.kind.is_record() && old.is_none() {
-            self.records += 1;
+            *self
+                .record_names
+                .entry(Arc::from(key.name.as_str()))
+                .or_insert(0) += 1;
         }
         if let Some(old) = old {
             let kept: HashSet<&str> = if indexed {
@@ -164,7 +167,15 @@ impl View {
     fn remove(&mut self, key: &AdKey) {
         if let Some(old) = self.ads.remove(key) {
             if key.kind.is_record() {
-                self.records -= 1;
+                let name: &str = &key.name;
+                match self.record_names.get(name).copied() {
+                    Some(n) if n > 1 => {
+                        self.record_names.insert(Arc::from(name), n - 1);
+                    }
+                    _ => {
+                        self.record_names.remove(name);
+                    }
+                }
             }
             for ns in &old.ad.namespaces {
                 self.unindex(&ns.path, key);
@@ -187,7 +198,7 @@ impl View {
     /// True if a live record keeps the server `name` out of redirects at `now`: it is
     /// banned, or inside a downtime window.
     pub fn held_back(&self, name: &str, now: UnixMillis) -> bool {
-        if self.records == 0 {
+        if self.record_names.is_empty() || !self.record_names.contains_key(name) {
             return false;
         }
         [ServerKind::Downtime, ServerKind::Ban]
