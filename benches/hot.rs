@@ -5,11 +5,14 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use criterion::{Criterion, criterion_group, criterion_main};
-use skein::ad::AdKey;
+use skein::ad::{AdKey, Record, ServerKind};
 use skein::codec;
 use skein::config::DirectorConfig;
 use skein::fixtures::{federation, federation_ad, key_for, namespace_path};
+use skein::metrics::{Metrics, RouteClass};
 use skein::probe::{Board, Outcome, PresenceCache, presence};
 use skein::routing::signals::{Presence, ServerHealth, Signals};
 use skein::routing::{Purpose, View};
@@ -47,6 +50,40 @@ fn bench_route(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % paths.len();
             black_box(view.route(black_box(&paths[i]), Purpose::Read, NOW)).ok()
+        })
+    });
+    // The same view holding 100 downtime records (about servers not in it): every
+    // candidate of every redirect is then checked against them.
+    let mut with_records = view.clone();
+    for n in 0..100 {
+        let record = Record {
+            signer: "ops".into(),
+            active: true,
+            start: 0,
+            end: u64::MAX,
+            reason: String::new(),
+        };
+        let ad = record
+            .into_ad(
+                ServerKind::Downtime,
+                &format!("elsewhere-{n}"),
+                STARTED,
+                u64::MAX,
+            )
+            .sign(&key_for("ops"));
+        with_records = with_records.with_ad(Arc::new(StoredAd::new(ad, STARTED, u64::MAX)));
+    }
+    c.bench_function("view_route_1k_servers_10k_ns_100_records", |b| {
+        b.iter(|| {
+            i = (i + 1) % paths.len();
+            black_box(with_records.route(black_box(&paths[i]), Purpose::Read, NOW)).ok()
+        })
+    });
+    let metrics = Metrics::default();
+    c.bench_function("metrics_request_observe", |b| {
+        b.iter(|| {
+            let class = RouteClass::of(black_box("/ligo/frames/file.dat"));
+            metrics.request(class, black_box(Duration::from_micros(180)));
         })
     });
     c.bench_function("view_route_miss", |b| {

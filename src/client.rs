@@ -281,6 +281,7 @@ impl Client {
             crate::ad::ServerKind::Cache => "registerCache",
             crate::ad::ServerKind::Origin => "registerOrigin",
             crate::ad::ServerKind::Director => "forward",
+            crate::ad::ServerKind::Downtime | crate::ad::ServerKind::Ban => "records",
         };
         let url = format!(
             "{}/api/v1.0/director/{endpoint}",

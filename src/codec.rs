@@ -116,9 +116,15 @@ pub fn canonical_bytes<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// The bytes an ad's signature covers: a domain tag, then the ad in bincode
 /// (fields in declaration order, fixed-width integers, length-prefixed strings).
+/// `record`, the last field, is left out when absent (bincode writes `None` as one
+/// trailing 0 byte): a server ad signs exactly the bytes it signed before records
+/// existed, so services of earlier versions keep verifying.
 pub fn canonical_ad_bytes(ad: &Ad) -> Vec<u8> {
     let mut out = SIGNING_DOMAIN.to_vec();
     out.extend_from_slice(&options().serialize(ad).unwrap_or_default());
+    if ad.record.is_none() && out.last() == Some(&0) {
+        out.pop();
+    }
     out
 }
 

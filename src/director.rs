@@ -28,6 +28,7 @@ use crate::peers::{PeerTiming, SelfInfo, Source};
 use crate::pelican::Gate;
 use crate::pelican::registry::{Registry, RegistrySettings};
 use crate::probe::Probes;
+use crate::reload::{self, ReloadError, ReloadReport, SelfEntry, TrustReloader};
 use crate::replication::Replicator;
 use crate::store::{Store, StoreError};
 use crate::trust::{Trust, TrustFileError};
@@ -72,6 +73,51 @@ pub struct Options {
     pub faults: Faults,
 }
 
+/// Settings that `reload_config` (SIGHUP) puts in force without a restart.
+pub const LIVE_SETTINGS: &[&str] = &[
+    "federation.trust",
+    "ads.max_lifetime",
+    "ads.max_clock_skew",
+    "log.level",
+    "log.access",
+];
+
+/// `base` with the [`LIVE_SETTINGS`] of `from`.
+fn with_live_settings(base: &DirectorConfig, from: &DirectorConfig) -> DirectorConfig {
+    let mut out = base.clone();
+    out.federation.trust = from.federation.trust.clone();
+    out.ads.max_lifetime = from.ads.max_lifetime;
+    out.ads.max_clock_skew = from.ads.max_clock_skew;
+    out.log.level = from.log.level.clone();
+    out.log.access = from.log.access;
+    out
+}
+
+/// The sections of `old` that differ from `new` outside [`LIVE_SETTINGS`].
+fn restart_only_changes(old: &DirectorConfig, new: &DirectorConfig) -> Vec<&'static str> {
+    let live = with_live_settings(new, old);
+    let mut changed = Vec::new();
+    let checks: [(&'static str, bool); 11] = [
+        ("name", old.name != live.name),
+        ("listen", old.listen != live.listen),
+        ("advertise_url", old.advertise_url != live.advertise_url),
+        ("data_dir", old.data_dir != live.data_dir),
+        ("tls", old.tls != live.tls),
+        ("identity", old.identity != live.identity),
+        ("federation", old.federation != live.federation),
+        ("ads", old.ads != live.ads),
+        ("peers", old.peers != live.peers),
+        ("limits", old.limits != live.limits),
+        ("log", old.log != live.log),
+    ];
+    for (key, differs) in checks {
+        if differs {
+            changed.push(key);
+        }
+    }
+    changed
+}
+
 /// Starts directors.
 pub struct Director;
 
@@ -104,6 +150,9 @@ pub struct DirectorHandle {
     forward_timeout: Duration,
     max_lifetime: Duration,
     started_in: Duration,
+    reloader: Arc<TrustReloader>,
+    /// The configuration in force (settings that change live are updated in it).
+    config: std::sync::Mutex<DirectorConfig>,
 }
 
 impl Director {
@@ -201,6 +250,18 @@ impl Director {
             );
         }
         let ledger = Arc::new(ledger);
+        let metrics = Arc::new(Metrics::default());
+        let reloader = Arc::new(TrustReloader::new(
+            ledger.clone(),
+            metrics.clone(),
+            SelfEntry {
+                name: config.name.clone(),
+                key: key.verifying_key(),
+            },
+            config.federation.trust.clone(),
+        ));
+        // Ads stored under an older trust file must not route under this one.
+        reloader.check_held().await?;
         let identity = Arc::new(Identity::new(
             &config.name,
             ServerKind::Director,
@@ -212,7 +273,6 @@ impl Director {
             config.federation.ca_bundle.as_deref(),
         )?
         .with_faults(options.faults.clone());
-        let metrics = Arc::new(Metrics::default());
         let tracker = TaskTracker::new();
         let workers = cancel.child_token();
         let replicator = Replicator::new(
@@ -262,6 +322,7 @@ impl Director {
             sort,
             ready: AtomicBool::new(true),
             pelican: gate,
+            access_log: AtomicBool::new(config.log.access),
         });
         let limits = HttpLimits {
             max_body: config.limits.max_body as usize,
@@ -318,12 +379,18 @@ impl Director {
             config.routing.locate_interval,
             config.routing.dns_refresh,
         ));
+        tracker.spawn(reload::watch(
+            reloader.clone(),
+            config.federation.trust_poll_interval,
+            workers.clone(),
+        ));
         tracker.spawn(discovery::run(
             replicator.clone(),
             config.federation.discovery_url.clone(),
             config.peers.poll_interval,
             workers.clone(),
         ));
+        let interval = config.peers.announce_interval;
         let handle = DirectorHandle {
             addr,
             state,
@@ -334,10 +401,11 @@ impl Director {
             forward_timeout: config.peers.forward_timeout,
             max_lifetime: config.ads.max_lifetime,
             started_in,
+            reloader,
+            config: std::sync::Mutex::new(config),
         };
         handle.announce(AdStatus::Ok).await;
         let announcer = handle.announcer();
-        let interval = config.peers.announce_interval;
         tracker.spawn(async move {
             loop {
                 tokio::select! {
@@ -391,6 +459,43 @@ impl DirectorHandle {
 
     async fn announce(&self, status: AdStatus) -> Option<crate::ad::SignedAd> {
         self.announcer().announce(status).await
+    }
+
+    /// Re-reads the trust file and puts it in force: ads it no longer admits stop
+    /// routing at once and leave the store. A file that does not parse is refused and
+    /// the trust in force stays. (`skein serve` calls this on SIGHUP.)
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload().await
+    }
+
+    /// Applies a re-read configuration: the settings that can change live take effect
+    /// (see [`LIVE_SETTINGS`]), the others are kept and returned by key (they need a
+    /// restart); then the trust file it names is reloaded.
+    pub async fn reload_config(
+        &self,
+        new: DirectorConfig,
+    ) -> (Vec<&'static str>, Result<ReloadReport, ReloadError>) {
+        let needs_restart = {
+            let mut config = self.config.lock().unwrap_or_else(|e| e.into_inner());
+            let needs_restart = restart_only_changes(&config, &new);
+            *config = with_live_settings(&config, &new);
+            self.state
+                .access_log
+                .store(new.log.access, Ordering::Relaxed);
+            needs_restart
+        };
+        for key in &needs_restart {
+            tracing::warn!(
+                key,
+                "setting changed in the config file; it takes effect at the next restart"
+            );
+        }
+        self.state.ledger.set_limits(AdLimits {
+            max_lifetime: new.ads.max_lifetime,
+            max_clock_skew: new.ads.max_clock_skew,
+        });
+        self.reloader.set_path(new.federation.trust);
+        (needs_restart, self.reload().await)
     }
 
     /// The bound address.

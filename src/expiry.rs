@@ -95,11 +95,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         assert!(ledger.view().is_empty(), "pruned");
-        assert!(
-            metrics
-                .render(crate::metrics::Gauges::default())
-                .contains("skein_ads_pruned_total 1")
-        );
+        assert!(metrics.render(0, 0).contains("skein_ads_pruned_total 1"));
         cancel.cancel();
         worker.await.unwrap();
         drop(ledger);

@@ -54,6 +54,7 @@ pub fn ad(
         generation,
         expires_at: started_at + 15 * 60 * 1000 + generation,
         version: "test".into(),
+        record: None,
     }
 }
 

@@ -78,6 +78,7 @@ impl Identity {
             generation,
             expires_at,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            record: None,
         }
         .sign(&self.key)
     }

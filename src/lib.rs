@@ -26,6 +26,7 @@ pub mod peers;
 pub mod pelican;
 pub mod preflight;
 pub mod probe;
+pub mod reload;
 pub mod replication;
 pub mod routing;
 pub mod scitokens;

@@ -13,14 +13,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     // Servers log what they do; client commands speak only when something is wrong.
+    // `serve` sets logging up itself, from its config file (`[log]`).
     let level = match cli.command {
-        cli::Command::Serve { .. }
-        | cli::Command::Advertise { .. }
+        cli::Command::Serve { .. } => None,
+        cli::Command::Advertise { .. }
         | cli::Command::Origin { .. }
-        | cli::Command::Cache { .. } => "info",
-        _ => "warn",
+        | cli::Command::Cache { .. } => Some("info"),
+        _ => Some("warn"),
     };
-    skein::telemetry::init(level);
+    if let Some(level) = level {
+        skein::telemetry::init(level);
+    }
     match cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

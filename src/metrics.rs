@@ -1,8 +1,11 @@
-//! Per-director counters rendered as Prometheus text.
+//! Per-director counters, histograms and gauges rendered as Prometheus text.
 //!
 //! Each director owns its registry (rather than a process-global recorder) so that
 //! several directors in one process, as in the cluster tests, keep separate counts.
-//! The redirect counters are plain atomics: the hot path takes no lock.
+//! That rules out the `metrics` crate (one global recorder per process); the
+//! `prometheus-client` crate would fit, but the text format is small and the renderer
+//! below is tested, so it stays hand-written. The redirect counters and the request
+//! histograms are plain atomics: the hot path takes no lock.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -65,8 +68,98 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Gauges read from the director's state when metrics are rendered.
-#[derive(Debug, Default, Clone, Copy)]
+/// Which family of routes a request belongs to (a bounded label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    /// Client object paths (the redirect hot path).
+    Redirect,
+    /// Services registering ads, operators sending records.
+    Register,
+    /// Ads forwarded by peer directors.
+    Forward,
+    /// Bulk reads: ad listings, digests, fetches.
+    Bulk,
+    /// Health, metrics, discovery, status page.
+    Other,
+}
+
+const ROUTE_CLASSES: [&str; 5] = ["redirect", "register", "forward", "bulk", "other"];
+
+impl RouteClass {
+    /// Classifies a request path.
+    pub fn of(path: &str) -> Self {
+        match path {
+            "/api/v1.0/director/registerOrigin"
+            | "/api/v1.0/director/registerCache"
+            | "/api/v1.0/director/records" => RouteClass::Register,
+            "/api/v1.0/director/forward" => RouteClass::Forward,
+            "/api/v1.0/director/ads"
+            | "/api/v1.0/director/servers"
+            | "/api/v1.0/director/digest"
+            | "/api/v1.0/director/ads/fetch" => RouteClass::Bulk,
+            "/"
+            | "/health"
+            | "/api/v1.0/health"
+            | "/ready"
+            | "/metrics"
+            | "/.well-known/pelican-configuration"
+            | "/api/v1.0/director/directors"
+            | "/api/v2.0/director/listNamespaces" => RouteClass::Other,
+            _ => RouteClass::Redirect,
+        }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        ROUTE_CLASSES[self as usize]
+    }
+}
+
+/// Upper bounds of the request-duration buckets, microseconds (100 µs to 10 s).
+const BUCKETS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// A fixed-bucket histogram of durations: three relaxed atomic adds per observation.
+#[derive(Default)]
+struct Histogram {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, micros: u64) {
+        let at = BUCKETS_US
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(BUCKETS_US.len());
+        self.buckets[at].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(micros, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = match BUCKETS_US.get(i) {
+                Some(us) => format!("{}", *us as f64 / 1e6),
+                None => "+Inf".to_string(),
+            };
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// State read at scrape time (gauges), gathered by the `/metrics` handler.
+#[derive(Debug, Default)]
 pub struct Gauges {
     /// Ads held and not expired.
     pub ads_live: usize,
@@ -80,34 +173,45 @@ pub struct Gauges {
     pub ads_live_pelican: usize,
     /// Requests made to the Pelican registry so far.
     pub registry_requests: u64,
+    /// Live ads by (kind, status) label values.
+    pub ads_by_kind: Vec<(&'static str, &'static str, usize)>,
+    /// Per peer: forward backlog, in sync at the last digest exchange, last successful
+    /// contact (Unix ms, 0 if never).
+    pub peers: Vec<PeerGauges>,
+    /// Bytes the store takes on disk.
+    pub store_bytes: Option<u64>,
+}
+
+/// One peer's gauges.
+#[derive(Debug, Default, Clone)]
+pub struct PeerGauges {
+    /// Its advertise URL.
+    pub url: String,
+    /// Ads waiting to be forwarded to it.
+    pub backlog: usize,
+    /// The last digest exchange found nothing to pull or push (None: none yet).
+    pub in_sync: Option<bool>,
+    /// Last successful contact, Unix ms.
+    pub last_success_ms: u64,
 }
 
 /// The director's metrics.
 #[derive(Default)]
 pub struct Metrics {
+    durations: [Histogram; 5],
     ads_received: Family,
-    pelican_registrations: Family,
     forwards: Family,
     redirects: [AtomicU64; 3],
     pruned: AtomicU64,
+    trust_reloads: Family,
+    revoked: AtomicU64,
+    pelican_registrations: Family,
 }
 
 impl Metrics {
     /// Counts an ad received, by result (`accepted`, `duplicate`, `stale`, `forbidden`, ...).
     pub fn ad_received(&self, result: &str) {
         self.ads_received.add(&[("result", result)], 1);
-    }
-
-    /// Counts a Pelican server's registration, by result (`accepted`, `duplicate`,
-    /// `stale`, or the refusal code: `token`, `scope`, `unknown_key`, ...).
-    pub fn pelican_registration(&self, result: &str) {
-        self.pelican_registrations.add(&[("result", result)], 1);
-    }
-
-    /// Pelican registrations with `result`.
-    pub fn pelican_registrations_with(&self, result: &str) -> u64 {
-        self.pelican_registrations
-            .get(&format!("result=\"{result}\""))
     }
 
     /// Counts forward attempts to a peer, by result (`accepted`, `duplicate`, `error`, ...).
@@ -125,6 +229,21 @@ impl Metrics {
         self.pruned.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Records how long a request of `class` took.
+    pub fn request(&self, class: RouteClass, elapsed: std::time::Duration) {
+        self.durations[class as usize].observe(elapsed.as_micros() as u64);
+    }
+
+    /// Counts a trust-file reload, by result (`applied` or `refused`).
+    pub fn trust_reload(&self, result: &str) {
+        self.trust_reloads.add(&[("result", result)], 1);
+    }
+
+    /// Counts held ads dropped because the trust no longer admits them.
+    pub fn revoked(&self, n: u64) {
+        self.revoked.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Ads received with `result`.
     pub fn ads_received_with(&self, result: &str) -> u64 {
         self.ads_received.get(&format!("result=\"{result}\""))
@@ -135,20 +254,33 @@ impl Metrics {
         self.forwards.total()
     }
 
-    /// Renders Prometheus text; gauges are passed in by the caller.
-    pub fn render(&self, gauges: Gauges) -> String {
-        let Gauges {
+    /// Renders Prometheus text with only the two basic gauges.
+    /// Counts a Pelican server's registration, by result (`accepted`, `duplicate`,
+    /// `stale`, or the refusal code: `token`, `scope`, `unknown_key`, ...).
+    pub fn pelican_registration(&self, result: &str) {
+        self.pelican_registrations.add(&[("result", result)], 1);
+    }
+
+    /// Pelican registrations with `result`.
+    pub fn pelican_registrations_with(&self, result: &str) -> u64 {
+        self.pelican_registrations
+            .get(&format!("result=\"{result}\""))
+    }
+
+    pub fn render(&self, ads_live: usize, peers_known: usize) -> String {
+        self.render_with(&Gauges {
             ads_live,
-            ads_live_pelican,
             peers_known,
-            registry_requests,
-            ..
-        } = gauges;
+            ..Gauges::default()
+        })
+    }
+
+    /// Renders Prometheus text; gauges are read by the caller.
+    pub fn render_with(&self, gauges: &Gauges) -> String {
+        let (ads_live, peers_known) = (gauges.ads_live, gauges.peers_known);
+        let (ads_live_pelican, registry_requests) =
+            (gauges.ads_live_pelican, gauges.registry_requests);
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP skein_ads_live Ads held and not expired.\n# TYPE skein_ads_live gauge\nskein_ads_live {ads_live}"
-        );
         let _ = writeln!(
             out,
             "# HELP skein_ads_live_by_provenance Live ads by where they came from.\n# TYPE skein_ads_live_by_provenance gauge\nskein_ads_live_by_provenance{{provenance=\"skein\"}} {}\nskein_ads_live_by_provenance{{provenance=\"pelican\"}} {ads_live_pelican}",
@@ -165,10 +297,6 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP skein_peers_known Directors known, this one included.\n# TYPE skein_peers_known gauge\nskein_peers_known {peers_known}"
-        );
-        let _ = writeln!(
-            out,
             "# HELP skein_store_degraded 1 while the store, found damaged at start, has not been refilled from a peer.\n# TYPE skein_store_degraded gauge\nskein_store_degraded {}",
             u8::from(gauges.store_degraded)
         );
@@ -176,6 +304,19 @@ impl Metrics {
             out,
             "# HELP skein_store_write_failing 1 while store commits fail (a full disk): ads are refused.\n# TYPE skein_store_write_failing gauge\nskein_store_write_failing {}",
             u8::from(gauges.store_write_failing)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP skein_build_info The running build.\n# TYPE skein_build_info gauge\nskein_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(
+            out,
+            "# HELP skein_ads_live Ads held and not expired.\n# TYPE skein_ads_live gauge\nskein_ads_live {ads_live}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP skein_peers_known Directors known, this one included.\n# TYPE skein_peers_known gauge\nskein_peers_known {peers_known}"
         );
         self.ads_received.render(
             &mut out,
@@ -200,6 +341,67 @@ impl Metrics {
             "# HELP skein_ads_pruned_total Ads dropped at expiry.\n# TYPE skein_ads_pruned_total counter\nskein_ads_pruned_total {}",
             self.pruned.load(Ordering::Relaxed)
         );
+        self.trust_reloads.render(
+            &mut out,
+            "skein_trust_reloads_total",
+            "Trust file reloads (SIGHUP, file change), by result.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP skein_ads_revoked_total Held ads dropped because the trust no longer admits them.\n# TYPE skein_ads_revoked_total counter\nskein_ads_revoked_total {}",
+            self.revoked.load(Ordering::Relaxed)
+        );
+        let name = "skein_request_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to answer a request, by route class.\n# TYPE {name} histogram"
+        );
+        for (i, class) in ROUTE_CLASSES.iter().enumerate() {
+            self.durations[i].render(&mut out, name, &format!("class=\"{class}\""));
+        }
+        render_gauges(&mut out, gauges);
         out
+    }
+}
+
+fn render_gauges(out: &mut String, gauges: &Gauges) {
+    let _ = writeln!(
+        out,
+        "# HELP skein_ads Live ads held, by kind and status.\n# TYPE skein_ads gauge"
+    );
+    for (kind, status, n) in &gauges.ads_by_kind {
+        let _ = writeln!(out, "skein_ads{{kind=\"{kind}\",status=\"{status}\"}} {n}");
+    }
+    if let Some(bytes) = gauges.store_bytes {
+        let _ = writeln!(
+            out,
+            "# HELP skein_store_disk_bytes Size of the store on disk.\n# TYPE skein_store_disk_bytes gauge\nskein_store_disk_bytes {bytes}"
+        );
+    }
+    type Sample = fn(&PeerGauges) -> Option<String>;
+    let per_peer: [(&str, &str, Sample); 3] = [
+        (
+            "skein_peer_forward_backlog",
+            "Ads waiting to be forwarded to a peer director.",
+            |p| Some(p.backlog.to_string()),
+        ),
+        (
+            "skein_peer_in_sync",
+            "1 if the last digest exchange with a peer found nothing to pull or push.",
+            |p| p.in_sync.map(|s| u8::from(s).to_string()),
+        ),
+        (
+            "skein_peer_last_success_timestamp_seconds",
+            "Last successful contact with a peer director (Unix seconds).",
+            |p| Some((p.last_success_ms as f64 / 1e3).to_string()),
+        ),
+    ];
+    for (name, help, value) in per_peer {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for peer in &gauges.peers {
+            if let Some(v) = value(peer) {
+                let _ = writeln!(out, "{name}{{peer=\"{}\"}} {v}", escape(&peer.url));
+            }
+        }
     }
 }

@@ -110,6 +110,8 @@ struct Peer {
     last_logged: Option<UnixMillis>,
     ad: DirectorAdInfo,
     link: Link,
+    /// The last digest exchange found nothing to pull or push (None: none yet).
+    in_sync: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -570,6 +572,27 @@ impl PeerSet {
         out
     }
 
+    /// Records the outcome of a digest exchange with `url` (any alias).
+    pub fn note_sync(&self, url: &str, in_sync: bool) {
+        let mut members = self.members();
+        let Some(uuid) = members.by_url.get(&normalize(url)).copied() else {
+            return;
+        };
+        if let Some(peer) = members.peers.get_mut(&uuid) {
+            peer.in_sync = Some(in_sync);
+        }
+    }
+
+    /// Per verified peer: URL, in sync at the last digest exchange, last successful
+    /// contact (metrics).
+    pub fn sync_states(&self) -> Vec<(String, Option<bool>, UnixMillis)> {
+        self.members()
+            .peers
+            .values()
+            .map(|p| (p.record.url.clone(), p.in_sync, p.record.last_ok))
+            .collect()
+    }
+
     /// What the status page shows of every known peer: verified peers, then configured or
     /// discovered URLs not verified (yet), in URL order.
     pub fn statuses(&self) -> Vec<PeerStatus> {
@@ -831,6 +854,7 @@ impl PeerSet {
                 last_logged: None,
                 ad: DirectorAdInfo::of(ad),
                 link: link.clone(),
+                in_sync: None,
             },
         );
         drop(members);

@@ -1,5 +1,6 @@
 //! The trust file: who may advertise what. An ad is accepted only if its signature
-//! verifies with the key listed for its name and kind and every namespace is allowed.
+//! verifies with the key listed for its name and kind and every namespace is allowed;
+//! a federation record (downtime, ban) only if it verifies with an admin key.
 //!
 //! A Pelican ad (one carrying an attestation) is accepted only if a director listed
 //! here signed it, and the Pelican server it names may serve every namespace in it:
@@ -10,7 +11,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::ad::{ServerKind, SignError, SignedAd, VerifyingKey, decode_public_key};
+use crate::ad::{Ad, ServerKind, SignError, SignedAd, VerifyingKey, decode_public_key};
 use crate::paths::is_under_prefix;
 use crate::pelican::keys::{PelicanEntryFile, prefix_kind};
 use crate::pelican::{Attestation, PelicanKeys, attest};
@@ -20,10 +21,20 @@ use crate::pelican::{Attestation, PelicanKeys, attest};
 #[serde(deny_unknown_fields)]
 struct ServerEntry {
     name: String,
-    kind: ServerKind,
+    kind: EntryKind,
     public_key: String,
     #[serde(default)]
     namespaces: Vec<String>,
+}
+
+/// What an entry trusts: a server of a kind, or an operator key that signs records.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EntryKind {
+    Origin,
+    Cache,
+    Director,
+    Admin,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,7 +58,7 @@ pub struct TrustedServer {
 }
 
 /// Why an ad is refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TrustError {
     /// No entry for the ad's name.
     #[error("server {0:?} is not in the trust file")]
@@ -65,6 +76,12 @@ pub enum TrustError {
     /// The signature does not verify.
     #[error(transparent)]
     Signature(#[from] SignError),
+    /// A record signed by a name that is not an admin in the trust file.
+    #[error("records must be signed by an admin key; {0:?} is not one")]
+    NotAdmin(String),
+    /// A record kind without its record.
+    #[error("a {0} record carries no record body")]
+    MissingRecord(ServerKind),
     /// A namespace outside the server's allowed prefixes.
     #[error("server {name:?} may not serve namespace {namespace:?}")]
     ForbiddenNamespace {
@@ -115,6 +132,8 @@ pub enum TrustFileError {
 pub struct Trust {
     servers: HashMap<String, TrustedServer>,
     pelican: PelicanKeys,
+    /// Operator keys (`kind = "admin"`), by name: they sign downtime and ban records.
+    admins: HashMap<String, VerifyingKey>,
 }
 
 impl Trust {
@@ -139,6 +158,7 @@ impl Trust {
     pub fn parse_in(text: &str, base: Option<&Path>) -> Result<Self, String> {
         let file: TrustFile = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut servers = HashMap::new();
+        let mut admins = HashMap::new();
         let mut problems = Vec::new();
         let pelican = PelicanKeys::from_entries(file.pelican, base, &mut problems);
         for entry in file.server {
@@ -157,17 +177,42 @@ impl Trust {
                     ));
                 }
             }
+            let kind = match entry.kind {
+                EntryKind::Origin => ServerKind::Origin,
+                EntryKind::Cache => ServerKind::Cache,
+                EntryKind::Director => ServerKind::Director,
+                EntryKind::Admin => {
+                    if !entry.namespaces.is_empty() {
+                        problems.push(format!(
+                            "admin {:?}: an admin key serves no namespaces",
+                            entry.name
+                        ));
+                    }
+                    if servers.contains_key(&entry.name)
+                        || admins.insert(entry.name.clone(), key).is_some()
+                    {
+                        problems.push(format!("server {:?} is listed twice", entry.name));
+                    }
+                    continue;
+                }
+            };
             let trusted = TrustedServer {
-                kind: entry.kind,
+                kind,
                 key,
                 namespaces: entry.namespaces,
             };
-            if servers.insert(entry.name.clone(), trusted).is_some() {
+            if admins.contains_key(&entry.name)
+                || servers.insert(entry.name.clone(), trusted).is_some()
+            {
                 problems.push(format!("server {:?} is listed twice", entry.name));
             }
         }
         if problems.is_empty() {
-            Ok(Self { servers, pelican })
+            Ok(Self {
+                servers,
+                pelican,
+                admins,
+            })
         } else {
             Err(problems.join("; "))
         }
@@ -193,14 +238,19 @@ impl Trust {
         &mut self.pelican
     }
 
-    /// Number of trusted servers.
+    /// Adds or replaces an admin key (used by tests and embedders).
+    pub fn insert_admin(&mut self, name: impl Into<String>, key: VerifyingKey) {
+        self.admins.insert(name.into(), key);
+    }
+
+    /// Number of trusted servers and admin keys.
     pub fn len(&self) -> usize {
-        self.servers.len()
+        self.servers.len() + self.admins.len()
     }
 
     /// True if nobody is trusted.
     pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
+        self.servers.is_empty() && self.admins.is_empty()
     }
 
     /// Checks an ad: known signer of the right kind, valid signature, allowed namespaces.
@@ -208,7 +258,34 @@ impl Trust {
         if let Some(attestation) = &signed.attestation {
             return self.check_attested(signed, attestation);
         }
-        let ad = &signed.ad;
+        self.admits(&signed.ad, &signed.signature)
+    }
+
+    /// True if `name` is trusted as a `kind` with exactly `key` (a director asks this of
+    /// itself after a reload).
+    pub fn lists(&self, name: &str, kind: ServerKind, key: &VerifyingKey) -> bool {
+        self.servers
+            .get(name)
+            .is_some_and(|t| t.kind == kind && t.key == *key)
+    }
+
+    /// The one question both ingest and a reload ask: may `ad`, carrying `signature`, be
+    /// held and routed under this trust? Known signer of the right kind, a signature that
+    /// verifies with the listed key, and every namespace under an allowed prefix.
+    /// A record (downtime, ban) instead needs a signature by the admin it names.
+    pub fn admits(&self, ad: &Ad, signature: &str) -> Result<(), TrustError> {
+        if ad.kind.is_record() {
+            let record = ad
+                .record
+                .as_ref()
+                .ok_or(TrustError::MissingRecord(ad.kind))?;
+            let key = self
+                .admins
+                .get(&record.signer)
+                .ok_or_else(|| TrustError::NotAdmin(record.signer.clone()))?;
+            ad.verify_signature(signature, key)?;
+            return Ok(());
+        }
         let trusted = self
             .servers
             .get(&ad.name)
@@ -220,7 +297,7 @@ impl Trust {
                 claimed: ad.kind,
             });
         }
-        signed.verify(&trusted.key)?;
+        ad.verify_signature(signature, &trusted.key)?;
         for ns in &ad.namespaces {
             let allowed = trusted
                 .namespaces

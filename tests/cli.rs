@@ -103,6 +103,18 @@ impl Federation {
             .expect("start director")
     }
 
+    /// Sends origin-1's and cache-1's ads once.
+    fn advertise_all(&self) {
+        for service in ["origin-1.toml", "cache-1.toml"] {
+            let out = skein(&self.path(), &["advertise", "--config", service, "--once"]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     async fn wait_ready(&self) -> Duration {
         let started = Instant::now();
         let url = self.url();
@@ -520,4 +532,193 @@ fn check_validates_configs_and_the_files_they_name() {
         err.contains("from the environment variable SKEIN_INTERVL"),
         "{err}"
     );
+}
+
+/// `(name, status)` of every ad a director lists.
+async fn listed(url: &str) -> Vec<(String, skein::ad::AdStatus)> {
+    let mut ads: Vec<_> = common::client()
+        .ads(url)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.signed.ad.name, a.signed.ad.status))
+        .collect();
+    ads.sort_by(|a, b| a.0.cmp(&b.0));
+    ads
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_trust_file_and_never_stops_the_director() {
+    use skein::ad::AdStatus::Ok as Serving;
+    let fed = Federation::new();
+    let dir = fed.path();
+    let log = dir.join("director.log");
+    let mut director = Command::new(SKEIN)
+        .args(["serve", "--config", "director.toml"])
+        .current_dir(&dir)
+        .env("RUST_LOG", "info")
+        .env("SKEIN_LOG__FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    fed.wait_ready().await;
+    fed.advertise_all();
+    let pid = director.id().to_string();
+    let hup = || {
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    };
+    // A storm (logrotate gone wrong): the director stays up and withdraws nothing.
+    for _ in 0..100 {
+        assert!(hup());
+    }
+    assert!(skein(&dir, &["healthcheck", &fed.url()]).status.success());
+    assert!(director.try_wait().unwrap().is_none(), "still running");
+    let everyone = vec![
+        ("cache-1".to_string(), Serving),
+        ("director-a".to_string(), Serving),
+        ("origin-1".to_string(), Serving),
+    ];
+    assert_eq!(listed(&fed.url()).await, everyone);
+
+    // cache-1 leaves the federation: the next SIGHUP drops it.
+    let trust = std::fs::read_to_string(dir.join("trust.toml")).unwrap();
+    let kept: Vec<&str> = trust
+        .split("\n\n")
+        .filter(|entry| !entry.contains("\"cache-1\""))
+        .collect();
+    std::fs::write(dir.join("trust.toml"), kept.join("\n\n")).unwrap();
+    assert!(hup());
+    let url = fed.url();
+    eventually(Duration::from_secs(20), "cache-1 revoked", || {
+        let url = url.clone();
+        async move { listed(&url).await.len() == 2 }
+    })
+    .await;
+    assert_eq!(listed(&fed.url()).await, everyone[1..]);
+    assert!(director.try_wait().unwrap().is_none(), "still running");
+
+    // A live setting: the access log, switched on by editing the config and a SIGHUP.
+    let mut config = std::fs::read_to_string(dir.join("director.toml")).unwrap();
+    config.push_str("[log]\naccess = true\n");
+    std::fs::write(dir.join("director.toml"), config).unwrap();
+    assert!(hup());
+    let client = common::client();
+    let log_path = log.clone();
+    eventually(Duration::from_secs(20), "an access line", || {
+        let (client, url, log_path) = (client.clone(), url.clone(), log_path.clone());
+        async move {
+            let _ = client.locate(&url, "/test/a").await;
+            std::fs::read_to_string(&log_path)
+                .unwrap_or_default()
+                .contains("\"class\":\"redirect\"")
+        }
+    })
+    .await;
+
+    // SIGTERM still stops it gracefully.
+    let term = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(term.success());
+    assert!(director.wait().unwrap().success());
+
+    // `log.format = "json"`: every line is one JSON object; the revocation is one of them.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["server"] == "cache/cache-1" && l["level"] == "WARN"),
+        "{text}"
+    );
+    assert!(lines.iter().any(|l| l["message"] == "trust file reloaded"));
+    assert!(lines.iter().any(|l| l["target"] == "skein::access"
+        && l["status"] == 307
+        && l["method"] == "GET"
+        && l["duration_us"].is_u64()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_put_servers_in_downtime_and_ban_them_from_the_cli() {
+    let fed = Federation::new();
+    let dir = fed.path();
+    // An operator key, listed as an admin.
+    let out = skein(&dir, &["keygen", "--out", "keys/ops.key"]);
+    let public = String::from_utf8(out.stdout).unwrap();
+    let mut trust = std::fs::read_to_string(dir.join("trust.toml")).unwrap();
+    trust.push_str(&format!(
+        "[[server]]\nname = \"ops\"\nkind = \"admin\"\npublic_key = \"{}\"\n",
+        public.trim()
+    ));
+    std::fs::write(dir.join("trust.toml"), trust).unwrap();
+    let mut director = fed.serve();
+    fed.wait_ready().await;
+    fed.advertise_all();
+    let url = fed.url();
+    let first_hop = |dir: &Path| {
+        let out = skein(dir, &["locate", "--federation", &url, "/test/f"]);
+        stdout(&out)
+            .lines()
+            .find(|l| l.starts_with("redirect:"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(first_hop(&dir).contains(":19101/"), "{}", first_hop(&dir));
+
+    let admin = ["--key", "keys/ops.key", "--federation", url.as_str()];
+    let run = |args: &[&str]| {
+        let out = skein(&dir, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out)
+    };
+    run(&[
+        &["downtime", "add"],
+        &admin[..],
+        &["cache-1", "--end", "1h", "--reason", "disk swap"],
+    ]
+    .concat());
+    assert!(first_hop(&dir).contains(":19001/"), "{}", first_hop(&dir));
+    let listed = run(&["downtime", "list", "--federation", &url]);
+    assert!(
+        listed.contains("cache-1") && listed.contains("active") && listed.contains("disk swap"),
+        "{listed}"
+    );
+    run(&[&["downtime", "remove"], &admin[..], &["cache-1"]].concat());
+    assert!(first_hop(&dir).contains(":19101/"));
+
+    run(&[&["ban"], &admin[..], &["cache-1"]].concat());
+    assert!(first_hop(&dir).contains(":19001/"));
+    run(&[&["unban"], &admin[..], &["cache-1"]].concat());
+    assert!(first_hop(&dir).contains(":19101/"));
+
+    // A server's key is no admin key: refused with a clear message.
+    let out = skein(
+        &dir,
+        &[
+            "ban",
+            "--key",
+            "keys/cache-1.key",
+            "--federation",
+            &url,
+            "origin-1",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not one"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    director.kill().unwrap();
+    director.wait().unwrap();
 }

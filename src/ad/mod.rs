@@ -29,6 +29,11 @@ pub enum ServerKind {
     Cache,
     /// Redirects clients; a peer in the director cluster.
     Director,
+    /// A federation record, not a server: "the server named here is in downtime".
+    /// Signed by an operator (`kind = "admin"` in the trust file); never routed to.
+    Downtime,
+    /// A federation record: "the server named here is banned".
+    Ban,
 }
 
 impl ServerKind {
@@ -38,7 +43,15 @@ impl ServerKind {
             ServerKind::Origin => "origin",
             ServerKind::Cache => "cache",
             ServerKind::Director => "director",
+            ServerKind::Downtime => "downtime",
+            ServerKind::Ban => "ban",
         }
+    }
+
+    /// True for federation records (downtime, ban): signed by an operator about the
+    /// server they name, replicated like ads, never a redirect target.
+    pub fn is_record(self) -> bool {
+        matches!(self, ServerKind::Downtime | ServerKind::Ban)
     }
 }
 
@@ -55,6 +68,8 @@ impl FromStr for ServerKind {
             "origin" => Ok(ServerKind::Origin),
             "cache" => Ok(ServerKind::Cache),
             "director" => Ok(ServerKind::Director),
+            "downtime" => Ok(ServerKind::Downtime),
+            "ban" => Ok(ServerKind::Ban),
             other => Err(format!(
                 "unknown server kind {other:?} (expected origin, cache or director)"
             )),
@@ -158,9 +173,9 @@ pub struct NamespaceAd {
 /// An advertisement, before signing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ad {
-    /// Unique server name in the federation.
+    /// Unique server name in the federation (for a record: the server it is about).
     pub name: String,
-    /// Origin, cache or director.
+    /// Origin, cache or director (or a record kind).
     pub kind: ServerKind,
     /// Where clients fetch objects (for a director: its advertise URL).
     #[serde(rename = "data-url")]
@@ -183,6 +198,61 @@ pub struct Ad {
     /// Software version of the sender (informational).
     #[serde(default)]
     pub version: String,
+    /// For record kinds (downtime, ban) only: what the operator decided. Last field,
+    /// so that a server ad's signed bytes are what they were before records existed
+    /// (see `codec::canonical_ad_bytes`).
+    #[serde(default)]
+    pub record: Option<Record>,
+}
+
+/// An operator's decision about one server, carried by a downtime or ban record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The trust-file name of the admin key that signed it.
+    pub signer: String,
+    /// True while in force; a newer record with `false` lifts it (unban, remove).
+    pub active: bool,
+    /// Downtime start, Unix ms (0 for bans).
+    #[serde(default)]
+    pub start: UnixMillis,
+    /// Downtime end, Unix ms (`u64::MAX` for bans: until lifted).
+    #[serde(default)]
+    pub end: UnixMillis,
+    /// Why, for people.
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl Record {
+    /// The unsigned record ad of `kind` about server `target`, made at `now` (its place
+    /// in the order: a later record about the same server replaces this one), dropped
+    /// by directors at `expires_at`.
+    pub fn into_ad(
+        self,
+        kind: ServerKind,
+        target: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Ad {
+        Ad {
+            name: target.to_string(),
+            kind,
+            data_url: String::new(),
+            web_url: String::new(),
+            namespaces: vec![],
+            status: AdStatus::Ok,
+            instance_id: InstanceId::new(now),
+            generation: 0,
+            expires_at,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            record: Some(self),
+        }
+    }
+
+    /// True if the record keeps its server out of redirects at `now`.
+    pub fn holds_back(&self, now: UnixMillis) -> bool {
+        self.active && self.start <= now && now < self.end
+    }
 }
 
 impl Ad {

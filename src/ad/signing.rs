@@ -10,7 +10,7 @@ use crate::codec;
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 
 /// Why an ad's signature or a key did not check out.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SignError {
     /// The signature field is not base64url of 64 bytes.
     #[error("signature is not a base64url Ed25519 signature")]
@@ -38,14 +38,22 @@ impl Ad {
 impl SignedAd {
     /// Checks the signature against `key`.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), SignError> {
+        self.ad.verify_signature(&self.signature, key)
+    }
+}
+
+impl Ad {
+    /// Checks a detached `signature` (base64url) over this ad against `key`: a stored ad
+    /// is re-checked this way without rebuilding a [`SignedAd`].
+    pub fn verify_signature(&self, signature: &str, key: &VerifyingKey) -> Result<(), SignError> {
         let bytes = URL_SAFE_NO_PAD
-            .decode(self.signature.as_bytes())
+            .decode(signature.as_bytes())
             .map_err(|_| SignError::MalformedSignature)?;
         let bytes: [u8; 64] = bytes
             .try_into()
             .map_err(|_| SignError::MalformedSignature)?;
         let signature = Signature::from_bytes(&bytes);
-        key.verify_strict(&codec::canonical_ad_bytes(&self.ad), &signature)
+        key.verify_strict(&codec::canonical_ad_bytes(self), &signature)
             .map_err(|_| SignError::BadSignature)
     }
 }
@@ -81,6 +89,7 @@ mod tests {
             generation: 1,
             expires_at: 100,
             version: String::new(),
+            record: None,
         }
     }
 

@@ -52,7 +52,7 @@ enum Signer {
 
 /// One round's ad, in the configured protocol.
 enum Payload {
-    Skein(SignedAd),
+    Skein(Box<SignedAd>),
     Pelican(Box<OriginAdvertise>),
 }
 
@@ -129,7 +129,7 @@ impl Advertiser {
 
     fn payload(&self, status: AdStatus) -> Payload {
         match &self.signer {
-            Signer::Skein(identity) => Payload::Skein(self.sign_skein(identity, status)),
+            Signer::Skein(identity) => Payload::Skein(Box::new(self.sign_skein(identity, status))),
             Signer::Pelican(signer) => Payload::Pelican(Box::new(signer.ad(
                 &self.config,
                 status,

@@ -5,6 +5,7 @@ mod download;
 mod inspect;
 mod memory;
 mod objects;
+mod records;
 mod serve;
 mod service;
 mod token;
@@ -53,6 +54,70 @@ pub enum KeyKind {
     Ed25519,
     /// EC P-256 (PKCS#8 PEM): signs Pelican advertise tokens and access tokens.
     Ec,
+}
+
+/// The operator's key and the directors to send a record to.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The admin private key (listed with `kind = "admin"` in the trust file).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The key's name in the trust file (default: the key file's name without extension).
+    #[arg(long)]
+    pub signer: Option<String>,
+    /// A director URL (repeat to give several: the first that answers takes it).
+    #[arg(long, required = true)]
+    pub federation: Vec<String>,
+    #[command(flatten)]
+    pub ca: CaBundle,
+}
+
+/// `skein downtime ...`.
+#[derive(Debug, Subcommand)]
+pub enum DowntimeAction {
+    /// Put a server in downtime from START to END: no director redirects to it then.
+    Add {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The server's name.
+        server: String,
+        /// `now`, a time like 2026-11-27T18:00:00Z, or a delay like 30m.
+        #[arg(long, default_value = "now")]
+        start: String,
+        /// A time like 2026-11-27T20:00:00Z, or a delay from now like 2h.
+        #[arg(long)]
+        end: String,
+        /// Why (shown by `downtime list` and in `/ads`).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// End a server's downtime now.
+    Remove {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The server's name.
+        server: String,
+    },
+    /// List the downtime and ban records a director holds.
+    List {
+        /// A director URL (repeat to give several).
+        #[arg(long, required = true)]
+        federation: Vec<String>,
+        #[command(flatten)]
+        ca: CaBundle,
+    },
+}
+
+/// `skein ban` / `skein unban`.
+#[derive(Debug, Args)]
+pub struct BanArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The server's name.
+    server: String,
+    /// Why.
+    #[arg(long, default_value = "")]
+    reason: String,
 }
 
 /// The subcommands.
@@ -176,6 +241,15 @@ pub enum Command {
         #[command(flatten)]
         ca: CaBundle,
     },
+    /// Server downtime records (signed with an admin key, honoured by every director).
+    Downtime {
+        #[command(subcommand)]
+        action: DowntimeAction,
+    },
+    /// Ban a server: no director redirects to it until it is unbanned.
+    Ban(BanArgs),
+    /// Lift a ban.
+    Unban(BanArgs),
     /// Run a small origin serving a directory under its namespaces, advertising itself.
     Origin {
         /// Service config (TOML) with `listen` and `export`.
@@ -246,9 +320,75 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             objects::get(&federation, output.as_deref(), &path, &ca, style, &token).await
         }
+        Command::Downtime { action } => downtime(action).await,
+        Command::Ban(args) => ban(args, true).await,
+        Command::Unban(args) => ban(args, false).await,
         Command::Origin { config } => service::origin(&config).await,
         Command::Cache { config } => service::cache(&config).await,
     }
+}
+
+fn signer(admin: &AdminArgs) -> records::Signer<'_> {
+    records::Signer {
+        key: &admin.key,
+        name: admin.signer.as_deref(),
+    }
+}
+
+async fn downtime(action: DowntimeAction) -> anyhow::Result<()> {
+    use skein::clock::Clock;
+    let (admin, change) = match &action {
+        DowntimeAction::List { federation, ca } => return records::list(federation, ca).await,
+        DowntimeAction::Add {
+            admin,
+            server,
+            start,
+            end,
+            reason,
+        } => {
+            let now = skein::clock::SystemClock.now_ms();
+            let window = (
+                records::parse_time(start, now)?,
+                records::parse_time(end, now)?,
+            );
+            let change = records::Change {
+                kind: skein::ad::ServerKind::Downtime,
+                server,
+                active: true,
+                window: Some(window),
+                reason,
+            };
+            (admin, change)
+        }
+        DowntimeAction::Remove { admin, server } => {
+            let change = records::Change {
+                kind: skein::ad::ServerKind::Downtime,
+                server,
+                active: false,
+                window: None,
+                reason: "",
+            };
+            (admin, change)
+        }
+    };
+    records::send(&signer(admin), &admin.federation, change, &admin.ca).await
+}
+
+async fn ban(args: BanArgs, active: bool) -> anyhow::Result<()> {
+    let change = records::Change {
+        kind: skein::ad::ServerKind::Ban,
+        server: &args.server,
+        active,
+        window: None,
+        reason: &args.reason,
+    };
+    records::send(
+        &signer(&args.admin),
+        &args.admin.federation,
+        change,
+        &args.admin.ca,
+    )
+    .await
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -271,4 +411,32 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+/// SIGHUP deliveries (never resolves where there is no SIGHUP).
+pub struct Hangups {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    /// Starts catching SIGHUP (its default action would kill the process).
+    pub fn new() -> Self {
+        Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// The next SIGHUP; several delivered since the last call count as one.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal.as_mut() {
+            if signal.recv().await.is_some() {
+                return;
+            }
+            self.signal = None;
+        }
+        std::future::pending::<()>().await
+    }
 }

@@ -9,14 +9,18 @@ use tokio_util::sync::CancellationToken;
 use skein::ad::encode_public_key;
 use skein::clock::Offset;
 use skein::config::DirectorConfig;
-use skein::director::{Director, Options};
+use skein::director::{Director, DirectorHandle, Options};
 use skein::keys;
+use skein::telemetry::{self, LogControl};
 
 use super::KeyKind;
 
-/// Runs a director until a signal, then stops it gracefully.
+/// Runs a director until SIGINT/SIGTERM, then stops it gracefully; SIGHUP reloads.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config = DirectorConfig::load(Some(config_path))?;
+    let log = telemetry::init_with(&config.log.level, config.log.format);
+    // Caught before anything slow, so that an early SIGHUP never kills the process.
+    let mut hangups = super::Hangups::new();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -26,7 +30,15 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         ..Options::default()
     };
     let director = Director::start_with(config, options, listener, cancel.clone()).await?;
-    super::shutdown_signal().await;
+    let stop = super::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            // Signals that arrive during a reload are merged into one more reload.
+            _ = hangups.recv() => reload(&director, config_path, &log).await,
+        }
+    }
     tracing::info!("shutting down: withdrawing, draining, flushing");
     director.shutdown().await;
     tracing::info!("stopped");
@@ -51,6 +63,24 @@ fn fault_clock() -> anyhow::Result<Option<skein::clock::SharedClock>> {
         "FAULT_CLOCK_OFFSET_MS shifts this director's clock (fault tests only)"
     );
     Ok(Some(std::sync::Arc::new(Offset { offset_ms })))
+}
+
+/// SIGHUP: re-reads the config file (settings that change live) and the trust file.
+async fn reload(director: &DirectorHandle, config_path: &Path, log: &LogControl) {
+    tracing::info!(config = %config_path.display(), "SIGHUP: reloading");
+    match DirectorConfig::load(Some(config_path)) {
+        Ok(config) => {
+            if let Err(error) = log.set_level(&config.log.level) {
+                tracing::error!(%error, "log.level refused; the filter in force stays");
+            }
+            // Refusals and revocations are logged where they happen.
+            let _ = director.reload_config(config).await;
+        }
+        Err(error) => {
+            tracing::error!(%error, "config file refused; settings unchanged, reloading the trust file only");
+            let _ = director.reload().await;
+        }
+    }
 }
 
 /// Writes a key and prints its public half: base64url for Ed25519, a JWKS for EC.

@@ -25,6 +25,7 @@ const KNOWN_KEYS: &[&str] = &[
     "federation.directors",
     "federation.trust",
     "federation.ca_bundle",
+    "federation.trust_poll_interval",
     "ads.max_lifetime",
     "ads.prune_interval",
     "ads.max_clock_skew",
@@ -70,10 +71,13 @@ const KNOWN_KEYS: &[&str] = &[
     "pelican.refresh_min_interval",
     "pelican.registry_timeout",
     "pelican.token_leeway",
+    "log.level",
+    "log.format",
+    "log.access",
 ];
 
 /// Everything a director needs to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DirectorConfig {
     /// Unique in the federation; the trust file must list it as a director.
     pub name: String,
@@ -103,10 +107,12 @@ pub struct DirectorConfig {
     pub routing: RoutingConfig,
     /// Pelican servers' own advertisements.
     pub pelican: PelicanConfig,
+    /// Logging.
+    pub log: LogConfig,
 }
 
 /// `[pelican]`: taking in Pelican servers' own (token-signed) advertisements.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PelicanConfig {
     /// Ask the federation registry for keys no `[[pelican]]` trust entry gives.
     pub use_registry: bool,
@@ -127,7 +133,7 @@ pub struct PelicanConfig {
 }
 
 /// `[routing]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RoutingConfig {
     /// The sort method; `None`: `distance` with a GeoIP database, else `affinity`.
     pub sort: Option<SortMethod>,
@@ -240,8 +246,29 @@ impl Reader {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (ANSI colour only when stderr is a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `info,skein::replication=debug`
+    /// (`RUST_LOG`, when set, wins). Changes live on SIGHUP.
+    pub level: String,
+    /// `text` or `json` (fixed at start).
+    pub format: LogFormat,
+    /// One line per request (method, path class, status, duration). Changes live.
+    pub access: bool,
+}
+
 /// `[tls]`: the listener's certificate chain and key (PEM).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     /// Certificate chain.
     pub cert: PathBuf,
@@ -250,14 +277,14 @@ pub struct TlsConfig {
 }
 
 /// `[identity]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityConfig {
     /// Ed25519 private key file (as written by `skein keygen`).
     pub key: PathBuf,
 }
 
 /// `[federation]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FederationConfig {
     /// Serves `/.well-known/pelican-configuration` (optional).
     pub discovery_url: Option<String>,
@@ -267,10 +294,12 @@ pub struct FederationConfig {
     pub trust: PathBuf,
     /// Extra CA certificates (PEM) trusted by this director's HTTPS clients.
     pub ca_bundle: Option<PathBuf>,
+    /// How often the trust file is checked for changes (it is also re-read on SIGHUP).
+    pub trust_poll_interval: Duration,
 }
 
 /// `[ads]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdsConfig {
     /// An ad expires at min(its own expiry, receipt + this).
     pub max_lifetime: Duration,
@@ -281,7 +310,7 @@ pub struct AdsConfig {
 }
 
 /// `[peers]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeersConfig {
     /// How often to ask known directors for their lists (and exchange digests).
     pub poll_interval: Duration,
@@ -296,7 +325,7 @@ pub struct PeersConfig {
 }
 
 /// `[limits]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
     /// Largest request body, bytes.
     pub max_body: u64,
@@ -320,7 +349,7 @@ pub struct LimitsConfig {
 /// within one interval, later ones `interval` plus up to 10% jitter after the last start),
 /// so N servers cost at most N probes per interval, N / interval per second on average,
 /// and never more than `concurrency` at once.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthConfig {
     /// Probe at all (off: every server's health is unknown and ranking ignores it).
     pub enabled: bool,
@@ -337,7 +366,7 @@ pub struct HealthConfig {
 }
 
 /// `[presence]`: `HEAD` the object at candidate servers before redirecting, when it matters.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PresenceConfig {
     /// Check at all.
     pub enabled: bool,
@@ -415,6 +444,27 @@ impl DirectorConfig {
             .collect();
         let trust = r.required("federation.trust");
         let ca_bundle = r.optional("federation.ca_bundle");
+        let trust_poll_interval = r.duration("federation.trust_poll_interval");
+        let log_level: Option<String> = r.required::<String>("log.level").and_then(|level| {
+            match tracing_subscriber::EnvFilter::try_new(&level) {
+                Ok(_) => Some(level),
+                Err(e) => {
+                    r.problem(format!("log.level: {level:?} is not a log filter ({e})"));
+                    None
+                }
+            }
+        });
+        let log_format = r
+            .required::<String>("log.format")
+            .and_then(|text| match text.as_str() {
+                "text" => Some(LogFormat::Text),
+                "json" => Some(LogFormat::Json),
+                other => {
+                    r.problem(format!("log.format: {other:?} is not \"text\" or \"json\""));
+                    None
+                }
+            });
+        let log_access: Option<bool> = r.required("log.access");
         let ads = (
             r.duration("ads.max_lifetime"),
             r.duration("ads.prune_interval"),
@@ -504,6 +554,7 @@ impl DirectorConfig {
                     directors,
                     trust: trust?,
                     ca_bundle,
+                    trust_poll_interval: trust_poll_interval?,
                 },
                 ads: AdsConfig {
                     max_lifetime: ads.0?,
@@ -554,6 +605,11 @@ impl DirectorConfig {
                     refresh_min_interval: pelican.1?,
                     registry_timeout: pelican.2?,
                     token_leeway: pelican.3?,
+                },
+                log: LogConfig {
+                    level: log_level?,
+                    format: log_format?,
+                    access: log_access?,
                 },
             })
         })();

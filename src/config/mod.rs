@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 pub use director::{
     AdsConfig, DirectorConfig, FederationConfig, HealthConfig, IdentityConfig, LimitsConfig,
-    PeersConfig, PelicanConfig, PresenceConfig, RoutingConfig, TlsConfig,
+    LogConfig, LogFormat, PeersConfig, PelicanConfig, PresenceConfig, RoutingConfig, TlsConfig,
 };
 pub use service::{NamespaceConfig, Protocol, ServiceConfig};
 

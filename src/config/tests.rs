@@ -196,3 +196,27 @@ fn bad_routing_keys_are_each_reported() {
         assert!(all.contains(needle), "{needle} missing from:\n{all}");
     }
 }
+
+#[test]
+fn log_settings_are_read_and_checked() {
+    let c = DirectorConfig::from_toml(MINIMAL).unwrap();
+    assert_eq!(c.log.level, "info");
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert!(!c.log.access);
+    assert_eq!(c.federation.trust_poll_interval, Duration::from_secs(2));
+    let json = format!(
+        "{MINIMAL}\n[log]\nformat = \"json\"\naccess = true\nlevel = \"warn,skein=debug\"\n"
+    );
+    let c = DirectorConfig::from_toml(&json).unwrap();
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert!(c.log.access);
+    let bad = format!("{MINIMAL}\n[log]\nformat = \"xml\"\nlevel = \"info,[\"\n");
+    let all = DirectorConfig::from_toml(&bad)
+        .unwrap_err()
+        .problems
+        .join("\n");
+    assert!(
+        all.contains("log.format:") && all.contains("log.level:"),
+        "{all}"
+    );
+}

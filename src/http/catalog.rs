@@ -159,6 +159,8 @@ fn pelican_type(kind: ServerKind) -> &'static str {
         ServerKind::Origin => "Origin",
         ServerKind::Cache => "Cache",
         ServerKind::Director => "Director",
+        ServerKind::Downtime => "Downtime",
+        ServerKind::Ban => "Ban",
     }
 }
 

@@ -1,5 +1,6 @@
 //! Operations: liveness, readiness and Prometheus metrics.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -12,8 +13,9 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::AppState;
+use crate::ad::AdStatus;
 use crate::ledger::StoreState;
-use crate::metrics::Gauges;
+use crate::metrics::{Gauges, PeerGauges};
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -75,14 +77,18 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let now = state.ledger.clock().now_ms();
-    let view = state.ledger.view();
-    let live = view.ads().filter(|a| a.expires_at > now);
-    let (mut skein, mut pelican) = (0, 0);
-    for ad in live {
-        match ad.provenance() {
-            crate::ad::Provenance::Skein => skein += 1,
-            crate::ad::Provenance::Pelican => pelican += 1,
+    let mut by_kind: BTreeMap<(&'static str, &'static str), usize> = BTreeMap::new();
+    let (mut live, mut pelican) = (0, 0);
+    for a in state.ledger.view().ads().filter(|a| a.expires_at > now) {
+        live += 1;
+        if a.provenance() == crate::ad::Provenance::Pelican {
+            pelican += 1;
         }
+        let status = match a.ad.status {
+            AdStatus::Ok => "ok",
+            AdStatus::ShuttingDown => "shutting_down",
+        };
+        *by_kind.entry((a.ad.kind.as_str(), status)).or_default() += 1;
     }
     let registry_requests = state
         .ledger
@@ -90,14 +96,34 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .pelican()
         .registry()
         .map_or(0, |r| r.requests());
-    let mut text = state.metrics.render(Gauges {
-        ads_live: skein + pelican,
+    let peers = state
+        .peers
+        .sync_states()
+        .into_iter()
+        .map(|(url, in_sync, last_success_ms)| PeerGauges {
+            backlog: state.replicator.backlog_of(&url),
+            url,
+            in_sync,
+            last_success_ms,
+        })
+        .collect();
+    let store = state.ledger.store().clone();
+    let store_bytes = tokio::task::spawn_blocking(move || store.size_on_disk().ok())
+        .await
+        .ok()
+        .flatten();
+    let gauges = Gauges {
+        ads_live: live,
         ads_live_pelican: pelican,
-        peers_known: state.peers.count_with_self(),
         registry_requests,
+        peers_known: state.peers.count_with_self(),
         store_degraded: state.ledger.recovery().state() != StoreState::Sound,
         store_write_failing: state.ledger.store().write_failing().is_some(),
-    });
+        ads_by_kind: by_kind.into_iter().map(|((k, s), n)| (k, s, n)).collect(),
+        peers,
+        store_bytes,
+    };
+    let mut text = state.metrics.render_with(&gauges);
     text.push_str(&state.probes.render_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -6,6 +6,7 @@ mod clients;
 mod error;
 mod health;
 mod json;
+mod observe;
 mod peers;
 mod redirect;
 pub mod serve;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Verifies and attests Pelican servers' own advertisements.
     pub pelican: Arc<crate::pelican::Gate>,
+    /// `log.access`: one log line per request (changes live on reload).
+    pub access_log: AtomicBool,
 }
 
 /// Request limits applied to every route.
@@ -106,6 +109,10 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .merge(servers::router())
         .merge(clients::router())
         .method_not_allowed_fallback(clients::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body))
         .layer(axum::middleware::from_fn_with_state(

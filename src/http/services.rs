@@ -1,4 +1,5 @@
-//! The service side: origins and caches register ads; peers forward them.
+//! The service side: origins and caches register ads, operators send records; peers
+//! forward them.
 //!
 //! A registration is one of two kinds, told apart by the request: a Pelican server
 //! sends its own JSON with `Authorization: Bearer <advertise token>` (answered as
@@ -30,6 +31,36 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1.0/director/registerOrigin", post(register_origin))
         .route("/api/v1.0/director/registerCache", post(register_cache))
         .route("/api/v1.0/director/forward", post(forward))
+        .route("/api/v1.0/director/records", post(record))
+}
+
+/// An operator's downtime or ban record (signed by an admin key), taken in and
+/// replicated like an ad.
+async fn record(
+    State(state): State<Arc<AppState>>,
+    JsonBody(ad): JsonBody<SignedAd>,
+) -> Result<Json<RegisterResponse>, ApiError> {
+    if !ad.ad.kind.is_record() {
+        return Err(wrong_endpoint(
+            &ad,
+            "records endpoint (downtime and ban only)",
+        ));
+    }
+    take_in(state, ad).await
+}
+
+fn wrong_endpoint(ad: &SignedAd, endpoint: &str) -> ApiError {
+    ApiError::bad_request(
+        "wrong_endpoint",
+        format!("a {} ad was sent to the {endpoint}", ad.ad.kind),
+    )
+}
+
+async fn take_in(state: Arc<AppState>, ad: SignedAd) -> Result<Json<RegisterResponse>, ApiError> {
+    let outcome = state.replicator.accept(ad, None).await?;
+    Ok(Json(RegisterResponse {
+        status: outcome.status().to_string(),
+    }))
 }
 
 async fn register_origin(
@@ -87,12 +118,9 @@ async fn register_skein(
     expected: ServerKind,
 ) -> Result<Json<RegisterResponse>, ApiError> {
     if ad.ad.kind != expected {
-        return Err(ApiError::bad_request(
-            "wrong_endpoint",
-            format!(
-                "a {} ad was sent to the {expected} registration endpoint",
-                ad.ad.kind
-            ),
+        return Err(wrong_endpoint(
+            &ad,
+            &format!("{expected} registration endpoint"),
         ));
     }
     if ad.attestation.is_some() {
@@ -102,10 +130,7 @@ async fn register_skein(
             "attested (Pelican) ads are taken only from peer directors; a Pelican server sends its own ad with a bearer token",
         ));
     }
-    let outcome = state.replicator.accept(ad, None).await?;
-    Ok(Json(RegisterResponse {
-        status: outcome.status().to_string(),
-    }))
+    take_in(state, ad).await
 }
 
 /// Pelican's answer shape: `{"status":"error","msg":...}` with the status code.

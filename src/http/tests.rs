@@ -122,6 +122,7 @@ fn harness_with(
             60,
             vec!["http://director-a:8444".into()],
         )),
+        access_log: AtomicBool::new(false),
     });
     let limits = HttpLimits {
         max_body: 64 * 1024,

@@ -59,6 +59,15 @@ impl IngestOutcome {
     }
 }
 
+/// A held ad that a new trust no longer admits.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    /// The ad's key.
+    pub key: AdKey,
+    /// Why the trust refuses it now.
+    pub reason: TrustError,
+}
+
 /// Why an ad was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -78,14 +87,17 @@ pub struct Ledger {
     store: Store,
     view: ArcSwap<View>,
     writer: Mutex<()>,
-    trust: Trust,
+    /// Swapped whole by a reload; ingest reads it without waiting.
+    trust: ArcSwap<Trust>,
     clock: SharedClock,
-    limits: AdLimits,
+    limits: ArcSwap<AdLimits>,
     expiry_changed: Notify,
     /// When the expiry worker next wakes (Unix ms); an ad expiring earlier wakes it.
     next_wake: AtomicU64,
     /// Damage found at open, and whether a peer has refilled the store since.
     recovery: Recovery,
+    /// Joins, withdrawals, expiries and refusals, one line each (rate limited).
+    events: events::ServerLog,
 }
 
 impl Ledger {
@@ -106,12 +118,13 @@ impl Ledger {
                 store,
                 view: ArcSwap::from_pointee(view),
                 writer: Mutex::new(()),
-                trust,
+                trust: ArcSwap::from_pointee(trust),
                 clock,
-                limits,
+                limits: ArcSwap::from_pointee(limits),
                 expiry_changed: Notify::new(),
                 next_wake: AtomicU64::new(0),
                 recovery: Recovery::default(),
+                events: events::ServerLog::default(),
             },
             quarantined,
         ))
@@ -147,6 +160,75 @@ impl Ledger {
         self.next_wake.store(at, Ordering::SeqCst);
     }
 
+    /// The trust in force.
+    pub fn trust(&self) -> Arc<Trust> {
+        self.trust.load_full()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> AdLimits {
+        **self.limits.load()
+    }
+
+    /// Replaces the limits applied to ads received from now on.
+    pub fn set_limits(&self, limits: AdLimits) {
+        self.limits.store(Arc::new(limits));
+    }
+
+    /// Puts `trust` in force and drops every held ad it no longer admits (see
+    /// [`Ledger::revoke_untrusted`]). The swap happens under the writer lock, so no ad
+    /// checked against the old trust can slip in after the sweep.
+    pub async fn set_trust(&self, trust: Trust) -> Result<Vec<Revoked>, StoreError> {
+        self.sweep(Some(trust)).await
+    }
+
+    /// Drops every held ad that the trust in force no longer admits (its signer gone or
+    /// rekeyed, its kind changed, a namespace no longer allowed): from routing at once,
+    /// then from the store. Run at every start and every reload.
+    pub async fn revoke_untrusted(&self) -> Result<Vec<Revoked>, StoreError> {
+        self.sweep(None).await
+    }
+
+    async fn sweep(&self, replace: Option<Trust>) -> Result<Vec<Revoked>, StoreError> {
+        let revoked = {
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(mut trust) = replace {
+                // The registry (its cached keys) outlives any one trust file.
+                if let Some(registry) = self.trust.load().pelican().registry() {
+                    trust.pelican_mut().set_registry(registry.clone());
+                }
+                self.trust.store(Arc::new(trust));
+            }
+            let trust = self.trust.load();
+            let current = self.view.load_full();
+            let revoked: Vec<Revoked> = current
+                .ads()
+                .filter_map(|a| {
+                    trust.check(&a.signed()).err().map(|reason| Revoked {
+                        key: a.ad.key(),
+                        reason,
+                    })
+                })
+                .collect();
+            if revoked.is_empty() {
+                return Ok(revoked);
+            }
+            let mut next = (*current).clone();
+            for r in &revoked {
+                next = next.without(&r.key);
+            }
+            // Routing stops first; the store follows (a failure there leaves the ad on
+            // disk, where the next start's sweep drops it again).
+            self.view.store(Arc::new(next));
+            for r in &revoked {
+                self.store.remove_ad(&r.key)?;
+            }
+            revoked
+        };
+        self.store.flush().await?;
+        Ok(revoked)
+    }
+
     /// The version held for `key`.
     pub fn version_of(&self, key: &AdKey) -> Option<AdVersion> {
         self.view.load().get(key).map(|a| a.ad.version())
@@ -155,12 +237,8 @@ impl Ledger {
     /// Fetches what checking `signed` needs from the network (a Pelican ad's registry
     /// keys), so that [`Ledger::apply`] never waits on it.
     pub async fn prepare(&self, signed: &SignedAd) {
-        self.trust.prepare(signed).await;
-    }
-
-    /// The trust file (and Pelican keys) this ledger checks ads against.
-    pub fn trust(&self) -> &Trust {
-        &self.trust
+        let trust = self.trust.load_full();
+        trust.prepare(signed).await;
     }
 
     /// Checks, stores (durably) and indexes `signed` if it is newer than what is held.
@@ -186,21 +264,40 @@ impl Ledger {
         if let Some(known) = self.not_newer(&key, version) {
             return Ok(known);
         }
-        self.check_sane(&signed, now)?;
-        self.trust.check(&signed)?;
+        let limits = self.limits();
+        let checked_with = self.trust.load_full();
+        if let Err(refused) = self
+            .check_sane(&signed, now, &limits)
+            .and_then(|()| Ok(checked_with.check(&signed)?))
+        {
+            self.events.refused(&signed.ad, &refused, now);
+            return Err(refused);
+        }
         let accepted = {
             let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            // A reload swapped the trust while this ad was being checked: check again
+            // under the lock, so a revoked signer never lands after the reload's sweep.
+            let trust = self.trust.load();
+            if !Arc::ptr_eq(&trust, &checked_with) {
+                trust.check(&signed)?;
+            }
             let current = self.view.load();
-            if let Some(known) = not_newer(version, current.get(&key).map(|a| a.ad.version())) {
+            let before = current.get(&key);
+            let before_status = before.map(|a| a.ad.status);
+            if let Some(known) = not_newer(version, before.map(|a| a.ad.version())) {
                 return Ok(known);
             }
-            let stored = Arc::new(StoredAd::new(
-                signed,
-                now,
-                self.limits.max_lifetime.as_millis() as u64,
-            ));
+            // A record lives until its own expiry (a downtime's end, a ban's lifting):
+            // an operator signs it once, nobody re-sends it every minute.
+            let lifetime = if signed.ad.kind.is_record() {
+                u64::MAX
+            } else {
+                limits.max_lifetime.as_millis() as u64
+            };
+            let stored = Arc::new(StoredAd::new(signed, now, lifetime));
             self.store.put_ad(&stored)?;
             self.view.store(Arc::new(current.with_ad(stored.clone())));
+            self.events.accepted(&stored.ad, before_status, now);
             stored
         };
         if accepted.expires_at < self.next_wake.load(Ordering::SeqCst) {
@@ -214,11 +311,23 @@ impl Ledger {
         not_newer(version, self.version_of(key))
     }
 
-    fn check_sane(&self, signed: &SignedAd, now: UnixMillis) -> Result<(), IngestError> {
+    fn check_sane(
+        &self,
+        signed: &SignedAd,
+        now: UnixMillis,
+        limits: &AdLimits,
+    ) -> Result<(), IngestError> {
         let ad = &signed.ad;
         let invalid = |why: String| Err(IngestError::Invalid(why));
         if ad.name.trim().is_empty() || ad.name.len() > MAX_NAME_LEN {
             return invalid(format!("name must be 1 to {MAX_NAME_LEN} characters"));
+        }
+        let skew = limits.max_clock_skew.as_millis() as u64;
+        if ad.kind.is_record() {
+            return sanity::record(ad, now, skew).map_err(IngestError::Invalid);
+        }
+        if ad.record.is_some() {
+            return invalid("only downtime and ban records carry a record".into());
         }
         if let Err(why) = check_url(&ad.data_url) {
             return invalid(format!("data-url: {why}"));
@@ -242,7 +351,6 @@ impl Ledger {
                 ns.path
             ));
         }
-        let skew = self.limits.max_clock_skew.as_millis() as u64;
         if ad.instance_id.started_at > now.saturating_add(skew) {
             return invalid(format!(
                 "instance started_at {} is {} ms ahead of this director's clock (limit {skew} ms)",
@@ -277,6 +385,7 @@ impl Ledger {
             }
             let mut next = (*current).clone();
             for key in &expired {
+                self.events.expired(key, now);
                 self.store.remove_ad(key)?;
                 next = next.without(key);
             }
@@ -330,6 +439,7 @@ fn load_view(store: &Store) -> Result<(View, LoadReport), StoreError> {
     })
 }
 
+mod events;
 mod recovery;
 mod sanity;
 pub use recovery::{Recovery, StoreState};

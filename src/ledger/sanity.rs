@@ -1,7 +1,8 @@
 //! Bounds on every string and list an ad carries, so that nothing a trusted (or
 //! compromised) server signs can break a header, a log line or the director's memory.
 
-use crate::ad::{Ad, NamespaceAd};
+use crate::ad::{Ad, NamespaceAd, ServerKind};
+use crate::clock::UnixMillis;
 use crate::config::check_url;
 use crate::paths::is_valid_namespace;
 
@@ -18,6 +19,45 @@ pub const MAX_SCOPE_DEPTH: u32 = 2048;
 
 /// Characters that are legal in a URL but would split a header list or a `Link` entry.
 const HEADER_BREAKERS: &[char] = &['<', '>', '"', ',', ';', '\\'];
+
+/// Longest reason a record may give.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// Checks a federation record (downtime, ban): it names a server, carries its record
+/// and nothing a server ad carries, and a downtime ends after it starts.
+pub(super) fn record(ad: &Ad, now: UnixMillis, max_skew_ms: u64) -> Result<(), String> {
+    let Some(record) = &ad.record else {
+        return Err(format!("a {} record must carry a record", ad.kind));
+    };
+    if ad.name.chars().any(char::is_control) {
+        return Err("name contains a control character".into());
+    }
+    if !ad.namespaces.is_empty() || !ad.data_url.is_empty() || !ad.web_url.is_empty() {
+        return Err("a record carries no namespaces and no URLs".into());
+    }
+    short(&ad.version).map_err(|why| format!("version: {why}"))?;
+    if record.signer.is_empty() || record.signer.len() > 255 {
+        return Err("record signer must be 1 to 255 characters".into());
+    }
+    if record.reason.len() > MAX_REASON_LEN || record.reason.chars().any(char::is_control) {
+        return Err(format!(
+            "record reason must be at most {MAX_REASON_LEN} bytes without control characters"
+        ));
+    }
+    if ad.kind == ServerKind::Downtime && record.end <= record.start {
+        return Err(format!(
+            "downtime ends ({}) before it starts ({})",
+            record.end, record.start
+        ));
+    }
+    if ad.instance_id.started_at > now.saturating_add(max_skew_ms) {
+        return Err("record signed in the future (check the signer's clock)".into());
+    }
+    if ad.expires_at <= now {
+        return Err(format!("record expired at {} (now {now})", ad.expires_at));
+    }
+    Ok(())
+}
 
 /// Checks the strings and lists of `ad` beyond name, data URL and namespace paths.
 pub(super) fn check(ad: &Ad) -> Result<(), String> {

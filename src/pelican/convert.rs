@@ -172,6 +172,7 @@ pub fn to_ad(
         generation: version.generation,
         expires_at: expires_at(pelican, received_at),
         version: pelican.server_base_ad.version.chars().take(64).collect(),
+        record: None,
     }
 }
 

@@ -44,6 +44,7 @@ impl Replicator {
             DigestAnswer::Summary(summary) => {
                 let differ = digest::differing(&digest::summarise(&view, now), &summary.buckets);
                 if differ.is_empty() {
+                    self.peers.note_sync(peer, true);
                     return Ok(SyncReport::default());
                 }
                 let mut buckets: Vec<usize> = differ.iter().copied().collect();
@@ -83,6 +84,8 @@ impl Replicator {
                 report.pushed += 1;
             }
         }
+        self.peers
+            .note_sync(peer, want.is_empty() && report.pushed == 0);
         for chunk in want.chunks(FETCH_CHUNK) {
             let ads = self.client.fetch(peer, chunk.to_vec()).await?;
             // Applied one by one (each routed at once), made durable once per batch: a

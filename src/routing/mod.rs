@@ -82,6 +82,9 @@ type Servers = Arc<Vec<(Arc<StoredAd>, usize)>>;
 pub struct View {
     ads: HashMap<AdKey, Arc<StoredAd>>,
     by_prefix: HashMap<Arc<str>, Servers>,
+    /// Servers that federation records (downtime, ban) are about, with how many records
+    /// each: a redirect only looks the records up for a candidate listed here.
+    record_names: HashMap<Arc<str>, u8>,
 }
 
 /// Where the ad of `key` sits (or would sit) in a prefix's servers.
@@ -120,8 +123,15 @@ impl View {
     /// once rather than once to remove and again to insert.
     fn insert(&mut self, stored: Arc<StoredAd>) {
         let key = stored.ad.key();
-        let indexed = stored.ad.kind != ServerKind::Director;
-        if let Some(old) = self.ads.insert(key.clone(), stored.clone()) {
+        let indexed = stored.ad.kind != ServerKind::Director && !stored.ad.kind.is_record();
+        let old = self.ads.insert(key.clone(), stored.clone());
+        if key.kind.is_record() && old.is_none() {
+            *self
+                .record_names
+                .entry(Arc::from(key.name.as_str()))
+                .or_insert(0) += 1;
+        }
+        if let Some(old) = old {
             let kept: HashSet<&str> = if indexed {
                 stored
                     .ad
@@ -161,6 +171,17 @@ impl View {
 
     fn remove(&mut self, key: &AdKey) {
         if let Some(old) = self.ads.remove(key) {
+            if key.kind.is_record() {
+                let name: &str = &key.name;
+                match self.record_names.get(name).copied() {
+                    Some(n) if n > 1 => {
+                        self.record_names.insert(Arc::from(name), n - 1);
+                    }
+                    _ => {
+                        self.record_names.remove(name);
+                    }
+                }
+            }
             for ns in &old.ad.namespaces {
                 self.unindex(&ns.path, key);
             }
@@ -177,6 +198,25 @@ impl View {
                 self.by_prefix.remove(path);
             }
         }
+    }
+
+    /// True if a live record keeps the server `name` out of redirects at `now`: it is
+    /// banned, or inside a downtime window.
+    pub fn held_back(&self, name: &str, now: UnixMillis) -> bool {
+        if self.record_names.is_empty() || !self.record_names.contains_key(name) {
+            return false;
+        }
+        [ServerKind::Downtime, ServerKind::Ban]
+            .into_iter()
+            .any(|kind| {
+                let key = AdKey {
+                    kind,
+                    name: name.to_string(),
+                };
+                self.ads.get(&key).is_some_and(|a| {
+                    a.expires_at > now && a.ad.record.as_ref().is_some_and(|r| r.holds_back(now))
+                })
+            })
     }
 
     /// The ad held for `key`.
@@ -209,7 +249,11 @@ impl View {
         let mut out: Vec<String> = self
             .by_prefix
             .iter()
-            .filter(|(_, servers)| servers.iter().any(|(a, _)| is_serving(a, now)))
+            .filter(|(_, servers)| {
+                servers
+                    .iter()
+                    .any(|(a, _)| is_serving(a, now) && !self.held_back(&a.ad.name, now))
+            })
             .map(|(prefix, _)| prefix.to_string())
             .collect();
         out.sort();
@@ -225,7 +269,7 @@ impl View {
             };
             let live: Vec<(&Arc<StoredAd>, &NamespaceAd)> = servers
                 .iter()
-                .filter(|(a, _)| is_serving(a, now))
+                .filter(|(a, _)| is_serving(a, now) && !self.held_back(&a.ad.name, now))
                 .filter_map(|(a, index)| a.ad.namespaces.get(*index).map(|ns| (a, ns)))
                 .collect();
             if live.is_empty() {

@@ -152,3 +152,51 @@ fn a_new_version_keeping_some_namespaces_is_indexed_exactly_once() {
         "old snapshot unchanged"
     );
 }
+
+fn record(kind: ServerKind, about: &str, window: (u64, u64)) -> Arc<StoredAd> {
+    let record = crate::ad::Record {
+        signer: "ops".into(),
+        active: true,
+        start: window.0,
+        end: window.1,
+        reason: String::new(),
+    };
+    let ad = record
+        .into_ad(kind, about, NOW - 10, window.1)
+        .sign(&fixtures::key_for("ops"));
+    Arc::new(StoredAd::new(ad, NOW - 5, u64::MAX))
+}
+
+#[test]
+fn records_hold_their_server_back_until_the_last_one_goes() {
+    let key = |kind| crate::ad::AdKey {
+        kind,
+        name: "cache-1".into(),
+    };
+    let first = |view: &View| {
+        view.route("/ns/x", Purpose::Read, NOW)
+            .map(|r| r.candidates[0].name.clone())
+            .unwrap()
+    };
+    let base = View::default()
+        .with_ad(stored("origin-1", ServerKind::Origin, &["/ns"]))
+        .with_ad(stored("cache-1", ServerKind::Cache, &["/ns"]));
+    assert_eq!(first(&base), "cache-1");
+    // A downtime window in the future holds nothing back yet.
+    let later = base.with_ad(record(
+        ServerKind::Downtime,
+        "cache-1",
+        (NOW + 10, NOW + 20),
+    ));
+    assert_eq!(first(&later), "cache-1");
+    assert!(later.held_back("cache-1", NOW + 10));
+    let both = base
+        .with_ad(record(ServerKind::Downtime, "cache-1", (NOW - 1, NOW + 20)))
+        .with_ad(record(ServerKind::Ban, "cache-1", (0, u64::MAX)));
+    assert_eq!(first(&both), "origin-1");
+    let banned = both.without(&key(ServerKind::Downtime));
+    assert_eq!(first(&banned), "origin-1", "the ban still holds");
+    assert_eq!(first(&banned.without(&key(ServerKind::Ban))), "cache-1");
+    // Records are never routed to and list no namespace.
+    assert_eq!(both.namespaces(NOW), ["/ns"]);
+}

@@ -441,6 +441,27 @@ impl Store {
         })
     }
 
+    /// Bytes the database takes on disk (walks its files: for scrapes, not hot paths).
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        fn walk(dir: &Path) -> std::io::Result<u64> {
+            let mut total = 0;
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                total += if meta.is_dir() {
+                    walk(&entry.path())?
+                } else {
+                    meta.len()
+                };
+            }
+            Ok(total)
+        }
+        walk(&self.inner.path).map_err(|e| StoreError::Database {
+            path: self.inner.path.clone(),
+            message: e.to_string(),
+        })
+    }
+
     /// Reads one ad (a write waiting for its commit included).
     pub fn get_ad(&self, key: &AdKey) -> Result<Option<StoredAd>, StoreError> {
         let key_text = key.to_string();

@@ -112,6 +112,15 @@ fn the_committed_schema_1_fixture_opens() {
     assert_eq!(loaded.ads.len(), 2);
     assert!(loaded.quarantined.is_empty());
     assert_eq!(store.last_started_at().unwrap(), Some(1_700_000_000_000));
+    // Migrated 1 -> 2: the same ads, and their signatures (made before `record`
+    // existed) still verify.
+    let mut ads = loaded.ads;
+    ads.sort_by(|a, b| a.ad.name.cmp(&b.ad.name));
+    assert_eq!(ads, vec![stored("cache-1", 1), stored("origin-1", 3)]);
+    for ad in &ads {
+        let key = fixtures::key_for(&ad.ad.name).verifying_key();
+        ad.signed().verify(&key).unwrap();
+    }
     drop(store);
     // Migrated to the current schema with a first manifest; reopens as sound.
     assert!(dir.path().join(MANIFEST_FILE).exists());

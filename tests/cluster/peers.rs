@@ -12,7 +12,7 @@ use crate::common::*;
 
 /// The `peer` labels of a director's forward metrics.
 fn peer_labels(d: &skein::director::DirectorHandle) -> Vec<String> {
-    let text = d.state().metrics.render(skein::metrics::Gauges::default());
+    let text = d.state().metrics.render(0, 0);
     let mut labels: Vec<String> = text
         .lines()
         .filter_map(|l| l.split("peer=\"").nth(1))
@@ -188,7 +188,7 @@ async fn a_413_halves_the_batch_and_drops_nothing() {
         fake.state.too_large.load(Ordering::SeqCst) >= 1,
         "no 413 seen"
     );
-    let metrics = d.state().metrics.render(skein::metrics::Gauges::default());
+    let metrics = d.state().metrics.render(0, 0);
     assert!(!metrics.contains("result=\"rejected\""), "{metrics}");
     cluster.shutdown().await;
 }
@@ -227,7 +227,7 @@ async fn idle_keep_alive_connections_never_fail_a_request() {
             });
         }
         for d in cluster.running() {
-            let metrics = d.state().metrics.render(skein::metrics::Gauges::default());
+            let metrics = d.state().metrics.render(0, 0);
             assert!(
                 !metrics.contains("result=\"error\""),
                 "a forward failed:\n{metrics}"

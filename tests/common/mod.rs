@@ -52,7 +52,10 @@ pub fn trust(directors: usize) -> Trust {
     for name in GEO_CACHES {
         servers.push((name, ServerKind::Cache, &["/geo"]));
     }
-    fixtures::trust(&servers)
+    let mut trust = fixtures::trust(&servers);
+    // An operator key that signs downtime and ban records.
+    trust.insert_admin("ops", fixtures::key_for("ops").verifying_key());
+    trust
 }
 
 /// Caches serving `/geo`, named for where they are (see `tests/geo_cluster.rs`).
