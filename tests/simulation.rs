@@ -65,6 +65,13 @@ struct World {
     forwards: u64,
 }
 
+/// Entries in key order: a view iterates in a per-process hash order, and the run must
+/// not depend on it.
+fn sorted(mut entries: Vec<skein::wire::DigestEntry>) -> Vec<skein::wire::DigestEntry> {
+    entries.sort_by(|a, b| a.key.cmp(&b.key));
+    entries
+}
+
 fn server_name(i: usize) -> String {
     format!("server-{i}")
 }
@@ -207,14 +214,14 @@ impl World {
         if differ.is_empty() {
             return;
         }
-        for entry in digest::entries(&vb, self.now, Some(&differ)) {
+        for entry in sorted(digest::entries(&vb, self.now, Some(&differ))) {
             if is_newer(entry.version, va.get(&entry.key).map(|x| x.ad.version()))
                 && let Some(ad) = vb.get(&entry.key)
             {
                 self.receive(a, ad.clone());
             }
         }
-        for entry in digest::entries(&va, self.now, Some(&differ)) {
+        for entry in sorted(digest::entries(&va, self.now, Some(&differ))) {
             if is_newer(entry.version, vb.get(&entry.key).map(|x| x.ad.version()))
                 && let Some(ad) = va.get(&entry.key)
             {
