@@ -72,8 +72,8 @@ done
 service() { # name, kind, data port, namespaces...
   local name=$1 kind=$2 port=$3; shift 3
   {
-    printf 'name = "%s"\nkind = "%s"\ndata_url = "http://%s.example.org:%s"\n' "$name" "$kind" "$name" "$port"
-    printf 'web_url = "http://%s.example.org:%s"\nkey = "%s"\n' "$name" "$port" "$WORK/keys/$name.key"
+    printf 'name = "%s"\nkind = "%s"\ndata_url = "http://%s.example:%s"\n' "$name" "$kind" "$name" "$port"
+    printf 'web_url = "http://%s.example:%s"\nkey = "%s"\n' "$name" "$port" "$WORK/keys/$name.key"
     printf 'directors = ["http://127.0.0.1:%s", "http://127.0.0.1:%s"]\ninterval = "60s"\nlifetime = "15m"\n' "$A" "$B"
     for ns in "$@"; do
       printf '\n[[namespace]]\npath = "%s"\nreads = true\npublic_reads = true\nlistings = true\n' "$ns"

@@ -448,6 +448,18 @@ async fn downtime_and_bans_are_honoured_by_every_director() {
         .map(|a| a.signed.ad.kind)
         .collect();
     assert!(kinds_of_cache_1.contains(&ServerKind::Cache) && kinds_of_cache_1.contains(&downtime));
+    // The status page shows the downtime beside the server, and no record as a server row.
+    let page = reqwest::get(format!("{}/", cluster.handle(2).url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("downtime "), "no downtime on the status page");
+    assert!(
+        !page.contains("class=\"kind\">downtime<"),
+        "a record shown as a server"
+    );
 
     // Removed at director 2: routing returns everywhere.
     let removed = record(downtime, "cache-1", "ops", false, always, now + 1);

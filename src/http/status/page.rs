@@ -150,7 +150,7 @@ fn server_row(row: &ServerRow, now: u64) -> Markup {
     html! {
         tr {
             td { span.kind { (row.kind) } }
-            td.nowrap { strong { (row.name) } @if !row.version.is_empty() { div.mute.mono { (row.version) } } }
+            td.nowrap { strong { (row.name) } div.mute.mono { (row.provenance) @if !row.version.is_empty() { " · " (row.version) } } }
             td { @match row.status {
                 AdStatus::Ok => span.pill.ok { "ok" },
                 AdStatus::ShuttingDown => span.pill.warn { "shutting down" },
@@ -249,6 +249,7 @@ mod tests {
                 version: "1.0".into(),
                 health: None,
                 downtime: None,
+                provenance: "skein",
             }],
             peers: vec![PeerRow {
                 url: "http://director-b:8444".into(),

@@ -77,8 +77,11 @@ pub struct ServerRow {
     pub version: String,
     /// Health as the probes last saw it; `None` when not probed.
     pub health: Option<HealthCell>,
-    /// A downtime in force, if any (filled by the downtime records when they exist).
+    /// A downtime or ban held for it (operator records), if any.
     pub downtime: Option<String>,
+    /// Where the ad came from: `skein` (signed by the server) or `pelican` (a Pelican
+    /// server's token, attested by a director).
+    pub provenance: &'static str,
 }
 
 /// A server's health, for display.
@@ -217,7 +220,7 @@ impl StatusView {
 pub fn server_rows(view: &View, signals: &dyn Signals) -> Vec<ServerRow> {
     let mut servers: Vec<ServerRow> = view
         .ads()
-        .filter(|a| a.ad.kind != ServerKind::Director)
+        .filter(|a| matches!(a.ad.kind, ServerKind::Origin | ServerKind::Cache))
         .map(|a| ServerRow {
             kind: a.ad.kind,
             name: a.ad.name.clone(),
@@ -229,11 +232,46 @@ pub fn server_rows(view: &View, signals: &dyn Signals) -> Vec<ServerRow> {
             generation: a.ad.generation,
             version: a.ad.version.clone(),
             health: signals.health(&a.ad.key()).map(HealthCell::from),
-            downtime: None,
+            downtime: records_about(view, &a.ad.name),
+            provenance: a.provenance().as_str(),
         })
         .collect();
     servers.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     servers
+}
+
+/// The operator records in force for server `name`: "banned: why" or
+/// "downtime <start> to <end>: why".
+fn records_about(view: &View, name: &str) -> Option<String> {
+    let record = |kind| {
+        view.get(&crate::ad::AdKey {
+            kind,
+            name: name.to_string(),
+        })
+        .and_then(|a| a.ad.record.clone())
+        .filter(|r| r.active)
+    };
+    let date = |ms: UnixMillis| {
+        httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+    };
+    let why = |reason: &str| {
+        if reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", shorten(reason, 80))
+        }
+    };
+    if let Some(ban) = record(ServerKind::Ban) {
+        return Some(format!("banned{}", why(&ban.reason)));
+    }
+    record(ServerKind::Downtime).map(|d| {
+        format!(
+            "downtime {} to {}{}",
+            date(d.start),
+            date(d.end),
+            why(&d.reason)
+        )
+    })
 }
 
 /// `text` cut to at most `max` characters, with an ellipsis when cut.
