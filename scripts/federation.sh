@@ -172,6 +172,23 @@ show_pelican() {
     say "pelican-origin-1 serves it: $(curl -sf http://127.0.0.1:9002/pelican/hello.txt | head -c 60)"
 }
 
+# Operator records, signed with the federation's admin key (`ops`, in the keys volume) from
+# inside director-a and sent to it; every director honours them.
+#   downtime SERVER DURATION [REASON]   e.g. downtime cache-1 10m "disk swap"
+#   downtime-remove SERVER | ban SERVER [REASON] | unban SERVER | records
+record() {
+    local action=$1
+    shift
+    local admin=(--key /keys/ops.key --signer ops --federation http://127.0.0.1:8444)
+    case "$action" in
+        downtime) docker exec skein-director-a skein downtime add "${admin[@]}" "$1" --end "${2:?duration}" --reason "${3:-}" ;;
+        downtime-remove) docker exec skein-director-a skein downtime remove "${admin[@]}" "$1" ;;
+        ban) docker exec skein-director-a skein ban "${admin[@]}" "$1" --reason "${2:-}" ;;
+        unban) docker exec skein-director-a skein unban "${admin[@]}" "$1" ;;
+        records) docker exec skein-director-a skein downtime list --federation http://127.0.0.1:8444 ;;
+    esac
+}
+
 restart() {
     [ "${FEDERATION_SKIP_BUILD:-}" = 1 ] || build
     find_compose
@@ -210,11 +227,12 @@ case "${1:-}" in
         "${compose[@]}" logs -f
         ;;
     wait) find_compose && wait_healthy "${2:-120}" ;;
+    downtime|downtime-remove|ban|unban|records) record "$@" ;;
     recreate)
         shift
         find_compose
         "${compose[@]}" up -d --no-deps --force-recreate "$@" >&2
         wait_healthy 120
         ;;
-    *) die "usage: $0 build|up|restart|down|status|logs|recreate" ;;
+    *) die "usage: $0 build|up|restart|down|status|logs|recreate|downtime|downtime-remove|ban|unban|records" ;;
 esac
