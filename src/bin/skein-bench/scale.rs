@@ -1,6 +1,8 @@
 //! The cost of a cluster at scale: real `skein serve` processes on loopback, a full mesh,
 //! and a synthetic federation whose every server re-advertises to every director once an
 //! interval, as real services do. Prints each director's CPU share over whole intervals.
+//! Health probes are off: the synthetic servers do not exist, and this measures the cost
+//! of taking in and replicating ads (probes cost one HEAD per server per `health.interval`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -102,7 +104,8 @@ fn start_cluster(run: &Scale<'_>, servers: &[FederationServer]) -> Result<Vec<No
             "name = {name:?}\nlisten = \"127.0.0.1:{port}\"\nadvertise_url = {url:?}\n\
              data_dir = {data:?}\n[identity]\nkey = {key:?}\n\
              [federation]\ntrust = {trust:?}\ndirectors = {peers:?}\n\
-             [limits]\nmax_concurrent_ingest = 4096\nmax_ingest_per_client = 4096\n",
+             [limits]\nmax_concurrent_ingest = 4096\nmax_ingest_per_client = 4096\n\
+             [health]\nenabled = false\n",
             port = ports[i],
             url = urls[i],
             data = run.work.join(format!("{name}-data")).display().to_string(),
@@ -236,7 +239,7 @@ pub async fn run(run: Scale<'_>) -> Result<()> {
         let mut held = Vec::new();
         for node in &nodes {
             let ads: Vec<serde_json::Value> = http
-                .get(format!("{}/api/v1.0/director/ads", node.url))
+                .get(format!("{}/api/v1.0/director/ads?limit=10000", node.url))
                 .send()
                 .await?
                 .json()
