@@ -11,29 +11,15 @@ use std::collections::HashSet;
 use crate::ad::{AdKey, AdVersion};
 use crate::clock::UnixMillis;
 use crate::routing::View;
+use crate::routing::{FNV_OFFSET, stable_hash};
 use crate::wire::DigestEntry;
 
 /// Buckets in a summary (fixed: both sides must agree).
 pub const BUCKETS: usize = 256;
 
-/// FNV-1a over `bytes` from `seed`, then a splitmix64 finaliser: stable across builds and
-/// machines, so every director computes the same summary.
-fn hash(seed: u64, bytes: &[u8]) -> u64 {
-    let mut hash = seed;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash ^= hash >> 30;
-    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    hash ^= hash >> 27;
-    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
-    hash ^ (hash >> 31)
-}
-
 fn key_hash(key: &AdKey) -> u64 {
-    let seed = hash(0xcbf2_9ce4_8422_2325, key.kind.as_str().as_bytes());
-    hash(seed, key.name.as_bytes())
+    let seed = stable_hash(FNV_OFFSET, key.kind.as_str().bytes());
+    stable_hash(seed, key.name.bytes())
 }
 
 /// The bucket `key` falls in.
@@ -46,7 +32,7 @@ fn entry_hash(key: &AdKey, version: &AdVersion) -> u64 {
     bytes[..8].copy_from_slice(&version.started_at.to_le_bytes());
     bytes[8..24].copy_from_slice(version.uuid.as_bytes());
     bytes[24..].copy_from_slice(&version.generation.to_le_bytes());
-    hash(key_hash(key), &bytes)
+    stable_hash(key_hash(key), bytes)
 }
 
 /// The entries a digest covers: every ad live at `now`.

@@ -18,7 +18,7 @@ use crate::clock::UnixMillis;
 use crate::paths::prefixes_longest_first;
 use crate::store::StoredAd;
 
-pub use rank::{rank_by, score};
+pub use rank::{FNV_OFFSET, rank_by, score, stable_hash};
 
 /// What a client wants to do with a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,11 +1,14 @@
 //! Rendezvous (highest-random-weight) ranking: one object keeps going to the same
 //! server while that server is up, and only its share moves when the set changes.
 
-/// A stable 64-bit hash of (server, object): FNV-1a, then a splitmix64 finaliser to
-/// spread the bits. Stable across builds and machines, so every director ranks alike.
-pub fn score(server: &str, object: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in server.bytes().chain([0xff]).chain(object.bytes()) {
+/// The FNV-1a offset basis: the seed of [`stable_hash`] for a fresh hash.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a over `bytes` from `seed`, then a splitmix64 finaliser to spread the bits.
+/// Stable across builds and machines, so every director computes the same value.
+pub fn stable_hash(seed: u64, bytes: impl IntoIterator<Item = u8>) -> u64 {
+    let mut hash = seed;
+    for byte in bytes {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -14,6 +17,14 @@ pub fn score(server: &str, object: &str) -> u64 {
     hash ^= hash >> 27;
     hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
     hash ^ (hash >> 31)
+}
+
+/// A stable 64-bit hash of (server, object): every director ranks alike.
+pub fn score(server: &str, object: &str) -> u64 {
+    stable_hash(
+        FNV_OFFSET,
+        server.bytes().chain([0xff]).chain(object.bytes()),
+    )
 }
 
 /// Sorts `items` best first for `object`, by each item's server name.
@@ -29,6 +40,12 @@ pub fn rank_by<T>(items: &mut [T], object: &str, name: impl Fn(&T) -> &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_score_is_the_same_on_every_build() {
+        // Every director must rank alike, across versions too: a pinned value.
+        assert_eq!(score("cache-a", "/ns/object-1"), 9568896273400670462);
+    }
 
     #[test]
     fn ranking_is_deterministic_and_spreads() {
