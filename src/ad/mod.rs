@@ -17,7 +17,9 @@ use crate::clock::UnixMillis;
 use crate::pelican::Attestation;
 
 pub use order::{AdVersion, is_newer, merge};
-pub use signing::{SignError, SigningKey, VerifyingKey, decode_public_key, encode_public_key};
+pub use signing::{
+    SignError, SigningKey, VerifyingKey, decode_public_key, decode_signature, encode_public_key,
+};
 
 /// What kind of server an ad describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -46,13 +46,7 @@ impl Ad {
     /// Checks a detached `signature` (base64url) over this ad against `key`: a stored ad
     /// is re-checked this way without rebuilding a [`SignedAd`].
     pub fn verify_signature(&self, signature: &str, key: &VerifyingKey) -> Result<(), SignError> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(signature.as_bytes())
-            .map_err(|_| SignError::MalformedSignature)?;
-        let bytes: [u8; 64] = bytes
-            .try_into()
-            .map_err(|_| SignError::MalformedSignature)?;
-        let signature = Signature::from_bytes(&bytes);
+        let signature = decode_signature(signature)?;
         key.verify_strict(&codec::canonical_ad_bytes(self), &signature)
             .map_err(|_| SignError::BadSignature)
     }
@@ -70,6 +64,17 @@ pub fn decode_public_key(text: &str) -> Result<VerifyingKey, SignError> {
         .map_err(|_| SignError::MalformedKey)?;
     let bytes: [u8; 32] = bytes.try_into().map_err(|_| SignError::MalformedKey)?;
     VerifyingKey::from_bytes(&bytes).map_err(|_| SignError::MalformedKey)
+}
+
+/// A detached Ed25519 signature from its base64url (no padding) text.
+pub fn decode_signature(text: &str) -> Result<Signature, SignError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(text.as_bytes())
+        .map_err(|_| SignError::MalformedSignature)?;
+    let bytes: [u8; 64] = bytes
+        .try_into()
+        .map_err(|_| SignError::MalformedSignature)?;
+    Ok(Signature::from_bytes(&bytes))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::{Signature, Signer};
+use ed25519_dalek::Signer;
 use serde::{Deserialize, Serialize};
 
 use crate::ad::{Ad, SignError, SignedAd, SigningKey, VerifyingKey};
@@ -78,15 +78,9 @@ pub fn verify(
     signature: &str,
     key: &VerifyingKey,
 ) -> Result<(), SignError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(signature.as_bytes())
-        .map_err(|_| SignError::MalformedSignature)?;
-    let bytes: [u8; 64] = bytes
-        .try_into()
-        .map_err(|_| SignError::MalformedSignature)?;
     key.verify_strict(
         &signing_bytes(ad, attestation),
-        &Signature::from_bytes(&bytes),
+        &crate::ad::decode_signature(signature)?,
     )
     .map_err(|_| SignError::BadSignature)
 }
