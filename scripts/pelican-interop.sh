@@ -144,7 +144,11 @@ stop() { # name
 wait_for() { # seconds, description, command...
   local deadline=$((SECONDS + $1)) what=$2; shift 2
   until "$@" >/dev/null 2>&1; do
-    if [ $SECONDS -ge $deadline ]; then echo "timed out after $1 s: $what" >&2; return 1; fi
+    if [ $SECONDS -ge $deadline ]; then
+      echo "timed out after $1 s: $what; a last try says:" >&2
+      "$@" >&2 || true
+      return 1
+    fi
     sleep 0.2
   done
 }
@@ -162,8 +166,12 @@ check() { # description, command...
   local what=$1; shift
   if "$@"; then echo "  ok    $what"; passed=$((passed + 1)); else echo "  FAIL  $what"; failed=$((failed + 1)); fi
 }
-routes_to_fake() { # director
-  "$SKEIN" locate --federation "$1" /pel/hello.txt 2>/dev/null | grep -q "^redirect: $FAKE/pel/hello.txt"
+routes_to_fake() { # director (on failure, prints what locate said)
+  local said
+  said=$("$SKEIN" locate --federation "$1" /pel/hello.txt 2>&1) || true
+  grep -q "^redirect: $FAKE/pel/hello.txt" <<<"$said" && return 0
+  printf '        locate %s said: %s\n' "$1" "$said" >&2
+  return 1
 }
 not_routed() { # director
   ! "$SKEIN" locate --federation "$1" /pel/hello.txt >/dev/null 2>&1
@@ -201,7 +209,14 @@ check "pelicanfs reads /skp/hello.txt (discovery at director-0)" pelicanfs_reads
 stop director-1
 start director-1 "$SKEIN" serve --config "$WORK/director-1.toml"
 wait_for 60 "director-1 ready again" "$SKEIN" healthcheck "${D[1]}"
-check "restarted director-1 still redirects to the stand-in (no re-advertisement)" routes_to_fake "${D[1]}"
+# The stand-in re-advertises only every 10 minutes, so what director-1 routes comes from
+# its store (tests/pelican.rs checks that one in-process, with the first request) or
+# from its peers' catch-up. Once, on CI, the first request after `ready` did not route
+# and the next (pelicanfs, 0.3 s later) did: unexplained, never reproduced here in 46
+# restarts, so the check polls briefly and prints what `locate` said if it fails.
+routes_to_fake "${D[1]}" || echo "  note  the first request after ready did not route (see above); polling" >&2
+check "restarted director-1 still redirects to the stand-in (no re-advertisement)" \
+  wait_for 10 "restarted director-1 routes" routes_to_fake "${D[1]}"
 check "pelicanfs reads through restarted director-1" pelicanfs_reads "${PORTS[1]}"
 
 stop fake
