@@ -11,7 +11,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::ad::{Ad, ServerKind, SignError, SignedAd, VerifyingKey, decode_public_key};
+use crate::ad::{
+    Ad, ServerKind, SignError, SignatureCheck, SignedAd, VerifyingKey, decode_public_key,
+};
 use crate::paths::is_under_prefix;
 use crate::pelican::keys::{PelicanEntryFile, prefix_kind};
 use crate::pelican::{Attestation, PelicanKeys, attest};
@@ -104,6 +106,28 @@ pub enum TrustError {
     /// A service sent an attestation itself (only peers forward attested ads).
     #[error("attested ads are taken only from peer directors")]
     AttestationFromService,
+}
+
+/// What [`Trust::plan`] leaves to do: one signature to verify, and the verdict that
+/// follows a good one (a forbidden namespace is reported only once the signature is
+/// known good, so a forged ad is refused as forged, whatever it claims).
+#[derive(Debug)]
+pub struct Pending {
+    /// The signature still to verify.
+    pub signature: SignatureCheck,
+    then: Result<(), TrustError>,
+}
+
+impl Pending {
+    fn new(signature: SignatureCheck, then: Result<(), TrustError>) -> Self {
+        Self { signature, then }
+    }
+
+    /// The verdict, given how the signature check came out.
+    pub fn verdict(self, verified: Result<(), SignError>) -> Result<(), TrustError> {
+        verified?;
+        self.then
+    }
 }
 
 /// Why the trust file could not be loaded.
@@ -255,10 +279,19 @@ impl Trust {
 
     /// Checks an ad: known signer of the right kind, valid signature, allowed namespaces.
     pub fn check(&self, signed: &SignedAd) -> Result<(), TrustError> {
-        if let Some(attestation) = &signed.attestation {
-            return self.check_attested(signed, attestation);
+        let pending = self.plan(signed)?;
+        let verified = pending.signature.verify();
+        pending.verdict(verified)
+    }
+
+    /// Everything [`Trust::check`] decides but the signature itself: the signature check
+    /// to run (alone, or with others in [`SignatureCheck::verify_many`]) and the verdict
+    /// that follows a good one. An error here is final.
+    pub fn plan(&self, signed: &SignedAd) -> Result<Pending, TrustError> {
+        match &signed.attestation {
+            Some(attestation) => self.plan_attested(signed, attestation),
+            None => self.plan_signed(&signed.ad, &signed.signature),
         }
-        self.admits(&signed.ad, &signed.signature)
     }
 
     /// True if `name` is trusted as a `kind` with exactly `key` (a director asks this of
@@ -273,7 +306,7 @@ impl Trust {
     /// held and routed under this trust? Known signer of the right kind, a signature that
     /// verifies with the listed key, and every namespace under an allowed prefix.
     /// A record (downtime, ban) instead needs a signature by the admin it names.
-    pub fn admits(&self, ad: &Ad, signature: &str) -> Result<(), TrustError> {
+    fn plan_signed(&self, ad: &Ad, signature: &str) -> Result<Pending, TrustError> {
         if ad.kind.is_record() {
             let record = ad
                 .record
@@ -283,8 +316,7 @@ impl Trust {
                 .admins
                 .get(&record.signer)
                 .ok_or_else(|| TrustError::NotAdmin(record.signer.clone()))?;
-            ad.verify_signature(signature, key)?;
-            return Ok(());
+            return Ok(Pending::new(ad.signature_check(signature, key)?, Ok(())));
         }
         let trusted = self
             .servers
@@ -297,20 +329,21 @@ impl Trust {
                 claimed: ad.kind,
             });
         }
-        ad.verify_signature(signature, &trusted.key)?;
-        for ns in &ad.namespaces {
-            let allowed = trusted
+        let signature = ad.signature_check(signature, &trusted.key)?;
+        let forbidden = ad.namespaces.iter().find(|ns| {
+            !trusted
                 .namespaces
                 .iter()
-                .any(|prefix| is_under_prefix(&ns.path, prefix));
-            if !allowed {
-                return Err(TrustError::ForbiddenNamespace {
-                    name: ad.name.clone(),
-                    namespace: ns.path.clone(),
-                });
-            }
-        }
-        Ok(())
+                .any(|prefix| is_under_prefix(&ns.path, prefix))
+        });
+        let then = match forbidden {
+            Some(ns) => Err(TrustError::ForbiddenNamespace {
+                name: ad.name.clone(),
+                namespace: ns.path.clone(),
+            }),
+            None => Ok(()),
+        };
+        Ok(Pending::new(signature, then))
     }
 
     /// Before checking an attested Pelican ad that no `[[pelican]]` entry covers, makes
@@ -334,17 +367,23 @@ impl Trust {
         }
     }
 
-    /// Checks a Pelican ad: signed by a director listed here, for a registry prefix of
-    /// its kind, and every namespace given to that server by a `[[pelican]]` entry or
-    /// (origins without an entry) by the registry's keys as cached here.
-    fn check_attested(&self, signed: &SignedAd, att: &Attestation) -> Result<(), TrustError> {
+    /// Plans the check of a Pelican ad: signed by a director listed here, for a registry
+    /// prefix of its kind, and every namespace given to that server by a `[[pelican]]`
+    /// entry or (origins without an entry) by the registry's keys as cached here.
+    fn plan_attested(&self, signed: &SignedAd, att: &Attestation) -> Result<Pending, TrustError> {
         let ad = &signed.ad;
         let director = self
             .servers
             .get(&att.director)
             .filter(|s| s.kind == ServerKind::Director)
             .ok_or_else(|| TrustError::NotADirector(att.director.clone()))?;
-        attest::verify(ad, att, &signed.signature, &director.key)?;
+        let signature = attest::signature_check(ad, att, &signed.signature, &director.key)?;
+        Ok(Pending::new(signature, self.admits_attested(ad, att)))
+    }
+
+    /// What an attested ad needs beyond its director's signature: a registry prefix of its
+    /// kind, and every namespace given to that Pelican server here or by the registry.
+    fn admits_attested(&self, ad: &Ad, att: &Attestation) -> Result<(), TrustError> {
         let pelican = |why: String| TrustError::Pelican {
             name: ad.name.clone(),
             why,

@@ -18,7 +18,8 @@ use crate::pelican::Attestation;
 
 pub use order::{AdVersion, is_newer, merge};
 pub use signing::{
-    SignError, SigningKey, VerifyingKey, decode_public_key, decode_signature, encode_public_key,
+    SignError, SignatureCheck, SigningKey, VerifyingKey, decode_public_key, decode_signature,
+    encode_public_key,
 };
 
 /// What kind of server an ad describes.

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::Signer;
 use serde::{Deserialize, Serialize};
 
-use crate::ad::{Ad, SignError, SignedAd, SigningKey, VerifyingKey};
+use crate::ad::{Ad, SignError, SignatureCheck, SignedAd, SigningKey, VerifyingKey};
 use crate::clock::UnixMillis;
 
 const ATTESTATION_DOMAIN: &[u8] = b"skein-pelican-attestation-v1\0";
@@ -78,11 +78,21 @@ pub fn verify(
     signature: &str,
     key: &VerifyingKey,
 ) -> Result<(), SignError> {
-    key.verify_strict(
-        &signing_bytes(ad, attestation),
-        &crate::ad::decode_signature(signature)?,
-    )
-    .map_err(|_| SignError::BadSignature)
+    signature_check(ad, attestation, signature, key)?.verify()
+}
+
+/// The check of a director's signature over an attested ad, to run now or with others.
+pub fn signature_check(
+    ad: &Ad,
+    attestation: &Attestation,
+    signature: &str,
+    key: &VerifyingKey,
+) -> Result<SignatureCheck, SignError> {
+    Ok(SignatureCheck::new(
+        *key,
+        signing_bytes(ad, attestation),
+        crate::ad::decode_signature(signature)?,
+    ))
 }
 
 #[cfg(test)]
