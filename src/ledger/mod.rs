@@ -10,13 +10,15 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
-use crate::ad::{AdKey, AdVersion, ServerKind, SignedAd, is_newer};
+use crate::ad::{AdKey, AdVersion, ServerKind, SignError, SignatureCheck, SignedAd, is_newer};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::config::check_url;
 use crate::paths::is_valid_namespace;
 use crate::routing::View;
 use crate::store::{LoadReport, Store, StoreError, StoredAd};
-use crate::trust::{Trust, TrustError};
+use crate::trust::{Pending, Trust, TrustError};
+
+use hold::Hold;
 
 /// An ad whose expiry lies further ahead than this is refused outright (a broken clock
 /// must not make one ad live, or "newest", for ever); nearer ones are clamped.
@@ -255,55 +257,113 @@ impl Ledger {
     pub fn apply(&self, signed: SignedAd) -> Result<IngestOutcome, IngestError> {
         let now = self.clock.now_ms();
         self.store.note_time(now);
-        let key = signed.ad.key();
-        let version = signed.ad.version();
-        // Most ads a director receives are copies of what it holds (every service reaches
-        // every director, and peers forward too): recognise those before paying for a
-        // signature check. Answering "duplicate" or "stale" to a forged copy changes
-        // nothing and tells nothing a digest does not.
-        if let Some(known) = self.not_newer(&key, version) {
-            return Ok(known);
-        }
         let limits = self.limits();
         let checked_with = self.trust.load_full();
-        if let Err(refused) = self
-            .check_sane(&signed, now, &limits)
-            .and_then(|()| Ok(checked_with.check(&signed)?))
-        {
-            self.events.refused(&signed.ad, &refused, now);
-            return Err(refused);
-        }
-        let accepted = {
-            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-            // A reload swapped the trust while this ad was being checked: check again
-            // under the lock, so a revoked signer never lands after the reload's sweep.
-            let trust = self.trust.load();
-            if !Arc::ptr_eq(&trust, &checked_with) {
-                trust.check(&signed)?;
-            }
-            let current = self.view.load();
-            let before = current.get(&key);
-            let before_status = before.map(|a| a.ad.status);
-            if let Some(known) = not_newer(version, before.map(|a| a.ad.version())) {
-                return Ok(known);
-            }
-            // A record lives until its own expiry (a downtime's end, a ban's lifting):
-            // an operator signs it once, nobody re-sends it every minute.
-            let lifetime = if signed.ad.kind.is_record() {
-                u64::MAX
-            } else {
-                limits.max_lifetime.as_millis() as u64
-            };
-            let stored = Arc::new(StoredAd::new(signed, now, lifetime));
-            self.store.put_ad(&stored)?;
-            self.view.store(Arc::new(current.with_ad(stored.clone())));
-            self.events.accepted(&stored.ad, before_status, now);
-            stored
+        let plan = match self.screen(&signed, now, &limits, &checked_with)? {
+            Screened::Known(known) => return Ok(known),
+            Screened::Pending(plan) => *plan,
         };
-        if accepted.expires_at < self.next_wake.load(Ordering::SeqCst) {
-            self.expiry_changed.notify_one();
+        let verified = plan.signature.verify();
+        self.verdict(&signed, plan, verified, now)?;
+        let mut hold = Hold::start(self, checked_with, now, limits);
+        let answer = hold.put(signed);
+        hold.publish();
+        answer
+    }
+
+    /// [`Ledger::apply`] for many ads at once (a catch-up page): the signatures of those
+    /// not already held are verified together, on every core and in Ed25519 batches
+    /// ([`SignatureCheck::verify_many`]); a bad one is refused alone. The newer ads are
+    /// then stored and routed in one new view. One answer per ad, in order. Blocks
+    /// while verifying: call it off the async runtime.
+    pub fn apply_many(&self, batch: Vec<SignedAd>) -> Vec<Result<IngestOutcome, IngestError>> {
+        let now = self.clock.now_ms();
+        self.store.note_time(now);
+        let limits = self.limits();
+        let checked_with = self.trust.load_full();
+        // Each ad is either answered (Ok) or still owed an answer (Err) at every step.
+        let screened: Vec<Result<Answer, Box<(SignedAd, Pending)>>> = batch
+            .into_iter()
+            .map(
+                |signed| match self.screen(&signed, now, &limits, &checked_with) {
+                    Ok(Screened::Known(known)) => Ok(Ok(known)),
+                    Ok(Screened::Pending(plan)) => Err(Box::new((signed, *plan))),
+                    Err(refused) => Ok(Err(refused)),
+                },
+            )
+            .collect();
+        let checks: Vec<&SignatureCheck> = screened
+            .iter()
+            .filter_map(|step| step.as_ref().err().map(|pending| &pending.1.signature))
+            .collect();
+        let mut verified = SignatureCheck::verify_many(&checks).into_iter();
+        let checked: Vec<Result<Answer, Box<SignedAd>>> = screened
+            .into_iter()
+            .map(|step| {
+                let (signed, plan) = match step {
+                    Ok(answer) => return Ok(answer),
+                    Err(pending) => *pending,
+                };
+                // One outcome per check; a missing one fails closed.
+                let outcome = verified.next().unwrap_or(Err(SignError::BadSignature));
+                match self.verdict(&signed, plan, outcome, now) {
+                    Ok(()) => Err(Box::new(signed)),
+                    Err(refused) => Ok(Err(refused)),
+                }
+            })
+            .collect();
+        if checked.iter().all(Result::is_ok) {
+            return checked.into_iter().flatten().collect();
         }
-        Ok(IngestOutcome::Accepted(accepted))
+        let mut hold = Hold::start(self, checked_with, now, limits);
+        let answers = checked
+            .into_iter()
+            .map(|step| step.unwrap_or_else(|signed| hold.put(*signed)))
+            .collect();
+        hold.publish();
+        answers
+    }
+
+    /// Everything before the signature: a copy that is not newer is recognised before any
+    /// signature work (most ads a director receives are copies of what it holds: every
+    /// service reaches every director, and peers forward too; answering "duplicate" or
+    /// "stale" to a forged copy changes nothing and tells nothing a digest does not),
+    /// then sanity, then what the trust decides short of the signature.
+    fn screen(
+        &self,
+        signed: &SignedAd,
+        now: UnixMillis,
+        limits: &AdLimits,
+        trust: &Trust,
+    ) -> Result<Screened, IngestError> {
+        if let Some(known) = self.not_newer(&signed.ad.key(), signed.ad.version()) {
+            return Ok(Screened::Known(known));
+        }
+        match self
+            .check_sane(signed, now, limits)
+            .and_then(|()| Ok(trust.plan(signed)?))
+        {
+            Ok(plan) => Ok(Screened::Pending(Box::new(plan))),
+            Err(refused) => {
+                self.events.refused(&signed.ad, &refused, now);
+                Err(refused)
+            }
+        }
+    }
+
+    /// The trust's verdict on `signed` once its signature check came out as `verified`.
+    fn verdict(
+        &self,
+        signed: &SignedAd,
+        plan: Pending,
+        verified: Result<(), SignError>,
+        now: UnixMillis,
+    ) -> Result<(), IngestError> {
+        plan.verdict(verified).map_err(|refused| {
+            let refused = IngestError::from(refused);
+            self.events.refused(&signed.ad, &refused, now);
+            refused
+        })
     }
 
     /// `Some(Duplicate | Stale)` if `version` is not newer than the version held for `key`.
@@ -397,6 +457,15 @@ impl Ledger {
     }
 }
 
+/// The answer to one ad.
+type Answer = Result<IngestOutcome, IngestError>;
+
+/// What [`Ledger::screen`] found: a copy already answered, or a signature still to check.
+enum Screened {
+    Known(IngestOutcome),
+    Pending(Box<Pending>),
+}
+
 /// `Some(Duplicate | Stale)` if `version` is not newer than `held`.
 fn not_newer(version: AdVersion, held: Option<AdVersion>) -> Option<IngestOutcome> {
     if is_newer(version, held) {
@@ -440,6 +509,7 @@ fn load_view(store: &Store) -> Result<(View, LoadReport), StoreError> {
 }
 
 mod events;
+mod hold;
 mod recovery;
 mod sanity;
 pub use recovery::{Recovery, StoreState};

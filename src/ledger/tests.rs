@@ -167,3 +167,56 @@ async fn copies_are_recognised_before_their_signature_is_checked() {
         Some(original.ad.version())
     );
 }
+
+#[test]
+fn a_batch_refuses_its_forged_ad_alone_and_answers_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..80).map(|i| format!("origin-{i}")).collect();
+    let servers: Vec<(&str, ServerKind, &[&str])> = names
+        .iter()
+        .map(|n| (n.as_str(), ServerKind::Origin, &["/ns"][..]))
+        .collect();
+    let limits = AdLimits {
+        max_lifetime: Duration::from_secs(900),
+        max_clock_skew: Duration::from_secs(300),
+    };
+    let store = Store::open(dir.path()).unwrap();
+    let trust = fixtures::trust(&servers);
+    let l = Ledger::open(store, trust, ManualClock::new(START), limits)
+        .unwrap()
+        .0;
+    let ad = |i: usize| {
+        fixtures::ad(&names[i], ServerKind::Origin, &["/ns"], START - 1, 1)
+            .sign(&fixtures::key_for(&names[i]))
+    };
+    l.apply(ad(0)).unwrap();
+    let mut batch: Vec<SignedAd> = (0..80).map(ad).collect();
+    // A copy of what is held is recognised before any signature work: this one's
+    // signature is not even well-formed.
+    batch[0].signature = "not a signature".into();
+    // Tampered after signing: a forgery, among good ads of the same batch.
+    batch[40].ad.data_url = "http://evil.example".into();
+    // The same ad twice in one batch: the second is a copy of the first.
+    batch.push(ad(5));
+    let answers = l.apply_many(batch);
+    assert_eq!(answers.len(), 81);
+    let status = |at: usize| answers[at].as_ref().map(|o| o.status()).ok();
+    assert_eq!(status(0), Some("duplicate"));
+    assert!(matches!(
+        answers[40],
+        Err(IngestError::Untrusted(TrustError::Signature(
+            crate::ad::SignError::BadSignature
+        )))
+    ));
+    assert_eq!(status(80), Some("duplicate"));
+    for at in (1..80).filter(|at| *at != 40) {
+        assert_eq!(status(at), Some("accepted"), "ad {at}");
+    }
+    let view = l.view();
+    assert_eq!(view.len(), 79);
+    assert!(
+        view.get(&ad(40).ad.key()).is_none(),
+        "the forgery is not held"
+    );
+    assert!(l.store().has_unflushed_writes(), "held, not yet durable");
+}

@@ -118,10 +118,11 @@ impl View {
         next
     }
 
-    /// Indexes `stored`, replacing any ad of the same key. A new version usually keeps its
-    /// namespaces, so entries are replaced where they are: each prefix's map path is copied
-    /// once rather than once to remove and again to insert.
-    fn insert(&mut self, stored: Arc<StoredAd>) {
+    /// Indexes `stored`, replacing any ad of the same key, in place: a writer applying
+    /// many ads clones the view once, inserts them all, then publishes it. A new version
+    /// usually keeps its namespaces, so entries are replaced where they are: each prefix's
+    /// map path is copied once rather than once to remove and again to insert.
+    pub fn insert(&mut self, stored: Arc<StoredAd>) {
         let key = stored.ad.key();
         let indexed = stored.ad.kind != ServerKind::Director && !stored.ad.kind.is_record();
         let old = self.ads.insert(key.clone(), stored.clone());
