@@ -515,3 +515,6 @@ async fn directors_find_each_other_through_the_discovery_document_alone() {
 
 #[path = "cluster/peers.rs"]
 mod peers;
+
+#[path = "cluster/catch_up.rs"]
+mod catch_up;

@@ -157,20 +157,26 @@ impl Replicator {
         from: Option<&str>,
     ) -> Result<IngestOutcome, IngestError> {
         let result = self.ledger.apply(signed);
-        let label = match &result {
+        self.applied(&result, from);
+        result
+    }
+
+    /// Counts what became of an ad and, if it was newer, queues it for every peer but
+    /// `from`.
+    fn applied(self: &Arc<Self>, result: &Result<IngestOutcome, IngestError>, from: Option<&str>) {
+        let label = match result {
             Ok(outcome) => outcome.status(),
             Err(IngestError::Untrusted(_)) => "forbidden",
             Err(IngestError::Invalid(_)) => "invalid",
             Err(IngestError::Store(_)) => "error",
         };
         self.metrics.ad_received(label);
-        if let Ok(IngestOutcome::Accepted(stored)) = &result {
+        if let Ok(IngestOutcome::Accepted(stored)) = result {
             if stored.ad.kind == ServerKind::Director {
                 self.peers.note_director_ad(&stored.ad);
             }
             self.offer(stored.clone(), from);
         }
-        result
     }
 
     /// Queues `ad` for every verified peer except `except` (by any of its URLs).

@@ -79,12 +79,16 @@ enum Command {
         mode: String,
     },
     /// Time for an empty director to refill a peer's whole view (catch-up), e.g. after its
-    /// store was moved aside.
+    /// store was moved aside. Health probes are off unless `--probes` (the synthetic
+    /// servers do not exist; probing 100,000 of them is not catch-up's cost).
     Refill {
         #[arg(long, default_value_t = 100_000)]
         ads: usize,
         #[arg(long)]
         data_dir: PathBuf,
+        /// Leave health probes on in both directors.
+        #[arg(long)]
+        probes: bool,
     },
     /// CPU per director of a full mesh of real `skein serve` processes while every server
     /// re-advertises to every director once an interval.
@@ -160,7 +164,11 @@ fn main() -> Result<()> {
                 work: &data_dir,
             }))
         }
-        Command::Refill { ads, data_dir } => runtime.block_on(refill(ads, &data_dir)),
+        Command::Refill {
+            ads,
+            data_dir,
+            probes,
+        } => runtime.block_on(refill(ads, &data_dir, probes)),
         Command::Ingest {
             ads,
             clients,
@@ -555,32 +563,40 @@ async fn restart(data_dir: &Path, mode: &str) -> Result<()> {
     Ok(())
 }
 
-async fn refill(ads: usize, data_dir: &Path) -> Result<()> {
+async fn refill(ads: usize, data_dir: &Path, probes: bool) -> Result<()> {
     let full_dir = data_dir.join("full");
     let empty_dir = data_dir.join("empty");
     make_store(ads, &full_dir)?;
     let servers: Vec<FederationServer> = (0..ads).map(many_server).collect();
     let names = ["refill-full".to_string(), "refill-empty".to_string()];
     let trust = federation_trust(&servers, &names);
-    let full = start(
+    let extra = if probes {
+        ""
+    } else {
+        "[health]\nenabled = false\n"
+    };
+    let full = start_with_extra(
         &names[0],
         TcpListener::bind("127.0.0.1:0").await?,
         &full_dir,
         &[],
         trust.clone(),
+        extra,
     )
     .await?;
     let held = full.state().ledger.view().len();
     let t0 = Instant::now();
     let cpu0 = cpu_ms();
-    let empty = start(
+    let empty = start_with_extra(
         &names[1],
         TcpListener::bind("127.0.0.1:0").await?,
         &empty_dir,
         &[full.url().to_string()],
         trust,
+        extra,
     )
     .await?;
+    let started_ms = t0.elapsed().as_secs_f64() * 1000.0;
     // Both directors' own ads are in the view too.
     let target = held + 1;
     while empty.state().ledger.view().len() < target {
@@ -596,7 +612,8 @@ async fn refill(ads: usize, data_dir: &Path) -> Result<()> {
     println!(
         "{}",
         json!({"bench": "refill", "ads": held, "secs": secs, "ads_per_sec": held as f64 / secs,
-               "cpu_ms": cpu_ms() - cpu0, "rss_mib": rss_mib()})
+               "started_ms": started_ms, "probes": probes, "cpu_ms": cpu_ms() - cpu0,
+               "rss_mib": rss_mib()})
     );
     empty.crash().await;
     full.crash().await;
