@@ -5,9 +5,9 @@ use std::sync::{Arc, MutexGuard};
 
 use super::{AdLimits, IngestError, IngestOutcome, Ledger, not_newer};
 use crate::ad::SignedAd;
+use crate::ad::StoredAd;
 use crate::clock::UnixMillis;
 use crate::routing::View;
-use crate::store::StoredAd;
 use crate::trust::Trust;
 
 /// The writer's turn: ads whose signatures verified are put one by one into the next
