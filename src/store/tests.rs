@@ -425,3 +425,89 @@ async fn skein_ads_stay_format_1_and_pelican_ads_are_format_2() {
     assert_eq!(loaded, vec![skein, pelican.clone()]);
     assert_eq!(store.get_ad(&pelican.ad.key()).unwrap(), Some(pelican));
 }
+
+/// A downtime record about `origin-1`, signed by the admin key `ops`.
+fn record_ad() -> StoredAd {
+    let mut ad = crate::ad::Record {
+        signer: "ops".into(),
+        active: true,
+        start: 1_000,
+        end: 9_000_000,
+        reason: "disk swap".into(),
+    }
+    .into_ad(ServerKind::Downtime, "origin-1", 1_000, 9_000_000);
+    ad.instance_id.uuid = uuid::Uuid::from_u64_pair(7, 7);
+    ad.version = "test".into();
+    StoredAd::new(ad.sign(&fixtures::key_for("ops")), 2_000, 900_000)
+}
+
+/// What the schema-2 fixture holds: a Skein ad (format 1), a downtime record (format 1,
+/// with `record`) and a Pelican ad (format 2).
+fn schema_2_content() -> Vec<StoredAd> {
+    vec![record_ad(), stored("origin-1", 3), attested("origin-p", 2)]
+}
+
+/// Writes the schema-2 fixture: `cargo test --lib write_schema_2_fixture -- --ignored`.
+/// Written once by the build before ads carried a location; never regenerate it.
+#[test]
+#[ignore = "writes the committed fixture; run by hand when adding a schema version"]
+fn write_schema_2_fixture() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/fixtures/schema-2");
+    let _ = std::fs::remove_dir_all(&fixture);
+    let store = Store::open(&fixture).unwrap();
+    for ad in schema_2_content() {
+        store.put_ad(&ad).unwrap();
+    }
+    store.set_last_started_at(1_800_000_000_000).unwrap();
+    store.flush_blocking().unwrap();
+}
+
+/// Signatures made by the build before ads carried a location (Ed25519 is deterministic):
+/// the same ads must sign the same bytes.
+const SCHEMA_2_SIGNATURES: [&str; 3] = [
+    "CcvMIvUDHMHjjustZgkvIvzMYvH4mphbql2ZBPRQ6kkJLOhTRMfFuo8INt_wGooXSWIpLd3goZEiWenuDtMoCg",
+    "sjQB3T5vtp0eqCD68zhanF385_U79I3-wHymLTf41Y3wNtdZuKzS8PgWInwNgbtQAUZwmzjuTi751wPDIxL1Bg",
+    "nNe-0N74UXQDxd_VEpIRVxDbRY4Y1Rbf9s-DXmZG6R3WIqxPoqe0fYdeCGD4Mns4oEIgLf8vLZKb7NdjYvehBg",
+];
+
+/// A store written before ads carried a location (schema 2: a record and a Skein ad in
+/// format 1, a Pelican ad in format 2) opens as it is: the same ads, signed as they were,
+/// every signature verifying, and the store sound on reopening.
+#[test]
+fn the_committed_schema_2_fixture_opens() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/fixtures/schema-2");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture, dir.path());
+    let (store, damage) = Store::open_or_recover(dir.path(), 1).unwrap();
+    assert_eq!(damage, None);
+    let loaded = store.load_ads().unwrap();
+    assert!(loaded.quarantined.is_empty());
+    assert_eq!(store.last_started_at().unwrap(), Some(1_800_000_000_000));
+    let mut ads = loaded.ads;
+    ads.sort_by_key(|a| (a.ad.name.clone(), std::cmp::Reverse(a.ad.kind)));
+    let expected = schema_2_content();
+    assert_eq!(ads, expected);
+    for (ad, signature) in ads.iter().zip(SCHEMA_2_SIGNATURES) {
+        assert_eq!(ad.signature, signature, "{}", ad.ad.key());
+    }
+    let skein = |a: &StoredAd, signer: &str| {
+        a.signed()
+            .verify(&fixtures::key_for(signer).verifying_key())
+    };
+    skein(&ads[0], "ops").unwrap();
+    skein(&ads[1], "origin-1").unwrap();
+    let pelican = &ads[2];
+    crate::pelican::attest::verify(
+        &pelican.ad,
+        pelican.attestation.as_deref().unwrap(),
+        &pelican.signature,
+        &fixtures::key_for("director-a").verifying_key(),
+    )
+    .unwrap();
+    drop(store);
+    let (store, damage) = Store::open_or_recover(dir.path(), 2).unwrap();
+    assert_eq!(damage, None);
+    assert_eq!(store.load_ads().unwrap().ads, expected);
+}
