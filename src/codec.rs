@@ -17,8 +17,13 @@ pub const VALUE_FORMAT: u8 = 1;
 /// so a build that predates Pelican ads still reads them (and quarantines only these).
 pub const ATTESTED_AD_FORMAT: u8 = 2;
 
+/// The format of a stored ad that carries a location: the whole `StoredAd` (the ad with
+/// its last field, `location`, and the attestation if any). Ads without a location keep
+/// formats 1 and 2, byte for byte (see `migrations/README.md`).
+pub const LOCATED_AD_FORMAT: u8 = 3;
+
 /// Formats this build reads.
-const KNOWN_FORMATS: &[u8] = &[VALUE_FORMAT, ATTESTED_AD_FORMAT];
+const KNOWN_FORMATS: &[u8] = &[VALUE_FORMAT, ATTESTED_AD_FORMAT, LOCATED_AD_FORMAT];
 
 const HEADER_LEN: usize = 5;
 const SIGNING_DOMAIN: &[u8] = b"skein-ad-v1\0";
@@ -116,13 +121,16 @@ pub fn canonical_bytes<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// The bytes an ad's signature covers: a domain tag, then the ad in bincode
 /// (fields in declaration order, fixed-width integers, length-prefixed strings).
-/// `record`, the last field, is left out when absent (bincode writes `None` as one
-/// trailing 0 byte): a server ad signs exactly the bytes it signed before records
-/// existed, so services of earlier versions keep verifying.
+/// The trailing optional fields (`location`, then `record`) are left out while absent
+/// (bincode writes `None` as one 0 byte): an ad signs exactly the bytes it signed before
+/// those fields existed, so services of earlier versions keep verifying.
 pub fn canonical_ad_bytes(ad: &Ad) -> Vec<u8> {
     let mut out = SIGNING_DOMAIN.to_vec();
     out.extend_from_slice(&options().serialize(ad).unwrap_or_default());
-    if ad.record.is_none() && out.last() == Some(&0) {
+    for absent in [ad.location.is_none(), ad.record.is_none()] {
+        if !absent || out.last() != Some(&0) {
+            break;
+        }
         out.pop();
     }
     out

@@ -8,6 +8,7 @@ pub mod client;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod coord;
 pub mod director;
 pub mod discovery;
 pub mod eckey;

@@ -95,6 +95,7 @@ mod tests {
             expires_at: 100,
             version: String::new(),
             record: None,
+            location: None,
         }
     }
 
