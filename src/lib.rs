@@ -15,6 +15,7 @@ pub mod eckey;
 pub mod expiry;
 #[doc(hidden)]
 pub mod fixtures;
+pub mod flight;
 pub mod geo;
 pub mod http;
 pub mod identity;
