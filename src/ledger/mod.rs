@@ -10,12 +10,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
+use crate::ad::StoredAd;
 use crate::ad::{AdKey, AdVersion, ServerKind, SignedAd, is_newer};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::config::check_url;
 use crate::paths::is_valid_namespace;
 use crate::routing::View;
-use crate::store::{LoadReport, Store, StoreError, StoredAd};
+use crate::store::{LoadReport, Store, StoreError};
 use crate::trust::{Trust, TrustError};
 
 /// An ad whose expiry lies further ahead than this is refused outright (a broken clock

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::ad::StoredAd;
 use crate::ad::{AdKey, is_newer};
-use crate::store::StoredAd;
 
 /// Ads waiting to be forwarded to one peer.
 #[derive(Default)]

@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use imbl::HashMap;
 
+use crate::ad::StoredAd;
 use crate::ad::{AdKey, AdStatus, NamespaceAd, ServerKind};
 use crate::clock::UnixMillis;
 use crate::paths::prefixes_longest_first;
-use crate::store::StoredAd;
 
 pub use rank::{FNV_OFFSET, rank_by, score, stable_hash};
 

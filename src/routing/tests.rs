@@ -1,9 +1,9 @@
 //! Unit tests for the view and redirect decision.
 
 use super::*;
+use crate::ad::StoredAd;
 use crate::ad::{AdStatus, ServerKind};
 use crate::fixtures;
-use crate::store::StoredAd;
 
 const NOW: u64 = 1_000_000;
 

@@ -1,8 +1,11 @@
 //! The director's embedded database: sled behind a narrow API. Nothing sled-typed leaks.
 //!
-//! Trees: `ads` (ad key -> [`StoredAd`]), `peers` (advertise URL -> [`PeerRecord`]),
-//! `meta` (schema version, last start time), `quarantine` (values that failed their
-//! checksum, kept for inspection). Every value is a [`codec`] envelope. Beside sled, a
+//! Trees: `ads` (ad key -> [`StoredAd`]), `peers` (advertise URL -> the bytes of a
+//! `crate::peers::PeerRecord`), `meta` (schema version, last start time), `quarantine`
+//! (values that failed their checksum, kept for inspection). Every value is a [`codec`]
+//! envelope. The domain types and their encodings live with the domain (`crate::ad`,
+//! `crate::peers`); the store depends on `ad` (it checks ad values at load) and never
+//! on routing, replication or peers. Beside sled, a
 //! manifest ([`manifest`]) records what the `ads` tree should hold; a store that does not
 //! match it is damaged, and [`Store::open_or_recover`] moves it aside loudly.
 
@@ -15,189 +18,15 @@ pub mod upkeep;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-use crate::ad::{Ad, AdKey, Provenance, SignedAd};
+use crate::ad::{AdKey, StoredAd};
 use crate::clock::UnixMillis;
 use crate::codec::{self, CodecError};
-use crate::pelican::Attestation;
 
 pub use manifest::{FILE as MANIFEST_FILE, TreeState};
 pub use migrate::SCHEMA_VERSION;
 pub use recover::Damage;
 
 use durability::{GroupCommit, Handles, scan_state};
-
-/// An ad as a director keeps it.
-///
-/// Stored as format 1 (`{ad, signature, received_at, expires_at}`) when it is a Skein
-/// ad, format 2 (the same, then `attestation`) when it is a Pelican ad.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredAd {
-    /// The ad as signed by its server (or attested by a director).
-    pub ad: Ad,
-    /// Its signature (base64url).
-    pub signature: String,
-    /// When this director first accepted this version.
-    pub received_at: UnixMillis,
-    /// When this director drops it: `min(ad.expires_at, received_at + max_lifetime)`.
-    /// Never later than the signed expiry, so copies cannot extend an ad's life.
-    pub expires_at: UnixMillis,
-    /// Pelican ads: what the attesting director verified.
-    pub attestation: Option<Box<Attestation>>,
-}
-
-/// `Ad` as formats 1 and 2 lay it out: every field but `location` (which came later),
-/// in declaration order (bincode writes a tuple and a struct alike).
-type AdV2 = (
-    String,
-    crate::ad::ServerKind,
-    String,
-    String,
-    Vec<crate::ad::NamespaceAd>,
-    crate::ad::AdStatus,
-    crate::ad::InstanceId,
-    u64,
-    UnixMillis,
-    String,
-    Option<crate::ad::Record>,
-);
-
-/// `ad` in the [`AdV2`] layout (borrowed): the bytes formats 1 and 2 always held.
-fn ad_v2(ad: &Ad) -> impl Serialize + '_ {
-    (
-        &ad.name,
-        ad.kind,
-        &ad.data_url,
-        &ad.web_url,
-        &ad.namespaces,
-        ad.status,
-        ad.instance_id,
-        ad.generation,
-        ad.expires_at,
-        &ad.version,
-        &ad.record,
-    )
-}
-
-fn from_v2(v2: AdV2) -> Ad {
-    Ad {
-        name: v2.0,
-        kind: v2.1,
-        data_url: v2.2,
-        web_url: v2.3,
-        namespaces: v2.4,
-        status: v2.5,
-        instance_id: v2.6,
-        generation: v2.7,
-        expires_at: v2.8,
-        version: v2.9,
-        record: v2.10,
-        location: None,
-    }
-}
-
-/// Format 1: `(ad, signature, received_at, expires_at)`; format 2 appends `attestation`.
-type StoredV1 = (AdV2, String, UnixMillis, UnixMillis);
-type StoredV2 = (
-    AdV2,
-    String,
-    UnixMillis,
-    UnixMillis,
-    Option<Box<Attestation>>,
-);
-
-impl StoredAd {
-    /// Wraps a verified signed ad received at `received_at`, clamping its lifetime.
-    pub fn new(signed: SignedAd, received_at: UnixMillis, max_lifetime_ms: u64) -> Self {
-        let expires_at = signed
-            .ad
-            .expires_at
-            .min(received_at.saturating_add(max_lifetime_ms));
-        Self {
-            ad: signed.ad,
-            signature: signed.signature,
-            received_at,
-            expires_at,
-            attestation: signed.attestation,
-        }
-    }
-
-    /// The signed form, as sent to peers.
-    pub fn signed(&self) -> SignedAd {
-        SignedAd {
-            ad: self.ad.clone(),
-            signature: self.signature.clone(),
-            attestation: self.attestation.clone(),
-        }
-    }
-
-    /// Skein or Pelican.
-    pub fn provenance(&self) -> Provenance {
-        Provenance::of(self.attestation.as_deref())
-    }
-
-    /// The stored bytes: an ad without a location in the format it always had (1 for
-    /// Skein ads, 2 for attested ones: a build from before locations reads it), one with
-    /// a location in format 3 (the whole `StoredAd`).
-    pub fn encode(&self) -> Vec<u8> {
-        let (ad, signature) = (ad_v2(&self.ad), &self.signature);
-        let (received_at, expires_at) = (self.received_at, self.expires_at);
-        match (&self.ad.location, &self.attestation) {
-            (Some(_), _) => codec::encode_as(codec::LOCATED_AD_FORMAT, self),
-            (None, None) => codec::encode(&(ad, signature, received_at, expires_at)),
-            (None, Some(attestation)) => codec::encode_as(
-                codec::ATTESTED_AD_FORMAT,
-                &(ad, signature, received_at, expires_at, Some(attestation)),
-            ),
-        }
-    }
-
-    /// Reads bytes written by [`StoredAd::encode`] (any of the three formats).
-    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        let (ad, signature, received_at, expires_at, attestation) =
-            match codec::envelope_format(bytes)? {
-                codec::LOCATED_AD_FORMAT => return codec::decode_payload(bytes),
-                codec::ATTESTED_AD_FORMAT => codec::decode_payload::<StoredV2>(bytes)?,
-                _ => {
-                    let (ad, signature, received_at, expires_at) =
-                        codec::decode::<StoredV1>(bytes)?;
-                    (ad, signature, received_at, expires_at, None)
-                }
-            };
-        Ok(Self {
-            ad: from_v2(ad),
-            signature,
-            received_at,
-            expires_at,
-            attestation,
-        })
-    }
-}
-
-/// How a director learned of a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct PeerSources {
-    /// From `federation.directors` in config.
-    pub configured: bool,
-    /// From the federation discovery document.
-    pub discovery: bool,
-    /// From another director's list or ad.
-    pub learned: bool,
-}
-
-/// A known director, as persisted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerRecord {
-    /// Its advertise URL.
-    pub url: String,
-    /// How it was learned.
-    pub sources: PeerSources,
-    /// When it was first learned.
-    pub first_seen: UnixMillis,
-    /// When it last answered (0: never).
-    pub last_ok: UnixMillis,
-}
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -546,11 +375,11 @@ impl Store {
         }
     }
 
-    /// Writes a peer record.
-    pub fn put_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
+    /// Writes a peer's record (bytes the peer layer encoded) under its URL.
+    pub fn put_peer(&self, url: &str, value: &[u8]) -> Result<(), StoreError> {
         self.handles()?
             .peers
-            .insert(peer.url.as_bytes(), codec::encode(peer))
+            .insert(url.as_bytes(), value)
             .map_err(|e| self.db_error(e))?;
         self.inner.commits.note_write();
         Ok(())
@@ -566,17 +395,12 @@ impl Store {
         Ok(())
     }
 
-    /// Reads every sound peer record (damaged ones are skipped with a log).
-    pub fn load_peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
+    /// Every peer record as stored: (URL, bytes), for the peer layer to decode.
+    pub fn load_peers(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut peers = Vec::new();
         for entry in self.handles()?.peers.iter() {
             let (key, value) = entry.map_err(|e| self.db_error(e))?;
-            match codec::decode::<PeerRecord>(&value) {
-                Ok(peer) => peers.push(peer),
-                Err(error) => tracing::error!(
-                    key = %String::from_utf8_lossy(&key), %error, "stored peer is damaged; skipped"
-                ),
-            }
+            peers.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
         }
         Ok(peers)
     }
