@@ -55,6 +55,7 @@ pub fn ad(
         expires_at: started_at + 15 * 60 * 1000 + generation,
         version: "test".into(),
         record: None,
+        location: None,
     }
 }
 
