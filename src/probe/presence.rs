@@ -414,8 +414,7 @@ mod tests {
             ..config()
         });
         let prober = HttpProber::new(reqwest::Client::new());
-        let mut origin = candidate(O, "o1");
-        origin.data_url = format!("http://{addr}");
+        let origin = fixtures::candidate_at("o1", O, Some(&format!("http://{addr}")));
         let servers = [&origin];
         let asked = ask(Purpose::OriginRead, "");
         let checks =
