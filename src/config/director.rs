@@ -205,13 +205,7 @@ impl Reader {
             let network = parse_network(&o.network)
                 .map_err(|why| self.problem(format!("routing.geoip_override[{i}].network: {why}")))
                 .ok();
-            let coord = Coord::new(o.lat, o.lon);
-            if coord.is_none() {
-                self.problem(format!(
-                    "routing.geoip_override[{i}]: lat {} / lon {} is not a coordinate",
-                    o.lat, o.lon
-                ));
-            }
+            let coord = self.coordinate(&format!("routing.geoip_override[{i}]"), o.lat, o.lon);
             if let (Some(network), Some(coord)) = (network, coord) {
                 geoip_overrides.push(NetOverride { network, coord });
             }
@@ -220,15 +214,11 @@ impl Reader {
             self.optional("routing.server_location").unwrap_or_default();
         let mut server_locations = Vec::new();
         for (i, s) in servers.into_iter().enumerate() {
-            match Coord::new(s.lat, s.lon) {
+            let key = format!("routing.server_location[{i}]");
+            match self.coordinate(&key, s.lat, s.lon) {
                 Some(coord) if !s.name.trim().is_empty() => server_locations.push((s.name, coord)),
-                Some(_) => self.problem(format!(
-                    "routing.server_location[{i}].name: must not be empty"
-                )),
-                None => self.problem(format!(
-                    "routing.server_location[{i}]: lat {} / lon {} is not a coordinate",
-                    s.lat, s.lon
-                )),
+                Some(_) => self.problem(format!("{key}.name: must not be empty")),
+                None => {}
             }
         }
         let locate_interval = self.duration("routing.locate_interval");

@@ -183,6 +183,18 @@ impl Reader {
         }
     }
 
+    /// A coordinate from `lat` and `lon` read at `key`: finite and in range, else a
+    /// problem that names the key.
+    fn coordinate(&mut self, key: &str, lat: f64, lon: f64) -> Option<crate::coord::Coord> {
+        let coord = crate::coord::Coord::new(lat, lon);
+        if coord.is_none() {
+            self.problem(format!(
+                "{key}: lat {lat} / lon {lon} is not a coordinate (lat -90 to 90, lon -180 to 180)"
+            ));
+        }
+        coord
+    }
+
     fn problem(&mut self, text: String) {
         if !self.unreadable {
             self.problems.push(text);

@@ -44,6 +44,9 @@ fn harness_with(
     signals: Arc<dyn crate::routing::signals::Signals>,
 ) -> Harness {
     let dir = tempfile::tempdir().unwrap();
+    let mut settings = geo.settings();
+    settings.sort = Some(sort);
+    geo.set(settings);
     let store = Store::open(dir.path()).unwrap();
     let clock: SharedClock = ManualClock::new(NOW);
     let trust = fixtures::trust(&[
@@ -112,7 +115,6 @@ fn harness_with(
         signals,
         probes,
         geo: Arc::new(geo),
-        sort,
         ready: AtomicBool::new(true),
         pelican: Arc::new(crate::pelican::Gate::new(
             "director-a",
@@ -743,7 +745,7 @@ async fn explain_says_who_the_client_is_and_why_each_server_ranks_where_it_does(
     assert_eq!(json["order"], serde_json::json!(["cache-1", "origin-1"]));
     let first = &json["candidates"][0];
     assert_eq!(first["name"], "cache-1");
-    assert_eq!(first["location"]["by"], "config");
+    assert_eq!(first["location"]["located_by"], "config");
     // London to Paris, by hand: 344.4 km.
     assert_eq!(first["distance_km"].as_f64().unwrap(), 344.4);
     assert_eq!(first["up"], true);
