@@ -8,15 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use skein::ad::StoredAd;
 use skein::ad::{AdKey, Record, ServerKind};
-use skein::codec;
 use skein::config::DirectorConfig;
 use skein::fixtures::{federation, federation_ad, key_for, namespace_path};
 use skein::metrics::{Metrics, RouteClass};
 use skein::probe::{Board, Outcome, PresenceCache, presence};
 use skein::routing::signals::{Presence, ServerHealth, Signals};
 use skein::routing::{Purpose, View};
-use skein::store::StoredAd;
 
 const SERVERS: usize = 1_000;
 const NAMESPACES: usize = 10_000;
@@ -206,6 +205,7 @@ fn bench_geo(c: &mut Criterion) {
                     signals: &NoSignals,
                     locations: &locations,
                     prefer_cached: false,
+                    object_presence: true,
                 };
                 sort::order(&mut route.candidates, &input);
                 black_box(Some(route))
@@ -266,7 +266,7 @@ fn bench_codec(c: &mut Criterion) {
         b.iter(|| black_box(StoredAd::decode(black_box(&bytes)).ok()))
     });
     c.bench_function("codec_canonical_ad_bytes", |b| {
-        b.iter(|| black_box(codec::canonical_ad_bytes(black_box(&stored.ad))))
+        b.iter(|| black_box(skein::ad::canonical_ad_bytes(black_box(&stored.ad))))
     });
 }
 

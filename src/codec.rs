@@ -1,4 +1,7 @@
-//! The one place bincode is used: stored-value envelopes and canonical signing bytes.
+//! The one place bincode is used: stored-value envelopes and the canonical bytes of a value.
+//!
+//! The codec knows no domain type: what an ad's signature covers is `crate::ad`'s business
+//! (`crate::ad::canonical_ad_bytes`), built on [`canonical_bytes`].
 //!
 //! A stored value is `[format version: u8][crc32 of payload: u32 LE][bincode payload]`.
 //! bincode is pinned at 1.3.3 (the project has ended; see `migrations/README.md`).
@@ -6,8 +9,6 @@
 use bincode::Options;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-use crate::ad::Ad;
 
 /// The value format this build writes (for every value but attested ads).
 pub const VALUE_FORMAT: u8 = 1;
@@ -21,7 +22,6 @@ pub const ATTESTED_AD_FORMAT: u8 = 2;
 const KNOWN_FORMATS: &[u8] = &[VALUE_FORMAT, ATTESTED_AD_FORMAT];
 
 const HEADER_LEN: usize = 5;
-const SIGNING_DOMAIN: &[u8] = b"skein-ad-v1\0";
 /// No stored value or signed ad is anywhere near this; a corrupt length prefix is.
 const MAX_PAYLOAD: u64 = 16 << 20;
 
@@ -109,23 +109,10 @@ fn checked_payload(bytes: &[u8]) -> Result<&[u8], CodecError> {
     Ok(payload)
 }
 
-/// Canonical bytes of any value (bincode, as for ads): what attestations sign.
+/// Canonical bytes of any value: bincode with fixed-width integers, fields in declaration
+/// order, length-prefixed strings. What ad signatures and attestations cover.
 pub fn canonical_bytes<T: Serialize>(value: &T) -> Vec<u8> {
     options().serialize(value).unwrap_or_default()
-}
-
-/// The bytes an ad's signature covers: a domain tag, then the ad in bincode
-/// (fields in declaration order, fixed-width integers, length-prefixed strings).
-/// `record`, the last field, is left out when absent (bincode writes `None` as one
-/// trailing 0 byte): a server ad signs exactly the bytes it signed before records
-/// existed, so services of earlier versions keep verifying.
-pub fn canonical_ad_bytes(ad: &Ad) -> Vec<u8> {
-    let mut out = SIGNING_DOMAIN.to_vec();
-    out.extend_from_slice(&options().serialize(ad).unwrap_or_default());
-    if ad.record.is_none() && out.last() == Some(&0) {
-        out.pop();
-    }
-    out
 }
 
 #[cfg(test)]

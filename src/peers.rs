@@ -14,6 +14,8 @@
 //! has been unreachable for `forget_after`, is forgotten. Candidates are capped, probed
 //! with backoff, never forwarded to and never a metric label.
 
+mod record;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -29,8 +31,10 @@ use uuid::Uuid;
 use crate::ad::{Ad, InstanceId, ServerKind, SignedAd};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::replication::{PeerQueue, Replicator};
-use crate::store::{PeerRecord, PeerSources, Store};
+use crate::store::Store;
 use crate::wire::DirectorInfo;
+
+pub use record::{PeerRecord, PeerSources};
 
 /// Candidates probed at once.
 const PROBE_PARALLEL: usize = 4;
@@ -221,7 +225,7 @@ impl PeerSet {
         tracker: TaskTracker,
         cancel: CancellationToken,
     ) -> Self {
-        let persisted = store.load_peers().unwrap_or_else(|error| {
+        let persisted = PeerRecord::load_all(&store).unwrap_or_else(|error| {
             tracing::error!(%error, "could not read stored peers; starting with seeds only");
             Vec::new()
         });
@@ -676,7 +680,7 @@ impl PeerSet {
     }
 
     fn persist(&self, record: &PeerRecord) {
-        if let Err(error) = self.store.put_peer(record) {
+        if let Err(error) = record.save(&self.store) {
             tracing::warn!(peer = %record.url, %error, "could not persist peer");
         }
     }

@@ -806,7 +806,7 @@ async fn damaged_values_and_stores_are_set_aside_and_refilled_from_a_peer() {
     let data = dir.path().join("director-a-data");
     {
         let store = skein::store::Store::open(&data).unwrap();
-        let mut bytes = skein::store::StoredAd::new(ad.clone(), t0, 900_000).encode();
+        let mut bytes = skein::ad::StoredAd::new(ad.clone(), t0, 900_000).encode();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x55;
         store.overwrite_raw_ad(&ad.ad.key(), &bytes).unwrap();

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use skein::ad::StoredAd;
 use skein::ad::{AdKey, AdVersion, ServerKind, SignedAd, is_newer};
 use skein::fixtures;
 use skein::replication::digest;
 use skein::routing::View;
-use skein::store::StoredAd;
 
 const DIRECTORS: usize = 25;
 const SERVERS: usize = 40;

@@ -263,7 +263,8 @@ async fn ingest_fails_loudly_on_a_full_disk_and_recovers_when_space_returns() {
 /// flush hits the full disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_whose_sled_failed_on_a_full_disk_reopens_it_and_recovers() {
-    use skein::store::{MANIFEST_FILE, Store, StoredAd};
+    use skein::ad::StoredAd;
+    use skein::store::{MANIFEST_FILE, Store};
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let Some(_mount) = small_disk(&data, "size=4m") else {

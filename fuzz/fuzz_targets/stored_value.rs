@@ -3,7 +3,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use skein::codec;
-use skein::store::{PeerRecord, StoredAd};
+use skein::ad::StoredAd;
+use skein::peers::PeerRecord;
 
 fuzz_target!(|data: &[u8]| {
     // Raw bytes as stored (almost always refused by the checksum).

@@ -6,6 +6,7 @@
 
 mod order;
 mod signing;
+mod stored;
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,8 +19,10 @@ use crate::pelican::Attestation;
 
 pub use order::{AdVersion, is_newer, merge};
 pub use signing::{
-    SignError, SigningKey, VerifyingKey, decode_public_key, decode_signature, encode_public_key,
+    SignError, SigningKey, VerifyingKey, canonical_ad_bytes, decode_public_key, decode_signature,
+    encode_public_key,
 };
+pub use stored::StoredAd;
 
 /// What kind of server an ad describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -202,7 +205,7 @@ pub struct Ad {
     pub version: String,
     /// For record kinds (downtime, ban) only: what the operator decided. Last field,
     /// so that a server ad's signed bytes are what they were before records existed
-    /// (see `codec::canonical_ad_bytes`).
+    /// (see [`canonical_ad_bytes`]).
     #[serde(default)]
     pub record: Option<Record>,
 }

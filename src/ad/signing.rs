@@ -1,4 +1,4 @@
-//! Signing and verifying ads: Ed25519 over the ad's canonical bytes.
+//! Signing and verifying ads: Ed25519 over the ad's canonical bytes ([`canonical_ad_bytes`]).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -8,6 +8,23 @@ use super::{Ad, SignedAd};
 use crate::codec;
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
+
+/// The domain tag in front of every ad's signed bytes.
+const SIGNING_DOMAIN: &[u8] = b"skein-ad-v1\0";
+
+/// The bytes an ad's signature covers: a domain tag, then the ad in the codec's canonical
+/// bincode (fields in declaration order, fixed-width integers, length-prefixed strings).
+/// `record`, the last field, is left out when absent (bincode writes `None` as one
+/// trailing 0 byte): a server ad signs exactly the bytes it signed before records
+/// existed, so services of earlier versions keep verifying.
+pub fn canonical_ad_bytes(ad: &Ad) -> Vec<u8> {
+    let mut out = SIGNING_DOMAIN.to_vec();
+    out.extend_from_slice(&codec::canonical_bytes(ad));
+    if ad.record.is_none() && out.last() == Some(&0) {
+        out.pop();
+    }
+    out
+}
 
 /// Why an ad's signature or a key did not check out.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -26,7 +43,7 @@ pub enum SignError {
 impl Ad {
     /// Signs the ad with `key`.
     pub fn sign(self, key: &SigningKey) -> SignedAd {
-        let signature = key.sign(&codec::canonical_ad_bytes(&self));
+        let signature = key.sign(&canonical_ad_bytes(&self));
         SignedAd {
             ad: self,
             signature: URL_SAFE_NO_PAD.encode(signature.to_bytes()),
@@ -47,7 +64,7 @@ impl Ad {
     /// is re-checked this way without rebuilding a [`SignedAd`].
     pub fn verify_signature(&self, signature: &str, key: &VerifyingKey) -> Result<(), SignError> {
         let signature = decode_signature(signature)?;
-        key.verify_strict(&codec::canonical_ad_bytes(self), &signature)
+        key.verify_strict(&canonical_ad_bytes(self), &signature)
             .map_err(|_| SignError::BadSignature)
     }
 }
@@ -123,6 +140,44 @@ mod tests {
         let json = serde_json::to_string(&signed).unwrap();
         let back: SignedAd = serde_json::from_str(&json).unwrap();
         assert_eq!(back.verify(&key.verifying_key()), Ok(()));
+    }
+
+    /// The signed bytes (and so every signature) are part of the wire contract: services
+    /// and directors of other versions verify them. Pinned against the bytes this build
+    /// signed when the function moved here from the codec (the record ad's instance is
+    /// fixed here; `into_ad` draws a random one).
+    #[test]
+    fn signed_bytes_are_pinned() {
+        use crate::ad::Record;
+        use crate::fixtures;
+        use crate::pelican::token::sha256_hex;
+        let ad = fixtures::ad("origin-1", ServerKind::Origin, &["/ns", "/other"], 1_000, 3);
+        let mut record = Record {
+            signer: "ops".into(),
+            active: true,
+            start: 5,
+            end: 9,
+            reason: "why".into(),
+        }
+        .into_ad(ServerKind::Downtime, "origin-1", 1_000, 2_000);
+        record.version = "test".into();
+        record.instance_id = ad.instance_id;
+        assert_eq!(
+            sha256_hex(&canonical_ad_bytes(&ad)),
+            "4d817c4b012b784ace8fe49033bae05733d963aca54912a98b8122381cb20d24"
+        );
+        assert_eq!(
+            sha256_hex(&canonical_ad_bytes(&record)),
+            "fb0be06fb9f5660977ae903d2d7b93e268d504c3dd1ead35be18a684bff11cc3"
+        );
+        assert_eq!(
+            ad.sign(&fixtures::key_for("origin-1")).signature,
+            "5-dRviIAJlz3CmvAEOfgai29VGQyyvXDOuhtJCBxtfray2e1pNGrdhAc_S179nbCI-7IY-30TZK7PDyYGoKABw"
+        );
+        assert_eq!(
+            record.sign(&fixtures::key_for("ops")).signature,
+            "0w5w5NLZqKw5aCjK60inhMbZsw7kmZnQA43diOfhC9aCQYMI_18Z6Ze9lk3F1MEYLxnpm5RpGjzy1mYsMvyEBg"
+        );
     }
 
     #[test]

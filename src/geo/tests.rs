@@ -208,8 +208,8 @@ fn a_reload_swaps_the_database() {
 #[tokio::test]
 async fn server_locations_come_from_config_then_the_host_address() {
     use crate::ad::ServerKind;
+    use crate::ad::StoredAd;
     use crate::routing::View;
-    use crate::store::StoredAd;
     let g = Geo::new(
         Some(test_db()),
         vec![],

@@ -108,7 +108,7 @@ async fn ads(
     };
     let now = state.ledger.clock().now_ms();
     let view = state.ledger.view();
-    let mut page: Vec<&Arc<crate::store::StoredAd>> = view
+    let mut page: Vec<&Arc<crate::ad::StoredAd>> = view
         .ads()
         .filter(|a| a.expires_at > now)
         .filter(|a| after.as_ref().is_none_or(|after| a.ad.key() > *after))

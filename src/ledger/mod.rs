@@ -10,12 +10,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
+use crate::ad::StoredAd;
 use crate::ad::{AdKey, AdVersion, ServerKind, SignedAd, is_newer};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::config::check_url;
 use crate::paths::is_valid_namespace;
 use crate::routing::View;
-use crate::store::{LoadReport, Store, StoreError, StoredAd};
+use crate::store::{LoadReport, Store, StoreError};
 use crate::trust::{Trust, TrustError};
 
 /// An ad whose expiry lies further ahead than this is refused outright (a broken clock
@@ -133,6 +134,12 @@ impl Ledger {
     /// The current snapshot (lock-free).
     pub fn view(&self) -> Arc<View> {
         self.view.load_full()
+    }
+
+    /// The current snapshot without touching its reference count (every redirect reads
+    /// it, from every worker thread): hold it briefly, never across an `.await`.
+    pub fn view_guard(&self) -> arc_swap::Guard<Arc<View>> {
+        self.view.load()
     }
 
     /// The store.

@@ -56,7 +56,7 @@ pub struct Attestation {
 /// The bytes a director signs: a domain tag, the Skein ad, the attestation.
 fn signing_bytes(ad: &Ad, attestation: &Attestation) -> Vec<u8> {
     let mut out = ATTESTATION_DOMAIN.to_vec();
-    out.extend_from_slice(&crate::codec::canonical_ad_bytes(ad));
+    out.extend_from_slice(&crate::ad::canonical_ad_bytes(ad));
     out.extend_from_slice(&crate::codec::canonical_bytes(attestation));
     out
 }

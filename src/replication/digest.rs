@@ -82,8 +82,8 @@ mod tests {
 
     use super::*;
     use crate::ad::ServerKind;
+    use crate::ad::StoredAd;
     use crate::fixtures;
-    use crate::store::StoredAd;
 
     const NOW: u64 = 1_700_000_000_000;
 

@@ -14,9 +14,9 @@ use rand::Rng;
 use super::Replicator;
 use super::queue::PeerQueue;
 use crate::ad::ServerKind;
+use crate::ad::StoredAd;
 use crate::client::ClientError;
 use crate::peers::Link;
-use crate::store::StoredAd;
 use crate::wire::DigestEntry;
 
 /// Most ads sent in one forward request.

@@ -19,12 +19,12 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::ad::StoredAd;
 use crate::ad::{ServerKind, SignedAd};
 use crate::client::Client;
 use crate::ledger::{IngestError, IngestOutcome, Ledger};
 use crate::metrics::Metrics;
 use crate::peers::{PeerSet, PeerTiming, SelfInfo};
-use crate::store::StoredAd;
 
 pub use queue::PeerQueue;
 pub use sync::SyncReport;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::ad::StoredAd;
 use crate::ad::{AdKey, is_newer};
-use crate::store::StoredAd;
 
 /// One waiting ad.
 struct Entry {

@@ -61,10 +61,9 @@ pub(super) fn migrate(db: &sled::Db, path: &Path) -> Result<Option<u32>, StoreEr
 mod v1 {
     use serde::Deserialize;
 
-    use crate::ad::{AdStatus, InstanceId, NamespaceAd, ServerKind};
+    use crate::ad::{AdStatus, InstanceId, NamespaceAd, ServerKind, StoredAd};
     use crate::clock::UnixMillis;
     use crate::codec;
-    use crate::store::StoredAd;
 
     #[derive(Deserialize)]
     struct Ad {

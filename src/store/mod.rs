@@ -1,8 +1,11 @@
 //! The director's embedded database: sled behind a narrow API. Nothing sled-typed leaks.
 //!
-//! Trees: `ads` (ad key -> [`StoredAd`]), `peers` (advertise URL -> [`PeerRecord`]),
-//! `meta` (schema version, last start time), `quarantine` (values that failed their
-//! checksum, kept for inspection). Every value is a [`codec`] envelope. Beside sled, a
+//! Trees: `ads` (ad key -> [`StoredAd`]), `peers` (advertise URL -> the bytes of a
+//! `crate::peers::PeerRecord`), `meta` (schema version, last start time), `quarantine`
+//! (values that failed their checksum, kept for inspection). Every value is a [`codec`]
+//! envelope. The domain types and their encodings live with the domain (`crate::ad`,
+//! `crate::peers`); the store depends on `ad` (it checks ad values at load) and never
+//! on routing, replication or peers. Beside sled, a
 //! manifest ([`manifest`]) records what the `ads` tree should hold; a store that does not
 //! match it is damaged, and [`Store::open_or_recover`] moves it aside loudly.
 
@@ -15,130 +18,15 @@ pub mod upkeep;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-use crate::ad::{Ad, AdKey, Provenance, SignedAd};
+use crate::ad::{AdKey, StoredAd};
 use crate::clock::UnixMillis;
 use crate::codec::{self, CodecError};
-use crate::pelican::Attestation;
 
 pub use manifest::{FILE as MANIFEST_FILE, TreeState};
 pub use migrate::SCHEMA_VERSION;
 pub use recover::Damage;
 
 use durability::{GroupCommit, Handles, scan_state};
-
-/// An ad as a director keeps it.
-///
-/// Stored as format 1 (`{ad, signature, received_at, expires_at}`) when it is a Skein
-/// ad, format 2 (the same, then `attestation`) when it is a Pelican ad.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredAd {
-    /// The ad as signed by its server (or attested by a director).
-    pub ad: Ad,
-    /// Its signature (base64url).
-    pub signature: String,
-    /// When this director first accepted this version.
-    pub received_at: UnixMillis,
-    /// When this director drops it: `min(ad.expires_at, received_at + max_lifetime)`.
-    /// Never later than the signed expiry, so copies cannot extend an ad's life.
-    pub expires_at: UnixMillis,
-    /// Pelican ads: what the attesting director verified.
-    pub attestation: Option<Box<Attestation>>,
-}
-
-/// The format-1 layout of a stored ad (Skein ads, and every ad stored before Pelican ads existed).
-#[derive(Serialize, Deserialize)]
-struct StoredAdV1<A, S> {
-    ad: A,
-    signature: S,
-    received_at: UnixMillis,
-    expires_at: UnixMillis,
-}
-
-impl StoredAd {
-    /// Wraps a verified signed ad received at `received_at`, clamping its lifetime.
-    pub fn new(signed: SignedAd, received_at: UnixMillis, max_lifetime_ms: u64) -> Self {
-        let expires_at = signed
-            .ad
-            .expires_at
-            .min(received_at.saturating_add(max_lifetime_ms));
-        Self {
-            ad: signed.ad,
-            signature: signed.signature,
-            received_at,
-            expires_at,
-            attestation: signed.attestation,
-        }
-    }
-
-    /// The signed form, as sent to peers.
-    pub fn signed(&self) -> SignedAd {
-        SignedAd {
-            ad: self.ad.clone(),
-            signature: self.signature.clone(),
-            attestation: self.attestation.clone(),
-        }
-    }
-
-    /// Skein or Pelican.
-    pub fn provenance(&self) -> Provenance {
-        Provenance::of(self.attestation.as_deref())
-    }
-
-    /// The stored bytes: format 1 for Skein ads, format 2 for attested ones.
-    pub fn encode(&self) -> Vec<u8> {
-        if self.attestation.is_some() {
-            codec::encode_as(codec::ATTESTED_AD_FORMAT, self)
-        } else {
-            codec::encode(&StoredAdV1 {
-                ad: &self.ad,
-                signature: &self.signature,
-                received_at: self.received_at,
-                expires_at: self.expires_at,
-            })
-        }
-    }
-
-    /// Reads bytes written by [`StoredAd::encode`] (either format).
-    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        if codec::envelope_format(bytes)? == codec::ATTESTED_AD_FORMAT {
-            return codec::decode_payload(bytes);
-        }
-        let v1: StoredAdV1<Ad, String> = codec::decode(bytes)?;
-        Ok(Self {
-            ad: v1.ad,
-            signature: v1.signature,
-            received_at: v1.received_at,
-            expires_at: v1.expires_at,
-            attestation: None,
-        })
-    }
-}
-
-/// How a director learned of a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct PeerSources {
-    /// From `federation.directors` in config.
-    pub configured: bool,
-    /// From the federation discovery document.
-    pub discovery: bool,
-    /// From another director's list or ad.
-    pub learned: bool,
-}
-
-/// A known director, as persisted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerRecord {
-    /// Its advertise URL.
-    pub url: String,
-    /// How it was learned.
-    pub sources: PeerSources,
-    /// When it was first learned.
-    pub first_seen: UnixMillis,
-    /// When it last answered (0: never).
-    pub last_ok: UnixMillis,
-}
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -500,11 +388,11 @@ impl Store {
         }
     }
 
-    /// Writes a peer record.
-    pub fn put_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
+    /// Writes a peer's record (bytes the peer layer encoded) under its URL.
+    pub fn put_peer(&self, url: &str, value: &[u8]) -> Result<(), StoreError> {
         self.handles()?
             .peers
-            .insert(peer.url.as_bytes(), codec::encode(peer))
+            .insert(url.as_bytes(), value)
             .map_err(|e| self.db_error(e))?;
         self.inner.commits.note_write();
         Ok(())
@@ -520,17 +408,12 @@ impl Store {
         Ok(())
     }
 
-    /// Reads every sound peer record (damaged ones are skipped with a log).
-    pub fn load_peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
+    /// Every peer record as stored: (URL, bytes), for the peer layer to decode.
+    pub fn load_peers(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut peers = Vec::new();
         for entry in self.handles()?.peers.iter() {
             let (key, value) = entry.map_err(|e| self.db_error(e))?;
-            match codec::decode::<PeerRecord>(&value) {
-                Ok(peer) => peers.push(peer),
-                Err(error) => tracing::error!(
-                    key = %String::from_utf8_lossy(&key), %error, "stored peer is damaged; skipped"
-                ),
-            }
+            peers.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
         }
         Ok(peers)
     }

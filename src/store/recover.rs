@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{LoadedAds, Store, StoreError, StoredAd, classify, lock, open_db};
+use super::{LoadedAds, Store, StoreError, classify, lock, open_db};
+use crate::ad::StoredAd;
 use crate::clock::UnixMillis;
 use crate::codec;
 

@@ -18,17 +18,7 @@ async fn round_trip_and_reopen() {
         store.put_ad(&stored("origin-2", 1)).unwrap();
         store.put_ad(&stored("origin-1", 2)).unwrap();
         store.remove_ad(&stored("origin-2", 1).ad.key()).unwrap();
-        store
-            .put_peer(&PeerRecord {
-                url: "http://d:1".into(),
-                sources: PeerSources {
-                    configured: true,
-                    ..Default::default()
-                },
-                first_seen: 5,
-                last_ok: 6,
-            })
-            .unwrap();
+        store.put_peer("http://d:1", b"peer bytes").unwrap();
         store.set_last_started_at(42).unwrap();
         store.flush().await.unwrap();
     }
@@ -36,7 +26,10 @@ async fn round_trip_and_reopen() {
     let loaded = store.load_ads().unwrap();
     assert_eq!(loaded.ads, vec![stored("origin-1", 2)]);
     assert!(loaded.quarantined.is_empty());
-    assert_eq!(store.load_peers().unwrap()[0].url, "http://d:1");
+    assert_eq!(
+        store.load_peers().unwrap(),
+        vec![("http://d:1".to_string(), b"peer bytes".to_vec())]
+    );
     assert_eq!(store.last_started_at().unwrap(), Some(42));
     assert_eq!(
         store.get_ad(&stored("origin-1", 2).ad.key()).unwrap(),

@@ -12,9 +12,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::ad::StoredAd;
 use crate::clock::{ManualClock, SharedClock};
 use crate::fixtures;
-use crate::store::StoredAd;
 
 fn view_of(names: &[String], data_url: impl Fn(&str) -> String) -> Arc<View> {
     Arc::new(View::from_ads(names.iter().map(|name| {

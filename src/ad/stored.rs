@@ -1,0 +1,148 @@
+//! An ad as a director keeps it ([`StoredAd`]) and its stored bytes (a [`codec`] envelope).
+//!
+//! The type belongs to the domain: the ledger, routing and replication hold it; the store
+//! only writes the bytes [`StoredAd::encode`] makes and reads them back.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Ad, Provenance, SignedAd};
+use crate::clock::UnixMillis;
+use crate::codec::{self, CodecError};
+use crate::pelican::Attestation;
+
+/// An ad as a director keeps it.
+///
+/// Stored as format 1 (`{ad, signature, received_at, expires_at}`) when it is a Skein
+/// ad, format 2 (the same, then `attestation`) when it is a Pelican ad.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAd {
+    /// The ad as signed by its server (or attested by a director).
+    pub ad: Ad,
+    /// Its signature (base64url).
+    pub signature: String,
+    /// When this director first accepted this version.
+    pub received_at: UnixMillis,
+    /// When this director drops it: `min(ad.expires_at, received_at + max_lifetime)`.
+    /// Never later than the signed expiry, so copies cannot extend an ad's life.
+    pub expires_at: UnixMillis,
+    /// Pelican ads: what the attesting director verified.
+    pub attestation: Option<Box<Attestation>>,
+}
+
+/// The format-1 layout of a stored ad (Skein ads, and every ad stored before Pelican ads existed).
+#[derive(Serialize, Deserialize)]
+struct StoredAdV1<A, S> {
+    ad: A,
+    signature: S,
+    received_at: UnixMillis,
+    expires_at: UnixMillis,
+}
+
+impl StoredAd {
+    /// Wraps a verified signed ad received at `received_at`, clamping its lifetime.
+    pub fn new(signed: SignedAd, received_at: UnixMillis, max_lifetime_ms: u64) -> Self {
+        let expires_at = signed
+            .ad
+            .expires_at
+            .min(received_at.saturating_add(max_lifetime_ms));
+        Self {
+            ad: signed.ad,
+            signature: signed.signature,
+            received_at,
+            expires_at,
+            attestation: signed.attestation,
+        }
+    }
+
+    /// The signed form, as sent to peers.
+    pub fn signed(&self) -> SignedAd {
+        SignedAd {
+            ad: self.ad.clone(),
+            signature: self.signature.clone(),
+            attestation: self.attestation.clone(),
+        }
+    }
+
+    /// Skein or Pelican.
+    pub fn provenance(&self) -> Provenance {
+        Provenance::of(self.attestation.as_deref())
+    }
+
+    /// The stored bytes: format 1 for Skein ads, format 2 for attested ones.
+    pub fn encode(&self) -> Vec<u8> {
+        if self.attestation.is_some() {
+            codec::encode_as(codec::ATTESTED_AD_FORMAT, self)
+        } else {
+            codec::encode(&StoredAdV1 {
+                ad: &self.ad,
+                signature: &self.signature,
+                received_at: self.received_at,
+                expires_at: self.expires_at,
+            })
+        }
+    }
+
+    /// Reads bytes written by [`StoredAd::encode`] (either format).
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        if codec::envelope_format(bytes)? == codec::ATTESTED_AD_FORMAT {
+            return codec::decode_payload(bytes);
+        }
+        let v1: StoredAdV1<Ad, String> = codec::decode(bytes)?;
+        Ok(Self {
+            ad: v1.ad,
+            signature: v1.signature,
+            received_at: v1.received_at,
+            expires_at: v1.expires_at,
+            attestation: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ad::ServerKind;
+    use crate::fixtures;
+    use crate::pelican::token::sha256_hex;
+    use crate::pelican::{Attestation, KeySource, attest::attest};
+
+    /// Stored bytes outlive builds (a store is reopened by the next version). Pinned
+    /// against the bytes this build wrote when the type moved here from the store.
+    #[test]
+    fn stored_bytes_are_pinned_and_round_trip() {
+        let ad = fixtures::ad("origin-1", ServerKind::Origin, &["/ns", "/other"], 1_000, 3);
+        let skein = StoredAd::new(
+            ad.clone().sign(&fixtures::key_for("origin-1")),
+            2_000,
+            900_000,
+        );
+        let attestation = Attestation {
+            director: "director-a".into(),
+            verified_at: 1_500,
+            key_source: KeySource::Registry,
+            registry_prefix: "/origins/origin-1".into(),
+            issuer: "https://origin-1".into(),
+            kid: "kid".into(),
+            alg: "ES256".into(),
+            token_expires_at: 61_000,
+            token_sha256: "ab".repeat(32),
+            pelican_ad: r#"{"name":"x"}"#.into(),
+        };
+        let signed = attest(ad, attestation, &fixtures::key_for("director-a"));
+        assert_eq!(
+            signed.signature,
+            "Bqu5MM-FS2kFDekxH23NZ0gmRa_dw0gl_rpRbGZtj0VFPzYJuwVNXt5Uj0zvYRHZzLcmL69zUrv5La8vMXUtAg"
+        );
+        let pelican = StoredAd::new(signed, 2_000, 900_000);
+        assert_eq!(
+            sha256_hex(&skein.encode()),
+            "120ec837848a7d32ee4e9f39960381790d738223152dc701be8fc0e7d2f6cc43"
+        );
+        assert_eq!(
+            sha256_hex(&pelican.encode()),
+            "21c3f32335264535898474752cd66e5c7de8e0b3c7e93e66f15e86f1d761f5d8"
+        );
+        assert_eq!(StoredAd::decode(&skein.encode()), Ok(skein));
+        assert_eq!(StoredAd::decode(&pelican.encode()), Ok(pelican));
+    }
+}
