@@ -311,6 +311,7 @@ impl Director {
                 poll_interval: config.peers.poll_interval,
                 max_candidates: config.peers.max_candidates,
                 forget_after: config.peers.forget_after,
+                forward_delay: config.peers.forward_delay,
             },
             client,
             metrics.clone(),

@@ -34,6 +34,7 @@ const KNOWN_KEYS: &[&str] = &[
     "peers.announce_interval",
     "peers.forget_after",
     "peers.max_candidates",
+    "peers.forward_delay",
     "limits.max_body",
     "limits.request_timeout",
     "limits.idle_timeout",
@@ -312,6 +313,9 @@ pub struct PeersConfig {
     pub forget_after: Duration,
     /// Most unverified candidate URLs held at once (from discovery and peers' lists).
     pub max_candidates: usize,
+    /// How long an accepted ad waits before it is offered to peers (by version; the
+    /// full ad goes only to peers that lack it). Zero sends every ad in full at once.
+    pub forward_delay: Duration,
 }
 
 /// `[limits]`.
@@ -466,6 +470,7 @@ impl DirectorConfig {
             r.duration("peers.announce_interval"),
             r.duration("peers.forget_after"),
             r.required::<usize>("peers.max_candidates"),
+            r.duration_or_zero("peers.forward_delay"),
         );
         let max_body: Option<ByteSize> = r.required("limits.max_body");
         let request_timeout = r.duration("limits.request_timeout");
@@ -557,6 +562,7 @@ impl DirectorConfig {
                     announce_interval: peers.2?,
                     forget_after: peers.3?,
                     max_candidates: peers.4?,
+                    forward_delay: peers.5?,
                 },
                 limits: LimitsConfig {
                     max_body: max_body?.0,

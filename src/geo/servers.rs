@@ -114,6 +114,24 @@ fn host_port(data_url: &str) -> Option<(String, u16)> {
 /// Resolved host names: addresses and when they were resolved.
 type DnsCache = HashMap<String, (Vec<IpAddr>, Instant)>;
 
+/// Where `ad`'s server is, as routing sees it now: this director's config first (always
+/// in `map`), then the ad's own location (read from the ad itself, so a new or moved
+/// server is placed by its first ad, not at the worker's next pass), then the address
+/// location the worker found.
+pub fn location_of(map: &LocationMap, ad: &crate::ad::Ad) -> Option<ServerLocation> {
+    let found = map.get(&ad.name).copied();
+    if let Some(configured) = found.filter(|l| l.located_by == ServerLocatedBy::Config) {
+        return Some(configured);
+    }
+    match ad.location {
+        Some(location) => Some(ServerLocation {
+            location,
+            located_by: ServerLocatedBy::Ad,
+        }),
+        None => found.filter(|l| l.located_by != ServerLocatedBy::Ad),
+    }
+}
+
 /// Computes every server's location from `view`: this director's config first, then the
 /// ad's own location, then the data URL host's address (a literal, or resolved through
 /// `dns`, refreshing entries older than `dns_refresh`).

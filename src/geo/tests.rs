@@ -321,3 +321,47 @@ async fn a_reload_reads_the_database_again_and_keeps_it_when_the_file_is_bad() {
     assert_eq!(report.sort, SortMethod::Affinity);
     assert_eq!(g.locate_ip(london).1, LocatedBy::NoDatabase);
 }
+
+#[test]
+fn routing_places_a_server_by_its_own_ad_before_the_worker_has_seen_it() {
+    use crate::ad::ServerKind;
+    use servers::{LocationMap, ServerLocatedBy, ServerLocation, location_of};
+    let mut ad = crate::fixtures::ad("c1", ServerKind::Cache, &["/ns"], 1, 1);
+    let at = |location, located_by| ServerLocation {
+        location,
+        located_by,
+    };
+    let address = ServerLocatedBy::Address {
+        address: IpAddr::from([192, 0, 2, 1]),
+    };
+    let empty = LocationMap::new();
+    assert_eq!(location_of(&empty, &ad), None, "nothing known");
+
+    // The worker found the host's address; the ad declares nothing.
+    let found = LocationMap::from([("c1".to_string(), at(coord(5.0, 6.0), address))]);
+    assert_eq!(location_of(&found, &ad), Some(at(coord(5.0, 6.0), address)));
+
+    // A first ad with a location is placed at once, ahead of the address.
+    ad.location = Some(coord(10.0, 20.0));
+    let by_ad = Some(at(coord(10.0, 20.0), ServerLocatedBy::Ad));
+    assert_eq!(location_of(&empty, &ad), by_ad);
+    assert_eq!(location_of(&found, &ad), by_ad);
+
+    // The ad moved: its new location wins over the worker's older copy.
+    let stale = LocationMap::from([("c1".to_string(), at(coord(-1.0, -1.0), ServerLocatedBy::Ad))]);
+    assert_eq!(location_of(&stale, &ad), by_ad);
+    // The ad stopped declaring one: the stale copy is not used.
+    ad.location = None;
+    assert_eq!(location_of(&stale, &ad), None);
+
+    // This director's config beats everything.
+    ad.location = Some(coord(10.0, 20.0));
+    let configured = LocationMap::from([(
+        "c1".to_string(),
+        at(coord(30.0, 40.0), ServerLocatedBy::Config),
+    )]);
+    assert_eq!(
+        location_of(&configured, &ad),
+        Some(at(coord(30.0, 40.0), ServerLocatedBy::Config))
+    );
+}

@@ -191,7 +191,7 @@ async fn discover_servers(State(state): State<Arc<AppState>>) -> Json<Vec<Target
         .filter_map(|a| {
             let target = scrape_target(&a.ad.web_url)?;
             // Pelican writes `%.4f` of the location it uses (0 when unknown).
-            let at = locations.get(&a.ad.name).map(|l| l.location);
+            let at = crate::geo::servers::location_of(&locations, &a.ad).map(|l| l.location);
             let (lat, long) = at.map_or((0.0, 0.0), |c| (c.lat, c.lon));
             let labels = BTreeMap::from([
                 ("server_type", pelican_type(a.ad.kind).to_string()),

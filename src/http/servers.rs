@@ -77,7 +77,7 @@ async fn servers(State(state): State<Arc<AppState>>) -> Json<Vec<ServerEntry>> {
                 namespaces: a.ad.namespaces.iter().map(|n| n.path.clone()).collect(),
                 expires_at: a.expires_at,
                 health,
-                location: locations.get(&a.ad.name).copied(),
+                location: crate::geo::servers::location_of(&locations, &a.ad),
             }
         })
         .collect();

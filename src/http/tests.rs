@@ -83,6 +83,7 @@ fn harness_with(
             poll_interval: Duration::from_secs(60),
             max_candidates: 8,
             forget_after: Duration::from_secs(3600),
+            forward_delay: Duration::from_secs(2),
         },
         Client::new(Duration::from_secs(1), None).unwrap(),
         metrics.clone(),
@@ -602,6 +603,41 @@ async fn digests_come_whole_summarised_or_by_bucket() {
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(answer.json["error"], "bad_buckets", "{bad}");
     }
+}
+
+#[tokio::test]
+async fn an_offer_is_answered_with_the_entries_newer_than_held() {
+    let h = harness();
+    let held = ad("origin-1", ServerKind::Origin, &["/ns"], 2);
+    assert_eq!(h.register(&held).await.status, StatusCode::OK);
+    let entry = |signed: &SignedAd| crate::wire::DigestEntry {
+        key: signed.ad.key(),
+        version: signed.ad.version(),
+    };
+    let offer = vec![
+        entry(&ad("origin-1", ServerKind::Origin, &["/ns"], 1)), // older: not wanted
+        entry(&held),                                            // the same: not wanted
+        entry(&ad("origin-1", ServerKind::Origin, &["/ns"], 3)), // newer: wanted
+        entry(&ad("cache-1", ServerKind::Cache, &["/ns"], 1)),   // not held: wanted
+    ];
+    let answer = h
+        .call(
+            Method::POST,
+            "/api/v1.0/director/forward/offer",
+            Some(serde_json::to_string(&offer).unwrap()),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json);
+    assert_eq!(answer.json, serde_json::json!({"wanted": [2, 3]}));
+    let malformed = h
+        .call(
+            Method::POST,
+            "/api/v1.0/director/forward/offer",
+            Some("[{\"key\": 1}]".into()),
+        )
+        .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert!(malformed.json["error"].is_string());
 }
 
 #[tokio::test]
