@@ -293,6 +293,7 @@ impl Director {
             workers.clone(),
         );
         let peers = replicator.peers().clone();
+        reloader.attach_peers(peers.clone());
         for url in &config.federation.directors {
             peers.add(url, Source::Configured);
         }
