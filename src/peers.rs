@@ -564,6 +564,14 @@ impl PeerSet {
             .collect()
     }
 
+    /// Where this director's withdrawal goes when it stops: every verified peer, and
+    /// every configured or discovered URL not verified yet, so that a director stopped
+    /// before its first probe answered still tells them. Never a learned candidate's
+    /// URL (the same set as [`PeerSet::list_sources`]).
+    pub fn withdrawal_targets(&self) -> Vec<String> {
+        self.list_sources()
+    }
+
     /// Unverified candidate URLs (status page, tests).
     pub fn candidates(&self) -> Vec<String> {
         self.members().candidates.keys().cloned().collect()

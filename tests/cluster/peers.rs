@@ -366,6 +366,26 @@ async fn a_director_removed_from_the_trust_file_stops_being_a_peer_until_trusted
     cluster.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_director_stopped_before_verifying_anyone_still_withdraws_from_configured_ones() {
+    // The fake serves no director ad, so it is never verified: a configured candidate.
+    let fake = FakePeer::start().await;
+    let seed = fake.url.clone();
+    let mut cluster =
+        Cluster::start_seeded(1, 2, Tuning::default(), move |_, _| vec![seed.clone()]).await;
+    assert!(cluster.handle(0).state().peers.urls().is_empty());
+    assert_eq!(
+        cluster.handle(0).state().peers.candidates(),
+        vec![fake.url.clone()]
+    );
+    assert!(fake.state.forwarded.lock().unwrap().is_empty());
+    cluster.stop(0).await;
+    assert!(
+        fake.state.forwarded.lock().unwrap().contains("director-0"),
+        "the withdrawal reached the configured director"
+    );
+}
+
 /// One director that has learned of, and verified, a fake peer signing as director-1.
 async fn verified_fake_peer() -> (FakePeer, Cluster) {
     let fake = FakePeer::start().await;

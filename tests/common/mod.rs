@@ -454,6 +454,13 @@ impl FakePeer {
                                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             return axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response();
                         }
+                        // One ad (a director's own withdrawal) or a batch.
+                        if let Ok(ad) = serde_json::from_slice::<SignedAd>(&body) {
+                            s.forwarded.lock().unwrap().insert(ad.ad.name.clone());
+                            let status = "accepted".to_string();
+                            return axum::Json(skein::wire::RegisterResponse { status })
+                                .into_response();
+                        }
                         let ads: Vec<SignedAd> = serde_json::from_slice(&body).unwrap();
                         let results: Vec<skein::wire::ForwardResult> = ads
                             .iter()
