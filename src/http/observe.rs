@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::AppState;
-use crate::metrics::RouteClass;
+use crate::route_class::RouteClass;
 
 /// Times the request; logs it when `log.access` is on. Two clock reads and three
 /// relaxed atomic adds on the redirect path; the path itself is never logged (it may
@@ -21,7 +21,7 @@ pub(super) async fn observe(
     next: Next,
 ) -> Response {
     let began = Instant::now();
-    let class = RouteClass::of(request.uri().path());
+    let class = RouteClass::of(request.method(), request.uri().path());
     let method = request.method().clone();
     let response = next.run(request).await;
     let elapsed = began.elapsed();
