@@ -206,6 +206,7 @@ fn bench_geo(c: &mut Criterion) {
                     signals: &NoSignals,
                     locations: &locations,
                     prefer_cached: false,
+                    object_presence: true,
                 };
                 sort::order(&mut route.candidates, &input);
                 black_box(Some(route))

@@ -195,12 +195,7 @@ pub fn candidate(name: &str, kind: ServerKind) -> crate::routing::Candidate {
     let now = 1_700_000_000_000;
     let signed = ad(name, kind, &["/ns"], now - 10, 1).sign(&key_for(name));
     let stored = std::sync::Arc::new(crate::ad::StoredAd::new(signed, now - 5, 900_000));
-    crate::routing::Candidate {
-        name: name.to_string(),
-        kind,
-        data_url: stored.ad.data_url.clone(),
-        ad: stored,
-    }
+    crate::routing::Candidate::new(stored)
 }
 
 /// A WLCG-style access token signed ES256 by `key` (with its `kid`): `iss`, `aud`,

@@ -90,7 +90,12 @@ pub fn is_valid_namespace(prefix: &str) -> bool {
 
 /// Percent-encodes a clean path for a `Location` or `Link` header.
 pub fn encode_path(path: &str) -> String {
-    utf8_percent_encode(path, PATH_ESCAPE).to_string()
+    encoded_path(path).into_owned()
+}
+
+/// [`encode_path`] without a copy when nothing needs escaping (the usual object path).
+pub fn encoded_path(path: &str) -> std::borrow::Cow<'_, str> {
+    utf8_percent_encode(path, PATH_ESCAPE).into()
 }
 
 /// True if `path` is `prefix` or lies below it on a component boundary.

@@ -118,7 +118,7 @@ announce_interval = "1h"
             .ledger
             .view()
             .route(path, Purpose::Read, now)
-            .map(|r| r.candidates.into_iter().map(|c| c.name).collect())
+            .map(|r| r.candidates.iter().map(|c| c.name().to_string()).collect())
             .unwrap_or_default()
     }
 

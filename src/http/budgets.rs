@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -109,56 +108,74 @@ impl Drop for ClientSlot {
     }
 }
 
-/// The middleware: takes a place in the request's class budget (and, for ingest, in its
-/// client's share) for as long as the handler runs, or sheds the request.
-pub async fn limit(State(budgets): State<Budgets>, request: Request, next: Next) -> Response {
-    let Some(budget) = RouteClass::of(request.method(), request.uri().path()).budget() else {
-        return next.run(request).await;
-    };
-    let semaphore = budgets.semaphore(budget);
-    let Ok(permit): Result<OwnedSemaphorePermit, _> = semaphore.clone().try_acquire_owned() else {
-        return shed(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            format!(
-                "the director is at its limit of {} requests in flight; retry shortly",
-                budget.as_str()
-            ),
-        );
-    };
-    let slot = if budget == Budget::Ingest {
-        match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(peer)) => match budgets.per_client.enter(peer.ip()) {
-                Some(slot) => Some(slot),
-                None => {
-                    return shed(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "too_many_requests",
-                        format!(
-                            "{} has {} requests with bodies in flight already; retry shortly",
-                            peer.ip(),
-                            budgets.per_client.limit
-                        ),
-                    );
-                }
-            },
-            None => None,
-        }
-    } else {
-        None
-    };
-    let response = next.run(request).await;
-    drop(slot);
-    drop(permit);
-    response
+/// A request's place in its class budget (and, for ingest, in its client's share), held
+/// for as long as the handler runs; given back on drop.
+pub struct Admitted {
+    _permit: Option<OwnedSemaphorePermit>,
+    _slot: Option<ClientSlot>,
 }
 
-fn shed(status: StatusCode, error: &'static str, detail: String) -> Response {
-    let mut response = ApiError::new(status, error, detail).into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+impl Budgets {
+    /// Takes a place for `request` (of `class`) or answers why not: 503 when the class is
+    /// at its limit, 429 when an ingest client is at its share.
+    pub fn admit(&self, class: RouteClass, request: &Request) -> Result<Admitted, Shed> {
+        let Some(budget) = class.budget() else {
+            return Ok(Admitted {
+                _permit: None,
+                _slot: None,
+            });
+        };
+        let semaphore = self.semaphore(budget);
+        let Ok(permit) = semaphore.clone().try_acquire_owned() else {
+            return Err(Shed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                format!(
+                    "the director is at its limit of {} requests in flight; retry shortly",
+                    budget.as_str()
+                ),
+            ));
+        };
+        let slot = if budget == Budget::Ingest {
+            match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+                Some(ConnectInfo(peer)) => match self.per_client.enter(peer.ip()) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        return Err(Shed(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "too_many_requests",
+                            format!(
+                                "{} has {} requests with bodies in flight already; retry shortly",
+                                peer.ip(),
+                                self.per_client.limit
+                            ),
+                        ));
+                    }
+                },
+                None => None,
+            }
+        } else {
+            None
+        };
+        Ok(Admitted {
+            _permit: Some(permit),
+            _slot: slot,
+        })
+    }
+}
+
+/// Why a request was shed; its response is a JSON error with `Retry-After: 1`.
+pub struct Shed(StatusCode, &'static str, String);
+
+impl IntoResponse for Shed {
+    fn into_response(self) -> Response {
+        let Shed(status, error, detail) = self;
+        let mut response = ApiError::new(status, error, detail).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    }
 }
 
 #[cfg(test)]

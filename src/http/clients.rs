@@ -250,8 +250,10 @@ async fn redirect_for(state: &AppState, request: &Parts) -> Result<Response, Api
         purpose = Purpose::DirectRead;
     }
     let now = state.ledger.clock().now_ms();
-    let view = state.ledger.view();
-    let mut route = view.route(&path, purpose, now).map_err(|no| match no {
+    // The route holds what it needs of the view (the ads), so the view itself is only
+    // borrowed for the lookup.
+    let found = state.ledger.view_guard().route(&path, purpose, now);
+    let mut route = found.map_err(|no| match no {
         NoRoute::NoNamespace => {
             ApiError::not_found(format!("no server serves a namespace containing {path}"))
         }
@@ -293,6 +295,9 @@ async fn redirect_for(state: &AppState, request: &Parts) -> Result<Response, Api
         signals: state.signals.as_ref(),
         locations: &locations,
         prefer_cached: flags.prefercached,
+        // An origin known to lack the object stays behind the ones that may hold it; the
+        // sort does it, so `?explain` shows the order served.
+        object_presence: ask.object_presence(),
     };
     if flags.explain {
         let candidates = sort::explain(&mut route.candidates, &input);
@@ -306,29 +311,27 @@ async fn redirect_for(state: &AppState, request: &Parts) -> Result<Response, Api
             sort: state.sort,
             flags,
             candidates,
-            order: route.candidates.iter().map(|c| c.name.as_str()).collect(),
+            order: route.candidates.iter().map(|c| c.name()).collect(),
             location: location_of(&headers),
             link_limit: redirect::MAX_LINKS,
         };
         return Ok((StatusCode::OK, headers, Json(body)).into_response());
     }
     sort::order(&mut route.candidates, &input);
-    // An origin known to lack the object stays behind the ones that may hold it.
-    state.probes.demote(&mut route, &ask);
     let headers = redirect::headers(&route, &path, Some(&query));
     if flags.no_redirect {
         let body = RouteBody {
             namespace: &route.prefix,
             location: location_of(&headers),
-            servers: route
-                .candidates
-                .iter()
-                .map(|c| c.data_url.as_str())
-                .collect(),
+            servers: route.candidates.iter().map(|c| c.data_url()).collect(),
         };
         return Ok((StatusCode::OK, headers, Json(body)).into_response());
     }
-    Ok((StatusCode::TEMPORARY_REDIRECT, headers).into_response())
+    // The headers become the response's own (a `(status, headers)` pair would copy them
+    // into a new map).
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    *response.headers_mut() = headers;
+    Ok(response)
 }
 
 fn location_of(headers: &axum::http::HeaderMap) -> String {

@@ -102,7 +102,7 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .merge(services::router())
         .merge(peers::router())
         .layer(timed);
-    Router::new()
+    let routes = Router::new()
         .merge(with_bodies)
         .merge(health::router())
         .merge(status::router())
@@ -110,20 +110,18 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .merge(servers::router())
         .merge(clients::router())
         .method_not_allowed_fallback(clients::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            observe::observe,
-        ))
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(limits.max_body))
-        .layer(axum::middleware::from_fn_with_state(
-            budgets,
-            budgets::limit,
-        ))
+        .with_state(state.clone());
+    // The layers every request passes wrap the routes as one plain service: layered on
+    // the router itself, each would be boxed per route and copied on every request.
+    let stack = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::overriding(
             header::SERVER,
             HeaderValue::from_static(SERVER_HEADER),
         ))
+        .layer(observe::ObserveLayer::new(budgets, state))
+        .layer(DefaultBodyLimit::max(limits.max_body))
+        .service(routes);
+    Router::new().fallback_service(stack)
 }
 
 fn timed_out(error: tower::BoxError) -> Response {

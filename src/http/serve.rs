@@ -192,49 +192,55 @@ impl hyper::rt::Timer for HeaderTimer {
     }
 
     fn sleep_until(&self, _deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        // hyper arms this once per request on a keep-alive connection: one allocation,
+        // with the tokio sleep inside it.
         let armed = Instant::now();
         Box::pin(HeaderSleep {
             timer: self.clone(),
             armed,
             reads_when_armed: self.activity.reads.load(Ordering::Relaxed),
-            sleep: Box::pin(tokio::time::sleep(self.idle_timeout)),
+            sleep: tokio::time::sleep(self.idle_timeout),
             target: armed + self.idle_timeout,
             first_byte: None,
         })
     }
 }
 
-struct HeaderSleep {
-    timer: HeaderTimer,
-    armed: Instant,
-    reads_when_armed: u64,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    target: Instant,
-    first_byte: Option<Instant>,
+pin_project_lite::pin_project! {
+    struct HeaderSleep {
+        timer: HeaderTimer,
+        armed: Instant,
+        reads_when_armed: u64,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        target: Instant,
+        first_byte: Option<Instant>,
+    }
 }
 
 impl Future for HeaderSleep {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
         // hyper polls this sleep right after each read that leaves the head incomplete,
         // so the first poll that sees a new read dates the first byte. That latches the
         // deadline: a trickle of bytes cannot push it on.
-        if self.first_byte.is_none()
-            && self.timer.activity.reads.load(Ordering::Relaxed) > self.reads_when_armed
+        if this.first_byte.is_none()
+            && this.timer.activity.reads.load(Ordering::Relaxed) > *this.reads_when_armed
         {
-            self.first_byte = Some(Instant::now());
+            *this.first_byte = Some(Instant::now());
         }
-        let target = match self.first_byte {
-            Some(first) => first + self.timer.header_timeout,
-            None => self.armed + self.timer.idle_timeout,
+        let target = match *this.first_byte {
+            Some(first) => first + this.timer.header_timeout,
+            None => *this.armed + this.timer.idle_timeout,
         };
-        if target != self.target {
-            self.target = target;
+        if target != *this.target {
+            *this.target = target;
             let at = tokio::time::Instant::from_std(target);
-            self.sleep.as_mut().reset(at);
+            this.sleep.as_mut().reset(at);
         }
-        self.sleep.as_mut().poll(cx)
+        this.sleep.poll(cx)
     }
 }
 

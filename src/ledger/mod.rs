@@ -136,6 +136,12 @@ impl Ledger {
         self.view.load_full()
     }
 
+    /// The current snapshot without touching its reference count (every redirect reads
+    /// it, from every worker thread): hold it briefly, never across an `.await`.
+    pub fn view_guard(&self) -> arc_swap::Guard<Arc<View>> {
+        self.view.load()
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store

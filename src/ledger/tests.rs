@@ -131,7 +131,7 @@ async fn reopen_restores_the_view() {
         .view()
         .route("/ns/file", crate::routing::Purpose::Read, START)
         .unwrap();
-    assert_eq!(route.candidates[0].name, "origin-1");
+    assert_eq!(route.candidates[0].name(), "origin-1");
     assert_eq!(
         l.ingest(signed(4, START - 1)).await.unwrap().status(),
         "duplicate"

@@ -135,8 +135,9 @@ impl Status {
     }
 }
 
-/// Every probed server's status, keyed by ad key.
-pub type Table = imbl::HashMap<AdKey, Arc<Status>>;
+/// Every probed server's status, keyed by ad key. Hashed with FxHash: every redirect
+/// looks up each of its candidates, and the keys are names of servers held in the view.
+pub type Table = imbl::HashMap<AdKey, Arc<Status>, rustc_hash::FxBuildHasher>;
 
 /// The published table: one writer (the scheduler), any number of lock-free readers.
 #[derive(Debug, Default)]

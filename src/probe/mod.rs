@@ -22,8 +22,8 @@ use crate::ad::{AdKey, ServerKind};
 use crate::client::{Client, ClientError};
 use crate::config::{HealthConfig, PresenceConfig};
 use crate::ledger::Ledger;
+use crate::routing::Route;
 use crate::routing::signals::{Presence, ServerHealth, Signals};
-use crate::routing::{Purpose, Route};
 
 pub use health::{Board, Outcome, ProbeResult, Status};
 pub use presence::{AllAbsent, Ask, PresenceCache};
@@ -127,8 +127,9 @@ impl Probes {
     }
 
     /// Before a redirect: asks the servers whose presence matters and is not cached (at
-    /// most one round of `HEAD`s, each within `presence.timeout`), then orders the route
-    /// by health and presence. `Err` when every origin lacks the object.
+    /// most one round of `HEAD`s, each within `presence.timeout`). `Err` when every origin
+    /// lacks the object. The route is left in its order: the sort that follows weighs
+    /// health and presence (`SortInput::object_presence`).
     pub async fn prepare(&self, route: &mut Route, ask: &Ask<'_>) -> Result<(), AllAbsent> {
         let servers = presence::to_check(self.presence.config(), route, ask);
         if !servers.is_empty() {
@@ -150,13 +151,11 @@ impl Probes {
                 }
             }
         }
-        presence::order(route, self, presence_counts(ask), ask.purpose)
-    }
-
-    /// Orders `route` by what is already known (no checks): down servers and origins
-    /// known to lack the object last, servers known to hold it first; stable otherwise.
-    pub fn demote(&self, route: &mut Route, ask: &Ask<'_>) {
-        let _ = presence::order(route, self, presence_counts(ask), ask.purpose);
+        if presence::all_absent(route, self, presence_counts(ask), ask.purpose) {
+            Err(AllAbsent)
+        } else {
+            Ok(())
+        }
     }
 
     /// Prometheus text: servers up and down by kind, probes by result, presence answers.
@@ -221,5 +220,5 @@ impl Signals for Probes {
 
 /// The object whose presence counts for `ask`: reads of an object, not writes or listings.
 fn presence_counts<'a>(ask: &Ask<'a>) -> Option<&'a str> {
-    (ask.is_object_read && ask.purpose != Purpose::Write).then_some(ask.path)
+    ask.object_presence().then_some(ask.path)
 }

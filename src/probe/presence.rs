@@ -18,7 +18,7 @@ use super::http::HttpProber;
 use crate::ad::{AdKey, ServerKind};
 use crate::config::PresenceConfig;
 use crate::paths::encode_path;
-use crate::routing::signals::{Presence, Signals};
+use crate::routing::signals::{KeyBuf, Presence, Signals};
 use crate::routing::{Candidate, Purpose, Route};
 
 /// One cached answer.
@@ -50,11 +50,16 @@ impl PresenceCache {
 
     /// The cached answer for `key` and `path`, `Unknown` if none or expired.
     pub fn get(&self, key: &AdKey, path: &str) -> Presence {
-        let now = Instant::now();
-        self.answers
-            .load()
+        // Asked for every candidate of every read: no hashing of the path while nothing
+        // is cached, no clock read unless an answer is there.
+        let answers = self.answers.load();
+        if answers.is_empty() {
+            return Presence::Unknown;
+        }
+        answers
             .get(path)
-            .and_then(|row| row.iter().find(|a| &a.key == key && a.until > now))
+            .and_then(|row| row.iter().find(|a| &a.key == key))
+            .filter(|a| a.until > Instant::now())
             .map_or(Presence::Unknown, |a| a.presence)
     }
 
@@ -160,6 +165,12 @@ impl<'a> Ask<'a> {
         }
     }
 
+    /// True if the object's presence counts for this request: a read of an object, not a
+    /// write or a listing.
+    pub fn object_presence(&self) -> bool {
+        self.is_object_read && self.purpose != Purpose::Write
+    }
+
     fn flag(&self, name: &str) -> bool {
         self.query
             .split('&')
@@ -179,7 +190,7 @@ impl<'a> Ask<'a> {
 fn key_of(c: &Candidate) -> AdKey {
     AdKey {
         kind: c.kind,
-        name: c.name.clone(),
+        name: c.name().to_string(),
     }
 }
 
@@ -227,7 +238,7 @@ pub async fn check(
     // `to_check` caps the list at `fan_out` per kind, so all are asked at once.
     let mut asks = Vec::with_capacity(stale.len());
     for c in stale {
-        let url = format!("{}{encoded}", c.data_url.trim_end_matches('/'));
+        let url = format!("{}{encoded}", c.data_url().trim_end_matches('/'));
         let key = key_of(c);
         let kind = c.kind;
         asks.push(async move { (key, prober.presence(&url, kind, token, timeout).await) });
@@ -252,25 +263,53 @@ pub fn order(
     object: Option<&str>,
     purpose: Purpose,
 ) -> Result<(), AllAbsent> {
-    // One key per candidate; rank = (demoted, not known to hold it).
+    // rank = (demoted, not known to hold it).
+    let mut key = KeyBuf::default();
     let mut ranked: Vec<((bool, bool), Presence, Candidate)> = route
         .candidates
         .drain(..)
         .map(|c| {
-            let key = key_of(&c);
-            let presence = object.map_or(Presence::Unknown, |path| signals.presence(&key, path));
-            let down = signals.health(&key).is_some_and(|h| !h.up);
+            let key = key.of(c.kind, c.name());
+            let presence = object.map_or(Presence::Unknown, |path| signals.presence(key, path));
+            let down = signals.health(key).is_some_and(|h| !h.up);
             let demoted = down || (c.kind == ServerKind::Origin && presence == Presence::Absent);
             ((demoted, presence != Presence::Present), presence, c)
         })
         .collect();
-    let origins_only =
-        purpose != Purpose::Read || ranked.iter().all(|(_, _, c)| c.kind == ServerKind::Origin);
-    let all_absent =
-        object.is_some() && origins_only && ranked.iter().all(|(_, p, _)| *p == Presence::Absent);
     ranked.sort_by_key(|(rank, _, _)| *rank);
     route.candidates = ranked.into_iter().map(|(_, _, c)| c).collect();
-    if all_absent { Err(AllAbsent) } else { Ok(()) }
+    if all_absent(route, signals, object, purpose) {
+        Err(AllAbsent)
+    } else {
+        Ok(())
+    }
+}
+
+/// True if `object` counts and every server that could take the request lacks it: an
+/// origin read (or a read with no cache) whose origins all lack the object. A read with
+/// a cache is never all absent, so it looks nothing up.
+pub fn all_absent(
+    route: &Route,
+    signals: &dyn Signals,
+    object: Option<&str>,
+    purpose: Purpose,
+) -> bool {
+    let Some(path) = object else {
+        return false;
+    };
+    let origins_only = purpose != Purpose::Read
+        || route
+            .candidates
+            .iter()
+            .all(|c| c.kind == ServerKind::Origin);
+    if !origins_only {
+        return false;
+    }
+    let mut key = KeyBuf::default();
+    route
+        .candidates
+        .iter()
+        .all(|c| signals.presence(key.of(c.kind, c.name()), path) == Presence::Absent)
 }
 
 #[cfg(test)]
@@ -384,7 +423,7 @@ mod tests {
     }
 
     fn names(picked: Vec<&Candidate>) -> Vec<&str> {
-        picked.iter().map(|c| c.name.as_str()).collect()
+        picked.iter().map(|c| c.name()).collect()
     }
 
     #[test]
@@ -469,7 +508,7 @@ mod tests {
     }
 
     fn order_of(r: &Route) -> Vec<&str> {
-        r.candidates.iter().map(|c| c.name.as_str()).collect()
+        r.candidates.iter().map(|c| c.name()).collect()
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use imbl::HashMap;
+use rustc_hash::FxBuildHasher;
 
 use crate::ad::StoredAd;
 use crate::ad::{AdKey, AdStatus, NamespaceAd, ServerKind};
@@ -33,17 +34,34 @@ pub enum Purpose {
     Write,
 }
 
-/// One server a client may be sent to.
+/// One server a client may be sent to: the ad held for it, shared with the view (a
+/// redirect copies no string of it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
-    /// Server name.
-    pub name: String,
     /// Origin or cache.
     pub kind: ServerKind,
-    /// Base URL objects are fetched from.
-    pub data_url: String,
-    /// The ad held for it (generation, key), shared with the view.
+    /// The ad held for it (name, data URL, generation, key).
     pub ad: Arc<StoredAd>,
+}
+
+impl Candidate {
+    /// The candidate for the server of `ad`.
+    pub fn new(ad: Arc<StoredAd>) -> Self {
+        Self {
+            kind: ad.ad.kind,
+            ad,
+        }
+    }
+
+    /// Server name.
+    pub fn name(&self) -> &str {
+        &self.ad.ad.name
+    }
+
+    /// Base URL objects are fetched from.
+    pub fn data_url(&self) -> &str {
+        &self.ad.ad.data_url
+    }
 }
 
 /// Where a path goes.
@@ -81,7 +99,10 @@ type Servers = Arc<Vec<(Arc<StoredAd>, usize)>>;
 #[derive(Debug, Clone, Default)]
 pub struct View {
     ads: HashMap<AdKey, Arc<StoredAd>>,
-    by_prefix: HashMap<Arc<str>, Servers>,
+    /// Hashed with FxHash: a redirect looks up each prefix of its path, and SipHash cost
+    /// more than the rest of the lookup. The keys are namespaces that trusted servers
+    /// signed, so a client's path can probe the map but never shape it.
+    by_prefix: HashMap<Arc<str>, Servers, FxBuildHasher>,
     /// Servers that federation records (downtime, ban) are about, with how many records
     /// each: a redirect only looks the records up for a candidate listed here.
     record_names: HashMap<Arc<str>, u8>,
@@ -300,31 +321,26 @@ fn build_route(
     path: &str,
     purpose: Purpose,
 ) -> Option<Route> {
-    let candidate = |(a, _): &(&Arc<StoredAd>, &NamespaceAd)| Candidate {
-        name: a.ad.name.clone(),
-        kind: a.ad.kind,
-        data_url: a.ad.data_url.clone(),
-        ad: Arc::clone(a),
+    // One vector for every kind asked, each kind ranked in its own run.
+    let mut candidates: Vec<Candidate> = Vec::with_capacity(live.len());
+    let mut add = |kind: ServerKind, keep: &dyn Fn(&NamespaceAd) -> bool| {
+        let start = candidates.len();
+        candidates.extend(
+            live.iter()
+                .filter(|(a, ns)| a.ad.kind == kind && keep(ns))
+                .map(|(a, _)| Candidate::new(Arc::clone(a))),
+        );
+        rank_by(&mut candidates[start..], path, |c| c.name());
     };
-    let of_kind = |kind: ServerKind, keep: &dyn Fn(&NamespaceAd) -> bool| {
-        let mut picked: Vec<Candidate> = live
-            .iter()
-            .filter(|(a, ns)| a.ad.kind == kind && keep(ns))
-            .map(candidate)
-            .collect();
-        rank_by(&mut picked, path, |c| &c.name);
-        picked
-    };
-    let candidates = match purpose {
+    match purpose {
         Purpose::Read => {
-            let mut all = of_kind(ServerKind::Cache, &|_| true);
-            all.extend(of_kind(ServerKind::Origin, &|_| true));
-            all
+            add(ServerKind::Cache, &|_| true);
+            add(ServerKind::Origin, &|_| true);
         }
-        Purpose::OriginRead => of_kind(ServerKind::Origin, &|_| true),
-        Purpose::DirectRead => of_kind(ServerKind::Origin, &|ns| ns.caps.direct_reads),
-        Purpose::Write => of_kind(ServerKind::Origin, &|ns| ns.caps.writes),
-    };
+        Purpose::OriginRead => add(ServerKind::Origin, &|_| true),
+        Purpose::DirectRead => add(ServerKind::Origin, &|ns| ns.caps.direct_reads),
+        Purpose::Write => add(ServerKind::Origin, &|ns| ns.caps.writes),
+    }
     if candidates.is_empty() {
         return None;
     }
@@ -338,8 +354,9 @@ fn build_route(
     let collections_url = live
         .iter()
         .filter(|(a, ns)| a.ad.kind == ServerKind::Origin && ns.caps.listings)
-        .map(|(a, _)| a.ad.data_url.clone())
-        .min();
+        .map(|(a, _)| a.ad.data_url.as_str())
+        .min()
+        .map(str::to_string);
     Some(Route {
         prefix: prefix.to_string(),
         namespace,

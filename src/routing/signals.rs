@@ -3,7 +3,7 @@
 //! Background workers fill these in; the redirect path only reads them, lock-free. This
 //! file is the seam between routing (which ranks) and the probes (which observe).
 
-use crate::ad::AdKey;
+use crate::ad::{AdKey, ServerKind};
 use crate::clock::UnixMillis;
 
 /// A server's health as the probes last saw it.
@@ -50,5 +50,29 @@ impl Signals for NoSignals {
 
     fn presence(&self, _key: &AdKey, _path: &str) -> Presence {
         Presence::Unknown
+    }
+}
+
+/// One reusable [`AdKey`]: the signals are asked by key, and a route asks about each of
+/// its servers, so the name is copied into one buffer instead of a new key per server.
+#[derive(Debug)]
+pub struct KeyBuf(AdKey);
+
+impl Default for KeyBuf {
+    fn default() -> Self {
+        Self(AdKey {
+            kind: ServerKind::Cache,
+            name: String::with_capacity(64),
+        })
+    }
+}
+
+impl KeyBuf {
+    /// The key of the server `name` of `kind`.
+    pub fn of(&mut self, kind: ServerKind, name: &str) -> &AdKey {
+        self.0.kind = kind;
+        self.0.name.clear();
+        self.0.name.push_str(name);
+        &self.0
     }
 }

@@ -3,9 +3,13 @@
 //!
 //! The order is a pure function of (client location, path, view, signals, locations), so
 //! every director gives the same answer. In every method: servers that are not up go
-//! after every up server (never removed); caches before origins; servers in the same
+//! after every up server (never removed), and so do origins known to lack the object;
+//! servers known to hold it come first; then caches before origins; servers in the same
 //! distance bucket are ordered by rendezvous affinity, so an object keeps going to the
 //! same nearby cache.
+//!
+//! Every redirect runs this, so one pass looks each candidate up once (health,
+//! presence, location) and sorts the candidates with their keys, without copying them.
 
 use std::cmp::Reverse;
 use std::net::IpAddr;
@@ -15,7 +19,7 @@ use serde::Serialize;
 
 use super::Candidate;
 use super::rank::score as affinity;
-use super::signals::{Presence, ServerHealth, Signals};
+use super::signals::{KeyBuf, Presence, ServerHealth, Signals};
 use crate::ad::ServerKind;
 use crate::geo::Coord;
 use crate::geo::servers::{LocationMap, ServerLocation};
@@ -93,6 +97,10 @@ pub struct SortInput<'a> {
     pub locations: &'a LocationMap,
     /// `?prefercached`: caches known to hold the object first.
     pub prefer_cached: bool,
+    /// The object's presence counts (reads of an object; not writes or listings): origins
+    /// known to lack it go last and servers known to hold it first, in every method (what
+    /// `probe::presence::order` does before the checks).
+    pub object_presence: bool,
 }
 
 /// Adaptive's weights for one server (each 0 to 1, availability 0.5 to 2).
@@ -152,11 +160,14 @@ pub struct HealthSeen {
     pub checked_at: u64,
 }
 
-/// The sort key: smaller first.
-type Key = (bool, u8, bool, bool, u64, Reverse<u64>);
+/// The sort key: smaller first. Demoted (down, or an origin known to lack the object),
+/// not known to hold the object, not up, group (caches first), a cache not known to hold
+/// it under `prefercached`, not located, bucket, affinity (higher first).
+type Key = (bool, bool, bool, u8, bool, bool, u64, Reverse<u64>);
 
 struct Entry {
     key: Key,
+    candidate: Candidate,
     location: Option<ServerLocation>,
     distance_km: Option<f64>,
     health: Option<ServerHealth>,
@@ -175,7 +186,7 @@ fn halving(value: f64, threshold: f64, every: f64) -> f64 {
     }
 }
 
-fn median(mut values: Vec<f64>) -> Option<f64> {
+fn median(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
@@ -201,34 +212,30 @@ fn presence_name(p: Presence) -> &'static str {
     }
 }
 
-fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) -> Vec<Entry> {
+/// One entry per candidate (taken out of `candidates`), keyed but not yet sorted.
+fn entries(candidates: &mut Vec<Candidate>, input: &SortInput<'_>, explaining: bool) -> Vec<Entry> {
     let method = input.method;
     let seeded = (method == SortMethod::Random).then(|| {
         let addr = input.client_addr.map(|a| a.to_string()).unwrap_or_default();
         format!("{addr}\u{0}{}", input.path)
     });
     let located = matches!(method, SortMethod::Distance | SortMethod::Adaptive);
-    // One key buffer for every candidate: the signals are asked by key.
-    let mut key = crate::ad::AdKey {
-        kind: ServerKind::Cache,
-        name: String::with_capacity(64),
-    };
+    let wants_presence =
+        input.object_presence || input.prefer_cached || method == SortMethod::Adaptive;
+    let mut key = KeyBuf::default();
     let mut out: Vec<Entry> = candidates
-        .iter()
+        .drain(..)
         .map(|c| {
-            key.kind = c.kind;
-            key.name.clear();
-            key.name.push_str(&c.name);
-            let health = input.signals.health(&key);
+            let key = key.of(c.kind, c.name());
+            let health = input.signals.health(key);
             let up = health.is_none_or(|h| h.up);
-            let wants_presence = input.prefer_cached || method == SortMethod::Adaptive;
             let presence = if wants_presence {
-                input.signals.presence(&key, input.path)
+                input.signals.presence(key, input.path)
             } else {
                 Presence::Unknown
             };
             let location = if located || explaining {
-                input.locations.get(&c.name).copied()
+                input.locations.get(c.name()).copied()
             } else {
                 None
             };
@@ -237,14 +244,30 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) ->
                 _ => None,
             };
             let affinity = match &seeded {
-                Some(seed) => affinity(&c.name, seed),
-                None => affinity(&c.name, input.path),
+                Some(seed) => affinity(c.name(), seed),
+                None => affinity(c.name(), input.path),
             };
             let group = u8::from(c.kind != ServerKind::Cache);
             let not_present =
                 input.prefer_cached && c.kind == ServerKind::Cache && presence != Presence::Present;
+            let (demoted, not_held) = if input.object_presence {
+                let absent_origin = c.kind == ServerKind::Origin && presence == Presence::Absent;
+                (!up || absent_origin, presence != Presence::Present)
+            } else {
+                (!up, true)
+            };
             Entry {
-                key: (!up, group, not_present, false, 0, Reverse(affinity)),
+                key: (
+                    demoted,
+                    not_held,
+                    !up,
+                    group,
+                    not_present,
+                    false,
+                    0,
+                    Reverse(affinity),
+                ),
+                candidate: c,
                 location,
                 distance_km,
                 health,
@@ -260,13 +283,20 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) ->
         SortMethod::Distance => {
             for e in &mut out {
                 e.bucket = e.distance_km.map(bucket_of);
-                e.key.3 = e.distance_km.is_none();
-                e.key.4 = e.bucket.unwrap_or(0);
+                e.key.5 = e.distance_km.is_none();
+                e.key.6 = e.bucket.unwrap_or(0);
             }
         }
         SortMethod::Adaptive => adaptive(&mut out),
         SortMethod::Random | SortMethod::Affinity => {}
     }
+    // Total: two servers never tie (names are unique within a kind, and kinds differ in
+    // group), so the order does not depend on the order the candidates came in.
+    out.sort_by(|a, b| {
+        a.key
+            .cmp(&b.key)
+            .then_with(|| b.candidate.name().cmp(a.candidate.name()))
+    });
     out
 }
 
@@ -285,16 +315,16 @@ fn adaptive(out: &mut [Entry]) {
             .is_finite()
             .then(|| h.ewma.clamp(MIN_STATUS_WEIGHT, 1.0))
     };
-    let known_load = median(
+    // One scratch vector for both medians (nothing is allocated when nothing was probed).
+    let mut scratch: Vec<f64> = Vec::new();
+    scratch.extend(out.iter().filter_map(|e| e.health.as_ref().and_then(load)));
+    let known_load = median(&mut scratch);
+    scratch.clear();
+    scratch.extend(
         out.iter()
-            .filter_map(|e| e.health.as_ref().and_then(load))
-            .collect(),
+            .filter_map(|e| e.health.as_ref().and_then(status)),
     );
-    let known_status = median(
-        out.iter()
-            .filter_map(|e| e.health.as_ref().and_then(status))
-            .collect(),
-    );
+    let known_status = median(&mut scratch);
     for e in out {
         let weights = Weights {
             distance: e.distance_km.map(|km| halving(km, 0.0, HALVING_KM)),
@@ -325,8 +355,8 @@ fn adaptive(out: &mut [Entry]) {
         e.weights = Some(weights);
         e.score = Some(score);
         e.bucket = Some(bucket);
-        e.key.3 = e.distance_km.is_none();
-        e.key.4 = bucket;
+        e.key.5 = e.distance_km.is_none();
+        e.key.6 = bucket;
     }
 }
 
@@ -335,31 +365,24 @@ pub fn order(candidates: &mut Vec<Candidate>, input: &SortInput<'_>) {
     if candidates.len() < 2 {
         return;
     }
-    let keys = entries(candidates, input, false);
-    let mut keyed: Vec<(Key, Candidate)> = keys
-        .into_iter()
-        .map(|e| e.key)
-        .zip(candidates.drain(..))
-        .collect();
-    keyed.sort_by(|(a, ca), (b, cb)| a.cmp(b).then_with(|| cb.name.cmp(&ca.name)));
-    candidates.extend(keyed.into_iter().map(|(_, c)| c));
+    let sorted = entries(candidates, input, false);
+    candidates.extend(sorted.into_iter().map(|e| e.candidate));
 }
 
 /// Orders `candidates` like [`order`] and says why, best first.
 pub fn explain(candidates: &mut Vec<Candidate>, input: &SortInput<'_>) -> Vec<Scored> {
-    let all = entries(candidates, input, true);
-    let mut keyed: Vec<(Entry, Candidate)> = all.into_iter().zip(candidates.drain(..)).collect();
-    keyed.sort_by(|(a, ca), (b, cb)| a.key.cmp(&b.key).then_with(|| cb.name.cmp(&ca.name)));
-    let mut scored = Vec::with_capacity(keyed.len());
-    for (e, c) in keyed {
+    let sorted = entries(candidates, input, true);
+    let mut scored = Vec::with_capacity(sorted.len());
+    for e in sorted {
+        let c = e.candidate;
         scored.push(Scored {
-            name: c.name.clone(),
+            name: c.name().to_string(),
             kind: c.kind,
-            data_url: c.data_url.clone(),
+            data_url: c.data_url().to_string(),
             generation: c.ad.ad.generation,
             location: e.location,
             distance_km: e.distance_km.map(|km| (km * 10.0).round() / 10.0),
-            up: !e.key.0,
+            up: !e.key.2,
             health: e.health.map(|h| HealthSeen {
                 up: h.up,
                 ewma: h.ewma,

@@ -29,11 +29,11 @@ fn caches_first_then_origin_longest_prefix() {
         kinds,
         [ServerKind::Cache, ServerKind::Cache, ServerKind::Origin]
     );
-    assert_eq!(route.candidates[2].name, "origin-2");
+    assert_eq!(route.candidates[2].name(), "origin-2");
 
     let other = view.route("/ligo/other", Purpose::Read, NOW).unwrap();
     assert_eq!(other.prefix, "/ligo");
-    assert_eq!(other.candidates[0].name, "origin-1");
+    assert_eq!(other.candidates[0].name(), "origin-1");
 
     let origin = view
         .route("/ligo/frames/x", Purpose::OriginRead, NOW)
@@ -78,7 +78,7 @@ fn expired_and_withdrawn_servers_get_no_traffic() {
         .with_ad(Arc::new(withdrawn))
         .with_ad(stored("origin-1", ServerKind::Origin, &["/a"]));
     let route = view.route("/a/x", Purpose::Read, NOW).unwrap();
-    let names: Vec<_> = route.candidates.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<_> = route.candidates.iter().map(|c| c.name()).collect();
     assert_eq!(names, ["cache-1", "origin-1"]);
     let after_expiry = view.route("/a/x", Purpose::Read, live.expires_at);
     assert_eq!(after_expiry, Err(NoRoute::NoNamespace));
@@ -98,7 +98,7 @@ fn writes_need_a_writable_origin() {
         })
     );
     assert_eq!(
-        view.route("/w/x", Purpose::Write, NOW).unwrap().candidates[0].name,
+        view.route("/w/x", Purpose::Write, NOW).unwrap().candidates[0].name(),
         "origin-w"
     );
 }
@@ -136,18 +136,14 @@ fn a_new_version_keeping_some_namespaces_is_indexed_exactly_once() {
     assert!(view.route("/a/x", Purpose::Read, NOW).is_err());
     assert_eq!(view.namespaces(NOW), ["/b", "/c"]);
     let route = view.route("/b/x", Purpose::Read, NOW).unwrap();
-    let mut urls: Vec<_> = route
-        .candidates
-        .iter()
-        .map(|c| c.data_url.as_str())
-        .collect();
+    let mut urls: Vec<_> = route.candidates.iter().map(|c| c.data_url()).collect();
     urls.sort();
     assert_eq!(
         urls,
         ["http://moved.example:8443", "http://origin-2.example:8443"]
     );
     assert_eq!(
-        old.route("/a/x", Purpose::Read, NOW).unwrap().candidates[0].data_url,
+        old.route("/a/x", Purpose::Read, NOW).unwrap().candidates[0].data_url(),
         "http://origin-1.example:8443",
         "old snapshot unchanged"
     );
@@ -175,7 +171,7 @@ fn records_hold_their_server_back_until_the_last_one_goes() {
     };
     let first = |view: &View| {
         view.route("/ns/x", Purpose::Read, NOW)
-            .map(|r| r.candidates[0].name.clone())
+            .map(|r| r.candidates[0].name().to_string())
             .unwrap()
     };
     let base = View::default()

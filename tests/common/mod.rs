@@ -353,7 +353,7 @@ pub fn routes_to(d: &DirectorHandle, path: &str) -> Option<String> {
         .view()
         .route(path, Purpose::Read, now)
         .ok()
-        .map(|r| r.candidates[0].name.clone())
+        .map(|r| r.candidates[0].name().to_string())
 }
 
 /// A signed ad for a fixture server with a given instance start and generation.

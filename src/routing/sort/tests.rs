@@ -9,6 +9,7 @@ use crate::ad::{AdKey, ServerKind};
 use crate::clock::UnixMillis;
 use crate::fixtures;
 use crate::geo::servers::{LocationMap, ServerLocatedBy, ServerLocation};
+use crate::routing::Route;
 use crate::routing::rank_by;
 use crate::routing::signals::NoSignals;
 
@@ -57,6 +58,7 @@ fn located(places: &[(&str, f64, f64)]) -> LocationMap {
 struct FakeSignals {
     health: HashMap<String, ServerHealth>,
     present: Vec<String>,
+    absent: Vec<String>,
 }
 
 impl FakeSignals {
@@ -86,6 +88,8 @@ impl Signals for FakeSignals {
     fn presence(&self, key: &AdKey, _path: &str) -> Presence {
         if self.present.contains(&key.name) {
             Presence::Present
+        } else if self.absent.contains(&key.name) {
+            Presence::Absent
         } else {
             Presence::Unknown
         }
@@ -107,6 +111,7 @@ fn input<'a>(
         signals,
         locations,
         prefer_cached: false,
+        object_presence: false,
     }
 }
 
@@ -126,7 +131,7 @@ fn from_madison(
 }
 
 fn names(c: &[Candidate]) -> Vec<&str> {
-    c.iter().map(|c| c.name.as_str()).collect()
+    c.iter().map(|c| c.name()).collect()
 }
 
 fn caches(names: &[&str]) -> Vec<Candidate> {
@@ -194,9 +199,10 @@ fn a_down_server_goes_after_every_up_server_in_every_method() {
             &input(method, Some(MADISON), "/ns/o", &signals, &locations),
         );
         assert_eq!(c.len(), 7, "never removed");
-        assert_eq!(c.last().unwrap().name, "san-diego", "{method:?}");
+        assert_eq!(c.last().unwrap().name(), "san-diego", "{method:?}");
         assert_eq!(
-            c[5].name, "origin-far",
+            c[5].name(),
+            "origin-far",
             "origins after up caches ({method:?})"
         );
     }
@@ -227,8 +233,8 @@ fn servers_in_one_bucket_follow_affinity() {
         let mut expected = vec!["chicago-a", "chicago-b"];
         rank_by(&mut expected, &path, |s| s);
         assert_eq!(names(&c)[..2], expected[..], "{path}");
-        assert_eq!(c[2].name, "london");
-        *firsts.entry(c[0].name.clone()).or_insert(0) += 1;
+        assert_eq!(c[2].name(), "london");
+        *firsts.entry(c[0].name().to_string()).or_insert(0) += 1;
     }
     assert_eq!(
         firsts.len(),
@@ -246,7 +252,7 @@ fn unlocated_servers_go_after_located_ones() {
             &mut c,
             &input(method, Some(MADISON), "/ns/o", &NoSignals, &locations),
         );
-        assert_eq!(c[0].name, "london", "{method:?}");
+        assert_eq!(c[0].name(), "london", "{method:?}");
     }
 }
 
@@ -287,7 +293,7 @@ fn prefercached_puts_caches_holding_the_object_first() {
     );
     i.prefer_cached = true;
     order(&mut c, &i);
-    assert_eq!(c[0].name, "mcmurdo");
+    assert_eq!(c[0].name(), "mcmurdo");
     assert_eq!(names(&c)[1..], BY_HAND[..5]);
 }
 
@@ -330,7 +336,7 @@ fn random_is_stable_per_client_and_spreads_across_clients() {
         let mut b = caches(&all);
         order(&mut b, &i1);
         assert_eq!(names(&a), names(&b));
-        *firsts.entry(a[0].name.clone()).or_insert(0) += 1;
+        *firsts.entry(a[0].name().to_string()).or_insert(0) += 1;
     }
     assert_eq!(firsts.len(), 4, "{firsts:?}");
 }
@@ -353,12 +359,7 @@ fn ten_thousand_servers_sort_without_trouble() {
         .map(|n| {
             let mut stored = (*template.ad).clone();
             stored.ad.name = n.clone();
-            Candidate {
-                name: n.clone(),
-                kind: ServerKind::Cache,
-                data_url: template.data_url.clone(),
-                ad: Arc::new(stored),
-            }
+            Candidate::new(Arc::new(stored))
         })
         .collect();
     let explained = explain(
@@ -373,7 +374,7 @@ fn ten_thousand_servers_sort_without_trouble() {
     );
     assert_eq!(c.len(), 10_000);
     assert_eq!(explained.len(), 10_000);
-    assert_eq!(c.last().unwrap().name, "cache-0");
+    assert_eq!(c.last().unwrap().name(), "cache-0");
     let d: Vec<f64> = explained[..9_999]
         .iter()
         .map(|s| s.distance_km.unwrap())
@@ -419,5 +420,68 @@ fn nonsense_signals_never_make_a_server_best() {
         &signals,
         &locations,
     );
-    assert_eq!(c.last().unwrap().name, "mcmurdo");
+    assert_eq!(c.last().unwrap().name(), "mcmurdo");
+}
+
+/// With the object's presence counting (a read of an object), the sort does what the
+/// presence demotion does after it: origins known to lack the object after every other
+/// server, servers known to hold it first, the rest in the method's order. `?explain`
+/// runs the same sort, so it shows the order served.
+#[test]
+fn object_presence_demotes_absent_origins_and_promotes_holders_in_every_method() {
+    let signals = FakeSignals {
+        present: vec!["moscow".into()],
+        absent: vec!["origin-near".into()],
+        ..FakeSignals::default()
+    };
+    let mut places = PLACES.to_vec();
+    places.push(("origin-near", 43.0, -89.5));
+    places.push(("origin-far", -77.0, 166.0));
+    let locations = located(&places);
+    let mut all = caches(&["san-diego", "london", "moscow"]);
+    all.push(candidate("origin-near", ServerKind::Origin));
+    all.push(candidate("origin-far", ServerKind::Origin));
+    for method in [
+        SortMethod::Distance,
+        SortMethod::Adaptive,
+        SortMethod::Random,
+        SortMethod::Affinity,
+    ] {
+        let counted = SortInput {
+            object_presence: true,
+            ..input(method, Some(MADISON), "/ns/o", &signals, &locations)
+        };
+        let mut served = all.clone();
+        order(&mut served, &counted);
+        assert_eq!(served[0].name(), "moscow", "{method:?}: the holder first");
+        assert_eq!(
+            served[served.len() - 1].name(),
+            "origin-near",
+            "{method:?}: the origin lacking it last, however near"
+        );
+        // The same as sorting without presence, then demoting (stable), as before.
+        let mut route = Route {
+            prefix: "/ns".into(),
+            namespace: fixtures::public_namespace("/ns"),
+            candidates: all.clone(),
+            collections_url: None,
+        };
+        order(
+            &mut route.candidates,
+            &input(method, Some(MADISON), "/ns/o", &signals, &locations),
+        );
+        let demoted = crate::probe::presence::order(
+            &mut route,
+            &signals,
+            Some("/ns/o"),
+            crate::routing::Purpose::Read,
+        );
+        assert_eq!(demoted, Ok(()));
+        assert_eq!(names(&served), names(&route.candidates), "{method:?}");
+        let mut explained = all.clone();
+        let scored = explain(&mut explained, &counted);
+        assert_eq!(names(&explained), names(&served), "{method:?}");
+        let scored_names: Vec<&str> = scored.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(scored_names, names(&served), "{method:?}");
+    }
 }
