@@ -109,10 +109,12 @@ async fn aliases_of_self_and_of_a_peer_collapse() {
     let d0 = cluster.handle(0);
     let me_alias = alias(d0.url());
     let peer = cluster.nodes[1].url.clone();
+    // The peer's worker is spawned just after it becomes a peer: wait for it too.
     eventually(WAIT, "aliases resolved", || async {
         d0.state().peers.urls() == vec![peer.clone()]
             && d0.state().peers.is_self(&me_alias)
             && d0.state().peers.candidates().is_empty()
+            && d0.state().peers.workers() >= 1
     })
     .await;
     assert_eq!(d0.state().peers.workers(), 1, "one worker for one director");
