@@ -10,6 +10,9 @@
 #   scripts/federation.sh down     stop and remove containers, network and volumes (keys too)
 #   scripts/federation.sh recreate SERVICE...  recreate those containers (volumes kept)
 #                                  with the current environment, wait until healthy
+#   scripts/federation.sh explain PATH [CLIENT-IP [DIRECTOR-PORT]]  why a client at
+#                                  CLIENT-IP (default 128.104.1.1, Madison) is sent where
+#                                  it is: a director's ?explain, readable (JSON with --json)
 #
 # No registry is needed: the image is `FROM scratch` with a static skein binary (and a
 # static busybox for the first-start key script). Installs what is missing with apt-get
@@ -152,6 +155,7 @@ up() {
     say "    pelican-origin-1 (Pelican protocol) 127.0.0.1:9002"
     show_pelican
     say "try: curl -L http://127.0.0.1:8441/test/hello.txt"
+    say "     $0 explain /test/hello.txt 145.100.1.1   (why a client in Amsterdam goes where it goes)"
     say "     curl -L http://127.0.0.1:8443/pelican/hello.txt"
 }
 
@@ -187,6 +191,44 @@ record() {
         unban) docker exec skein-director-a skein unban "${admin[@]}" "$1" ;;
         records) docker exec skein-director-a skein downtime list --federation http://127.0.0.1:8444 ;;
     esac
+}
+
+# A director's ?explain for PATH, asked for a client at CLIENT-IP (sent as
+# X-Forwarded-For, which the compose directors believe from the host: see
+# config/director-a.toml [routing]), printed as a table. Demo client networks: 128.104/16
+# Madison, 145.100/16 Amsterdam, 132.239/16 San Diego, 134.75/16 Daejeon.
+explain() {
+    local json=0
+    if [ "${1:-}" = --json ]; then
+        json=1
+        shift
+    fi
+    local path=${1:?usage: explain [--json] PATH [CLIENT-IP [DIRECTOR-PORT]]}
+    local client=${2:-128.104.1.1} port=${3:-8441} answer
+    command -v curl >/dev/null || apt_install curl
+    command -v jq >/dev/null || apt_install jq
+    answer=$(curl -sS --fail-with-body -H "X-Forwarded-For: $client" \
+        "http://127.0.0.1:$port$path?explain") || die "director on $port: $answer"
+    if [ "$json" = 1 ]; then
+        jq . <<<"$answer"
+        return
+    fi
+    local defs='
+        def place: if . == null then "unknown" else "\(.lat), \(.lon)" end;
+        def km: if . == null then "-" else "\(. * 10 | round / 10) km" end;'
+    jq -r "$defs"'
+        "path      \(.path)  (namespace \(.namespace), \(.purpose))",
+        "client    \(.client.address // "-") from \(.client.address_from): \(.client.location | place) (located by \(.client.located_by))",
+        "sort      \(.sort)   geoip_db: \(.geoip_db // "none")",
+        "redirect  \(.location)",
+        ""' <<<"$answer"
+    jq -r "$defs"'
+        (["#", "server", "kind", "location", "located by", "distance", "up", "presence", "bucket"] | @tsv),
+        (.candidates | to_entries[] | .value as $c | [
+            (.key + 1 | tostring), $c.name, $c.kind, ($c.location | place),
+            ($c.location.located_by // "-"), ($c.distance_km | km), ($c.up | tostring),
+            $c.presence, ($c.bucket // "-" | tostring)
+        ] | @tsv)' <<<"$answer" | column -t -s $'\t'
 }
 
 restart() {
@@ -228,11 +270,15 @@ case "${1:-}" in
         ;;
     wait) find_compose && wait_healthy "${2:-120}" ;;
     downtime|downtime-remove|ban|unban|records) record "$@" ;;
+    explain)
+        shift
+        explain "$@"
+        ;;
     recreate)
         shift
         find_compose
         "${compose[@]}" up -d --no-deps --force-recreate "$@" >&2
         wait_healthy 120
         ;;
-    *) die "usage: $0 build|up|restart|down|status|logs|recreate|downtime|downtime-remove|ban|unban|records" ;;
+    *) die "usage: $0 build|up|restart|down|status|logs|recreate|downtime|downtime-remove|ban|unban|records|explain" ;;
 esac

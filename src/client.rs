@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::ad::{AdKey, SignedAd};
 use crate::wire::{
     AdListing, DigestAnswer, DigestEntry, DirectorInfo, ErrorBody, FederationDiscovery,
-    FetchRequest, ForwardResult, RegisterResponse,
+    FetchRequest, ForwardResult, OfferAnswer, RegisterResponse,
 };
 
 /// The header a director sets when forwarding, naming itself.
@@ -357,6 +357,28 @@ impl Client {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         self.send(&url, request).await
+    }
+
+    /// Offers a peer the versions of ads this director would forward; the answer names
+    /// (by index) the ones the peer lacks, which are then forwarded in full.
+    pub async fn offer(
+        &self,
+        peer: &str,
+        entries: &[DigestEntry],
+        from: &str,
+    ) -> Result<OfferAnswer, ClientError> {
+        let url = format!(
+            "{}/api/v1.0/director/forward/offer",
+            peer.trim_end_matches('/')
+        );
+        self.send(
+            &url,
+            self.http
+                .post(&url)
+                .header(FORWARDED_BY, from)
+                .json(entries),
+        )
+        .await
     }
 
     /// A peer's digest: which version of each ad it holds.

@@ -18,8 +18,13 @@ pub const VALUE_FORMAT: u8 = 1;
 /// so a build that predates Pelican ads still reads them (and quarantines only these).
 pub const ATTESTED_AD_FORMAT: u8 = 2;
 
+/// The format of a stored ad that carries a location: the whole `StoredAd` (the ad with
+/// its last field, `location`, and the attestation if any). Ads without a location keep
+/// formats 1 and 2, byte for byte (see `migrations/README.md`).
+pub const LOCATED_AD_FORMAT: u8 = 3;
+
 /// Formats this build reads.
-const KNOWN_FORMATS: &[u8] = &[VALUE_FORMAT, ATTESTED_AD_FORMAT];
+const KNOWN_FORMATS: &[u8] = &[VALUE_FORMAT, ATTESTED_AD_FORMAT, LOCATED_AD_FORMAT];
 
 const HEADER_LEN: usize = 5;
 /// No stored value or signed ad is anywhere near this; a corrupt length prefix is.

@@ -80,6 +80,12 @@ pub const LIVE_SETTINGS: &[&str] = &[
     "ads.max_clock_skew",
     "log.level",
     "log.access",
+    "routing.sort",
+    "routing.geoip_db",
+    "routing.geoip_optional",
+    "routing.trusted_proxies",
+    "routing.geoip_override",
+    "routing.server_location",
 ];
 
 /// `base` with the [`LIVE_SETTINGS`] of `from`.
@@ -90,6 +96,13 @@ fn with_live_settings(base: &DirectorConfig, from: &DirectorConfig) -> DirectorC
     out.ads.max_clock_skew = from.ads.max_clock_skew;
     out.log.level = from.log.level.clone();
     out.log.access = from.log.access;
+    let (routing, new) = (&mut out.routing, &from.routing);
+    routing.sort = new.sort;
+    routing.geoip_db = new.geoip_db.clone();
+    routing.geoip_optional = new.geoip_optional;
+    routing.trusted_proxies = new.trusted_proxies.clone();
+    routing.geoip_overrides = new.geoip_overrides.clone();
+    routing.server_locations = new.server_locations.clone();
     out
 }
 
@@ -97,7 +110,7 @@ fn with_live_settings(base: &DirectorConfig, from: &DirectorConfig) -> DirectorC
 fn restart_only_changes(old: &DirectorConfig, new: &DirectorConfig) -> Vec<&'static str> {
     let live = with_live_settings(new, old);
     let mut changed = Vec::new();
-    let checks: [(&'static str, bool); 11] = [
+    let checks: [(&'static str, bool); 12] = [
         ("name", old.name != live.name),
         ("listen", old.listen != live.listen),
         ("advertise_url", old.advertise_url != live.advertise_url),
@@ -109,6 +122,7 @@ fn restart_only_changes(old: &DirectorConfig, new: &DirectorConfig) -> Vec<&'sta
         ("peers", old.peers != live.peers),
         ("limits", old.limits != live.limits),
         ("log", old.log != live.log),
+        ("routing", old.routing != live.routing),
     ];
     for (key, differs) in checks {
         if differs {
@@ -116,6 +130,18 @@ fn restart_only_changes(old: &DirectorConfig, new: &DirectorConfig) -> Vec<&'sta
         }
     }
     changed
+}
+
+/// What [`DirectorHandle::reload_config`] did.
+#[derive(Debug)]
+pub struct ConfigReload {
+    /// Settings changed in the file that take effect at the next restart.
+    pub needs_restart: Vec<&'static str>,
+    /// `[routing]`: what is in force, or why the GeoIP database was refused (the one
+    /// in force stays; the other routing settings changed).
+    pub routing: Result<crate::geo::RoutingReport, crate::geo::GeoError>,
+    /// The trust file reload.
+    pub trust: Result<ReloadReport, ReloadError>,
 }
 
 /// Starts directors.
@@ -188,7 +214,6 @@ impl Director {
         };
         let addr = listener.local_addr().map_err(StartError::Listener)?;
         let geo = Arc::new(crate::geo::from_config(&config.routing)?);
-        let sort = crate::geo::effective_sort(config.routing.sort, geo.has_db());
 
         let data_dir = config.data_dir.clone();
         let now = clock.now_ms();
@@ -286,6 +311,7 @@ impl Director {
                 poll_interval: config.peers.poll_interval,
                 max_candidates: config.peers.max_candidates,
                 forget_after: config.peers.forget_after,
+                forward_delay: config.peers.forward_delay,
             },
             client,
             metrics.clone(),
@@ -320,7 +346,6 @@ impl Director {
             signals: probes.clone(),
             probes,
             geo: geo.clone(),
-            sort,
             ready: AtomicBool::new(true),
             pelican: gate,
             access_log: AtomicBool::new(config.log.access),
@@ -437,6 +462,7 @@ impl Announcer {
                 web_url: self.state.advertise_url.clone(),
                 namespaces: vec![],
                 status,
+                location: None,
             },
             now + self.max_lifetime.as_millis() as u64,
         );
@@ -470,12 +496,11 @@ impl DirectorHandle {
     }
 
     /// Applies a re-read configuration: the settings that can change live take effect
-    /// (see [`LIVE_SETTINGS`]), the others are kept and returned by key (they need a
-    /// restart); then the trust file it names is reloaded.
-    pub async fn reload_config(
-        &self,
-        new: DirectorConfig,
-    ) -> (Vec<&'static str>, Result<ReloadReport, ReloadError>) {
+    /// (see [`LIVE_SETTINGS`]; the GeoIP database is read again), the others are kept
+    /// and returned by key (they need a restart); then the trust file it names is
+    /// reloaded. A part that fails (a bad trust file, a bad GeoIP file) keeps what was in
+    /// force for that part only.
+    pub async fn reload_config(&self, new: DirectorConfig) -> ConfigReload {
         let needs_restart = {
             let mut config = self.config.lock().unwrap_or_else(|e| e.into_inner());
             let needs_restart = restart_only_changes(&config, &new);
@@ -495,8 +520,13 @@ impl DirectorHandle {
             max_lifetime: new.ads.max_lifetime,
             max_clock_skew: new.ads.max_clock_skew,
         });
+        let routing = self.state.geo.apply(&new.routing).await;
         self.reloader.set_path(new.federation.trust);
-        (needs_restart, self.reload().await)
+        ConfigReload {
+            needs_restart,
+            routing,
+            trust: self.reload().await,
+        }
     }
 
     /// The bound address.

@@ -55,6 +55,7 @@ pub fn ad(
         expires_at: started_at + 15 * 60 * 1000 + generation,
         version: "test".into(),
         record: None,
+        location: None,
     }
 }
 
@@ -192,8 +193,21 @@ pub fn bench_routing_toml(servers: &[FederationServer], db: &std::path::Path) ->
 
 /// A routing candidate for `name` of `kind`, backed by a fixture ad (tests of ordering).
 pub fn candidate(name: &str, kind: ServerKind) -> crate::routing::Candidate {
+    candidate_at(name, kind, None)
+}
+
+/// Like [`candidate`], with the ad's data URL replaced (a test server's, say).
+pub fn candidate_at(
+    name: &str,
+    kind: ServerKind,
+    data_url: Option<&str>,
+) -> crate::routing::Candidate {
     let now = 1_700_000_000_000;
-    let signed = ad(name, kind, &["/ns"], now - 10, 1).sign(&key_for(name));
+    let mut unsigned = ad(name, kind, &["/ns"], now - 10, 1);
+    if let Some(url) = data_url {
+        unsigned.data_url = url.to_string();
+    }
+    let signed = unsigned.sign(&key_for(name));
     let stored = std::sync::Arc::new(crate::ad::StoredAd::new(signed, now - 5, 900_000));
     crate::routing::Candidate::new(stored)
 }

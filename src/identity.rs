@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ad::{Ad, AdStatus, InstanceId, NamespaceAd, ServerKind, SignedAd, SigningKey};
 use crate::clock::UnixMillis;
+use crate::coord::Coord;
 
 /// Signs this process's ads with a fixed instance ID and a rising generation.
 #[derive(Debug)]
@@ -35,6 +36,8 @@ pub struct AdBody {
     pub namespaces: Vec<NamespaceAd>,
     /// Serving or withdrawing.
     pub status: AdStatus,
+    /// Where the server is (`[location]`), if declared.
+    pub location: Option<Coord>,
 }
 
 impl Identity {
@@ -79,6 +82,7 @@ impl Identity {
             expires_at,
             version: env!("CARGO_PKG_VERSION").to_string(),
             record: None,
+            location: body.location,
         }
         .sign(&self.key)
     }
@@ -109,6 +113,7 @@ mod tests {
             web_url: "http://d".into(),
             namespaces: vec![],
             status: AdStatus::Ok,
+            location: None,
         };
         let a = id.sign(body.clone(), 10);
         let b = id.sign(body, 10);

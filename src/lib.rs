@@ -8,12 +8,14 @@ pub mod client;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod coord;
 pub mod director;
 pub mod discovery;
 pub mod eckey;
 pub mod expiry;
 #[doc(hidden)]
 pub mod fixtures;
+pub mod flight;
 pub mod geo;
 pub mod http;
 pub mod identity;

@@ -55,6 +55,16 @@ impl Family {
         values.values().sum()
     }
 
+    /// The sum over every label set that contains `label` (`result="held"`, say).
+    fn sum_where(&self, label: &str) -> u64 {
+        let values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        values
+            .iter()
+            .filter(|(labels, _)| labels.split(',').any(|l| l == label))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         let values = self.values.lock().unwrap_or_else(|e| e.into_inner());
@@ -157,6 +167,8 @@ pub struct Metrics {
     durations: [Histogram; ROUTE_CLASSES.len()],
     ads_received: Family,
     forwards: Family,
+    offers: Family,
+    syncs: AtomicU64,
     redirects: [AtomicU64; 3],
     pruned: AtomicU64,
     trust_reloads: Family,
@@ -173,6 +185,35 @@ impl Metrics {
     /// Counts forward attempts to a peer, by result (`accepted`, `duplicate`, `error`, ...).
     pub fn forwarded(&self, peer: &str, result: &str) {
         self.forwards.add(&[("peer", peer), ("result", result)], 1);
+    }
+
+    /// Counts ads offered to a peer by version, by result (`held`: the peer had it, so
+    /// nothing more was sent; `wanted`: it lacked it and gets the full ad; `error`).
+    pub fn offered(&self, peer: &str, result: &str, n: u64) {
+        if n > 0 {
+            self.offers.add(&[("peer", peer), ("result", result)], n);
+        }
+    }
+
+    /// Ads offered to peers with `result`, over every peer.
+    pub fn offered_with(&self, result: &str) -> u64 {
+        self.offers.sum_where(&format!("result=\"{result}\""))
+    }
+
+    /// Full ads this director forwarded (sent in a forward request) with `result`, over
+    /// every peer.
+    pub fn forwarded_with(&self, result: &str) -> u64 {
+        self.forwards.sum_where(&format!("result=\"{result}\""))
+    }
+
+    /// Counts a digest exchange with a peer that completed.
+    pub fn synced(&self) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Digest exchanges with peers completed so far.
+    pub fn syncs_total(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// Counts a redirect decision.
@@ -283,6 +324,16 @@ impl Metrics {
             &mut out,
             "skein_forwards_total",
             "Ads forwarded to peer directors, by peer and result.",
+        );
+        self.offers.render(
+            &mut out,
+            "skein_forward_offers_total",
+            "Ads offered to peer directors by version, by peer and result (held: not sent).",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP skein_digest_syncs_total Digest exchanges with peer directors completed.\n# TYPE skein_digest_syncs_total counter\nskein_digest_syncs_total {}",
+            self.syncs_total()
         );
         let _ = writeln!(
             out,

@@ -70,6 +70,9 @@ pub struct PeerTiming {
     pub max_candidates: usize,
     /// A peer (or learned candidate) unreachable this long is forgotten.
     pub forget_after: Duration,
+    /// How long an accepted ad waits before it is offered to peers (zero: sent in full
+    /// at once).
+    pub forward_delay: Duration,
 }
 
 /// What this director is.
@@ -704,6 +707,11 @@ impl PeerSet {
         base.mul_f64(rand::random::<f64>() + 0.5)
     }
 
+    /// How long an accepted ad waits before it is offered to peers.
+    pub fn forward_delay(&self) -> Duration {
+        self.timing.forward_delay
+    }
+
     /// Counts a running worker until the guard drops.
     pub fn worker_started(&self) -> WorkerGuard<'_> {
         self.workers.fetch_add(1, Ordering::SeqCst);
@@ -979,6 +987,7 @@ mod tests {
                 poll_interval: Duration::from_secs(60),
                 max_candidates,
                 forget_after: Duration::from_secs(5),
+                forward_delay: Duration::from_secs(2),
             },
             Weak::new(),
             TaskTracker::new(),

@@ -11,7 +11,7 @@ pub enum RouteClass {
     Redirect,
     /// Services registering ads, operators sending records (and any other POST to the API).
     Register,
-    /// Ads forwarded by peer directors.
+    /// Ads (or offers of ads) forwarded by peer directors.
     Forward,
     /// A peer fetching ads by key (catch-up): reads a body, answers ads.
     Fetch,
@@ -45,7 +45,9 @@ impl RouteClass {
         match path {
             "/health" | "/ready" | "/api/v1.0/health" => return RouteClass::Control,
             "/" | "/metrics" => return RouteClass::Bulk,
-            "/api/v1.0/director/forward" => return RouteClass::Forward,
+            "/api/v1.0/director/forward" | "/api/v1.0/director/forward/offer" => {
+                return RouteClass::Forward;
+            }
             "/api/v1.0/director/ads/fetch" => return RouteClass::Fetch,
             _ => {}
         }
@@ -131,6 +133,11 @@ mod tests {
             ),
             (&post, "/api/v1.0/director/records", RouteClass::Register),
             (&post, "/api/v1.0/director/forward", RouteClass::Forward),
+            (
+                &post,
+                "/api/v1.0/director/forward/offer",
+                RouteClass::Forward,
+            ),
             (&post, "/api/v1.0/director/ads/fetch", RouteClass::Fetch),
             (&get, "/api/v1.0/director/ads", RouteClass::Bulk),
             (&get, "/api/v1.0/director/servers", RouteClass::Bulk),

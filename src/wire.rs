@@ -115,6 +115,14 @@ pub enum DigestAnswer {
     Full(Vec<DigestEntry>),
 }
 
+/// Answer to `POST /api/v1.0/director/forward/offer` (whose body is a list of
+/// [`DigestEntry`]): the indexes of the offered entries newer than what the peer holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferAnswer {
+    /// Indexes into the offer, ascending.
+    pub wanted: Vec<usize>,
+}
+
 /// Body of `POST /api/v1.0/director/ads/fetch`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FetchRequest {

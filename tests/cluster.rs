@@ -116,10 +116,15 @@ async fn forwarding_idle(cluster: &Cluster, what: &str) {
     .await;
 }
 
-/// Sends `versions` successive versions of one ad to director 0 and checks that every
-/// director ends with the last, that forwarding stops, and how many forwards it took.
-async fn forwarding_is_bounded(n: usize, versions: u64) {
-    let cluster = Cluster::full_mesh(n).await;
+/// A full mesh of `n` directors whose director ads have spread and whose start-up
+/// forwarding and catch-up are done (so counters can be compared from here).
+async fn settled_mesh(n: usize) -> Cluster {
+    settled_mesh_with(n, Tuning::default()).await
+}
+
+/// [`settled_mesh`] with `tuning`.
+async fn settled_mesh_with(n: usize, tuning: Tuning) -> Cluster {
+    let cluster = Cluster::start(n, tuning, move |i| (0..n).filter(|j| *j != i).collect()).await;
     eventually(WAIT, "mesh settled (director ads spread)", || async {
         cluster
             .running()
@@ -127,8 +132,14 @@ async fn forwarding_is_bounded(n: usize, versions: u64) {
             && cluster.backlog() == 0
     })
     .await;
-    // Let the start-up catch-up settle before counting.
     forwarding_idle(&cluster, "forward counters idle").await;
+    cluster
+}
+
+/// Sends `versions` successive versions of one ad to director 0 and checks that every
+/// director ends with the last, that forwarding stops, and how many forwards it took.
+async fn forwarding_is_bounded(n: usize, versions: u64) {
+    let cluster = settled_mesh(n).await;
     let before = cluster.forwards_total();
     let started = now_ms();
     for generation in 1..=versions {
@@ -513,5 +524,7 @@ async fn directors_find_each_other_through_the_discovery_document_alone() {
     cluster.shutdown().await;
 }
 
+#[path = "cluster/forwarding.rs"]
+mod forwarding;
 #[path = "cluster/peers.rs"]
 mod peers;

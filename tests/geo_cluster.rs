@@ -145,10 +145,10 @@ async fn three_directors_send_a_madison_client_by_geography_in_the_same_order() 
     assert_eq!(json["client"]["located_by"], "database");
     assert_eq!(json["sort"], "adaptive");
     let first = &json["candidates"][0];
-    assert_eq!(first["location"]["by"], "address");
+    assert_eq!(first["location"]["located_by"], "address");
     assert_eq!(first["location"]["address"], "132.239.1.1");
     assert_eq!(first["distance_km"].as_f64().unwrap().round(), 2677.0);
-    assert_eq!(json["candidates"][1]["location"]["by"], "config");
+    assert_eq!(json["candidates"][1]["location"]["located_by"], "config");
     // A plain redirect follows the same order, Link capped at six.
     let no_follow = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -227,8 +227,115 @@ async fn a_missing_or_malformed_database_refuses_the_start_unless_optional() {
     let handle = start(config(dir.path(), &extra)).await.unwrap();
     assert!(!handle.state().geo.has_db());
     assert_eq!(
-        handle.state().sort,
+        handle.state().geo.sort(),
         skein::routing::sort::SortMethod::Affinity
     );
+    handle.shutdown().await;
+}
+
+fn candidate<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    json["candidates"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["name"] == name))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// A config reload puts new routing in force without a restart: the GeoIP database (read
+/// again from its file), trusted proxies, server locations and the sort; servers are
+/// located again at once, by this director's config over the ad's own location over the
+/// data URL's address. A damaged database file is refused and the one in force stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_reload_puts_new_routing_in_force_and_a_bad_database_keeps_the_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = write_db(dir.path());
+    let plain = "[routing]\nlocate_interval = \"100ms\"\n";
+    let handle = start(config(dir.path(), plain)).await.unwrap();
+    let url = format!("http://{}", handle.addr());
+    let started = now_ms();
+    let declared = |name: &str, lat: f64, lon: f64| {
+        let mut ad = fixtures::ad(name, ServerKind::Cache, &["/geo"], started, 1);
+        ad.expires_at = started + 600_000;
+        ad.location = skein::coord::Coord::new(lat, lon);
+        ad.sign(&fixtures::key_for(name))
+    };
+    let ads = [
+        geo_ad("cache-san-diego", started),
+        declared("cache-london", 51.51, -0.13),
+        // Declared wrongly; this director's config will place it.
+        declared("cache-moscow", 0.0, 0.0),
+    ];
+    for ad in &ads {
+        let status = client().register(&url, ad).await.unwrap();
+        assert_eq!(status.status, "accepted", "{}", ad.ad.name);
+    }
+    // Before: no database, no trusted proxy; the ads' own locations are used already.
+    eventually(WAIT, "declared locations are used", || {
+        let url = url.clone();
+        async move {
+            let json = explain(&url, "/geo/object").await;
+            candidate(&json, "cache-london")["location"]["located_by"] == "ad"
+        }
+    })
+    .await;
+    let json = explain(&url, "/geo/object").await;
+    assert_eq!(json["client"]["located_by"], "not_public");
+    assert_eq!(json["sort"], "affinity");
+    assert!(candidate(&json, "cache-san-diego")["location"].is_null());
+    let full = format!(
+        "[routing]\nlocate_interval = \"100ms\"\nsort = \"distance\"\ngeoip_db = {db:?}\n\
+         trusted_proxies = [\"127.0.0.0/8\"]\n\
+         [[routing.server_location]]\nname = \"cache-moscow\"\nlat = 55.76\nlon = 37.62\n"
+    );
+    let reload = handle.reload_config(config(dir.path(), &full)).await;
+    assert!(
+        reload.needs_restart.is_empty(),
+        "{:?}",
+        reload.needs_restart
+    );
+    let report = reload.routing.unwrap();
+    assert!(report.db.unwrap().contains("GeoLite2-City.mmdb"));
+    eventually(
+        WAIT,
+        "the reloaded routing orders /geo by geography",
+        || {
+            let url = url.clone();
+            async move {
+                let json = explain(&url, "/geo/object").await;
+                order(&json) == ["cache-san-diego", "cache-london", "cache-moscow"]
+            }
+        },
+    )
+    .await;
+    let json = explain(&url, "/geo/object").await;
+    assert_eq!(json["client"]["located_by"], "database");
+    assert_eq!(json["sort"], "distance");
+    let by = |name: &str| candidate(&json, name)["location"]["located_by"].clone();
+    assert_eq!(by("cache-san-diego"), "address");
+    assert_eq!(by("cache-london"), "ad");
+    assert_eq!(by("cache-moscow"), "config");
+    assert_eq!(candidate(&json, "cache-moscow")["location"]["lat"], 55.76);
+    // The server list says the same.
+    let servers: serde_json::Value = reqwest::get(format!("{url}/api/v1.0/director/servers"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = servers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "cache-london")
+        .unwrap();
+    assert_eq!(listed["location"]["located_by"], "ad");
+    assert_eq!(listed["location"]["lat"], 51.51);
+    // A damaged file: refused, named, and the database in force keeps locating.
+    std::fs::write(&db, b"not a MaxMind DB").unwrap();
+    let reload = handle.reload_config(config(dir.path(), &full)).await;
+    let error = reload.routing.unwrap_err().to_string();
+    assert!(error.contains(&db.display().to_string()), "{error}");
+    let json = explain(&url, "/geo/object").await;
+    assert_eq!(json["client"]["located_by"], "database");
+    assert_eq!(order(&json)[0], "cache-san-diego");
     handle.shutdown().await;
 }

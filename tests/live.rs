@@ -508,9 +508,10 @@ async fn a_config_reload_applies_live_settings_and_names_the_others() {
     config.ads.max_lifetime = Duration::from_secs(60);
     config.peers.poll_interval = Duration::from_secs(5);
     config.log.access = true;
-    let (needs_restart, reloaded) = single.d().reload_config(config).await;
-    assert_eq!(needs_restart, ["peers"]);
-    assert!(reloaded.is_ok());
+    let reloaded = single.d().reload_config(config).await;
+    assert_eq!(reloaded.needs_restart, ["peers"]);
+    assert!(reloaded.trust.is_ok());
+    assert!(reloaded.routing.is_ok());
     let state = single.d().state();
     assert_eq!(state.ledger.limits().max_lifetime, Duration::from_secs(60));
     assert!(state.access_log.load(std::sync::atomic::Ordering::Relaxed));

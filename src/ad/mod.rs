@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::clock::UnixMillis;
+use crate::coord::Coord;
 use crate::pelican::Attestation;
 
 pub use order::{AdVersion, is_newer, merge};
@@ -208,6 +209,12 @@ pub struct Ad {
     /// (see [`canonical_ad_bytes`]).
     #[serde(default)]
     pub record: Option<Record>,
+    /// Where the server is, as its operator declares it (`[location]` of `skein origin`
+    /// and `skein cache`; a Pelican ad's `coordinate`). Last field, after `record`: an ad
+    /// without one signs and stores exactly the bytes it did before locations existed
+    /// (see `codec::canonical_ad_bytes` and `migrations/README.md`).
+    #[serde(default)]
+    pub location: Option<Coord>,
 }
 
 /// An operator's decision about one server, carried by a downtime or ban record.
@@ -251,6 +258,7 @@ impl Record {
             expires_at,
             version: env!("CARGO_PKG_VERSION").to_string(),
             record: Some(self),
+            location: None,
         }
     }
 

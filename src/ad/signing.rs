@@ -14,13 +14,16 @@ const SIGNING_DOMAIN: &[u8] = b"skein-ad-v1\0";
 
 /// The bytes an ad's signature covers: a domain tag, then the ad in the codec's canonical
 /// bincode (fields in declaration order, fixed-width integers, length-prefixed strings).
-/// `record`, the last field, is left out when absent (bincode writes `None` as one
-/// trailing 0 byte): a server ad signs exactly the bytes it signed before records
-/// existed, so services of earlier versions keep verifying.
+/// The trailing optional fields (`location`, then `record`) are left out while absent
+/// (bincode writes `None` as one 0 byte): an ad signs exactly the bytes it signed before
+/// those fields existed, so services of earlier versions keep verifying.
 pub fn canonical_ad_bytes(ad: &Ad) -> Vec<u8> {
     let mut out = SIGNING_DOMAIN.to_vec();
     out.extend_from_slice(&codec::canonical_bytes(ad));
-    if ad.record.is_none() && out.last() == Some(&0) {
+    for absent in [ad.location.is_none(), ad.record.is_none()] {
+        if !absent || out.last() != Some(&0) {
+            break;
+        }
         out.pop();
     }
     out
@@ -112,6 +115,7 @@ mod tests {
             expires_at: 100,
             version: String::new(),
             record: None,
+            location: None,
         }
     }
 

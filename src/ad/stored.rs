@@ -13,7 +13,8 @@ use crate::pelican::Attestation;
 /// An ad as a director keeps it.
 ///
 /// Stored as format 1 (`{ad, signature, received_at, expires_at}`) when it is a Skein
-/// ad, format 2 (the same, then `attestation`) when it is a Pelican ad.
+/// ad, format 2 (the same, then `attestation`) when it is a Pelican ad, both with the ad
+/// laid out without `location`; an ad with a location is format 3 (the whole struct).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredAd {
     /// The ad as signed by its server (or attested by a director).
@@ -29,14 +30,65 @@ pub struct StoredAd {
     pub attestation: Option<Box<Attestation>>,
 }
 
-/// The format-1 layout of a stored ad (Skein ads, and every ad stored before Pelican ads existed).
-#[derive(Serialize, Deserialize)]
-struct StoredAdV1<A, S> {
-    ad: A,
-    signature: S,
-    received_at: UnixMillis,
-    expires_at: UnixMillis,
+/// `Ad` as formats 1 and 2 lay it out: every field but `location` (which came later),
+/// in declaration order (bincode writes a tuple and a struct alike).
+type AdV2 = (
+    String,
+    super::ServerKind,
+    String,
+    String,
+    Vec<super::NamespaceAd>,
+    super::AdStatus,
+    super::InstanceId,
+    u64,
+    UnixMillis,
+    String,
+    Option<super::Record>,
+);
+
+/// `ad` in the [`AdV2`] layout (borrowed): the bytes formats 1 and 2 always held.
+fn ad_v2(ad: &Ad) -> impl Serialize + '_ {
+    (
+        &ad.name,
+        ad.kind,
+        &ad.data_url,
+        &ad.web_url,
+        &ad.namespaces,
+        ad.status,
+        ad.instance_id,
+        ad.generation,
+        ad.expires_at,
+        &ad.version,
+        &ad.record,
+    )
 }
+
+fn from_v2(v2: AdV2) -> Ad {
+    Ad {
+        name: v2.0,
+        kind: v2.1,
+        data_url: v2.2,
+        web_url: v2.3,
+        namespaces: v2.4,
+        status: v2.5,
+        instance_id: v2.6,
+        generation: v2.7,
+        expires_at: v2.8,
+        version: v2.9,
+        record: v2.10,
+        location: None,
+    }
+}
+
+/// Format 1: `(ad, signature, received_at, expires_at)`; format 2 appends `attestation`.
+type StoredV1 = (AdV2, String, UnixMillis, UnixMillis);
+type StoredV2 = (
+    AdV2,
+    String,
+    UnixMillis,
+    UnixMillis,
+    Option<Box<Attestation>>,
+);
 
 impl StoredAd {
     /// Wraps a verified signed ad received at `received_at`, clamping its lifetime.
@@ -68,32 +120,40 @@ impl StoredAd {
         Provenance::of(self.attestation.as_deref())
     }
 
-    /// The stored bytes: format 1 for Skein ads, format 2 for attested ones.
+    /// The stored bytes: an ad without a location in the format it always had (1 for
+    /// Skein ads, 2 for attested ones: a build from before locations reads it), one with
+    /// a location in format 3 (the whole `StoredAd`).
     pub fn encode(&self) -> Vec<u8> {
-        if self.attestation.is_some() {
-            codec::encode_as(codec::ATTESTED_AD_FORMAT, self)
-        } else {
-            codec::encode(&StoredAdV1 {
-                ad: &self.ad,
-                signature: &self.signature,
-                received_at: self.received_at,
-                expires_at: self.expires_at,
-            })
+        let (ad, signature) = (ad_v2(&self.ad), &self.signature);
+        let (received_at, expires_at) = (self.received_at, self.expires_at);
+        match (&self.ad.location, &self.attestation) {
+            (Some(_), _) => codec::encode_as(codec::LOCATED_AD_FORMAT, self),
+            (None, None) => codec::encode(&(ad, signature, received_at, expires_at)),
+            (None, Some(attestation)) => codec::encode_as(
+                codec::ATTESTED_AD_FORMAT,
+                &(ad, signature, received_at, expires_at, Some(attestation)),
+            ),
         }
     }
 
-    /// Reads bytes written by [`StoredAd::encode`] (either format).
+    /// Reads bytes written by [`StoredAd::encode`] (any of the three formats).
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        if codec::envelope_format(bytes)? == codec::ATTESTED_AD_FORMAT {
-            return codec::decode_payload(bytes);
-        }
-        let v1: StoredAdV1<Ad, String> = codec::decode(bytes)?;
+        let (ad, signature, received_at, expires_at, attestation) =
+            match codec::envelope_format(bytes)? {
+                codec::LOCATED_AD_FORMAT => return codec::decode_payload(bytes),
+                codec::ATTESTED_AD_FORMAT => codec::decode_payload::<StoredV2>(bytes)?,
+                _ => {
+                    let (ad, signature, received_at, expires_at) =
+                        codec::decode::<StoredV1>(bytes)?;
+                    (ad, signature, received_at, expires_at, None)
+                }
+            };
         Ok(Self {
-            ad: v1.ad,
-            signature: v1.signature,
-            received_at: v1.received_at,
-            expires_at: v1.expires_at,
-            attestation: None,
+            ad: from_v2(ad),
+            signature,
+            received_at,
+            expires_at,
+            attestation,
         })
     }
 }

@@ -162,6 +162,7 @@ impl Advertiser {
                 web_url: self.config.web_url.clone(),
                 namespaces,
                 status,
+                location: self.config.location,
             },
             self.clock.now_ms() + self.config.lifetime.as_millis() as u64,
         )

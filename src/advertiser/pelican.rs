@@ -21,7 +21,8 @@ use crate::config::ServiceConfig;
 use crate::eckey::EcKey;
 use crate::keys::KeyError;
 use crate::pelican::wire::{
-    Capabilities, GoTime, GoUrl, NamespaceAd, OriginAdvertise, ServerBaseAd, TokenIssuer,
+    Capabilities, Coordinate, GoTime, GoUrl, NamespaceAd, OriginAdvertise, ServerBaseAd,
+    TokenIssuer,
 };
 
 /// The scope of an advertise token.
@@ -134,6 +135,13 @@ impl PelicanSigner {
             registry_prefix: registry_prefix(config),
             data_url: config.data_url.clone(),
             web_url: config.web_url.clone(),
+            coordinate: config.location.map(|at| Coordinate {
+                lat: at.lat,
+                long: at.lon,
+                // What Pelican sends for its `GeoLocation` setting.
+                source: "declared".into(),
+                ..Coordinate::default()
+            }),
             caps,
             namespaces,
             issuer,
@@ -242,6 +250,33 @@ issuer = "https://issuer.test"
 "#
         ))
         .unwrap()
+    }
+
+    /// `[location]` goes out as Pelican's declared `coordinate`, and a director reading
+    /// the Pelican ad takes it as the ad's location.
+    #[test]
+    fn a_declared_location_travels_as_pelicans_coordinate() {
+        let mut config = service("cache");
+        let signer =
+            PelicanSigner::new(EcKey::generate(), 1_800_000_000_000, "k".as_ref()).unwrap();
+        let plain = signer.ad(&config, AdStatus::Ok, 1_800_000_000_500);
+        assert!(plain.coordinate.is_none());
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(
+            json.get("coordinate").is_none(),
+            "omitted as Pelican omits it"
+        );
+        config.location = crate::coord::Coord::new(52.37, 4.9);
+        let ad = signer.ad(&config, AdStatus::Ok, 1_800_000_000_600);
+        let json = serde_json::to_value(&ad).unwrap();
+        assert_eq!(json["coordinate"]["Lat"], 52.37);
+        assert_eq!(json["coordinate"]["Long"], 4.9);
+        assert_eq!(json["coordinate"]["Source"], "declared");
+        let received: OriginAdvertise = serde_json::from_value(json).unwrap();
+        let skein = crate::pelican::convert::to_ad(&received, ServerKind::Cache, 1, 1);
+        assert_eq!(skein.location, crate::coord::Coord::new(52.37, 4.9));
+        let plain = crate::pelican::convert::to_ad(&plain, ServerKind::Cache, 1, 1);
+        assert_eq!(plain.location, None);
     }
 
     #[test]

@@ -34,6 +34,7 @@ const KNOWN_KEYS: &[&str] = &[
     "peers.announce_interval",
     "peers.forget_after",
     "peers.max_candidates",
+    "peers.forward_delay",
     "limits.max_body",
     "limits.request_timeout",
     "limits.idle_timeout",
@@ -205,13 +206,7 @@ impl Reader {
             let network = parse_network(&o.network)
                 .map_err(|why| self.problem(format!("routing.geoip_override[{i}].network: {why}")))
                 .ok();
-            let coord = Coord::new(o.lat, o.lon);
-            if coord.is_none() {
-                self.problem(format!(
-                    "routing.geoip_override[{i}]: lat {} / lon {} is not a coordinate",
-                    o.lat, o.lon
-                ));
-            }
+            let coord = self.coordinate(&format!("routing.geoip_override[{i}]"), o.lat, o.lon);
             if let (Some(network), Some(coord)) = (network, coord) {
                 geoip_overrides.push(NetOverride { network, coord });
             }
@@ -220,15 +215,11 @@ impl Reader {
             self.optional("routing.server_location").unwrap_or_default();
         let mut server_locations = Vec::new();
         for (i, s) in servers.into_iter().enumerate() {
-            match Coord::new(s.lat, s.lon) {
+            let key = format!("routing.server_location[{i}]");
+            match self.coordinate(&key, s.lat, s.lon) {
                 Some(coord) if !s.name.trim().is_empty() => server_locations.push((s.name, coord)),
-                Some(_) => self.problem(format!(
-                    "routing.server_location[{i}].name: must not be empty"
-                )),
-                None => self.problem(format!(
-                    "routing.server_location[{i}]: lat {} / lon {} is not a coordinate",
-                    s.lat, s.lon
-                )),
+                Some(_) => self.problem(format!("{key}.name: must not be empty")),
+                None => {}
             }
         }
         let locate_interval = self.duration("routing.locate_interval");
@@ -322,6 +313,9 @@ pub struct PeersConfig {
     pub forget_after: Duration,
     /// Most unverified candidate URLs held at once (from discovery and peers' lists).
     pub max_candidates: usize,
+    /// How long an accepted ad waits before it is offered to peers (by version; the
+    /// full ad goes only to peers that lack it). Zero sends every ad in full at once.
+    pub forward_delay: Duration,
 }
 
 /// `[limits]`.
@@ -476,6 +470,7 @@ impl DirectorConfig {
             r.duration("peers.announce_interval"),
             r.duration("peers.forget_after"),
             r.required::<usize>("peers.max_candidates"),
+            r.duration_or_zero("peers.forward_delay"),
         );
         let max_body: Option<ByteSize> = r.required("limits.max_body");
         let request_timeout = r.duration("limits.request_timeout");
@@ -567,6 +562,7 @@ impl DirectorConfig {
                     announce_interval: peers.2?,
                     forget_after: peers.3?,
                     max_candidates: peers.4?,
+                    forward_delay: peers.5?,
                 },
                 limits: LimitsConfig {
                     max_body: max_body?.0,

@@ -155,8 +155,18 @@ impl Reader {
     /// A duration like `30s` or `15m`, required and positive.
     fn duration(&mut self, key: &str) -> Option<Duration> {
         let text: String = self.required(key)?;
-        match humantime::parse_duration(&text) {
-            Ok(d) if !d.is_zero() => Some(d),
+        self.parse_duration(key, &text, false)
+    }
+
+    /// A duration that may be zero (`"0s"` turns the feature it times off).
+    fn duration_or_zero(&mut self, key: &str) -> Option<Duration> {
+        let text: String = self.required(key)?;
+        self.parse_duration(key, &text, true)
+    }
+
+    fn parse_duration(&mut self, key: &str, text: &str, zero_ok: bool) -> Option<Duration> {
+        match humantime::parse_duration(text) {
+            Ok(d) if zero_ok || !d.is_zero() => Some(d),
             Ok(_) => {
                 self.problems
                     .push(format!("{key}: must be greater than zero"));
@@ -181,6 +191,18 @@ impl Reader {
                 None
             }
         }
+    }
+
+    /// A coordinate from `lat` and `lon` read at `key`: finite and in range, else a
+    /// problem that names the key.
+    fn coordinate(&mut self, key: &str, lat: f64, lon: f64) -> Option<crate::coord::Coord> {
+        let coord = crate::coord::Coord::new(lat, lon);
+        if coord.is_none() {
+            self.problem(format!(
+                "{key}: lat {lat} / lon {lon} is not a coordinate (lat -90 to 90, lon -180 to 180)"
+            ));
+        }
+        coord
     }
 
     fn problem(&mut self, text: String) {

@@ -38,6 +38,8 @@ const KNOWN_KEYS: &[&str] = &[
     "registry_prefix",
     "max_upload",
     "token_audiences",
+    "location.lat",
+    "location.lon",
 ];
 
 /// One `[[namespace]]` a service serves.
@@ -154,6 +156,9 @@ pub struct ServiceConfig {
     pub max_upload: u64,
     /// Token audiences accepted besides `data_url`, `web_url` and the WLCG "any".
     pub token_audiences: Vec<String>,
+    /// `[location]`: where this server is, declared in its ads (directors use it unless
+    /// their own `[[routing.server_location]]` names the server).
+    pub location: Option<crate::coord::Coord>,
 }
 
 impl ServiceConfig {
@@ -259,6 +264,14 @@ impl ServiceConfig {
         let export = r.optional("export");
         let cache_dir = r.optional("cache_dir");
         let ca_bundle = r.optional("ca_bundle");
+        let location = match (r.optional("location.lat"), r.optional("location.lon")) {
+            (None, None) => None,
+            (Some(lat), Some(lon)) => r.coordinate("location", lat, lon),
+            _ => {
+                r.problem("location: set both lat and lon".into());
+                None
+            }
+        };
         let config = (|| {
             let data_url = data_url?;
             Some(ServiceConfig {
@@ -282,6 +295,7 @@ impl ServiceConfig {
                 export,
                 cache_dir,
                 ca_bundle,
+                location,
             })
         })();
         r.finish(config)

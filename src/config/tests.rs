@@ -73,6 +73,35 @@ public_reads = true
     );
 }
 
+/// `[location]` is a coordinate, checked like the director's `routing.server_location`.
+#[test]
+fn a_service_declares_its_location() {
+    let base = "name = \"c\"\nkind = \"cache\"\ndata_url = \"http://c:9001\"\nkey = \"k\"\n\
+                federation = \"http://d:8444\"\n";
+    assert_eq!(ServiceConfig::from_toml(base).unwrap().location, None);
+    let c =
+        ServiceConfig::from_toml(&format!("{base}[location]\nlat = 52.37\nlon = 4.9\n")).unwrap();
+    assert_eq!(c.location, crate::coord::Coord::new(52.37, 4.9));
+    for (bad, expect) in [
+        (
+            "[location]\nlat = 95.0\nlon = 4.9\n",
+            "location: lat 95 / lon 4.9 is not a coordinate",
+        ),
+        (
+            "[location]\nlat = 52.37\n",
+            "location: set both lat and lon",
+        ),
+        (
+            "[location]\nlat = 1.0\nlon = 2.0\nalt = 3.0\n",
+            "location.alt: unknown key",
+        ),
+    ] {
+        let err = ServiceConfig::from_toml(&format!("{base}{bad}")).unwrap_err();
+        let all = err.problems.join("\n");
+        assert!(all.contains(expect), "{all}");
+    }
+}
+
 #[test]
 fn sizes_parse() {
     assert_eq!(ByteSize::try_from(Value::from("1MiB")).unwrap().0, 1 << 20);

@@ -71,7 +71,7 @@ impl Geo {
         let Some(peer) = peer.map(|p| p.ip().to_canonical()) else {
             return ClientLocation::unknown();
         };
-        let (address, address_from) = if self.trusted_proxies.is_empty() {
+        let (address, address_from) = if !self.has_trusted_proxies() {
             (peer, AddrSource::Socket)
         } else {
             self.forwarded_client(peer, headers)

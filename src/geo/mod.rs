@@ -2,57 +2,28 @@
 //! operator overrides and the client's address (socket or trusted `X-Forwarded-For`).
 //!
 //! Everything the redirect path reads here is in memory: the MaxMind DB is read whole at
-//! start (and can be swapped by a reload through [`Geo::swap_db`]), overrides are a short
-//! list, and server locations are computed off the hot path by [`servers::run`].
+//! start and again on a reload ([`Geo::apply`]), overrides are a short list, and server
+//! locations are computed off the hot path by [`servers::run`].
 
 mod client;
 mod db;
 pub mod mmdb;
 pub mod servers;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use ipnet::IpNet;
-use serde::Serialize;
 
+use crate::routing::sort::SortMethod;
+
+pub use crate::coord::{Coord, EARTH_RADIUS_KM};
 pub use client::{AddrSource, ClientLocation, LocatedBy};
 pub use db::GeoDb;
 pub use servers::{ServerLocatedBy, ServerLocation, ServerLocations};
-
-/// Mean Earth radius, kilometres.
-pub const EARTH_RADIUS_KM: f64 = 6371.0;
-
-/// A point on Earth, degrees.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Coord {
-    /// Latitude, -90 to 90.
-    pub lat: f64,
-    /// Longitude, -180 to 180.
-    pub lon: f64,
-}
-
-impl Coord {
-    /// A coordinate if both values are finite and in range.
-    pub fn new(lat: f64, lon: f64) -> Option<Self> {
-        let ok = lat.is_finite()
-            && lon.is_finite()
-            && (-90.0..=90.0).contains(&lat)
-            && (-180.0..=180.0).contains(&lon);
-        ok.then_some(Self { lat, lon })
-    }
-
-    /// Great-circle distance to `other`, kilometres (haversine, mean radius).
-    pub fn distance_km(&self, other: &Coord) -> f64 {
-        let (p1, p2) = (self.lat.to_radians(), other.lat.to_radians());
-        let dp = p2 - p1;
-        let dl = (other.lon - self.lon).to_radians();
-        let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-        2.0 * EARTH_RADIUS_KM * a.sqrt().min(1.0).asin()
-    }
-}
 
 /// Why the GeoIP database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -84,21 +55,70 @@ pub struct NetOverride {
     pub coord: Coord,
 }
 
-/// The locating half of routing: database, overrides, trusted proxies, server locations.
-pub struct Geo {
-    db: ArcSwapOption<GeoDb>,
+/// The routing settings that a config reload replaces together (the database aside).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    /// `[[routing.geoip_override]]`.
+    pub overrides: Vec<NetOverride>,
+    /// `routing.trusted_proxies`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `[[routing.server_location]]`: `(server name, coordinate)`.
+    pub server_locations: Vec<(String, Coord)>,
+    /// `routing.sort` (`None`: `distance` with a database, else `affinity`).
+    pub sort: Option<SortMethod>,
+}
+
+impl Settings {
+    /// The settings of `[routing]`.
+    pub fn of(routing: &crate::config::RoutingConfig) -> Self {
+        Self {
+            overrides: routing.geoip_overrides.clone(),
+            trusted_proxies: routing.trusted_proxies.clone(),
+            server_locations: routing.server_locations.clone(),
+            sort: routing.sort,
+        }
+    }
+}
+
+/// [`Settings`] as lookups use them.
+#[derive(Debug, Default)]
+struct Tables {
     /// Most specific network first.
     overrides: Vec<NetOverride>,
     trusted_proxies: Vec<IpNet>,
+    fixed: HashMap<String, Coord>,
+    sort: Option<SortMethod>,
+}
+
+impl From<Settings> for Tables {
+    fn from(settings: Settings) -> Self {
+        let mut overrides = settings.overrides;
+        overrides.sort_by_key(|o| std::cmp::Reverse(o.network.prefix_len()));
+        Self {
+            overrides,
+            trusted_proxies: settings.trusted_proxies,
+            fixed: settings.server_locations.into_iter().collect(),
+            sort: settings.sort,
+        }
+    }
+}
+
+/// The locating half of routing: database, overrides, trusted proxies, server locations
+/// and the sort method. Each is swapped whole by a reload ([`Geo::apply`]); lookups read
+/// them lock-free.
+pub struct Geo {
+    db: ArcSwapOption<GeoDb>,
+    tables: ArcSwap<Tables>,
     servers: ServerLocations,
 }
 
 impl std::fmt::Debug for Geo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tables = self.tables.load();
         f.debug_struct("Geo")
             .field("db", &self.db_description())
-            .field("overrides", &self.overrides.len())
-            .field("trusted_proxies", &self.trusted_proxies)
+            .field("overrides", &tables.overrides.len())
+            .field("trusted_proxies", &tables.trusted_proxies)
             .finish()
     }
 }
@@ -109,27 +129,118 @@ impl Default for Geo {
     }
 }
 
+/// What a routing reload put in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutingReport {
+    /// The database in force (`None`: none).
+    pub db: Option<String>,
+    /// The sort method in force.
+    pub sort: SortMethod,
+}
+
 impl Geo {
     /// Locating with `db` (if any), network overrides, trusted proxies and fixed server
-    /// locations (`(name, coord)` from `[[routing.server_location]]`).
+    /// locations (`(name, coord)` from `[[routing.server_location]]`), sorting by default.
     pub fn new(
         db: Option<GeoDb>,
-        mut overrides: Vec<NetOverride>,
+        overrides: Vec<NetOverride>,
         trusted_proxies: Vec<IpNet>,
-        fixed_servers: Vec<(String, Coord)>,
+        server_locations: Vec<(String, Coord)>,
     ) -> Self {
-        overrides.sort_by_key(|o| std::cmp::Reverse(o.network.prefix_len()));
+        Self::with_settings(
+            db,
+            Settings {
+                overrides,
+                trusted_proxies,
+                server_locations,
+                sort: None,
+            },
+        )
+    }
+
+    /// Locating with `db` and `settings`.
+    pub fn with_settings(db: Option<GeoDb>, settings: Settings) -> Self {
+        let tables = Tables::from(settings);
         Self {
             db: ArcSwapOption::new(db.map(Arc::new)),
-            overrides,
-            trusted_proxies,
-            servers: ServerLocations::new(fixed_servers),
+            servers: ServerLocations::configured(&tables.fixed),
+            tables: ArcSwap::from_pointee(tables),
         }
     }
 
     /// Replaces the database (a reload); readers switch at their next lookup.
     pub fn swap_db(&self, db: Option<GeoDb>) {
         self.db.store(db.map(Arc::new));
+        self.servers.changed();
+    }
+
+    /// Replaces the settings (a reload); readers switch at their next lookup, and server
+    /// locations are computed again at once.
+    pub fn set(&self, settings: Settings) {
+        self.tables.store(Arc::new(settings.into()));
+        self.servers.changed();
+    }
+
+    /// Puts `[routing]` in force without a restart: the settings at once, and the
+    /// database read again from its file (off the async threads). A database that cannot
+    /// be read keeps the one in force, and the error says which file and why (the
+    /// settings still change).
+    pub async fn apply(
+        &self,
+        routing: &crate::config::RoutingConfig,
+    ) -> Result<RoutingReport, GeoError> {
+        self.set(Settings::of(routing));
+        let read = match routing.geoip_db.clone() {
+            None => Ok(None),
+            Some(path) => {
+                let reading = path.clone();
+                tokio::task::spawn_blocking(move || GeoDb::open(&reading).map(Some))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(GeoError::Unreadable {
+                            path,
+                            message: e.to_string(),
+                        })
+                    })
+            }
+        };
+        let result = match read {
+            Ok(db) => {
+                match &db {
+                    Some(db) => tracing::info!(db = %db.describe(), "GeoIP database reloaded"),
+                    None => tracing::warn!(
+                        "no GeoIP database configured (routing.geoip_db): clients are not located; distance sorts fall back to affinity"
+                    ),
+                }
+                self.swap_db(db);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(%error, kept = ?self.db_description(), "GeoIP database refused on reload; the one in force stays");
+                Err(error)
+            }
+        };
+        result.map(|()| RoutingReport {
+            db: self.db_description(),
+            sort: self.sort(),
+        })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Settings {
+        let tables = self.tables.load();
+        Settings {
+            overrides: tables.overrides.clone(),
+            trusted_proxies: tables.trusted_proxies.clone(),
+            server_locations: tables.fixed.iter().map(|(n, c)| (n.clone(), *c)).collect(),
+            sort: tables.sort,
+        }
+    }
+
+    /// The sort method in force: the configured one, else `distance` with a database and
+    /// `affinity` without.
+    pub fn sort(&self) -> SortMethod {
+        effective_sort(self.tables.load().sort, self.has_db())
     }
 
     /// True if a GeoIP database is loaded.
@@ -147,11 +258,17 @@ impl Geo {
         &self.servers
     }
 
+    /// The fixed server locations (`[[routing.server_location]]`) in force.
+    pub fn fixed_locations(&self) -> HashMap<String, Coord> {
+        self.tables.load().fixed.clone()
+    }
+
     /// Where `ip` is, from the overrides first, then the database. Private, loopback and
     /// other non-global addresses are not looked up in the database.
     pub fn locate_ip(&self, ip: IpAddr) -> (Option<Coord>, LocatedBy) {
         let ip = ip.to_canonical();
-        if let Some(o) = self.overrides.iter().find(|o| o.network.contains(&ip)) {
+        let tables = self.tables.load();
+        if let Some(o) = tables.overrides.iter().find(|o| o.network.contains(&ip)) {
             return (Some(o.coord), LocatedBy::Override);
         }
         if !is_global(ip) {
@@ -169,7 +286,16 @@ impl Geo {
     /// True if `ip` is one of the configured trusted proxies.
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+        self.tables
+            .load()
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&ip))
+    }
+
+    /// True if some proxy is trusted.
+    pub fn has_trusted_proxies(&self) -> bool {
+        !self.tables.load().trusted_proxies.is_empty()
     }
 }
 
@@ -196,21 +322,12 @@ pub fn from_config(routing: &crate::config::RoutingConfig) -> Result<Geo, GeoErr
             Err(error) => return Err(error),
         },
     };
-    Ok(Geo::new(
-        db,
-        routing.geoip_overrides.clone(),
-        routing.trusted_proxies.clone(),
-        routing.server_locations.clone(),
-    ))
+    Ok(Geo::with_settings(db, Settings::of(routing)))
 }
 
 /// The sort method in force: the configured one, else `distance` with a database and
 /// `affinity` without.
-pub fn effective_sort(
-    configured: Option<crate::routing::sort::SortMethod>,
-    has_db: bool,
-) -> crate::routing::sort::SortMethod {
-    use crate::routing::sort::SortMethod;
+pub fn effective_sort(configured: Option<SortMethod>, has_db: bool) -> SortMethod {
     configured.unwrap_or(if has_db {
         SortMethod::Distance
     } else {

@@ -1,5 +1,6 @@
-//! Where servers are: fixed locations from config, else the GeoIP location of the data
-//! URL's host (resolved by a background worker, cached and refreshed), else unknown.
+//! Where servers are: this director's `[[routing.server_location]]`, else the location
+//! the server's ad declares, else the GeoIP location of the data URL's host (resolved by
+//! a background worker, cached and refreshed), else unknown.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use futures::StreamExt;
 use serde::Serialize;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Coord, Geo};
@@ -23,10 +25,12 @@ const RESOLVE_CONCURRENCY: usize = 16;
 
 /// How a server's location was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "by")]
+#[serde(rename_all = "snake_case", tag = "located_by")]
 pub enum ServerLocatedBy {
     /// `[[routing.server_location]]` in this director's config.
     Config,
+    /// The server's own ad (`[location]` of a Skein service, a Pelican ad's `coordinate`).
+    Ad,
     /// The GeoIP location (or a network override) of the data URL's host address.
     Address {
         /// The address located.
@@ -34,10 +38,11 @@ pub enum ServerLocatedBy {
     },
 }
 
-/// A server's location.
+/// A server's location: in JSON `{"lat", "lon", "located_by", ["address"]}`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ServerLocation {
     /// The coordinate.
+    #[serde(flatten)]
     pub location: Coord,
     /// How it was found.
     #[serde(flatten)]
@@ -49,16 +54,17 @@ pub type LocationMap = HashMap<String, ServerLocation>;
 
 /// The current server locations.
 pub struct ServerLocations {
-    fixed: HashMap<String, Coord>,
     current: ArcSwap<LocationMap>,
+    /// Settings or the database changed: compute again now.
+    changed: Notify,
 }
 
 impl ServerLocations {
-    pub(super) fn new(fixed: Vec<(String, Coord)>) -> Self {
-        let fixed: HashMap<String, Coord> = fixed.into_iter().collect();
+    /// The map before any ad is seen: the configured locations.
+    pub(super) fn configured(fixed: &HashMap<String, Coord>) -> Self {
         Self {
-            current: ArcSwap::from_pointee(configured(&fixed)),
-            fixed,
+            current: ArcSwap::from_pointee(configured(fixed)),
+            changed: Notify::new(),
         }
     }
 
@@ -71,6 +77,11 @@ impl ServerLocations {
     /// Replaces the map.
     pub fn publish(&self, map: LocationMap) {
         self.current.store(Arc::new(map));
+    }
+
+    /// Wakes the worker: what locations are computed from has changed.
+    pub(super) fn changed(&self) {
+        self.changed.notify_one();
     }
 }
 
@@ -103,20 +114,50 @@ fn host_port(data_url: &str) -> Option<(String, u16)> {
 /// Resolved host names: addresses and when they were resolved.
 type DnsCache = HashMap<String, (Vec<IpAddr>, Instant)>;
 
-/// Computes every server's location from `view`: config first, then the data URL host's
-/// address (a literal, or resolved through `dns`, refreshing entries older than
-/// `dns_refresh`).
+/// Where `ad`'s server is, as routing sees it now: this director's config first (always
+/// in `map`), then the ad's own location (read from the ad itself, so a new or moved
+/// server is placed by its first ad, not at the worker's next pass), then the address
+/// location the worker found.
+pub fn location_of(map: &LocationMap, ad: &crate::ad::Ad) -> Option<ServerLocation> {
+    let found = map.get(&ad.name).copied();
+    if let Some(configured) = found.filter(|l| l.located_by == ServerLocatedBy::Config) {
+        return Some(configured);
+    }
+    match ad.location {
+        Some(location) => Some(ServerLocation {
+            location,
+            located_by: ServerLocatedBy::Ad,
+        }),
+        None => found.filter(|l| l.located_by != ServerLocatedBy::Ad),
+    }
+}
+
+/// Computes every server's location from `view`: this director's config first, then the
+/// ad's own location, then the data URL host's address (a literal, or resolved through
+/// `dns`, refreshing entries older than `dns_refresh`).
 pub async fn compute(
     geo: &Geo,
     view: &View,
     dns: &mut DnsCache,
     dns_refresh: Duration,
 ) -> LocationMap {
-    let fixed = &geo.servers().fixed;
+    let fixed = geo.fixed_locations();
+    let mut map = configured(&fixed);
     let mut hosts: Vec<(String, String, u16)> = Vec::new();
     for stored in view.ads() {
         let ad = &stored.ad;
         if ad.kind == ServerKind::Director || fixed.contains_key(&ad.name) {
+            continue;
+        }
+        if let Some(location) = ad.location {
+            let by = ServerLocatedBy::Ad;
+            map.insert(
+                ad.name.clone(),
+                ServerLocation {
+                    location,
+                    located_by: by,
+                },
+            );
             continue;
         }
         if let Some((host, port)) = host_port(&ad.data_url) {
@@ -170,7 +211,6 @@ pub async fn compute(
     for (host, addrs) in resolved {
         dns.insert(host, (addrs, now));
     }
-    let mut map = configured(fixed);
     for (name, host, _) in hosts {
         let addrs = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
@@ -192,7 +232,8 @@ pub async fn compute(
 }
 
 /// The worker: recomputes server locations when the view changes (checked every
-/// `every`) and re-resolves host names every `dns_refresh`.
+/// `every`), at once when a reload changed the settings or the database, and
+/// re-resolves host names every `dns_refresh`.
 pub async fn run(
     geo: Arc<Geo>,
     ledger: Arc<Ledger>,
@@ -206,25 +247,29 @@ pub async fn run(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let forced = tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = tick.tick() => {
-                let view = ledger.view();
-                let refresh = refreshed.elapsed() >= dns_refresh;
-                if !refresh && last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &view)) {
-                    continue;
-                }
-                if refresh {
-                    refreshed = Instant::now();
-                }
-                let map = tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    map = compute(&geo, &view, &mut dns, dns_refresh) => map,
-                };
-                tracing::debug!(located = map.len(), ads = view.len(), "server locations updated");
-                geo.servers().publish(map);
-                last = Some(view);
-            }
+            _ = geo.servers().changed.notified() => true,
+            _ = tick.tick() => false,
+        };
+        let view = ledger.view();
+        let refresh = refreshed.elapsed() >= dns_refresh;
+        if !forced && !refresh && last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &view)) {
+            continue;
         }
+        if refresh {
+            refreshed = Instant::now();
+        }
+        let map = tokio::select! {
+            _ = cancel.cancelled() => break,
+            map = compute(&geo, &view, &mut dns, dns_refresh) => map,
+        };
+        tracing::debug!(
+            located = map.len(),
+            ads = view.len(),
+            "server locations updated"
+        );
+        geo.servers().publish(map);
+        last = Some(view);
     }
 }

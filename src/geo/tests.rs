@@ -219,6 +219,7 @@ async fn server_locations_come_from_config_then_the_host_address() {
     let mut ads = Vec::new();
     for (name, url) in [
         ("fixed", "http://81.2.69.1:8443"),
+        ("declared", "http://81.2.69.1:8443"),
         ("by-ip", "http://81.2.69.1:8443"),
         ("by-ipv6", "https://[2001:4860::5]"),
         ("loopback", "http://127.0.0.1:9"),
@@ -226,6 +227,10 @@ async fn server_locations_come_from_config_then_the_host_address() {
     ] {
         let mut ad = crate::fixtures::ad(name, ServerKind::Cache, &["/ns"], 1, 1);
         ad.data_url = url.into();
+        if name == "fixed" || name == "declared" {
+            // The ad's own location: after this director's config, before the address.
+            ad.location = Some(coord(52.37, 4.9));
+        }
         let signed = ad.sign(&crate::fixtures::key_for(name));
         ads.push(StoredAd::new(signed, 2, 900_000));
     }
@@ -234,12 +239,129 @@ async fn server_locations_come_from_config_then_the_host_address() {
     let map = servers::compute(&g, &view, &mut dns, std::time::Duration::from_secs(60)).await;
     assert_eq!(map["fixed"].location, coord(1.0, 2.0));
     assert_eq!(map["fixed"].located_by, ServerLocatedBy::Config);
+    assert_eq!(map["declared"].location, coord(52.37, 4.9));
+    assert_eq!(map["declared"].located_by, ServerLocatedBy::Ad);
+    assert_eq!(
+        serde_json::to_value(map["declared"]).unwrap(),
+        serde_json::json!({ "lat": 52.37, "lon": 4.9, "located_by": "ad" })
+    );
     assert_eq!(map["by-ip"].location, coord(51.51, -0.13));
+    assert_eq!(
+        serde_json::to_value(map["by-ip"]).unwrap(),
+        serde_json::json!({ "lat": 51.51, "lon": -0.13, "located_by": "address", "address": "81.2.69.1" })
+    );
     assert_eq!(map["by-ipv6"].location, coord(37.39, -122.08));
     assert!(!map.contains_key("loopback"));
     assert!(!map.contains_key("by-name"), "localhost is not public");
     assert!(
         dns.contains_key("localhost"),
         "names are resolved and cached"
+    );
+}
+
+fn routing(extra: &str) -> crate::config::RoutingConfig {
+    crate::config::DirectorConfig::from_toml(&format!(
+        "name = \"d\"\nadvertise_url = \"http://d:8444\"\n[identity]\nkey = \"k\"\n\
+         [federation]\ntrust = \"t\"\n{extra}"
+    ))
+    .unwrap()
+    .routing
+}
+
+/// A reload reads the database file again and swaps every table; a file that does not
+/// read keeps the database in force (the error names the file) while the tables change.
+#[tokio::test]
+async fn a_reload_reads_the_database_again_and_keeps_it_when_the_file_is_bad() {
+    use crate::routing::sort::SortMethod;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("city.mmdb");
+    std::fs::write(&path, city_db(&[(net("81.2.69.0/24"), 51.51, -0.13)])).unwrap();
+    let london = ip("81.2.69.7");
+    let g = Geo::default();
+    assert_eq!(g.sort(), SortMethod::Affinity);
+    assert_eq!(g.locate_ip(london), (None, LocatedBy::NoDatabase));
+    let full = routing(&format!(
+        "[routing]\ngeoip_db = {path:?}\ntrusted_proxies = [\"10.0.0.0/8\"]\n\
+         [[routing.geoip_override]]\nnetwork = \"192.168.0.0/16\"\nlat = 43.07\nlon = -89.4\n\
+         [[routing.server_location]]\nname = \"cache-1\"\nlat = 1.0\nlon = 2.0\n"
+    ));
+    let report = g.apply(&full).await.unwrap();
+    assert!(report.db.unwrap().contains("city.mmdb"));
+    assert_eq!(report.sort, SortMethod::Distance);
+    assert_eq!(
+        g.locate_ip(london),
+        (Some(coord(51.51, -0.13)), LocatedBy::Database)
+    );
+    assert_eq!(g.locate_ip(ip("192.168.3.4")).1, LocatedBy::Override);
+    assert!(g.is_trusted_proxy(ip("10.1.2.3")));
+    assert_eq!(g.fixed_locations()["cache-1"], coord(1.0, 2.0));
+    // The file changed on disk: the same config reads it again.
+    std::fs::write(&path, city_db(&[(net("81.2.69.0/24"), 48.85, 2.35)])).unwrap();
+    g.apply(&full).await.unwrap();
+    assert_eq!(g.locate_ip(london).0, Some(coord(48.85, 2.35)));
+    // A damaged file: refused with its path; the database read before stays in force,
+    // and the other settings still change.
+    std::fs::write(&path, b"not a database").unwrap();
+    let bare = routing(&format!(
+        "[routing]\ngeoip_db = {path:?}\nsort = \"random\"\n"
+    ));
+    let error = g.apply(&bare).await.unwrap_err().to_string();
+    assert!(error.contains(&path.display().to_string()), "{error}");
+    assert_eq!(g.locate_ip(london).0, Some(coord(48.85, 2.35)));
+    assert_eq!(g.sort(), SortMethod::Random);
+    assert_eq!(g.locate_ip(ip("192.168.3.4")).1, LocatedBy::NotPublic);
+    assert!(!g.is_trusted_proxy(ip("10.1.2.3")));
+    assert!(g.fixed_locations().is_empty());
+    // A missing file likewise; no database configured drops it.
+    let gone = routing("[routing]\ngeoip_db = \"/nonexistent/city.mmdb\"\n");
+    assert!(g.apply(&gone).await.is_err());
+    assert!(g.has_db());
+    let report = g.apply(&routing("")).await.unwrap();
+    assert_eq!(report.db, None);
+    assert_eq!(report.sort, SortMethod::Affinity);
+    assert_eq!(g.locate_ip(london).1, LocatedBy::NoDatabase);
+}
+
+#[test]
+fn routing_places_a_server_by_its_own_ad_before_the_worker_has_seen_it() {
+    use crate::ad::ServerKind;
+    use servers::{LocationMap, ServerLocatedBy, ServerLocation, location_of};
+    let mut ad = crate::fixtures::ad("c1", ServerKind::Cache, &["/ns"], 1, 1);
+    let at = |location, located_by| ServerLocation {
+        location,
+        located_by,
+    };
+    let address = ServerLocatedBy::Address {
+        address: IpAddr::from([192, 0, 2, 1]),
+    };
+    let empty = LocationMap::new();
+    assert_eq!(location_of(&empty, &ad), None, "nothing known");
+
+    // The worker found the host's address; the ad declares nothing.
+    let found = LocationMap::from([("c1".to_string(), at(coord(5.0, 6.0), address))]);
+    assert_eq!(location_of(&found, &ad), Some(at(coord(5.0, 6.0), address)));
+
+    // A first ad with a location is placed at once, ahead of the address.
+    ad.location = Some(coord(10.0, 20.0));
+    let by_ad = Some(at(coord(10.0, 20.0), ServerLocatedBy::Ad));
+    assert_eq!(location_of(&empty, &ad), by_ad);
+    assert_eq!(location_of(&found, &ad), by_ad);
+
+    // The ad moved: its new location wins over the worker's older copy.
+    let stale = LocationMap::from([("c1".to_string(), at(coord(-1.0, -1.0), ServerLocatedBy::Ad))]);
+    assert_eq!(location_of(&stale, &ad), by_ad);
+    // The ad stopped declaring one: the stale copy is not used.
+    ad.location = None;
+    assert_eq!(location_of(&stale, &ad), None);
+
+    // This director's config beats everything.
+    ad.location = Some(coord(10.0, 20.0));
+    let configured = LocationMap::from([(
+        "c1".to_string(),
+        at(coord(30.0, 40.0), ServerLocatedBy::Config),
+    )]);
+    assert_eq!(
+        location_of(&configured, &ad),
+        Some(at(coord(30.0, 40.0), ServerLocatedBy::Config))
     );
 }

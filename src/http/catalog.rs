@@ -185,18 +185,22 @@ async fn discover_servers(State(state): State<Arc<AppState>>) -> Json<Vec<Target
         .filter(|a| a.ad.status == AdStatus::Ok && a.expires_at > now)
         .collect();
     ads.sort_by_key(|a| a.ad.key());
+    let locations = state.geo.servers().load();
     let groups = ads
         .into_iter()
         .filter_map(|a| {
             let target = scrape_target(&a.ad.web_url)?;
+            // Pelican writes `%.4f` of the location it uses (0 when unknown).
+            let at = crate::geo::servers::location_of(&locations, &a.ad).map(|l| l.location);
+            let (lat, long) = at.map_or((0.0, 0.0), |c| (c.lat, c.lon));
             let labels = BTreeMap::from([
                 ("server_type", pelican_type(a.ad.kind).to_string()),
                 ("server_name", a.ad.name.clone()),
                 ("server_auth_url", a.ad.data_url.clone()),
                 ("server_url", a.ad.data_url.clone()),
                 ("server_web_url", a.ad.web_url.clone()),
-                ("server_lat", "0.0000".to_string()),
-                ("server_long", "0.0000".to_string()),
+                ("server_lat", format!("{lat:.4}")),
+                ("server_long", format!("{long:.4}")),
             ]);
             Some(TargetGroup {
                 targets: vec![target],

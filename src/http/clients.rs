@@ -281,14 +281,15 @@ async fn redirect_for(state: &AppState, request: &Parts) -> Result<Response, Api
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     // Affinity ignores where the client is: only an explanation needs it then.
-    let client = if state.sort == SortMethod::Affinity && !flags.explain {
+    let method = state.geo.sort();
+    let client = if method == SortMethod::Affinity && !flags.explain {
         crate::geo::ClientLocation::unknown()
     } else {
         state.geo.locate_client(peer, &request.headers)
     };
     let locations = state.geo.servers().load();
     let input = SortInput {
-        method: state.sort,
+        method,
         client: client.location,
         client_addr: client.address,
         path: &path,
@@ -308,7 +309,7 @@ async fn redirect_for(state: &AppState, request: &Parts) -> Result<Response, Api
             purpose: purpose_name(purpose),
             client,
             geoip_db: state.geo.db_description(),
-            sort: state.sort,
+            sort: method,
             flags,
             candidates,
             order: route.candidates.iter().map(|c| c.name()).collect(),

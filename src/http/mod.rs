@@ -62,10 +62,8 @@ pub struct AppState {
     pub signals: Arc<dyn Signals>,
     /// The probes behind `signals`: presence checks, the health board, their metrics.
     pub probes: Arc<Probes>,
-    /// Client and server locations.
+    /// Client and server locations, and the sort method in force.
     pub geo: Arc<crate::geo::Geo>,
-    /// The sort method in force.
-    pub sort: crate::routing::sort::SortMethod,
     /// True once the store is open and the view loaded.
     pub ready: AtomicBool,
     /// Verifies and attests Pelican servers' own advertisements.

@@ -16,10 +16,10 @@ use super::error::ApiError;
 use super::json::JsonBody;
 use crate::ad::SignedAd;
 use crate::replication::digest;
-use crate::wire::{AdListing, DigestSummary, DirectorInfo, FetchRequest};
+use crate::wire::{AdListing, DigestEntry, DigestSummary, DirectorInfo, FetchRequest, OfferAnswer};
 use serde::Deserialize;
 
-/// Most keys one fetch may ask for.
+/// Most keys one fetch may ask for (and most entries in one offer).
 const MAX_FETCH: usize = 10_000;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
@@ -29,6 +29,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1.0/director/ads", get(ads))
         .route("/api/v1.0/director/digest", get(digest))
         .route("/api/v1.0/director/ads/fetch", post(fetch))
+        .route("/api/v1.0/director/forward/offer", post(offer))
 }
 
 async fn directors(State(state): State<Arc<AppState>>) -> Json<Vec<DirectorInfo>> {
@@ -218,4 +219,27 @@ async fn fetch(
             .map(|a| a.signed())
             .collect(),
     ))
+}
+
+/// A peer offers the versions of ads it would forward; the answer names (by index) the
+/// entries newer than what this director holds, which the peer then forwards in full.
+/// Costs one lookup per entry: no ad is parsed and no signature checked.
+async fn offer(
+    State(state): State<Arc<AppState>>,
+    JsonBody(entries): JsonBody<Vec<DigestEntry>>,
+) -> Result<Json<OfferAnswer>, ApiError> {
+    if entries.len() > MAX_FETCH {
+        return Err(ApiError::bad_request(
+            "too_many_entries",
+            format!("at most {MAX_FETCH} entries per offer"),
+        ));
+    }
+    let view = state.ledger.view();
+    let wanted = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| crate::ad::is_newer(e.version, view.get(&e.key).map(|a| a.ad.version())))
+        .map(|(i, _)| i)
+        .collect();
+    Ok(Json(OfferAnswer { wanted }))
 }

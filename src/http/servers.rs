@@ -1,4 +1,5 @@
-//! `GET /api/v1.0/director/servers`: every origin and cache in the view with its health.
+//! `GET /api/v1.0/director/servers`: every origin and cache in the view with its health
+//! and its location.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use serde::Serialize;
 use super::AppState;
 use crate::ad::{AdStatus, ServerKind};
 use crate::clock::UnixMillis;
+use crate::geo::ServerLocation;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new().route("/api/v1.0/director/servers", get(servers))
@@ -29,6 +31,8 @@ struct ServerEntry {
     expires_at: UnixMillis,
     /// `null` until the first probe finishes (or with `health.enabled = false`).
     health: Option<HealthEntry>,
+    /// Where the server is and how that was found (`located_by`); `null`: unknown.
+    location: Option<ServerLocation>,
 }
 
 /// What the probes last saw.
@@ -50,6 +54,7 @@ async fn servers(State(state): State<Arc<AppState>>) -> Json<Vec<ServerEntry>> {
     let now = state.ledger.clock().now_ms();
     let view = state.ledger.view();
     let board = state.probes.board().snapshot();
+    let locations = state.geo.servers().load();
     let mut listing: Vec<ServerEntry> = view
         .ads()
         .filter(|a| a.expires_at > now && a.ad.kind != ServerKind::Director)
@@ -72,6 +77,7 @@ async fn servers(State(state): State<Arc<AppState>>) -> Json<Vec<ServerEntry>> {
                 namespaces: a.ad.namespaces.iter().map(|n| n.path.clone()).collect(),
                 expires_at: a.expires_at,
                 health,
+                location: crate::geo::servers::location_of(&locations, &a.ad),
             }
         })
         .collect();

@@ -44,6 +44,9 @@ fn harness_with(
     signals: Arc<dyn crate::routing::signals::Signals>,
 ) -> Harness {
     let dir = tempfile::tempdir().unwrap();
+    let mut settings = geo.settings();
+    settings.sort = Some(sort);
+    geo.set(settings);
     let store = Store::open(dir.path()).unwrap();
     let clock: SharedClock = ManualClock::new(NOW);
     let trust = fixtures::trust(&[
@@ -80,6 +83,7 @@ fn harness_with(
             poll_interval: Duration::from_secs(60),
             max_candidates: 8,
             forget_after: Duration::from_secs(3600),
+            forward_delay: Duration::from_secs(2),
         },
         Client::new(Duration::from_secs(1), None).unwrap(),
         metrics.clone(),
@@ -112,7 +116,6 @@ fn harness_with(
         signals,
         probes,
         geo: Arc::new(geo),
-        sort,
         ready: AtomicBool::new(true),
         pelican: Arc::new(crate::pelican::Gate::new(
             "director-a",
@@ -603,6 +606,41 @@ async fn digests_come_whole_summarised_or_by_bucket() {
 }
 
 #[tokio::test]
+async fn an_offer_is_answered_with_the_entries_newer_than_held() {
+    let h = harness();
+    let held = ad("origin-1", ServerKind::Origin, &["/ns"], 2);
+    assert_eq!(h.register(&held).await.status, StatusCode::OK);
+    let entry = |signed: &SignedAd| crate::wire::DigestEntry {
+        key: signed.ad.key(),
+        version: signed.ad.version(),
+    };
+    let offer = vec![
+        entry(&ad("origin-1", ServerKind::Origin, &["/ns"], 1)), // older: not wanted
+        entry(&held),                                            // the same: not wanted
+        entry(&ad("origin-1", ServerKind::Origin, &["/ns"], 3)), // newer: wanted
+        entry(&ad("cache-1", ServerKind::Cache, &["/ns"], 1)),   // not held: wanted
+    ];
+    let answer = h
+        .call(
+            Method::POST,
+            "/api/v1.0/director/forward/offer",
+            Some(serde_json::to_string(&offer).unwrap()),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json);
+    assert_eq!(answer.json, serde_json::json!({"wanted": [2, 3]}));
+    let malformed = h
+        .call(
+            Method::POST,
+            "/api/v1.0/director/forward/offer",
+            Some("[{\"key\": 1}]".into()),
+        )
+        .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert!(malformed.json["error"].is_string());
+}
+
+#[tokio::test]
 async fn ad_listings_come_in_pages_that_cover_every_ad_once() {
     let h = harness();
     for (name, kind, ns) in [
@@ -743,7 +781,7 @@ async fn explain_says_who_the_client_is_and_why_each_server_ranks_where_it_does(
     assert_eq!(json["order"], serde_json::json!(["cache-1", "origin-1"]));
     let first = &json["candidates"][0];
     assert_eq!(first["name"], "cache-1");
-    assert_eq!(first["location"]["by"], "config");
+    assert_eq!(first["location"]["located_by"], "config");
     // London to Paris, by hand: 344.4 km.
     assert_eq!(first["distance_km"].as_f64().unwrap(), 344.4);
     assert_eq!(first["up"], true);

@@ -32,8 +32,12 @@ pub(super) fn record(ad: &Ad, now: UnixMillis, max_skew_ms: u64) -> Result<(), S
     if ad.name.chars().any(char::is_control) {
         return Err("name contains a control character".into());
     }
-    if !ad.namespaces.is_empty() || !ad.data_url.is_empty() || !ad.web_url.is_empty() {
-        return Err("a record carries no namespaces and no URLs".into());
+    if !ad.namespaces.is_empty()
+        || !ad.data_url.is_empty()
+        || !ad.web_url.is_empty()
+        || ad.location.is_some()
+    {
+        return Err("a record carries no namespaces, no URLs and no location".into());
     }
     short(&ad.version).map_err(|why| format!("version: {why}"))?;
     if record.signer.is_empty() || record.signer.len() > 255 {
@@ -69,6 +73,14 @@ pub(super) fn check(ad: &Ad) -> Result<(), String> {
         header_url(&ad.web_url).map_err(|why| format!("web-url: {why}"))?;
     }
     short(&ad.version).map_err(|why| format!("version: {why}"))?;
+    if let Some(at) = &ad.location
+        && !at.is_valid()
+    {
+        return Err(format!(
+            "location: lat {} / lon {} is not a coordinate (finite, lat -90 to 90, lon -180 to 180)",
+            at.lat, at.lon
+        ));
+    }
     for ns in &ad.namespaces {
         namespace(ns).map_err(|why| format!("namespace {:?}: {why}", ns.path))?;
     }
@@ -239,5 +251,37 @@ mod tests {
         let mut ad = with_ns(|_| {});
         ad.version = "v".repeat(MAX_SHORT_LEN + 1);
         assert!(check(&ad).is_err());
+    }
+
+    #[test]
+    fn a_location_must_be_a_coordinate() {
+        let at = |lat: f64, lon: f64| {
+            let mut ad = with_ns(|_| {});
+            ad.location = Some(crate::coord::Coord { lat, lon });
+            check(&ad)
+        };
+        assert_eq!(at(43.07, -89.4), Ok(()));
+        assert_eq!(at(-90.0, 180.0), Ok(()));
+        for (lat, lon) in [
+            (90.5, 0.0),
+            (0.0, -180.1),
+            (f64::NAN, 0.0),
+            (0.0, f64::INFINITY),
+            (f64::NEG_INFINITY, 0.0),
+        ] {
+            let why = at(lat, lon).unwrap_err();
+            assert!(why.starts_with("location: "), "{why}");
+        }
+        let mut record = crate::ad::Record {
+            signer: "ops".into(),
+            active: true,
+            start: 0,
+            end: u64::MAX,
+            reason: String::new(),
+        }
+        .into_ad(ServerKind::Ban, "o", 1, u64::MAX);
+        assert_eq!(super::record(&record, 1, 0), Ok(()));
+        record.location = crate::coord::Coord::new(1.0, 1.0);
+        assert!(super::record(&record, 1, 0).is_err());
     }
 }

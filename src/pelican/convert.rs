@@ -22,6 +22,7 @@ use crate::ad::{
     TokenIssuer,
 };
 use crate::clock::UnixMillis;
+use crate::coord::Coord;
 
 /// Pelican's `Server.AdLifetime` default: an ad without an expiry lives this long.
 pub const DEFAULT_AD_LIFETIME_MS: u64 = 15 * 60 * 1000;
@@ -173,6 +174,11 @@ pub fn to_ad(
         expires_at: expires_at(pelican, received_at),
         version: pelican.server_base_ad.version.chars().take(64).collect(),
         record: None,
+        // Declared by the server (Pelican's `GeoLocation`); checked like any ad's.
+        location: pelican.coordinate.as_ref().map(|c| Coord {
+            lat: c.lat,
+            lon: c.long,
+        }),
     }
 }
 

@@ -18,8 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
+use crate::flight::Flights;
 
 use super::jwks::{KeySet, KidLookup, MAX_JWKS_BYTES, PublicKey};
 use crate::client::Client;
@@ -88,8 +87,6 @@ struct Entry {
     last_attempt: UnixMillis,
 }
 
-type Flight = Shared<BoxFuture<'static, Result<Arc<KeySet>, RegistryError>>>;
-
 struct Bucket {
     tokens: f64,
     at: Instant,
@@ -102,7 +99,8 @@ pub struct Registry {
     clock: SharedClock,
     base: Mutex<Option<String>>,
     entries: Mutex<HashMap<String, Entry>>,
-    inflight: Mutex<HashMap<String, Flight>>,
+    /// Fetches in the air, one per prefix.
+    inflight: Flights<String, Result<Arc<KeySet>, RegistryError>>,
     bucket: Mutex<Bucket>,
     /// Bounds registry requests in flight (background refreshes come in waves).
     slots: tokio::sync::Semaphore,
@@ -138,7 +136,7 @@ impl Registry {
             clock,
             base: Mutex::new(base),
             entries: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Flights::default(),
             bucket: Mutex::new(bucket),
             slots: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             requests: AtomicU64::new(0),
@@ -242,28 +240,9 @@ impl Registry {
 
     /// One fetch per prefix at a time; everyone asking meanwhile shares its answer.
     async fn fetch(self: &Arc<Self>, prefix: &str) -> Result<Arc<KeySet>, RegistryError> {
-        let flight = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(flight) = inflight.get(prefix) {
-                flight.clone()
-            } else {
-                let this = self.clone();
-                let owned = prefix.to_owned();
-                let flight = async move {
-                    let result = this.fetch_now(&owned).await;
-                    this.inflight
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&owned);
-                    result
-                }
-                .boxed()
-                .shared();
-                inflight.insert(prefix.to_owned(), flight.clone());
-                flight
-            }
-        };
-        flight.await
+        let (this, owned) = (self.clone(), prefix.to_owned());
+        let fetch = move || async move { this.fetch_now(&owned).await };
+        self.inflight.run(prefix.to_owned(), fetch).await
     }
 
     fn take_token(&self) -> bool {

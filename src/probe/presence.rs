@@ -8,6 +8,7 @@
 //! no token. At most `presence.fan_out` servers of each kind are asked per request, the
 //! best-ranked first, all at once, each within `presence.timeout`; past
 //! `presence.max_in_flight` `HEAD`s over all requests, a request is routed unchecked.
+//! Concurrent requests for one object share each server's `HEAD` (single flight).
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 use super::http::HttpProber;
 use crate::ad::{AdKey, ServerKind};
 use crate::config::PresenceConfig;
+use crate::flight::Flights;
 use crate::paths::encode_path;
 use crate::routing::signals::{KeyBuf, Presence, Signals};
 use crate::routing::{Candidate, Purpose, Route};
@@ -32,11 +34,15 @@ struct Answer {
 /// Answers by object path; each row is short (the servers of one namespace).
 type Answers = imbl::HashMap<String, Arc<Vec<Answer>>>;
 
-/// Cached presence answers, read lock-free; writers swap in a new map.
+/// Cached presence answers, read lock-free; writers swap in a new map. Checks in the
+/// air are shared: concurrent requests for one object at one server wait for one `HEAD`.
 #[derive(Debug)]
 pub struct PresenceCache {
     answers: ArcSwap<Answers>,
     config: PresenceConfig,
+    /// `HEAD`s in the air by (server, object path): at most one each. Bounded by the
+    /// checks in progress (`presence.max_in_flight`, see `Probes::prepare`).
+    flights: Flights<(AdKey, String), Presence>,
 }
 
 impl PresenceCache {
@@ -45,6 +51,7 @@ impl PresenceCache {
         Self {
             answers: ArcSwap::default(),
             config,
+            flights: Flights::default(),
         }
     }
 
@@ -106,6 +113,11 @@ impl PresenceCache {
             next.insert(path.to_string(), Arc::new(row));
             next
         });
+    }
+
+    /// Presence checks in the air, by (server, object path).
+    pub fn flights(&self) -> &Flights<(AdKey, String), Presence> {
+        &self.flights
     }
 
     /// The settings this cache was built with.
@@ -235,13 +247,20 @@ pub async fn check(
     let encoded = encode_path(ask.path);
     let token = ask.token();
     let timeout = cache.config.timeout;
-    // `to_check` caps the list at `fan_out` per kind, so all are asked at once.
+    // `to_check` caps the list at `fan_out` per kind, so all are asked at once; a check
+    // of the same object at the same server already in the air is joined, not repeated.
     let mut asks = Vec::with_capacity(stale.len());
     for c in stale {
         let url = format!("{}{encoded}", c.data_url().trim_end_matches('/'));
         let key = key_of(c);
         let kind = c.kind;
-        asks.push(async move { (key, prober.presence(&url, kind, token, timeout).await) });
+        let (prober, token) = (prober.clone(), token.map(str::to_owned));
+        let flight = (key.clone(), ask.path.to_owned());
+        asks.push(async move {
+            let head =
+                move || async move { prober.presence(&url, kind, token.as_deref(), timeout).await };
+            (key, cache.flights.run(flight, head).await)
+        });
     }
     let answers: Vec<(AdKey, Presence)> = futures::future::join_all(asks).await;
     cache.put(ask.path, &answers);
@@ -367,6 +386,67 @@ mod tests {
 
     const O: ServerKind = ServerKind::Origin;
     const C: ServerKind = ServerKind::Cache;
+
+    /// Concurrent checks of one object at one server send one `HEAD` (counted by the
+    /// server, which answers only once every check has joined); another object is its
+    /// own `HEAD`; nothing stays in the air afterwards.
+    #[tokio::test]
+    async fn concurrent_checks_of_one_object_share_one_head() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let heads = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let app = {
+            let (heads, release) = (heads.clone(), release.clone());
+            axum::Router::new().fallback(move || {
+                let (heads, release) = (heads.clone(), release.clone());
+                async move {
+                    heads.fetch_add(1, Ordering::SeqCst);
+                    let _held = release.acquire().await;
+                    axum::http::StatusCode::OK
+                }
+            })
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let cache = PresenceCache::new(PresenceConfig {
+            timeout: Duration::from_secs(30),
+            ..config()
+        });
+        let prober = HttpProber::new(reqwest::Client::new());
+        let origin = fixtures::candidate_at("o1", O, Some(&format!("http://{addr}")));
+        let servers = [&origin];
+        let asked = ask(Purpose::OriginRead, "");
+        let checks =
+            futures::future::join_all((0..16).map(|_| check(&prober, &cache, &servers, &asked)));
+        let flight = (key(O, "o1"), "/ns/obj".to_string());
+        let all_aboard = async {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while cache.flights().aboard(&flight) < 16 {
+                assert!(Instant::now() < deadline, "checks never joined");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            release.add_permits(1_000);
+        };
+        let (answers, ()) = futures::join!(checks, all_aboard);
+        for answer in answers {
+            assert_eq!(answer, vec![(key(O, "o1"), Presence::Present)]);
+        }
+        assert_eq!(
+            heads.load(Ordering::SeqCst),
+            1,
+            "one HEAD for sixteen checks"
+        );
+        assert!(cache.flights().is_empty());
+        let other = Ask {
+            path: "/ns/other",
+            ..asked
+        };
+        let answer = check(&prober, &cache, &servers, &other).await;
+        assert_eq!(answer, vec![(key(O, "o1"), Presence::Present)]);
+        assert_eq!(heads.load(Ordering::SeqCst), 2);
+        assert!(cache.flights().is_empty());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn answers_expire_by_their_own_ttl() {

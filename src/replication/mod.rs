@@ -5,17 +5,17 @@
 //! verified peer except the one it came from. Each peer's queue, worker and sync
 //! schedule belong to its [`Link`](crate::peers::Link), owned by the [`PeerSet`]: a
 //! dead or slow peer delays nobody else, and a forgotten peer's worker stops. Queues
-//! coalesce by key and retry with backoff and jitter. The same ad is never accepted
+//! coalesce by key, wait `peers.forward_delay` and offer versions before
+//! sending full ads (forwarding is the repair path), and retry with backoff and jitter. The same ad is never accepted
 //! twice, so forwarding stops by construction. See `docs/replication.md`.
 
 pub mod digest;
+mod forward;
 mod queue;
 mod sync;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,19 +24,10 @@ use crate::ad::{ServerKind, SignedAd};
 use crate::client::Client;
 use crate::ledger::{IngestError, IngestOutcome, Ledger};
 use crate::metrics::Metrics;
-use crate::peers::{Link, PeerSet, PeerTiming, SelfInfo};
+use crate::peers::{PeerSet, PeerTiming, SelfInfo};
 
 pub use queue::PeerQueue;
 pub use sync::SyncReport;
-
-/// Most ads sent in one forward request.
-const BATCH: usize = 256;
-/// Most bytes of JSON in one forward request (well under a peer's 1 MiB body limit).
-const BATCH_BYTES: usize = 512 * 1024;
-/// First retry delay after a failed forward; doubles up to [`MAX_BACKOFF`].
-const BASE_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest retry delay.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Accepts ads and forwards the newer ones to every verified peer.
 pub struct Replicator {
@@ -45,22 +36,6 @@ pub struct Replicator {
     client: Client,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
-}
-
-/// How big a forward request may be; a peer's 413 halves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct BatchLimit {
-    ads: usize,
-    bytes: usize,
-}
-
-impl Default for BatchLimit {
-    fn default() -> Self {
-        Self {
-            ads: BATCH,
-            bytes: BATCH_BYTES,
-        }
-    }
 }
 
 impl Replicator {
@@ -173,10 +148,20 @@ impl Replicator {
         result
     }
 
-    /// Queues `ad` for every verified peer except `except` (by any of its URLs).
+    /// Queues `ad` for every verified peer except `except` (by any of its URLs): to be
+    /// offered after `peers.forward_delay` (by then a peer that the server reaches itself
+    /// holds it, and answers so), or at once in full when the delay is zero and for
+    /// director ads (membership should not wait).
     pub fn offer(self: &Arc<Self>, ad: Arc<StoredAd>, except: Option<&str>) {
+        let delay = self.peers.forward_delay();
+        let at_once = delay.is_zero() || ad.ad.kind == ServerKind::Director;
+        let due = tokio::time::Instant::now() + delay;
         for (_, link) in self.peers.links_except(except) {
-            link.queue.push(ad.clone());
+            if at_once {
+                link.queue.push(ad.clone());
+            } else {
+                link.queue.push_offer(ad.clone(), due);
+            }
         }
     }
 
@@ -203,101 +188,6 @@ impl Replicator {
         }
     }
 
-    /// One peer's worker, one `select!` over its cancellation, its queue and its sync
-    /// timer. It first sends this director's own ad (so the peer learns of it without
-    /// waiting for an announce) and catches up in both directions; then it forwards
-    /// what is queued and syncs every [`PeerSet::sync_period`] and whenever the peer
-    /// comes back. It ends when the peer is forgotten or the director stops.
-    pub(crate) async fn run_peer(self: Arc<Self>, peer: String, link: Link) {
-        let _running = self.peers.worker_started();
-        let own = crate::ad::AdKey {
-            kind: ServerKind::Director,
-            name: self.peers.self_name().to_string(),
-        };
-        if let Some(own) = self.ledger.view().get(&own).cloned() {
-            link.queue.push(own);
-        }
-        let mut failures: u32 = 0;
-        let mut limit = BatchLimit::default();
-        let mut sync_at = tokio::time::Instant::now();
-        // The first sync skips ads accepted in its last seconds (they are normally in
-        // flight); ads accepted just before this peer was verified were offered to no
-        // one, so a second sync follows soon after the first.
-        let mut follow_up = Some(Duration::from_secs(3));
-        loop {
-            if link.queue.is_empty() {
-                tokio::select! {
-                    _ = link.cancel.cancelled() => return,
-                    _ = link.queue.wait() => {}
-                    _ = link.sync_now.notified() => sync_at = tokio::time::Instant::now(),
-                    _ = tokio::time::sleep_until(sync_at) => {}
-                }
-            }
-            if sync_at <= tokio::time::Instant::now() {
-                tokio::select! {
-                    _ = link.cancel.cancelled() => return,
-                    _ = self.sync_logged(&peer) => {}
-                }
-                let period = follow_up.take().unwrap_or_else(|| self.peers.sync_period());
-                sync_at = tokio::time::Instant::now() + period;
-                continue;
-            }
-            let (batch, body) = encode_batch(&link.queue, limit);
-            if batch.is_empty() {
-                continue;
-            }
-            let sent_bytes = body.len();
-            let sent = tokio::select! {
-                _ = link.cancel.cancelled() => return,
-                sent = self.client.forward_encoded(&peer, body, self.peers.self_url()) => sent,
-            };
-            match sent {
-                Ok(results) => {
-                    failures = 0;
-                    for result in &results {
-                        self.metrics.forwarded(&peer, &result.status);
-                        if let Some(detail) = &result.detail {
-                            tracing::warn!(peer = %peer, %detail, "peer refused a forwarded ad");
-                        }
-                    }
-                    if self.peers.mark_ok(&peer) {
-                        sync_at = tokio::time::Instant::now();
-                    }
-                }
-                Err(error) if error.status() == Some(413) && batch.len() > 1 => {
-                    // The peer takes smaller bodies than this director sends: halve and
-                    // send again (nothing is dropped; one ad always goes alone at last).
-                    limit = BatchLimit {
-                        ads: (batch.len() / 2).max(1),
-                        bytes: (sent_bytes / 2).max(1),
-                    };
-                    self.metrics.forwarded(&peer, "too_large");
-                    self.peers.mark_ok(&peer);
-                    tracing::info!(peer = %peer, ads = limit.ads, bytes = limit.bytes, "peer refused a batch as too large; halving");
-                    link.queue.put_back(batch);
-                }
-                Err(error) if error.is_definitive_refusal() => {
-                    // The peer answered and refused the request itself (not one ad):
-                    // sending the same bytes again cannot succeed.
-                    self.metrics.forwarded(&peer, "rejected");
-                    self.peers.mark_ok(&peer);
-                    tracing::error!(peer = %peer, %error, ads = batch.len(), "peer rejected a forward batch; dropped");
-                }
-                Err(error) => {
-                    self.metrics.forwarded(&peer, "error");
-                    self.peers.mark_failed(&peer, &error.to_string());
-                    link.queue.put_back(batch);
-                    failures = failures.saturating_add(1);
-                    let delay = backoff(failures);
-                    tokio::select! {
-                        _ = link.cancel.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-    }
-
     async fn sync_logged(self: &Arc<Self>, peer: &str) {
         match self.sync_with(peer).await {
             Ok(report) => {
@@ -305,6 +195,7 @@ impl Replicator {
                     tracing::info!(peer = %peer, pulled = report.pulled, pushed = report.pushed, "caught up with peer");
                 }
                 self.ledger.recovery().sync_succeeded(peer);
+                self.metrics.synced();
             }
             Err(error) => {
                 self.peers.mark_failed(peer, &error.to_string());
@@ -314,70 +205,10 @@ impl Replicator {
     }
 }
 
-/// Takes ads from `queue` into one JSON array of at most `limit.ads` ads and about
-/// `limit.bytes` bytes (always at least one ad); the rest goes back.
-fn encode_batch(queue: &PeerQueue, limit: BatchLimit) -> (Vec<Arc<StoredAd>>, Vec<u8>) {
-    let taken = queue.take(limit.ads);
-    let mut body = b"[".to_vec();
-    let mut batch = Vec::with_capacity(taken.len());
-    let mut rest = Vec::new();
-    for ad in taken {
-        let Ok(json) = serde_json::to_vec(&ad.signed()) else {
-            continue;
-        };
-        if !batch.is_empty() && body.len() + json.len() + 2 > limit.bytes {
-            rest.push(ad);
-            continue;
-        }
-        if !batch.is_empty() {
-            body.push(b',');
-        }
-        body.extend_from_slice(&json);
-        batch.push(ad);
-    }
-    body.push(b']');
-    queue.put_back(rest);
-    (batch, body)
-}
-
-/// Exponential backoff with ±50% jitter.
-fn backoff(failures: u32) -> Duration {
-    let exp = BASE_BACKOFF.saturating_mul(1u32 << failures.min(10).saturating_sub(1));
-    let capped = exp.min(MAX_BACKOFF);
-    let jitter = rand::thread_rng().gen_range(0.5..1.5);
-    capped.mul_f64(jitter)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batches_stay_under_the_byte_budget_and_keep_the_rest() {
-        use crate::fixtures;
-        let queue = PeerQueue::default();
-        let many: Vec<String> = (0..2000).map(|i| format!("/ns/{i:04}")).collect();
-        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-        for i in 0..20 {
-            let name = format!("origin-{i}");
-            let ad = fixtures::ad(&name, ServerKind::Origin, &refs, 10, 1);
-            queue.push(Arc::new(StoredAd::new(
-                ad.sign(&fixtures::key_for(&name)),
-                10,
-                u64::MAX,
-            )));
-        }
-        let (batch, body) = encode_batch(&queue, BatchLimit::default());
-        assert!(!batch.is_empty() && batch.len() < 20, "{} ads", batch.len());
-        assert!(body.len() <= BATCH_BYTES, "{} bytes", body.len());
-        let parsed: Vec<SignedAd> = serde_json::from_slice(&body).unwrap();
-        assert_eq!(parsed.len(), batch.len());
-        assert_eq!(
-            queue.len(),
-            20 - batch.len(),
-            "the rest waits for the next batch"
-        );
-    }
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_duplicate_answer_waits_for_the_first_copys_fsync() {
@@ -403,6 +234,7 @@ mod tests {
                 poll_interval: Duration::from_secs(60),
                 max_candidates: 4,
                 forget_after: Duration::from_secs(3600),
+                forward_delay: Duration::from_secs(2),
             },
             Client::new(Duration::from_secs(1), None).unwrap(),
             Arc::new(Metrics::default()),
@@ -422,12 +254,5 @@ mod tests {
         let outcome = replicator.accept(signed, None).await.unwrap();
         assert!(matches!(outcome, IngestOutcome::Duplicate));
         assert!(!store.has_unflushed_writes());
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(1) <= Duration::from_millis(150));
-        assert!(backoff(4) >= Duration::from_millis(400));
-        assert!(backoff(30) <= MAX_BACKOFF.mul_f64(1.5));
     }
 }

@@ -235,7 +235,7 @@ fn entries(candidates: &mut Vec<Candidate>, input: &SortInput<'_>, explaining: b
                 Presence::Unknown
             };
             let location = if located || explaining {
-                input.locations.get(c.name()).copied()
+                crate::geo::servers::location_of(input.locations, &c.ad.ad)
             } else {
                 None
             };

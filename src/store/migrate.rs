@@ -107,6 +107,7 @@ mod v1 {
                 expires_at: old.ad.expires_at,
                 version: old.ad.version,
                 record: None,
+                location: None,
             };
             let stored = StoredAd {
                 ad,

@@ -397,14 +397,6 @@ async fn skein_ads_stay_format_1_and_pelican_ads_are_format_2() {
     let pelican = attested("origin-p", 1);
     assert_eq!(skein.encode()[0], codec::VALUE_FORMAT);
     assert_eq!(pelican.encode()[0], codec::ATTESTED_AD_FORMAT);
-    // Format 1 bytes are exactly what a store written before Pelican ads holds.
-    let old_layout = codec::encode(&(
-        &skein.ad,
-        &skein.signature,
-        skein.received_at,
-        skein.expires_at,
-    ));
-    assert_eq!(skein.encode(), old_layout);
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
@@ -417,4 +409,166 @@ async fn skein_ads_stay_format_1_and_pelican_ads_are_format_2() {
     loaded.sort_by_key(|a| a.ad.name.clone());
     assert_eq!(loaded, vec![skein, pelican.clone()]);
     assert_eq!(store.get_ad(&pelican.ad.key()).unwrap(), Some(pelican));
+}
+
+/// A downtime record about `origin-1`, signed by the admin key `ops`.
+fn record_ad() -> StoredAd {
+    let mut ad = crate::ad::Record {
+        signer: "ops".into(),
+        active: true,
+        start: 1_000,
+        end: 9_000_000,
+        reason: "disk swap".into(),
+    }
+    .into_ad(ServerKind::Downtime, "origin-1", 1_000, 9_000_000);
+    ad.instance_id.uuid = uuid::Uuid::from_u64_pair(7, 7);
+    ad.version = "test".into();
+    StoredAd::new(ad.sign(&fixtures::key_for("ops")), 2_000, 900_000)
+}
+
+/// What the schema-2 fixture holds: a Skein ad (format 1), a downtime record (format 1,
+/// with `record`) and a Pelican ad (format 2).
+fn schema_2_content() -> Vec<StoredAd> {
+    vec![record_ad(), stored("origin-1", 3), attested("origin-p", 2)]
+}
+
+/// Writes the schema-2 fixture: `cargo test --lib write_schema_2_fixture -- --ignored`.
+/// Written once by the build before ads carried a location; never regenerate it.
+#[test]
+#[ignore = "writes the committed fixture; run by hand when adding a schema version"]
+fn write_schema_2_fixture() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/fixtures/schema-2");
+    let _ = std::fs::remove_dir_all(&fixture);
+    let store = Store::open(&fixture).unwrap();
+    for ad in schema_2_content() {
+        store.put_ad(&ad).unwrap();
+    }
+    store.set_last_started_at(1_800_000_000_000).unwrap();
+    store.flush_blocking().unwrap();
+}
+
+/// Signatures made by the build before ads carried a location (Ed25519 is deterministic):
+/// the same ads must sign the same bytes.
+const SCHEMA_2_SIGNATURES: [&str; 3] = [
+    "CcvMIvUDHMHjjustZgkvIvzMYvH4mphbql2ZBPRQ6kkJLOhTRMfFuo8INt_wGooXSWIpLd3goZEiWenuDtMoCg",
+    "sjQB3T5vtp0eqCD68zhanF385_U79I3-wHymLTf41Y3wNtdZuKzS8PgWInwNgbtQAUZwmzjuTi751wPDIxL1Bg",
+    "nNe-0N74UXQDxd_VEpIRVxDbRY4Y1Rbf9s-DXmZG6R3WIqxPoqe0fYdeCGD4Mns4oEIgLf8vLZKb7NdjYvehBg",
+];
+
+/// A store written before ads carried a location (schema 2: a record and a Skein ad in
+/// format 1, a Pelican ad in format 2) opens as it is: the same ads, signed as they were,
+/// every signature verifying, and the store sound on reopening.
+#[test]
+fn the_committed_schema_2_fixture_opens() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/fixtures/schema-2");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture, dir.path());
+    let (store, damage) = Store::open_or_recover(dir.path(), 1).unwrap();
+    assert_eq!(damage, None);
+    let loaded = store.load_ads().unwrap();
+    assert!(loaded.quarantined.is_empty());
+    assert_eq!(store.last_started_at().unwrap(), Some(1_800_000_000_000));
+    let mut ads = loaded.ads;
+    ads.sort_by_key(|a| (a.ad.name.clone(), std::cmp::Reverse(a.ad.kind)));
+    let expected = schema_2_content();
+    assert_eq!(ads, expected);
+    for (ad, signature) in ads.iter().zip(SCHEMA_2_SIGNATURES) {
+        assert_eq!(ad.signature, signature, "{}", ad.ad.key());
+    }
+    let skein = |a: &StoredAd, signer: &str| {
+        a.signed()
+            .verify(&fixtures::key_for(signer).verifying_key())
+    };
+    skein(&ads[0], "ops").unwrap();
+    skein(&ads[1], "origin-1").unwrap();
+    let pelican = &ads[2];
+    crate::pelican::attest::verify(
+        &pelican.ad,
+        pelican.attestation.as_deref().unwrap(),
+        &pelican.signature,
+        &fixtures::key_for("director-a").verifying_key(),
+    )
+    .unwrap();
+    drop(store);
+    let (store, damage) = Store::open_or_recover(dir.path(), 2).unwrap();
+    assert_eq!(damage, None);
+    assert_eq!(store.load_ads().unwrap().ads, expected);
+}
+
+/// Today's build stores an ad without a location in exactly the bytes the schema-2
+/// fixture holds (its manifest digest sums every key and value), so a build from before
+/// locations reads what this one writes.
+#[tokio::test]
+async fn ads_without_a_location_keep_the_bytes_of_formats_1_and_2() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/fixtures/schema-2");
+    let written = manifest::read(&fixture).unwrap().unwrap().pending;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for ad in schema_2_content() {
+            store.put_ad(&ad).unwrap();
+        }
+        store.flush().await.unwrap();
+    }
+    let now = manifest::read(dir.path()).unwrap().unwrap().pending;
+    assert_eq!(now, written);
+}
+
+/// An ad with a location is format 3 (Skein or Pelican), round-trips whole, and the
+/// location is covered by the signature (and by the attestation).
+#[tokio::test]
+async fn located_ads_are_format_3_and_signed_with_their_location() {
+    let madison = crate::coord::Coord::new(43.07, -89.4);
+    let mut ad = fixtures::ad("origin-1", ServerKind::Origin, &["/ns"], 1_000, 4);
+    ad.location = madison;
+    let skein = StoredAd::new(ad.sign(&fixtures::key_for("origin-1")), 2_000, 900_000);
+    let mut pelican = attested("origin-p", 3);
+    pelican.ad.location = madison;
+    pelican = StoredAd::new(
+        crate::pelican::attest::attest(
+            pelican.ad.clone(),
+            *pelican.attestation.clone().unwrap(),
+            &fixtures::key_for("director-a"),
+        ),
+        2_000,
+        900_000,
+    );
+    for stored in [&skein, &pelican] {
+        let bytes = stored.encode();
+        assert_eq!(bytes[0], codec::LOCATED_AD_FORMAT);
+        assert_eq!(&StoredAd::decode(&bytes).unwrap(), stored);
+    }
+    let key = fixtures::key_for("origin-1").verifying_key();
+    skein.signed().verify(&key).unwrap();
+    let mut moved = skein.signed();
+    moved.ad.location = crate::coord::Coord::new(43.07, -89.5);
+    assert!(moved.verify(&key).is_err());
+    let mut dropped = skein.signed();
+    dropped.ad.location = None;
+    assert!(dropped.verify(&key).is_err());
+    let director = fixtures::key_for("director-a").verifying_key();
+    let attestation = pelican.attestation.as_deref().unwrap();
+    crate::pelican::attest::verify(&pelican.ad, attestation, &pelican.signature, &director)
+        .unwrap();
+    let mut unlocated = pelican.ad.clone();
+    unlocated.location = None;
+    assert!(
+        crate::pelican::attest::verify(&unlocated, attestation, &pelican.signature, &director)
+            .is_err()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.put_ad(&skein).unwrap();
+        store.put_ad(&pelican).unwrap();
+        store.flush().await.unwrap();
+    }
+    let (store, damage) = Store::open_or_recover(dir.path(), 3).unwrap();
+    assert_eq!(damage, None);
+    let mut loaded = store.load_ads().unwrap().ads;
+    loaded.sort_by_key(|a| a.ad.name.clone());
+    assert_eq!(loaded, vec![skein, pelican]);
 }

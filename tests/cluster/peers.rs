@@ -309,8 +309,7 @@ async fn a_director_removed_from_the_trust_file_stops_being_a_peer_until_trusted
     };
 
     write(&["director-0"]);
-    let (_, report) = d0.reload_config(config.clone()).await;
-    let report = report.unwrap();
+    let report = d0.reload_config(config.clone()).await.trust.unwrap();
     assert_eq!(report.dropped_peers, vec![url1.clone()]);
     assert!(
         report
@@ -353,8 +352,8 @@ async fn a_director_removed_from_the_trust_file_stops_being_a_peer_until_trusted
     );
 
     write(&["director-0", "director-1"]);
-    let (_, report) = d0.reload_config(config).await;
-    assert!(report.unwrap().dropped_peers.is_empty());
+    let report = d0.reload_config(config).await.trust.unwrap();
+    assert!(report.dropped_peers.is_empty());
     eventually(WAIT, "director 1 is a peer again", || async {
         d0.state().peers.urls() == vec![url1.clone()] && d0.state().peers.workers() == 1
     })

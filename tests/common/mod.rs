@@ -94,6 +94,8 @@ pub type TrustEdit = Arc<dyn Fn(usize, &mut Trust) + Send + Sync>;
 pub struct Tuning {
     pub poll_interval: &'static str,
     pub announce_interval: &'static str,
+    /// `peers.forward_delay` (the shipped default unless a test says otherwise).
+    pub forward_delay: &'static str,
     pub clock: Option<SharedClock>,
     /// Every director uses this director's URL as its `federation.discovery_url`.
     pub discovery_from: Option<usize>,
@@ -110,6 +112,7 @@ impl Default for Tuning {
         Self {
             poll_interval: "300ms",
             announce_interval: "1h",
+            forward_delay: "2s",
             clock: None,
             discovery_from: None,
             limits: "",
@@ -227,6 +230,7 @@ directors = [{seeds}]
 poll_interval = "{poll}"
 forward_timeout = "1s"
 announce_interval = "{announce}"
+forward_delay = "{forward_delay}"
 [ads]
 prune_interval = "200ms"
 [limits]
@@ -239,6 +243,7 @@ prune_interval = "200ms"
             dir = node.data_dir,
             poll = self.tuning.poll_interval,
             announce = self.tuning.announce_interval,
+            forward_delay = self.tuning.forward_delay,
             limits = self.tuning.limits,
             extra = self.tuning.extra,
         );
