@@ -81,7 +81,8 @@ fn bench_route(c: &mut Criterion) {
     let metrics = Metrics::default();
     c.bench_function("metrics_request_observe", |b| {
         b.iter(|| {
-            let class = RouteClass::of(black_box("/ligo/frames/file.dat"));
+            let class =
+                RouteClass::of(&axum::http::Method::GET, black_box("/ligo/frames/file.dat"));
             metrics.request(class, black_box(Duration::from_micros(180)));
         })
     });

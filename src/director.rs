@@ -319,6 +319,7 @@ impl Director {
             workers.clone(),
         );
         let peers = replicator.peers().clone();
+        reloader.attach_peers(peers.clone());
         for url in &config.federation.directors {
             peers.add(url, Source::Configured);
         }
@@ -553,21 +554,31 @@ impl DirectorHandle {
         self.started_in
     }
 
-    /// Graceful stop: withdraw this director's ad from its peers, stop accepting, drain
-    /// requests, stop workers, flush the store.
+    /// Graceful stop: withdraw this director's ad from its peers (and from configured or
+    /// discovered directors not verified yet), all at once and each for at most
+    /// `peers.forward_timeout`; stop accepting, drain requests, stop workers, flush the
+    /// store.
     pub async fn shutdown(self) {
         if let Some(withdrawal) = self.announce(AdStatus::ShuttingDown).await {
             let client = self.state.replicator.client().clone();
             let from = self.state.advertise_url.clone();
-            let sends = self.state.peers.urls().into_iter().map(|peer| {
-                let client = client.clone();
-                let ad = withdrawal.clone();
-                let from = from.clone();
-                async move {
-                    tokio::time::timeout(self.forward_timeout, client.forward(&peer, &ad, &from))
+            let sends = self
+                .state
+                .peers
+                .withdrawal_targets()
+                .into_iter()
+                .map(|peer| {
+                    let client = client.clone();
+                    let ad = withdrawal.clone();
+                    let from = from.clone();
+                    async move {
+                        tokio::time::timeout(
+                            self.forward_timeout,
+                            client.forward(&peer, &ad, &from),
+                        )
                         .await
-                }
-            });
+                    }
+                });
             join_all(sends).await;
         }
         self.state.ready.store(false, Ordering::SeqCst);

@@ -30,6 +30,7 @@ pub mod preflight;
 pub mod probe;
 pub mod reload;
 pub mod replication;
+pub mod route_class;
 pub mod routing;
 pub mod scitokens;
 pub mod servers;

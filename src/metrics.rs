@@ -12,6 +12,9 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::route_class::ROUTE_CLASSES;
+pub use crate::route_class::RouteClass;
+
 /// Outcome of a redirect request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RedirectResult {
@@ -76,55 +79,6 @@ fn escape(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
-}
-
-/// Which family of routes a request belongs to (a bounded label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteClass {
-    /// Client object paths (the redirect hot path).
-    Redirect,
-    /// Services registering ads, operators sending records.
-    Register,
-    /// Ads forwarded by peer directors.
-    Forward,
-    /// Bulk reads: ad listings, digests, fetches.
-    Bulk,
-    /// Health, metrics, discovery, status page.
-    Other,
-}
-
-const ROUTE_CLASSES: [&str; 5] = ["redirect", "register", "forward", "bulk", "other"];
-
-impl RouteClass {
-    /// Classifies a request path.
-    pub fn of(path: &str) -> Self {
-        match path {
-            "/api/v1.0/director/registerOrigin"
-            | "/api/v1.0/director/registerCache"
-            | "/api/v1.0/director/records" => RouteClass::Register,
-            "/api/v1.0/director/forward" | "/api/v1.0/director/forward/offer" => {
-                RouteClass::Forward
-            }
-            "/api/v1.0/director/ads"
-            | "/api/v1.0/director/servers"
-            | "/api/v1.0/director/digest"
-            | "/api/v1.0/director/ads/fetch" => RouteClass::Bulk,
-            "/"
-            | "/health"
-            | "/api/v1.0/health"
-            | "/ready"
-            | "/metrics"
-            | "/.well-known/pelican-configuration"
-            | "/api/v1.0/director/directors"
-            | "/api/v2.0/director/listNamespaces" => RouteClass::Other,
-            _ => RouteClass::Redirect,
-        }
-    }
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        ROUTE_CLASSES[self as usize]
-    }
 }
 
 /// Upper bounds of the request-duration buckets, microseconds (100 µs to 10 s).
@@ -210,7 +164,7 @@ pub struct PeerGauges {
 /// The director's metrics.
 #[derive(Default)]
 pub struct Metrics {
-    durations: [Histogram; 5],
+    durations: [Histogram; ROUTE_CLASSES.len()],
     ads_received: Family,
     forwards: Family,
     offers: Family,

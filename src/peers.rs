@@ -28,10 +28,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::ad::{Ad, InstanceId, ServerKind, SignedAd};
+use crate::ad::{Ad, ServerKind, SignedAd};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::replication::{PeerQueue, Replicator};
 use crate::store::Store;
+use crate::trust::Trust;
 use crate::wire::DirectorInfo;
 
 pub use record::{PeerRecord, PeerSources};
@@ -115,31 +116,12 @@ struct Peer {
     reachable: bool,
     last_error: Option<String>,
     last_logged: Option<UnixMillis>,
-    ad: DirectorAdInfo,
+    /// Its latest accepted director ad: what verified it, checked again when the trust
+    /// changes.
+    signed: SignedAd,
     link: Link,
     /// The last digest exchange found nothing to pull or push (None: none yet).
     in_sync: Option<bool>,
-}
-
-#[derive(Debug, Clone)]
-struct DirectorAdInfo {
-    name: String,
-    instance: InstanceId,
-    generation: u64,
-    version: String,
-    expiry: UnixMillis,
-}
-
-impl DirectorAdInfo {
-    fn of(ad: &Ad) -> Self {
-        Self {
-            name: ad.name.clone(),
-            instance: ad.instance_id,
-            generation: ad.generation,
-            version: ad.version.clone(),
-            expiry: ad.expires_at,
-        }
-    }
 }
 
 /// One known peer as an operator sees it.
@@ -344,7 +326,8 @@ impl PeerSet {
 
     /// Learns from a director ad accepted by the ledger: its URL is a candidate, or
     /// (same UUID) the ad refreshes what is known of a peer, or the URL is this director.
-    pub fn note_director_ad(&self, ad: &Ad) {
+    pub fn note_director_ad(&self, signed: &SignedAd) {
+        let ad = &signed.ad;
         let url = normalize(&ad.data_url);
         if self.is_me(ad) {
             if url != self.me.url && ad.instance_id.uuid == self.me.uuid {
@@ -355,18 +338,18 @@ impl PeerSet {
         let mut members = self.members();
         let known = members.by_url.get(&url).copied();
         match known.and_then(|uuid| members.peers.get_mut(&uuid)) {
-            Some(peer) if peer.ad.instance.uuid == ad.instance_id.uuid => {
-                if crate::ad::is_newer(ad.version(), Some(peer_version(&peer.ad))) {
-                    peer.ad = DirectorAdInfo::of(ad);
+            Some(peer) if peer.signed.ad.instance_id.uuid == ad.instance_id.uuid => {
+                if crate::ad::is_newer(ad.version(), Some(peer.signed.ad.version())) {
+                    peer.signed = signed.clone();
                 }
             }
             Some(peer)
-                if peer.ad.name == ad.name
-                    && crate::ad::is_newer(ad.version(), Some(peer_version(&peer.ad))) =>
+                if peer.signed.ad.name == ad.name
+                    && crate::ad::is_newer(ad.version(), Some(peer.signed.ad.version())) =>
             {
                 // The same director restarted at the same URL: a new instance UUID.
-                let old = peer.ad.instance.uuid;
-                peer.ad = DirectorAdInfo::of(ad);
+                let old = peer.signed.ad.instance_id.uuid;
+                peer.signed = signed.clone();
                 if let Some(peer) = members.peers.remove(&old) {
                     let uuid = ad.instance_id.uuid;
                     for alias in peer.aliases.iter().chain(Some(&peer.record.url)) {
@@ -468,6 +451,54 @@ impl PeerSet {
         true
     }
 
+    /// Puts a new trust in force among the peers. A peer whose latest director ad the
+    /// trust no longer admits (its name removed, its key changed, no longer a director)
+    /// stops being a forward target at once: its worker stops and its queue is dropped.
+    /// It stays known as a candidate (its record kept), probed like any other, so it
+    /// becomes a peer again only once the director ad it serves is admitted. Every
+    /// candidate is probed again now, so a director trusted again returns promptly.
+    /// Returns the advertise URLs of the peers dropped.
+    pub fn apply_trust(&self, trust: &Trust) -> Vec<String> {
+        let now = Instant::now();
+        let mut members = self.members();
+        let untrusted: Vec<Uuid> = members
+            .peers
+            .iter()
+            .filter(|(_, p)| trust.check(&p.signed).is_err())
+            .map(|(uuid, _)| *uuid)
+            .collect();
+        let mut dropped = Vec::new();
+        for uuid in untrusted {
+            let Some(peer) = members.peers.remove(&uuid) else {
+                continue;
+            };
+            members.by_url.retain(|_, u| *u != uuid);
+            peer.link.cancel.cancel();
+            tracing::warn!(peer = %peer.record.url, name = %peer.signed.ad.name, "director no longer trusted: not a forward target until its ad is admitted again");
+            let mut candidate = Candidate::new(peer.record.sources, peer.record.first_seen, now);
+            candidate.last_ok = peer.record.last_ok;
+            members
+                .candidates
+                .insert(peer.record.url.clone(), candidate);
+            dropped.push(peer.record.url);
+        }
+        for candidate in members.candidates.values_mut() {
+            candidate.next_probe = now;
+            // A probe in flight was checked against the old trust: probe again if it fails.
+            candidate.poked = candidate.probing;
+        }
+        drop(members);
+        self.probe_wake.notify_one();
+        dropped
+    }
+
+    /// True if the trust in force admits `signed` (no replicator: nothing to ask).
+    fn admitted(&self, signed: &SignedAd) -> bool {
+        self.replicator
+            .upgrade()
+            .is_none_or(|r| r.ledger().trust().check(signed).is_ok())
+    }
+
     /// Forgets peers and learned candidates that are neither configured nor in the
     /// discovery document and have been unreachable for longer than `forget_after_ms`.
     pub fn forget_stale(&self, forget_after_ms: u64) -> Vec<String> {
@@ -536,6 +567,14 @@ impl PeerSet {
             .collect()
     }
 
+    /// Where this director's withdrawal goes when it stops: every verified peer, and
+    /// every configured or discovered URL not verified yet, so that a director stopped
+    /// before its first probe answered still tells them. Never a learned candidate's
+    /// URL (the same set as [`PeerSet::list_sources`]).
+    pub fn withdrawal_targets(&self) -> Vec<String> {
+        self.list_sources()
+    }
+
     /// Unverified candidate URLs (status page, tests).
     pub fn candidates(&self) -> Vec<String> {
         self.members().candidates.keys().cloned().collect()
@@ -565,12 +604,12 @@ impl PeerSet {
                 .map(|(url, _)| unverified_listing(url)),
         );
         out.extend(members.peers.values().map(|p| DirectorInfo {
-            name: p.ad.name.clone(),
-            start_time: p.ad.instance.started_at,
-            instance_id: p.ad.instance.uuid.to_string(),
-            generation_id: p.ad.generation,
-            version: p.ad.version.clone(),
-            expiry: p.ad.expiry,
+            name: p.signed.ad.name.clone(),
+            start_time: p.signed.ad.instance_id.started_at,
+            instance_id: p.signed.ad.instance_id.uuid.to_string(),
+            generation_id: p.signed.ad.generation,
+            version: p.signed.ad.version.clone(),
+            expiry: p.signed.ad.expires_at,
             advertise_url: p.record.url.clone(),
             last_seen: p.record.last_ok,
             reachable: p.reachable,
@@ -609,8 +648,8 @@ impl PeerSet {
             .values()
             .map(|p| PeerStatus {
                 url: p.record.url.clone(),
-                name: Some(p.ad.name.clone()),
-                version: Some(p.ad.version.clone()),
+                name: Some(p.signed.ad.name.clone()),
+                version: Some(p.signed.ad.version.clone()),
                 reachable: p.reachable,
                 last_ok: p.record.last_ok,
                 last_error: p.last_error.clone(),
@@ -804,6 +843,15 @@ impl PeerSet {
             members.self_aliases.insert(url.to_string());
             return;
         }
+        // Checked again under the members lock: a trust reload that lands after the
+        // probe's check either is seen here or drops this peer right after (see
+        // `apply_trust`), so a director no longer trusted never stays a peer.
+        if !self.admitted(signed) {
+            members.candidates.insert(url.to_string(), candidate);
+            drop(members);
+            self.probe_failed(url, "its director ad is no longer admitted by the trust");
+            return;
+        }
         let uuid = ad.instance_id.uuid;
         if canonical != url {
             // An alias: forward only to the URL the director signed for itself.
@@ -827,7 +875,7 @@ impl PeerSet {
         if let Some(old) = members.by_url.get(&canonical).copied()
             && let Some(mut peer) = members.peers.remove(&old)
         {
-            peer.ad = DirectorAdInfo::of(ad);
+            peer.signed = signed.clone();
             mark_all(&mut peer.record.sources, candidate.sources);
             members.by_url.retain(|_, u| *u != old);
             for alias in peer.aliases.iter().chain(Some(&peer.record.url)) {
@@ -864,7 +912,7 @@ impl PeerSet {
                 reachable: true,
                 last_error: None,
                 last_logged: None,
-                ad: DirectorAdInfo::of(ad),
+                signed: signed.clone(),
                 link: link.clone(),
                 in_sync: None,
             },
@@ -894,14 +942,6 @@ impl Candidate {
 
     fn is_seed(&self) -> bool {
         self.sources.configured || self.sources.discovery
-    }
-}
-
-fn peer_version(ad: &DirectorAdInfo) -> crate::ad::AdVersion {
-    crate::ad::AdVersion {
-        started_at: ad.instance.started_at,
-        uuid: ad.instance.uuid,
-        generation: ad.generation,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Live trust: re-reads the trust file (on request or when it changes on disk), puts it
-//! in force without a restart, and drops every held ad it no longer admits.
+//! in force without a restart, and drops every held ad it no longer admits, and every
+//! peer whose director ad it no longer admits (see [`PeerSet::apply_trust`]).
 //!
 //! One reload runs at a time; requests that arrive meanwhile are served together by
 //! the next one, so a storm of SIGHUPs costs two re-reads. A file that
@@ -7,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ad::{ServerKind, VerifyingKey};
 use crate::ledger::{Ledger, Revoked};
 use crate::metrics::Metrics;
+use crate::peers::PeerSet;
 use crate::store::StoreError;
 use crate::trust::{Trust, TrustFileError};
 
@@ -27,6 +29,9 @@ pub struct ReloadReport {
     pub revoked: Vec<Revoked>,
     /// False if the trust no longer lists this director (with its key) as a director.
     pub self_trusted: bool,
+    /// Peers dropped as forward targets because the trust no longer admits their
+    /// director ad (advertise URLs); they stay candidates until admitted again.
+    pub dropped_peers: Vec<String>,
 }
 
 /// Why a reload changed nothing.
@@ -54,6 +59,9 @@ pub struct SelfEntry {
 pub struct TrustReloader {
     ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
+    /// The peers to hold to the new trust, once they exist (they start after the
+    /// first check of the held ads).
+    peers: OnceLock<Arc<PeerSet>>,
     own: SelfEntry,
     path: Mutex<PathBuf>,
     /// Reload requests so far; a request is served by any reload that read the file
@@ -70,11 +78,17 @@ impl TrustReloader {
         Self {
             ledger,
             metrics,
+            peers: OnceLock::new(),
             own,
             path: Mutex::new(path),
             requests: AtomicU64::new(0),
             one_at_a_time: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Holds `peers` to every trust put in force from now on.
+    pub fn attach_peers(&self, peers: Arc<PeerSet>) {
+        let _ = self.peers.set(peers);
     }
 
     /// The trust file's path.
@@ -123,12 +137,20 @@ impl TrustReloader {
             }
         };
         let revoked = self.ledger.set_trust(trust).await?;
+        let dropped_peers = match self.peers.get() {
+            Some(peers) => peers.apply_trust(&self.ledger.trust()),
+            None => Vec::new(),
+        };
         self.metrics.trust_reload("applied");
-        let report = self.report(revoked);
+        let report = ReloadReport {
+            dropped_peers,
+            ..self.report(revoked)
+        };
         tracing::info!(
             path = %path.display(),
             servers = report.servers,
             revoked = report.revoked.len(),
+            dropped_peers = report.dropped_peers.len(),
             "trust file reloaded"
         );
         Ok(report)
@@ -163,6 +185,7 @@ impl TrustReloader {
             servers: trust.len(),
             revoked,
             self_trusted,
+            dropped_peers: Vec::new(),
         }
     }
 }

@@ -6,26 +6,14 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{eventually, now_ms, signed};
-use skein::ad::{AdKey, ServerKind, SignedAd, encode_public_key};
+use common::{eventually, now_ms, signed, trust_toml};
+use skein::ad::{AdKey, ServerKind, SignedAd};
 use skein::config::DirectorConfig;
 use skein::director::{Director, DirectorHandle, Options};
 use skein::fixtures;
 use skein::routing::Purpose;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// Trust-file TOML for fixture servers (keys from `fixtures::key_for`).
-fn trust_toml(servers: &[(&str, &str, &[&str])]) -> String {
-    let mut out = String::new();
-    for (name, kind, namespaces) in servers {
-        let key = encode_public_key(&fixtures::key_for(name).verifying_key());
-        out.push_str(&format!(
-            "[[server]]\nname = {name:?}\nkind = {kind:?}\npublic_key = {key:?}\nnamespaces = {namespaces:?}\n\n"
-        ));
-    }
-    out
-}
 
 const FULL: &[(&str, &str, &[&str])] = &[
     ("director-0", "director", &[]),

@@ -1,8 +1,8 @@
 //! Concurrency budgets per route class, so client redirects never wait behind ingest.
 //!
-//! Every request is classified by method and path into a [`RouteClass`]; each class has its
-//! own budget of requests in flight, and a request beyond its class's budget is shed at
-//! once with 503 + `Retry-After`. Requests that read a body (registrations, forwards,
+//! Every request is classified by method and path into a [`RouteClass`] (the one
+//! classifier, in `crate::route_class`); each class draws on a [`Budget`] of requests in
+//! flight, and a request beyond its budget is shed at once with 503 + `Retry-After`. Requests that read a body (registrations, forwards,
 //! catch-up fetches) are also limited per client address, so one client trickling bodies
 //! over many connections cannot take the whole ingest budget from the others.
 
@@ -11,62 +11,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
-
-/// What kind of work a request is, for budgets (and for anything else that wants to
-/// count requests by class with a bounded label set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RouteClass {
-    /// Client requests: object redirects, the discovery document. Cheap and in memory.
-    Redirect,
-    /// Requests that read a body: registrations, forwards, catch-up fetches.
-    Ingest,
-    /// Answers that grow with the view: ad listings, digests, namespaces, metrics, the
-    /// status page.
-    Bulk,
-    /// Liveness and readiness: constant cost, never shed.
-    Control,
-}
-
-impl RouteClass {
-    /// Classifies a request by its method and path.
-    pub fn of(method: &Method, path: &str) -> Self {
-        const DIRECTOR_API: &str = "/api/v1.0/director/";
-        match path {
-            "/health" | "/ready" | "/api/v1.0/health" => return RouteClass::Control,
-            "/" | "/metrics" => return RouteClass::Bulk,
-            _ => {}
-        }
-        if *method == Method::POST && path.starts_with("/api/") {
-            return RouteClass::Ingest;
-        }
-        if let Some(endpoint) = path.strip_prefix(DIRECTOR_API) {
-            // Object and origin paths are redirects, whatever the object is called.
-            if endpoint.starts_with("object/") || endpoint.starts_with("origin/") {
-                return RouteClass::Redirect;
-            }
-            return RouteClass::Bulk;
-        }
-        if path.starts_with("/api/") && path.contains("/listNamespaces") {
-            return RouteClass::Bulk;
-        }
-        RouteClass::Redirect
-    }
-
-    /// A short lowercase name (a bounded metric label value).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteClass::Redirect => "redirect",
-            RouteClass::Ingest => "ingest",
-            RouteClass::Bulk => "bulk",
-            RouteClass::Control => "control",
-        }
-    }
-}
+use crate::route_class::{Budget, RouteClass};
 
 /// How many requests of each class may be in flight.
 #[derive(Debug, Clone, Copy)]
@@ -104,12 +54,11 @@ impl Budgets {
         }
     }
 
-    fn semaphore(&self, class: RouteClass) -> Option<&Arc<Semaphore>> {
-        match class {
-            RouteClass::Redirect => Some(&self.redirect),
-            RouteClass::Ingest => Some(&self.ingest),
-            RouteClass::Bulk => Some(&self.bulk),
-            RouteClass::Control => None,
+    fn semaphore(&self, budget: Budget) -> &Arc<Semaphore> {
+        match budget {
+            Budget::Redirect => &self.redirect,
+            Budget::Ingest => &self.ingest,
+            Budget::Bulk => &self.bulk,
         }
     }
 }
@@ -170,23 +119,24 @@ impl Budgets {
     /// Takes a place for `request` (of `class`) or answers why not: 503 when the class is
     /// at its limit, 429 when an ingest client is at its share.
     pub fn admit(&self, class: RouteClass, request: &Request) -> Result<Admitted, Shed> {
-        let Some(semaphore) = self.semaphore(class) else {
+        let Some(budget) = class.budget() else {
             return Ok(Admitted {
                 _permit: None,
                 _slot: None,
             });
         };
+        let semaphore = self.semaphore(budget);
         let Ok(permit) = semaphore.clone().try_acquire_owned() else {
             return Err(Shed(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 format!(
                     "the director is at its limit of {} requests in flight; retry shortly",
-                    class.as_str()
+                    budget.as_str()
                 ),
             ));
         };
-        let slot = if class == RouteClass::Ingest {
+        let slot = if budget == Budget::Ingest {
             match request.extensions().get::<ConnectInfo<SocketAddr>>() {
                 Some(ConnectInfo(peer)) => match self.per_client.enter(peer.ip()) {
                     Some(slot) => Some(slot),
@@ -231,55 +181,6 @@ impl IntoResponse for Shed {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classes_follow_the_work_a_request_does() {
-        let get = Method::GET;
-        let post = Method::POST;
-        assert_eq!(
-            RouteClass::of(&get, "/test/hello.txt"),
-            RouteClass::Redirect
-        );
-        assert_eq!(
-            RouteClass::of(&get, "/api/v1.0/director/object/test/x"),
-            RouteClass::Redirect
-        );
-        assert_eq!(
-            RouteClass::of(&Method::PUT, "/api/v1.0/director/origin/test/x"),
-            RouteClass::Redirect
-        );
-        assert_eq!(
-            RouteClass::of(&get, "/.well-known/pelican-configuration"),
-            RouteClass::Redirect
-        );
-        for ingest in [
-            "/api/v1.0/director/registerOrigin",
-            "/api/v1.0/director/registerCache",
-            "/api/v1.0/director/forward",
-            "/api/v1.0/director/ads/fetch",
-        ] {
-            assert_eq!(
-                RouteClass::of(&post, ingest),
-                RouteClass::Ingest,
-                "{ingest}"
-            );
-        }
-        for bulk in [
-            "/api/v1.0/director/ads",
-            "/api/v1.0/director/digest",
-            "/api/v1.0/director/directors",
-            "/api/v2.0/director/listNamespaces",
-            "/metrics",
-            "/",
-        ] {
-            assert_eq!(RouteClass::of(&get, bulk), RouteClass::Bulk, "{bulk}");
-        }
-        for control in ["/health", "/ready", "/api/v1.0/health"] {
-            assert_eq!(RouteClass::of(&get, control), RouteClass::Control);
-        }
-        // A POST to an object path is a client request (refused later as a method).
-        assert_eq!(RouteClass::of(&post, "/test/x"), RouteClass::Redirect);
-    }
 
     #[test]
     fn a_client_share_is_given_back_when_its_requests_end() {

@@ -34,7 +34,8 @@ use crate::probe::Probes;
 use crate::replication::Replicator;
 use crate::routing::signals::Signals;
 
-pub use budgets::{BudgetLimits, RouteClass};
+pub use crate::route_class::RouteClass;
+pub use budgets::BudgetLimits;
 pub use error::ApiError;
 
 /// `Server` header: Pelican's client treats a 404 without `pelican/` in `Server` as a

@@ -21,8 +21,8 @@ use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
 use super::AppState;
-use super::budgets::{self, Admitted, Budgets};
-use crate::metrics::RouteClass;
+use super::budgets::{Admitted, Budgets};
+use crate::route_class::RouteClass;
 
 /// What every request's observation shares.
 struct Shared {
@@ -72,8 +72,8 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let budget = budgets::RouteClass::of(request.method(), request.uri().path());
-        let admitted = match self.shared.budgets.admit(budget, &request) {
+        let class = RouteClass::of(request.method(), request.uri().path());
+        let admitted = match self.shared.budgets.admit(class, &request) {
             Ok(admitted) => admitted,
             // Shed before the handler: neither timed nor logged.
             Err(shed) => {
@@ -83,7 +83,6 @@ where
             }
         };
         let began = Instant::now();
-        let class = RouteClass::of(request.uri().path());
         let method = request.method().clone();
         Observed::Running {
             future: self.inner.call(request),

@@ -135,6 +135,9 @@ struct Builders {
 
 impl Builders {
     fn new(header_timeout: Duration, idle_timeout: Duration) -> Self {
+        // HTTP/2 has no idle timeout here (hyper's h2 server offers none): pings drop a
+        // connection whose client is gone, and GOAWAY makes a close safe for requests in
+        // flight, so the HTTP/1 race does not arise (see docs/replication.md, Connections).
         let mut http2 = Builder::new(TokioExecutor::new()).http2_only();
         http2
             .http2()

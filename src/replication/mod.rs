@@ -148,7 +148,7 @@ impl Replicator {
         self.metrics.ad_received(label);
         if let Ok(IngestOutcome::Accepted(stored)) = result {
             if stored.ad.kind == ServerKind::Director {
-                self.peers.note_director_ad(&stored.ad);
+                self.peers.note_director_ad(&stored.signed());
             }
             self.offer(stored.clone(), from);
         }

@@ -109,10 +109,12 @@ async fn aliases_of_self_and_of_a_peer_collapse() {
     let d0 = cluster.handle(0);
     let me_alias = alias(d0.url());
     let peer = cluster.nodes[1].url.clone();
+    // The peer's worker is spawned just after it becomes a peer: wait for it too.
     eventually(WAIT, "aliases resolved", || async {
         d0.state().peers.urls() == vec![peer.clone()]
             && d0.state().peers.is_self(&me_alias)
             && d0.state().peers.candidates().is_empty()
+            && d0.state().peers.workers() >= 1
     })
     .await;
     assert_eq!(d0.state().peers.workers(), 1, "one worker for one director");
@@ -284,6 +286,105 @@ async fn an_idle_connection_outlives_the_request_timeout() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     }
     cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_director_removed_from_the_trust_file_stops_being_a_peer_until_trusted_again() {
+    let cluster = Cluster::full_mesh(2).await;
+    let (d0, url1) = (cluster.handle(0), cluster.nodes[1].url.clone());
+    eventually(WAIT, "director 0 verified director 1", || async {
+        d0.state().peers.urls() == vec![url1.clone()] && d0.state().peers.workers() == 1
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cluster.config(0);
+    config.federation.trust = dir.path().join("trust.toml");
+    let write = |directors: &[&str]| {
+        let mut servers: Vec<(&str, &str, &[&str])> = directors
+            .iter()
+            .map(|d| (*d, "director", &[][..]))
+            .collect();
+        servers.push(("origin-1", "origin", &["/ns"]));
+        std::fs::write(&config.federation.trust, trust_toml(&servers)).unwrap();
+    };
+
+    write(&["director-0"]);
+    let report = d0.reload_config(config.clone()).await.trust.unwrap();
+    assert_eq!(report.dropped_peers, vec![url1.clone()]);
+    assert!(
+        report
+            .revoked
+            .iter()
+            .any(|r| r.key.to_string() == "director/director-1")
+    );
+    // At once: no forward target, no link, its worker stopping.
+    assert!(d0.state().peers.urls().is_empty());
+    assert!(d0.state().peers.link(&url1).is_none());
+    eventually(WAIT, "its worker ended", || async {
+        d0.state().peers.workers() == 0
+    })
+    .await;
+    // It is probed again (a configured URL) and refused, and stays out.
+    eventually(WAIT, "a probe of director 1 was refused", || async {
+        d0.state().peers.statuses().iter().any(|s| {
+            s.url == url1
+                && s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("not verified yet") && !e.contains("(0 "))
+        })
+    })
+    .await;
+    assert!(d0.state().peers.urls().is_empty());
+    let forwards = d0.state().metrics.forwards_total();
+    let ad = signed("origin-1", ServerKind::Origin, &["/ns"], now_ms(), 1);
+    client().register(d0.url(), &ad).await.unwrap();
+    assert_eq!(d0.state().replicator.backlog(), 0, "queued for nobody");
+    // Director 1 still trusts director 0 and pulls the ad by digest sync; by then a
+    // forward from director 0 would long have been tried.
+    eventually(WAIT, "director 1 pulled the ad", || async {
+        held_generation(cluster.handle(1), &origin()) == Some(1)
+    })
+    .await;
+    assert_eq!(
+        d0.state().metrics.forwards_total(),
+        forwards,
+        "no forward to director 1"
+    );
+
+    write(&["director-0", "director-1"]);
+    let report = d0.reload_config(config).await.trust.unwrap();
+    assert!(report.dropped_peers.is_empty());
+    eventually(WAIT, "director 1 is a peer again", || async {
+        d0.state().peers.urls() == vec![url1.clone()] && d0.state().peers.workers() == 1
+    })
+    .await;
+    let ad = signed("origin-1", ServerKind::Origin, &["/ns"], now_ms(), 2);
+    client().register(d0.url(), &ad).await.unwrap();
+    eventually(WAIT, "director 0 forwarded again", || async {
+        d0.state().metrics.forwards_total() > forwards
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_director_stopped_before_verifying_anyone_still_withdraws_from_configured_ones() {
+    // The fake serves no director ad, so it is never verified: a configured candidate.
+    let fake = FakePeer::start().await;
+    let seed = fake.url.clone();
+    let mut cluster =
+        Cluster::start_seeded(1, 2, Tuning::default(), move |_, _| vec![seed.clone()]).await;
+    assert!(cluster.handle(0).state().peers.urls().is_empty());
+    assert_eq!(
+        cluster.handle(0).state().peers.candidates(),
+        vec![fake.url.clone()]
+    );
+    assert!(fake.state.forwarded.lock().unwrap().is_empty());
+    cluster.stop(0).await;
+    assert!(
+        fake.state.forwarded.lock().unwrap().contains("director-0"),
+        "the withdrawal reached the configured director"
+    );
 }
 
 /// One director that has learned of, and verified, a fake peer signing as director-1.

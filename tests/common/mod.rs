@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::response::IntoResponse;
-use skein::ad::{AdKey, ServerKind, SignedAd};
+use skein::ad::{AdKey, ServerKind, SignedAd, encode_public_key};
 use skein::client::{Client, Faults};
 use skein::clock::SharedClock;
 use skein::config::DirectorConfig;
@@ -56,6 +56,19 @@ pub fn trust(directors: usize) -> Trust {
     // An operator key that signs downtime and ban records.
     trust.insert_admin("ops", fixtures::key_for("ops").verifying_key());
     trust
+}
+
+/// Trust-file TOML for fixture servers (keys from `fixtures::key_for`): (name, kind,
+/// namespaces).
+pub fn trust_toml(servers: &[(&str, &str, &[&str])]) -> String {
+    let mut out = String::new();
+    for (name, kind, namespaces) in servers {
+        let key = encode_public_key(&fixtures::key_for(name).verifying_key());
+        out.push_str(&format!(
+            "[[server]]\nname = {name:?}\nkind = {kind:?}\npublic_key = {key:?}\nnamespaces = {namespaces:?}\n\n"
+        ));
+    }
+    out
 }
 
 /// Caches serving `/geo`, named for where they are (see `tests/geo_cluster.rs`).
@@ -187,7 +200,8 @@ impl Cluster {
         .await
     }
 
-    fn config(&self, i: usize) -> DirectorConfig {
+    /// Director i's configuration (as it was started).
+    pub fn config(&self, i: usize) -> DirectorConfig {
         let node = &self.nodes[i];
         let seeds = node
             .seeds
@@ -444,6 +458,13 @@ impl FakePeer {
                             s.too_large
                                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             return axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response();
+                        }
+                        // One ad (a director's own withdrawal) or a batch.
+                        if let Ok(ad) = serde_json::from_slice::<SignedAd>(&body) {
+                            s.forwarded.lock().unwrap().insert(ad.ad.name.clone());
+                            let status = "accepted".to_string();
+                            return axum::Json(skein::wire::RegisterResponse { status })
+                                .into_response();
                         }
                         let ads: Vec<SignedAd> = serde_json::from_slice(&body).unwrap();
                         let results: Vec<skein::wire::ForwardResult> = ads
