@@ -173,20 +173,40 @@ async fn three_directors_send_a_madison_client_by_geography_in_the_same_order() 
             .collect();
         assert!(pos.windows(2).all(|w| w[0] < w[1]), "{link}");
     }
-    // Without the trusted header the client is the loopback peer: not located, and the
-    // order falls back to affinity, still the same on every director.
-    let mut orders = Vec::new();
-    for url in &urls {
-        let json: serde_json::Value = reqwest::get(format!("{url}/geo/object?explain"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(json["client"]["located_by"], "not_public");
-        orders.push(order(&json));
-    }
-    assert!(orders.windows(2).all(|w| w[0] == w[1]), "{orders:?}");
+    // Without the trusted header the client is the loopback peer: not located, so
+    // adaptive weighs only each director's own health view (load and probe EWMA). The
+    // directors learned of the servers at different times (forwarding waits
+    // `peers.forward_delay`), so their probe histories differ at first; once every
+    // director has seen the same (failing) probes, they give the same order.
+    let unlocated_orders = || {
+        let urls = urls.clone();
+        async move {
+            let mut orders = Vec::new();
+            for url in &urls {
+                let json: serde_json::Value = reqwest::get(format!("{url}/geo/object?explain"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(json["client"]["located_by"], "not_public");
+                orders.push(order(&json));
+            }
+            orders
+        }
+    };
+    eventually(
+        WAIT,
+        "every director gives an unlocated client the same order",
+        || {
+            let orders = unlocated_orders();
+            async move {
+                let orders = orders.await;
+                orders.len() == 3 && orders.windows(2).all(|w| w[0] == w[1])
+            }
+        },
+    )
+    .await;
     cluster.shutdown().await;
 }
 
