@@ -13,6 +13,11 @@ use std::sync::{Mutex, RwLock};
 
 use super::manifest::{self, Manifest, TreeState};
 
+/// Writes waiting that start the next commit without waiting out the gap between
+/// commits: bulk ingest (forward batches, catch-up pages) commits as fast as the disk
+/// allows, a trickle of registrations shares one commit per gap.
+const FULL_BATCH: usize = 512;
+
 /// Writes of the `ads` tree not yet committed: key -> new value (`None`: removed).
 #[derive(Default)]
 pub(super) struct Pending {
@@ -62,6 +67,8 @@ struct CommitState {
     broken: bool,
     /// The manifest on disk still names the last commit as pending.
     unconfirmed: bool,
+    /// Writes the manifest.
+    manifest: manifest::Writer,
 }
 
 /// Commits writes in batches and keeps the manifest.
@@ -73,6 +80,8 @@ pub(super) struct GroupCommit {
     durable: AtomicU64,
     clock_high_water: AtomicU64,
     failing: Mutex<Option<String>>,
+    /// Signalled when the writes waiting reach [`FULL_BATCH`].
+    full: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -96,10 +105,12 @@ impl GroupCommit {
                 generation,
                 broken: false,
                 unconfirmed: false,
+                manifest: manifest::Writer::new(dir),
             }),
             durable: AtomicU64::new(0),
             clock_high_water: AtomicU64::new(clock_high_water),
             failing: Mutex::new(None),
+            full: tokio::sync::Notify::new(),
         }
     }
 
@@ -116,6 +127,19 @@ impl GroupCommit {
         let mut pending = lock(&self.pending);
         pending.ops.insert(key, value);
         pending.written += 1;
+        if pending.ops.len() == FULL_BATCH {
+            self.full.notify_one();
+        }
+    }
+
+    /// True if enough writes wait to start a commit without waiting out the gap.
+    pub(super) fn is_full(&self) -> bool {
+        lock(&self.pending).ops.len() >= FULL_BATCH
+    }
+
+    /// Completes when the writes waiting reach a full batch (or already had, unnoticed).
+    pub(super) async fn filled(&self) {
+        self.full.notified().await
     }
 
     /// The staged value for `key`, if a write waits: `Some(None)` is a staged removal.
@@ -213,7 +237,7 @@ impl GroupCommit {
             pending: tree,
             clock_high_water: self.clock_high_water.load(Ordering::SeqCst),
         };
-        manifest::write(&self.dir, &manifest).map_err(|e| e.to_string())?;
+        state.manifest.write(&manifest).map_err(|e| e.to_string())?;
         state.unconfirmed = false;
         Ok(())
     }
@@ -250,7 +274,7 @@ impl GroupCommit {
                 pending: next,
                 clock_high_water: self.clock_high_water.load(Ordering::SeqCst),
             };
-            manifest::write(&self.dir, &manifest).map_err(|e| e.to_string())?;
+            state.manifest.write(&manifest).map_err(|e| e.to_string())?;
             state.generation += 1;
             state.unconfirmed = true;
             handles.ads.apply_batch(batch).map_err(text)?;
@@ -284,12 +308,14 @@ impl GroupCommit {
             pending: empty,
             clock_high_water: self.clock_high_water.load(Ordering::SeqCst),
         };
-        manifest::write(&self.dir, &manifest).map_err(|e| e.to_string())?;
+        let mut writer = manifest::Writer::new(&self.dir);
+        writer.write(&manifest).map_err(|e| e.to_string())?;
         *state = CommitState {
             tree: Some(empty),
             generation: 0,
             broken: false,
             unconfirmed: false,
+            manifest: writer,
         };
         *self.handles.write().unwrap_or_else(|e| e.into_inner()) = Some(handles);
         Ok(())

@@ -5,8 +5,15 @@
 //! `ads` tree, the manifest records both the state the tree is in (`committed`) and the
 //! state the commit will leave (`pending`). sled applies a commit's batch atomically, so
 //! after any crash the tree holds one of the two; anything else is damage.
+//!
+//! The file holds two fixed-size slots. A new file is written whole and atomically
+//! (temporary file, fsync, rename, directory fsync); after that, each write overwrites
+//! the slot the last write did not use, in place, with one `fdatasync`, so a write torn
+//! by a crash leaves the other slot, which still describes the tree as it is. A reader
+//! takes the sound slot with the highest sequence number.
 
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +24,12 @@ use crate::clock::UnixMillis;
 /// File name inside the data directory.
 pub const FILE: &str = "skein-manifest.json";
 
-const FORMAT: u32 = 1;
+/// The single-record file of schema 2's first releases (still read).
+const FORMAT_WHOLE: u32 = 1;
+/// Two slots written in turn.
+const FORMAT_SLOTS: u32 = 2;
+/// Bytes per slot: a record's JSON (about 300 bytes), padded with spaces.
+const SLOT_LEN: usize = 512;
 
 /// An order-independent summary of the `ads` tree: how many entries, and the wrapping
 /// sum of a 128-bit hash of each (key, stored bytes).
@@ -74,11 +86,23 @@ pub struct Manifest {
     pub clock_high_water: UnixMillis,
 }
 
+/// A manifest file of [`FORMAT_WHOLE`].
 #[derive(Serialize, Deserialize)]
 struct File {
     format: u32,
     manifest: Manifest,
     /// SHA-256 (hex) of the JSON of `manifest`.
+    checksum: String,
+}
+
+/// One slot of a file of [`FORMAT_SLOTS`].
+#[derive(Serialize, Deserialize)]
+struct Slot {
+    format: u32,
+    /// Writes of this file so far: the slot with the higher one is the newer.
+    seq: u64,
+    manifest: Manifest,
+    /// SHA-256 (hex) of the JSON of `(seq, manifest)`.
     checksum: String,
 }
 
@@ -116,6 +140,53 @@ fn checksum(manifest: &Manifest) -> Result<String, serde_json::Error> {
     Ok(hex(&Sha256::digest(json)))
 }
 
+fn slot_checksum(seq: u64, manifest: &Manifest) -> Result<String, serde_json::Error> {
+    let json = serde_json::to_vec(&(seq, manifest))?;
+    Ok(hex(&Sha256::digest(json)))
+}
+
+/// The bytes of slot `seq`: the record's JSON, padded to [`SLOT_LEN`].
+fn slot_bytes(seq: u64, manifest: &Manifest) -> Result<Vec<u8>, serde_json::Error> {
+    let slot = Slot {
+        format: FORMAT_SLOTS,
+        seq,
+        manifest: *manifest,
+        checksum: slot_checksum(seq, manifest)?,
+    };
+    let mut bytes = serde_json::to_vec(&slot)?;
+    debug_assert!(bytes.len() < SLOT_LEN, "a manifest slot outgrew its room");
+    bytes.resize(SLOT_LEN, b' ');
+    Ok(bytes)
+}
+
+/// Where slot `seq` lives in the file.
+fn slot_offset(seq: u64) -> u64 {
+    (seq % 2) * SLOT_LEN as u64
+}
+
+/// The sound slot with the highest sequence number, and that number.
+fn newest_slot(bytes: &[u8]) -> Result<(u64, Manifest), String> {
+    let mut why = Vec::new();
+    let mut newest: Option<(u64, Manifest)> = None;
+    for chunk in bytes.chunks(SLOT_LEN) {
+        let slot: Slot = match serde_json::from_slice(chunk) {
+            Ok(slot) => slot,
+            Err(e) => {
+                why.push(e.to_string());
+                continue;
+            }
+        };
+        let sound = slot.format == FORMAT_SLOTS
+            && slot_checksum(slot.seq, &slot.manifest).is_ok_and(|c| c == slot.checksum);
+        if !sound {
+            why.push(format!("slot {} fails its checksum", slot.seq));
+        } else if newest.is_none_or(|(seq, _)| slot.seq > seq) {
+            newest = Some((slot.seq, slot.manifest));
+        }
+    }
+    newest.ok_or_else(|| format!("no sound slot ({})", why.join("; ")))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -132,8 +203,13 @@ pub fn read(dir: &Path) -> Result<Option<Manifest>, ManifestError> {
         path: path.clone(),
         why,
     };
+    // A file of two slots has their exact size; a file of the first format is one
+    // JSON record of about 300 bytes.
+    if bytes.len() == 2 * SLOT_LEN {
+        return newest_slot(&bytes).map(|(_, m)| Some(m)).map_err(damaged);
+    }
     let file: File = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
-    if file.format != FORMAT {
+    if file.format != FORMAT_WHOLE {
         return Err(damaged(format!("unknown format {}", file.format)));
     }
     let computed = checksum(&file.manifest).map_err(|e| damaged(e.to_string()))?;
@@ -143,20 +219,19 @@ pub fn read(dir: &Path) -> Result<Option<Manifest>, ManifestError> {
     Ok(Some(file.manifest))
 }
 
-/// Writes `manifest` into `dir` atomically: a temporary file, fsync, rename, fsync of
-/// the directory. A reader sees the old file or the new one, never a mix.
-pub fn write(dir: &Path, manifest: &Manifest) -> Result<(), ManifestError> {
+/// Writes `manifest` into `dir` as a new file, atomically: a temporary file, fsync,
+/// rename, fsync of the directory. A reader sees the old file or the new one, never a
+/// mix. Returns the sequence number of the slot written.
+pub fn write(dir: &Path, manifest: &Manifest) -> Result<u64, ManifestError> {
     let path = dir.join(FILE);
     let io = |source: std::io::Error| ManifestError::Io {
         path: path.clone(),
         source,
     };
-    let file = File {
-        format: FORMAT,
-        manifest: *manifest,
-        checksum: checksum(manifest).map_err(|e| io(e.into()))?,
-    };
-    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| io(e.into()))?;
+    let seq = 1;
+    let mut bytes = vec![b' '; 2 * SLOT_LEN];
+    let at = slot_offset(seq) as usize;
+    bytes[at..at + SLOT_LEN].copy_from_slice(&slot_bytes(seq, manifest).map_err(|e| io(e.into()))?);
     let temp = dir.join(format!("{FILE}.tmp"));
     {
         let mut out = std::fs::File::create(&temp).map_err(io)?;
@@ -167,7 +242,52 @@ pub fn write(dir: &Path, manifest: &Manifest) -> Result<(), ManifestError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io)?;
-    Ok(())
+    Ok(seq)
+}
+
+/// Keeps one store's manifest: the first write of a life makes a new file
+/// ([`write`]); later ones overwrite the older slot in place (one `fdatasync`, no new
+/// block, no rename), which is what makes a commit cheap.
+#[derive(Debug)]
+pub struct Writer {
+    dir: PathBuf,
+    /// The sequence number of the last slot written, while the file is known to be
+    /// this writer's own two-slot file.
+    last: Option<u64>,
+}
+
+impl Writer {
+    /// A writer for the manifest in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            last: None,
+        }
+    }
+
+    /// Records `manifest`, durably, before returning. A failure leaves the previous
+    /// record readable, and the next write makes a new file.
+    pub fn write(&mut self, manifest: &Manifest) -> Result<(), ManifestError> {
+        let Some(last) = self.last.take() else {
+            self.last = Some(write(&self.dir, manifest)?);
+            return Ok(());
+        };
+        let path = self.dir.join(FILE);
+        let io = |source: std::io::Error| ManifestError::Io {
+            path: path.clone(),
+            source,
+        };
+        let seq = last + 1;
+        let bytes = slot_bytes(seq, manifest).map_err(|e| io(e.into()))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        file.write_all_at(&bytes, slot_offset(seq)).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        self.last = Some(seq);
+        Ok(())
+    }
 }
 
 mod hex_u128 {
@@ -222,11 +342,7 @@ mod tests {
         assert!(manifest.accepts(state) && manifest.accepts(TreeState::default()));
         let path = dir.path().join(FILE);
         let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(
-            &path,
-            text.replace("\"generation\": 3", "\"generation\": 4"),
-        )
-        .unwrap();
+        std::fs::write(&path, text.replace("\"generation\":3", "\"generation\":4")).unwrap();
         assert!(matches!(
             read(dir.path()),
             Err(ManifestError::Damaged { .. })
@@ -236,5 +352,66 @@ mod tests {
             read(dir.path()),
             Err(ManifestError::Damaged { .. })
         ));
+    }
+
+    fn manifest(generation: u64) -> Manifest {
+        let mut state = TreeState::default();
+        state.add(&generation.to_le_bytes(), b"v");
+        Manifest {
+            generation,
+            committed: TreeState::default(),
+            pending: state,
+            clock_high_water: generation,
+        }
+    }
+
+    /// Later writes go in place to the slot the last one did not use; a write torn by a
+    /// crash leaves the slot before it, and only two torn slots are damage.
+    #[test]
+    fn writes_alternate_slots_and_a_torn_one_leaves_the_previous() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let mut writer = Writer::new(dir.path());
+        for generation in 1..=5 {
+            writer.write(&manifest(generation)).unwrap();
+            assert_eq!(read(dir.path()).unwrap(), Some(manifest(generation)));
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * SLOT_LEN as u64);
+        }
+        // The newest slot (seq 5) torn half-way: the reader falls back to seq 4.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let newest = slot_offset(5) as usize;
+        bytes[newest + SLOT_LEN / 4..newest + SLOT_LEN].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(manifest(4)));
+        // Both torn: damage.
+        let older = slot_offset(4) as usize;
+        bytes[older + 10] ^= 0x55;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            read(dir.path()),
+            Err(ManifestError::Damaged { .. })
+        ));
+        // A fresh writer starts a new whole file, readable at once.
+        let mut again = Writer::new(dir.path());
+        again.write(&manifest(9)).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(manifest(9)));
+    }
+
+    /// A store written before slots (one pretty JSON record) still opens.
+    #[test]
+    fn a_file_of_the_first_format_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest(7);
+        let file = File {
+            format: FORMAT_WHOLE,
+            manifest: m,
+            checksum: checksum(&m).unwrap(),
+        };
+        std::fs::write(
+            dir.path().join(FILE),
+            serde_json::to_vec_pretty(&file).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(m));
     }
 }

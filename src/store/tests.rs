@@ -326,14 +326,13 @@ async fn a_manifest_one_commit_behind_is_accepted_two_is_damage() {
     store.put_ad(&stored("origin-1", 1)).unwrap();
     store.flush_blocking().unwrap();
     drop(store);
-    let text = String::from_utf8(unconfirmed).unwrap();
-    let m: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let committed = &m["manifest"]["committed"];
-    let pending = &m["manifest"]["pending"];
+    let copied = tempfile::tempdir().unwrap();
+    std::fs::write(copied.path().join(MANIFEST_FILE), &unconfirmed).unwrap();
+    let m = manifest::read(copied.path()).unwrap().unwrap();
     let manifest = manifest::Manifest {
         generation: 2,
-        committed: serde_json::from_value(committed.clone()).unwrap(),
-        pending: serde_json::from_value(pending.clone()).unwrap(),
+        committed: m.committed,
+        pending: m.pending,
         clock_high_water: 0,
     };
     manifest::write(behind.path(), &manifest).unwrap();
