@@ -13,7 +13,6 @@ use tokio::sync::Notify;
 use crate::ad::StoredAd;
 use crate::ad::{AdKey, AdVersion, ServerKind, SignError, SignatureCheck, SignedAd, is_newer};
 use crate::clock::{SharedClock, UnixMillis};
-use crate::config::check_url;
 use crate::paths::is_valid_namespace;
 use crate::routing::View;
 use crate::store::{LoadReport, Store, StoreError};
@@ -396,9 +395,7 @@ impl Ledger {
         if ad.record.is_some() {
             return invalid("only downtime and ban records carry a record".into());
         }
-        if let Err(why) = check_url(&ad.data_url) {
-            return invalid(format!("data-url: {why}"));
-        }
+        // The data URL is checked there, with the other URLs.
         if let Err(why) = sanity::check(ad) {
             return invalid(why);
         }

@@ -138,6 +138,9 @@ fn header_url(url: &str) -> Result<(), String> {
     if url.len() > MAX_URL_LEN {
         return Err(format!("URL longer than {MAX_URL_LEN} bytes"));
     }
+    if PASSED.holds(url) {
+        return Ok(());
+    }
     check_url(url)?;
     if !url.is_ascii() {
         return Err(format!("{url:?} must be ASCII (percent-encode it)"));
@@ -145,7 +148,39 @@ fn header_url(url: &str) -> Result<(), String> {
     if let Some(c) = url.chars().find(|c| HEADER_BREAKERS.contains(c)) {
         return Err(format!("{url:?} contains {c:?}"));
     }
+    PASSED.note(url);
     Ok(())
+}
+
+/// URLs that passed [`header_url`] lately. Every server re-sends the same URLs with each
+/// ad, once a minute to every director, and parsing one (IDNA included) costs more than
+/// the rest of the sanity checks together; the answer for a given string never changes.
+static PASSED: PassedUrls = PassedUrls::new();
+
+/// Most URLs remembered; when full the set starts over (bounded memory, whatever is sent).
+const MAX_PASSED_URLS: usize = 65_536;
+
+/// A set of URL strings known to pass, cleared when it reaches [`MAX_PASSED_URLS`].
+struct PassedUrls(std::sync::Mutex<Option<std::collections::HashSet<Box<str>>>>);
+
+impl PassedUrls {
+    const fn new() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+
+    fn holds(&self, url: &str) -> bool {
+        let set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        set.as_ref().is_some_and(|set| set.contains(url))
+    }
+
+    fn note(&self, url: &str) {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let set = set.get_or_insert_with(Default::default);
+        if set.len() >= MAX_PASSED_URLS {
+            set.clear();
+        }
+        set.insert(url.into());
+    }
 }
 
 /// A short, printable string.
@@ -283,5 +318,24 @@ mod tests {
         assert_eq!(super::record(&record, 1, 0), Ok(()));
         record.location = crate::coord::Coord::new(1.0, 1.0);
         assert!(super::record(&record, 1, 0).is_err());
+    }
+
+    /// Remembering URLs that passed changes no answer: the same strings pass and fail
+    /// the second time as the first, and the set stays bounded.
+    #[test]
+    fn remembered_urls_give_the_same_answers() {
+        for _ in 0..2 {
+            assert_eq!(header_url("https://cache.example:8443"), Ok(()));
+            assert!(header_url("https://cache.example:8443/a,b").is_err());
+            assert!(header_url("ftp://cache.example").is_err());
+            assert!(header_url("https://cach\u{e9}.example").is_err());
+        }
+        let set = PassedUrls::new();
+        for i in 0..MAX_PASSED_URLS + 10 {
+            set.note(&format!("https://s{i}.example"));
+        }
+        let held = set.0.lock().unwrap().as_ref().map_or(0, |s| s.len());
+        assert!(held <= MAX_PASSED_URLS, "{held}");
+        assert!(set.holds(&format!("https://s{}.example", MAX_PASSED_URLS + 9)));
     }
 }
