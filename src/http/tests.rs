@@ -638,6 +638,25 @@ async fn an_offer_is_answered_with_the_entries_newer_than_held() {
         .await;
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
     assert!(malformed.json["error"].is_string());
+    // Bounded (a peer's worker offers at most 2,048 at once): 10,001 entries are refused
+    // by the body limit (1 MiB) if not by the handler's own bound.
+    let too_many = vec![entry(&held); 10_001];
+    let answer = h
+        .call(
+            Method::POST,
+            "/api/v1.0/director/forward/offer",
+            Some(serde_json::to_string(&too_many).unwrap()),
+        )
+        .await;
+    assert!(
+        matches!(
+            (answer.status.as_u16(), answer.json["error"].as_str()),
+            (413, Some("payload_too_large")) | (400, Some("too_many_entries"))
+        ),
+        "{:?} {:?}",
+        answer.status,
+        answer.json
+    );
 }
 
 #[tokio::test]

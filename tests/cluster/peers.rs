@@ -156,6 +156,47 @@ async fn forgetting_a_peer_stops_its_worker_and_its_requests() {
     cluster.shutdown().await;
 }
 
+/// A peer from before offers answers `/forward/offer` with 404: the director then sends
+/// it every ad in full, and stops offering to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_takes_no_offers_gets_every_ad_in_full() {
+    // Offered soon (before the follow-up sync, which would push what the fake lacks;
+    // with no delay at all ads are pushed in full, never offered).
+    let (fake, cluster) = verified_fake_peer_with(Tuning {
+        forward_delay: "300ms",
+        ..Tuning::default()
+    })
+    .await;
+    let d = cluster.handle(0);
+    let offers = || {
+        fake.state
+            .unknown_paths
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.as_str() == "/api/v1.0/director/forward/offer")
+            .count()
+    };
+    for (i, name) in ["origin-1", "origin-2", "cache-1"].into_iter().enumerate() {
+        let kind = if name.starts_with("cache") {
+            ServerKind::Cache
+        } else {
+            ServerKind::Origin
+        };
+        let ad = signed(name, kind, &["/ns"], now_ms(), 1);
+        client().register(d.url(), &ad).await.unwrap();
+        eventually(WAIT, "the fake got the ad in full", || async {
+            fake.state.forwarded.lock().unwrap().contains(name)
+        })
+        .await;
+        if i == 0 {
+            assert!(offers() >= 1, "the first ad was offered first");
+        }
+    }
+    assert_eq!(offers(), 1, "one 404 is enough to stop offering");
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_413_halves_the_batch_and_drops_nothing() {
     let (fake, cluster) = verified_fake_peer().await;
@@ -389,9 +430,13 @@ async fn a_director_stopped_before_verifying_anyone_still_withdraws_from_configu
 
 /// One director that has learned of, and verified, a fake peer signing as director-1.
 async fn verified_fake_peer() -> (FakePeer, Cluster) {
+    verified_fake_peer_with(Tuning::default()).await
+}
+
+async fn verified_fake_peer_with(tuning: Tuning) -> (FakePeer, Cluster) {
     let fake = FakePeer::start().await;
     fake.sign_as("director-1");
-    let cluster = Cluster::start_seeded(1, 2, Tuning::default(), |_, _| vec![]).await;
+    let cluster = Cluster::start_seeded(1, 2, tuning, |_, _| vec![]).await;
     let d = cluster.handle(0);
     d.state().peers.add(&fake.url, Source::Learned);
     eventually(WAIT, "the fake is verified", || async {

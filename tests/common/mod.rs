@@ -403,6 +403,8 @@ pub struct FakeState {
     pub ad: std::sync::Mutex<Option<SignedAd>>,
     pub list: std::sync::Mutex<Vec<skein::wire::DirectorInfo>>,
     pub max_body: std::sync::atomic::AtomicUsize,
+    /// Paths it has no route for (404), in order: what an older director would refuse.
+    pub unknown_paths: std::sync::Mutex<Vec<String>>,
 }
 
 impl FakeState {
@@ -481,10 +483,14 @@ impl FakePeer {
                     },
                 ),
             )
-            .fallback(move |axum::extract::State(s): axum::extract::State<Arc<FakeState>>| async move {
-                count(&s);
-                axum::http::StatusCode::NOT_FOUND
-            })
+            .fallback(
+                move |axum::extract::State(s): axum::extract::State<Arc<FakeState>>,
+                      uri: axum::http::Uri| async move {
+                    count(&s);
+                    s.unknown_paths.lock().unwrap().push(uri.path().to_string());
+                    axum::http::StatusCode::NOT_FOUND
+                },
+            )
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(state.clone());
         let cancel = CancellationToken::new();
