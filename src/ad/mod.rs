@@ -23,7 +23,7 @@ pub use signing::{
     SignError, SignatureCheck, SigningKey, VerifyingKey, canonical_ad_bytes, decode_public_key,
     decode_signature, encode_public_key,
 };
-pub use stored::StoredAd;
+pub use stored::{SignedAdRef, StoredAd};
 
 /// What kind of server an ad describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

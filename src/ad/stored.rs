@@ -10,6 +10,16 @@ use crate::clock::UnixMillis;
 use crate::codec::{self, CodecError};
 use crate::pelican::Attestation;
 
+/// A [`SignedAd`] borrowed from a [`StoredAd`], for serializing only (same JSON).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SignedAdRef<'a> {
+    #[serde(flatten)]
+    ad: &'a Ad,
+    signature: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attestation: Option<&'a Attestation>,
+}
+
 /// An ad as a director keeps it.
 ///
 /// Stored as format 1 (`{ad, signature, received_at, expires_at}`) when it is a Skein
@@ -103,6 +113,16 @@ impl StoredAd {
             received_at,
             expires_at,
             attestation: signed.attestation,
+        }
+    }
+
+    /// The signed form, borrowed: serializes exactly as [`StoredAd::signed`] does, without
+    /// copying the ad (a catch-up page serializes a thousand at a time).
+    pub fn signed_ref(&self) -> SignedAdRef<'_> {
+        SignedAdRef {
+            ad: &self.ad,
+            signature: &self.signature,
+            attestation: self.attestation.as_deref(),
         }
     }
 
@@ -202,6 +222,13 @@ mod tests {
             sha256_hex(&pelican.encode()),
             "21c3f32335264535898474752cd66e5c7de8e0b3c7e93e66f15e86f1d761f5d8"
         );
+        // The borrowed signed form is the owned one on the wire, attested or not.
+        for stored in [&skein, &pelican] {
+            assert_eq!(
+                serde_json::to_value(stored.signed_ref()).unwrap(),
+                serde_json::to_value(stored.signed()).unwrap()
+            );
+        }
         assert_eq!(StoredAd::decode(&skein.encode()), Ok(skein));
         assert_eq!(StoredAd::decode(&pelican.encode()), Ok(pelican));
     }

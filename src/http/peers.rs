@@ -201,7 +201,7 @@ async fn digest(
 async fn fetch(
     State(state): State<Arc<AppState>>,
     JsonBody(request): JsonBody<FetchRequest>,
-) -> Result<Json<Vec<SignedAd>>, ApiError> {
+) -> Result<Response, ApiError> {
     if request.keys.len() > MAX_FETCH {
         return Err(ApiError::bad_request(
             "too_many_keys",
@@ -210,15 +210,15 @@ async fn fetch(
     }
     let now = state.ledger.clock().now_ms();
     let view = state.ledger.view();
-    Ok(Json(
-        request
-            .keys
-            .iter()
-            .filter_map(|k| view.get(k))
-            .filter(|a| a.expires_at > now)
-            .map(|a| a.signed())
-            .collect(),
-    ))
+    // Serialized from the view as held (no copy of each ad), as `Vec<SignedAd>`.
+    let page: Vec<_> = request
+        .keys
+        .iter()
+        .filter_map(|k| view.get(k))
+        .filter(|a| a.expires_at > now)
+        .map(|a| a.signed_ref())
+        .collect();
+    Ok(Json(page).into_response())
 }
 
 /// A peer offers the versions of ads it would forward; the answer names (by index) the

@@ -600,7 +600,16 @@ async fn refill(ads: usize, data_dir: &Path, probes: bool) -> Result<()> {
     let started_ms = t0.elapsed().as_secs_f64() * 1000.0;
     // Both directors' own ads are in the view too.
     let target = held + 1;
-    while empty.state().ledger.view().len() < target {
+    // When the first pulled page lands: the digest exchange and the first fetch.
+    let mut first_page_ms = None;
+    loop {
+        let len = empty.state().ledger.view().len();
+        if len >= target {
+            break;
+        }
+        if first_page_ms.is_none() && len > 2 {
+            first_page_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
+        }
         if t0.elapsed() > Duration::from_secs(600) {
             bail!(
                 "refill stalled at {} of {target} ads",
@@ -613,7 +622,8 @@ async fn refill(ads: usize, data_dir: &Path, probes: bool) -> Result<()> {
     println!(
         "{}",
         json!({"bench": "refill", "ads": held, "secs": secs, "ads_per_sec": held as f64 / secs,
-               "started_ms": started_ms, "probes": probes, "cpu_ms": cpu_ms() - cpu0,
+               "started_ms": started_ms, "first_page_ms": first_page_ms, "probes": probes,
+               "cpu_ms": cpu_ms() - cpu0,
                "rss_mib": rss_mib()})
     );
     empty.crash().await;
