@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use crate::ad::{AdKey, AdVersion};
+use crate::ad::{AdKey, AdVersion, ServerKind, StoredAd};
 use crate::clock::UnixMillis;
 use crate::routing::View;
 use crate::routing::{FNV_OFFSET, stable_hash};
@@ -18,47 +18,63 @@ use crate::wire::DigestEntry;
 pub const BUCKETS: usize = 256;
 
 fn key_hash(key: &AdKey) -> u64 {
-    let seed = stable_hash(FNV_OFFSET, key.kind.as_str().bytes());
-    stable_hash(seed, key.name.bytes())
+    hash_of(key.kind, &key.name)
+}
+
+/// [`key_hash`] of the key `(kind, name)`, from borrowed parts (no key is built).
+fn hash_of(kind: ServerKind, name: &str) -> u64 {
+    let seed = stable_hash(FNV_OFFSET, kind.as_str().bytes());
+    stable_hash(seed, name.bytes())
 }
 
 /// The bucket `key` falls in.
 pub fn bucket_of(key: &AdKey) -> usize {
-    (key_hash(key) % BUCKETS as u64) as usize
+    bucket_of_hash(key_hash(key))
 }
 
-fn entry_hash(key: &AdKey, version: &AdVersion) -> u64 {
+/// The bucket of the key `(kind, name)`, from borrowed parts.
+pub fn bucket_of_parts(kind: ServerKind, name: &str) -> usize {
+    bucket_of_hash(hash_of(kind, name))
+}
+
+fn bucket_of_hash(key_hash: u64) -> usize {
+    (key_hash % BUCKETS as u64) as usize
+}
+
+fn entry_hash(key_hash: u64, version: &AdVersion) -> u64 {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&version.started_at.to_le_bytes());
     bytes[8..24].copy_from_slice(version.uuid.as_bytes());
     bytes[24..].copy_from_slice(&version.generation.to_le_bytes());
-    stable_hash(key_hash(key), bytes)
+    stable_hash(key_hash, bytes)
 }
 
-/// The entries a digest covers: every ad live at `now`.
-fn live_entries(view: &View, now: UnixMillis) -> impl Iterator<Item = DigestEntry> + '_ {
+/// Every ad live at `now` (what a digest covers), with the hash of its key. Runs over
+/// the whole view for every summary and bucket request, so nothing is copied here.
+fn live_ads(view: &View, now: UnixMillis) -> impl Iterator<Item = (u64, &StoredAd)> + '_ {
     view.ads()
         .filter(move |a| a.expires_at > now)
-        .map(|a| DigestEntry {
-            key: a.ad.key(),
-            version: a.ad.version(),
-        })
+        .map(|a| (hash_of(a.ad.kind, &a.ad.name), a.as_ref()))
 }
 
 /// The summary of `view` at `now`: one hash per bucket.
 pub fn summarise(view: &View, now: UnixMillis) -> Vec<u64> {
     let mut buckets = vec![0u64; BUCKETS];
-    for entry in live_entries(view, now) {
-        let bucket = &mut buckets[bucket_of(&entry.key)];
-        *bucket = bucket.wrapping_add(entry_hash(&entry.key, &entry.version));
+    for (hash, ad) in live_ads(view, now) {
+        let bucket = &mut buckets[bucket_of_hash(hash)];
+        *bucket = bucket.wrapping_add(entry_hash(hash, &ad.ad.version()));
     }
     buckets
 }
 
 /// The entries of `view` at `now` in `buckets` (all of them when `None`).
 pub fn entries(view: &View, now: UnixMillis, buckets: Option<&HashSet<usize>>) -> Vec<DigestEntry> {
-    live_entries(view, now)
-        .filter(|e| buckets.is_none_or(|b| b.contains(&bucket_of(&e.key))))
+    live_ads(view, now)
+        .filter(|(hash, _)| buckets.is_none_or(|b| b.contains(&bucket_of_hash(*hash))))
+        .map(|(_, a)| DigestEntry {
+            key: a.ad.key(),
+            version: a.ad.version(),
+        })
         .collect()
 }
 
