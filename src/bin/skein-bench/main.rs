@@ -233,10 +233,14 @@ fn director_config(
     extra: &str,
 ) -> Result<DirectorConfig> {
     let peers: Vec<String> = peers.iter().map(|p| format!("{p:?}")).collect();
+    // `forward_delay = "0s"`: an accepted ad is pushed to the peers at once, the path
+    // the convergence figure measures (with the shipped 2 s delay, convergence is the
+    // delay by design; see docs/replication.md). The other in-process modes forward
+    // nothing while they measure (refill's pulled ads go to no peer but their source).
     let text = format!(
         "name = {name:?}\nlisten = \"127.0.0.1:0\"\nadvertise_url = {url:?}\ndata_dir = {:?}\n\
          [identity]\nkey = \"unused\"\n[federation]\ntrust = \"unused\"\ndirectors = [{}]\n\
-         [peers]\npoll_interval = \"1h\"\nannounce_interval = \"1h\"\n\
+         [peers]\npoll_interval = \"1h\"\nannounce_interval = \"1h\"\nforward_delay = \"0s\"\n\
          [limits]\nmax_body = \"64MiB\"\nmax_concurrent = 100000\n{extra}",
         data_dir.display().to_string(),
         peers.join(", ")
