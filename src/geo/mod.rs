@@ -263,6 +263,11 @@ impl Geo {
         self.tables.load().fixed.clone()
     }
 
+    /// True if an address can be located at all (a database, or an override).
+    pub fn locates_addresses(&self) -> bool {
+        self.has_db() || !self.tables.load().overrides.is_empty()
+    }
+
     /// Where `ip` is, from the overrides first, then the database. Private, loopback and
     /// other non-global addresses are not looked up in the database.
     pub fn locate_ip(&self, ip: IpAddr) -> (Option<Coord>, LocatedBy) {

@@ -143,6 +143,10 @@ pub async fn compute(
 ) -> LocationMap {
     let fixed = geo.fixed_locations();
     let mut map = configured(&fixed);
+    // With neither a database nor an override, no address has a place: parsing every
+    // data URL and resolving its host would find nothing (and this runs whenever the
+    // view changed, which at 10,000 servers is every pass).
+    let by_address = geo.locates_addresses();
     let mut hosts: Vec<(String, String, u16)> = Vec::new();
     for stored in view.ads() {
         let ad = &stored.ad;
@@ -160,7 +164,7 @@ pub async fn compute(
             );
             continue;
         }
-        if let Some((host, port)) = host_port(&ad.data_url) {
+        if by_address && let Some((host, port)) = host_port(&ad.data_url) {
             hosts.push((ad.name.clone(), host, port));
         }
     }
