@@ -52,12 +52,9 @@ pub fn headers(route: &Route, path: &str, query: Option<&str>) -> HeaderMap {
         push_number(&mut link, depth);
     }
     insert(&mut headers, header::LINK, link);
-    let ns = &route.namespace;
+    let ns = route.namespace();
     let prefix = encoded_path(&route.prefix);
-    let collections = route
-        .collections_url
-        .as_deref()
-        .filter(|_| ns.caps.listings);
+    let collections = route.collections_url().filter(|_| ns.caps.listings);
     let mut namespace =
         String::with_capacity(prefix.len() + collections.map_or(0, |url| url.len() + 20) + 40);
     namespace.push_str("namespace=");

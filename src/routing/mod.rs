@@ -64,17 +64,53 @@ impl Candidate {
     }
 }
 
-/// Where a path goes.
+/// Where a path goes. It shares what it needs with the view (the prefix, the ads), so
+/// a redirect copies no string of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// The longest advertised namespace prefix containing the path.
-    pub prefix: String,
-    /// The namespace as advertised (capabilities, issuers), origin's copy preferred.
-    pub namespace: NamespaceAd,
+    pub prefix: Arc<str>,
+    /// The ad whose copy of the namespace is followed (an origin's preferred), and the
+    /// index of that namespace in it.
+    namespace_from: (Arc<StoredAd>, usize),
     /// Servers in rank order, best first.
     pub candidates: Vec<Candidate>,
     /// An origin for the namespace that allows listings (for `collections-url`).
-    pub collections_url: Option<String>,
+    collections_from: Option<Arc<StoredAd>>,
+}
+
+impl Route {
+    /// A route for `prefix` following the `index`-th namespace of `namespace_ad`, with
+    /// `collections_from`'s data URL as its collections URL; `None` if `namespace_ad` has
+    /// no such namespace.
+    pub fn new(
+        prefix: Arc<str>,
+        namespace_ad: Arc<StoredAd>,
+        index: usize,
+        candidates: Vec<Candidate>,
+        collections_from: Option<Arc<StoredAd>>,
+    ) -> Option<Self> {
+        (index < namespace_ad.ad.namespaces.len()).then_some(Self {
+            prefix,
+            namespace_from: (namespace_ad, index),
+            candidates,
+            collections_from,
+        })
+    }
+
+    /// The namespace as advertised (capabilities, issuers), origin's copy preferred.
+    pub fn namespace(&self) -> &NamespaceAd {
+        let (ad, index) = &self.namespace_from;
+        // `new` checked the index, and the ad is immutable.
+        &ad.ad.namespaces[*index]
+    }
+
+    /// The data URL of an origin for the namespace that allows listings.
+    pub fn collections_url(&self) -> Option<&str> {
+        self.collections_from
+            .as_ref()
+            .map(|a| a.ad.data_url.as_str())
+    }
 }
 
 /// Why no route was found.
@@ -286,22 +322,15 @@ impl View {
     pub fn route(&self, path: &str, purpose: Purpose, now: UnixMillis) -> Result<Route, NoRoute> {
         let mut refused_prefix = None;
         for prefix in prefixes_longest_first(path).chain(std::iter::once("/")) {
-            let Some(servers) = self.by_prefix.get(prefix) else {
+            let Some((prefix, servers)) = self.by_prefix.get_key_value(prefix) else {
                 continue;
             };
-            let live: Vec<(&Arc<StoredAd>, &NamespaceAd)> = servers
-                .iter()
-                .filter(|(a, _)| is_serving(a, now) && !self.held_back(&a.ad.name, now))
-                .filter_map(|(a, index)| a.ad.namespaces.get(*index).map(|ns| (a, ns)))
-                .collect();
-            if live.is_empty() {
-                continue;
-            }
-            match build_route(prefix, &live, path, purpose) {
-                Some(route) => return Ok(route),
-                None => {
+            match self.build_route(prefix, servers, path, purpose, now) {
+                Built::Route(route) => return Ok(route),
+                Built::Refused => {
                     refused_prefix.get_or_insert_with(|| prefix.to_string());
                 }
+                Built::NoneLive => {}
             }
         }
         Err(match refused_prefix {
@@ -309,61 +338,102 @@ impl View {
             None => NoRoute::NoNamespace,
         })
     }
+
+    /// The route through `servers` (those advertising `prefix`), in one pass over them:
+    /// candidates of the kinds asked, each kind ranked in its own run (caches first), the
+    /// namespace as an origin advertises it (the first by name; else the first server's
+    /// copy) and the collections URL.
+    fn build_route(
+        &self,
+        prefix: &Arc<str>,
+        servers: &[(Arc<StoredAd>, usize)],
+        path: &str,
+        purpose: Purpose,
+        now: UnixMillis,
+    ) -> Built {
+        // Each candidate with its run (caches 0, origins 1) and rendezvous score, so the
+        // ranking hashes each name once rather than once per comparison.
+        let mut ranked: Vec<(u8, u64, Candidate)> = Vec::with_capacity(servers.len());
+        let mut namespace_from: Option<(&Arc<StoredAd>, usize)> = None;
+        let mut collections_from: Option<&Arc<StoredAd>> = None;
+        let mut any_live = false;
+        for (ad, index) in servers {
+            if !is_serving(ad, now) || self.held_back(&ad.ad.name, now) {
+                continue;
+            }
+            let Some(ns) = ad.ad.namespaces.get(*index) else {
+                continue;
+            };
+            any_live = true;
+            let kind = ad.ad.kind;
+            if kind == ServerKind::Origin {
+                // Servers are sorted by (kind, name): the first origin is the least by name.
+                if namespace_from.is_none_or(|(a, _)| a.ad.kind != ServerKind::Origin) {
+                    namespace_from = Some((ad, *index));
+                }
+                if ns.caps.listings
+                    && collections_from.is_none_or(|c| ad.ad.data_url < c.ad.data_url)
+                {
+                    collections_from = Some(ad);
+                }
+            } else if namespace_from.is_none() {
+                namespace_from = Some((ad, *index));
+            }
+            let run = match (purpose, kind) {
+                (Purpose::Read, ServerKind::Cache) => 0,
+                (Purpose::Read | Purpose::OriginRead, ServerKind::Origin) => 1,
+                (Purpose::DirectRead, ServerKind::Origin) if ns.caps.direct_reads => 1,
+                (Purpose::Write, ServerKind::Origin) if ns.caps.writes => 1,
+                _ => continue,
+            };
+            ranked.push((
+                run,
+                score(&ad.ad.name, path),
+                Candidate::new(Arc::clone(ad)),
+            ));
+        }
+        if !any_live {
+            return Built::NoneLive;
+        }
+        let Some((namespace_ad, index)) = namespace_from else {
+            return Built::NoneLive;
+        };
+        if ranked.is_empty() {
+            return Built::Refused;
+        }
+        // Best first within a run: highest score, ties by name (descending).
+        ranked.sort_unstable_by(|(run_a, score_a, a), (run_b, score_b, b)| {
+            run_a
+                .cmp(run_b)
+                .then_with(|| (score_b, b.name()).cmp(&(score_a, a.name())))
+        });
+        let candidates = ranked.into_iter().map(|(_, _, c)| c).collect();
+        match Route::new(
+            Arc::clone(prefix),
+            Arc::clone(namespace_ad),
+            index,
+            candidates,
+            collections_from.cloned(),
+        ) {
+            Some(route) => Built::Route(route),
+            None => Built::NoneLive,
+        }
+    }
+}
+
+/// What one prefix's servers give a request.
+enum Built {
+    /// A route.
+    Route(Route),
+    /// Live servers, but none does what was asked.
+    Refused,
+    /// No live server.
+    NoneLive,
 }
 
 /// True if `ad` is live and not withdrawing at `now`.
 fn is_serving(ad: &StoredAd, now: UnixMillis) -> bool {
     ad.ad.status == AdStatus::Ok && ad.expires_at > now
-}
-
-fn build_route(
-    prefix: &str,
-    live: &[(&Arc<StoredAd>, &NamespaceAd)],
-    path: &str,
-    purpose: Purpose,
-) -> Option<Route> {
-    // One vector for every kind asked, each kind ranked in its own run.
-    let mut candidates: Vec<Candidate> = Vec::with_capacity(live.len());
-    let mut add = |kind: ServerKind, keep: &dyn Fn(&NamespaceAd) -> bool| {
-        let start = candidates.len();
-        candidates.extend(
-            live.iter()
-                .filter(|(a, ns)| a.ad.kind == kind && keep(ns))
-                .map(|(a, _)| Candidate::new(Arc::clone(a))),
-        );
-        rank_by(&mut candidates[start..], path, |c| c.name());
-    };
-    match purpose {
-        Purpose::Read => {
-            add(ServerKind::Cache, &|_| true);
-            add(ServerKind::Origin, &|_| true);
-        }
-        Purpose::OriginRead => add(ServerKind::Origin, &|_| true),
-        Purpose::DirectRead => add(ServerKind::Origin, &|ns| ns.caps.direct_reads),
-        Purpose::Write => add(ServerKind::Origin, &|ns| ns.caps.writes),
-    }
-    if candidates.is_empty() {
-        return None;
-    }
-    let origin_ns = live
-        .iter()
-        .filter(|(a, _)| a.ad.kind == ServerKind::Origin)
-        .min_by(|x, y| x.0.ad.name.cmp(&y.0.ad.name));
-    let namespace = origin_ns
-        .or_else(|| live.first())
-        .map(|(_, ns)| (*ns).clone())?;
-    let collections_url = live
-        .iter()
-        .filter(|(a, ns)| a.ad.kind == ServerKind::Origin && ns.caps.listings)
-        .map(|(a, _)| a.ad.data_url.as_str())
-        .min()
-        .map(str::to_string);
-    Some(Route {
-        prefix: prefix.to_string(),
-        namespace,
-        candidates,
-        collections_url,
-    })
 }
 
 #[cfg(test)]

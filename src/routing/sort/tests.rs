@@ -9,7 +9,6 @@ use crate::ad::{AdKey, ServerKind};
 use crate::clock::UnixMillis;
 use crate::fixtures;
 use crate::geo::servers::{LocationMap, ServerLocatedBy, ServerLocation};
-use crate::routing::Route;
 use crate::routing::rank_by;
 use crate::routing::signals::NoSignals;
 
@@ -460,12 +459,7 @@ fn object_presence_demotes_absent_origins_and_promotes_holders_in_every_method()
             "{method:?}: the origin lacking it last, however near"
         );
         // The same as sorting without presence, then demoting (stable), as before.
-        let mut route = Route {
-            prefix: "/ns".into(),
-            namespace: fixtures::public_namespace("/ns"),
-            candidates: all.clone(),
-            collections_url: None,
-        };
+        let mut route = fixtures::route_in(fixtures::public_namespace("/ns"), all.clone());
         order(
             &mut route.candidates,
             &input(method, Some(MADISON), "/ns/o", &signals, &locations),
