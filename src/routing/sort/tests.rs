@@ -323,7 +323,7 @@ fn adaptive_weighs_load_and_health() {
 
 #[test]
 fn random_is_stable_per_client_and_spreads_across_clients() {
-    let locations = LocationMap::new();
+    let locations = LocationMap::default();
     let all = ["a", "b", "c", "d"];
     let mut firsts = HashMap::new();
     for i in 0..200u32 {
