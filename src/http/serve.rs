@@ -12,8 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -25,7 +23,8 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
+
+use super::App;
 
 /// The HTTP/2 connection preface: a plain-text connection starting with it speaks h2c.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -302,7 +301,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 /// returned future cuts every connection at once.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     options: ServeOptions,
     cancel: CancellationToken,
 ) {
@@ -353,7 +352,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     acceptor: Option<TlsAcceptor>,
-    app: Router,
+    app: App,
     builders: Arc<Builders>,
     graceful: CancellationToken,
     header_timeout: Duration,
@@ -408,7 +407,7 @@ async fn drive<I>(
     peer: SocketAddr,
     http2: bool,
     builders: &Builders,
-    app: Router,
+    app: App,
     graceful: &CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -425,12 +424,7 @@ async fn drive<I>(
         http1 = builders.http1(activity);
         &http1
     };
-    // Handlers and middleware find the client's address as axum's `ConnectInfo`.
-    let app = app.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request
-    });
-    let conn = builder.serve_connection(io, TowerToHyperService::new(app));
+    let conn = builder.serve_connection(io, TowerToHyperService::new(app.for_peer(peer)));
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
