@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -169,10 +169,24 @@ impl Builders {
     }
 }
 
-/// How many reads of a connection returned data.
-#[derive(Default)]
+/// How many reads of a connection returned data, and the connection's header timer.
 struct Activity {
     reads: AtomicU64,
+    /// The one tokio sleep behind every [`HeaderSleep`] of the connection. hyper arms a
+    /// new header timer per request; a new tokio sleep each time would take a slot in the
+    /// runtime's timer wheel and give it back, under its lock, on every request, while
+    /// moving this one's deadline later is an atomic update.
+    sleep: Mutex<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Activity {
+    /// No read yet, the sleep set `idle_timeout` from now.
+    fn new(idle_timeout: Duration) -> Self {
+        Self {
+            reads: AtomicU64::new(0),
+            sleep: Mutex::new(Box::pin(tokio::time::sleep(idle_timeout))),
+        }
+    }
 }
 
 /// hyper's HTTP/1 header-read timer: a sleep armed while waiting for a request head
@@ -191,55 +205,52 @@ impl hyper::rt::Timer for HeaderTimer {
     }
 
     fn sleep_until(&self, _deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        // hyper arms this once per request on a keep-alive connection: one allocation,
-        // with the tokio sleep inside it.
-        let armed = Instant::now();
+        // hyper arms this once per request on a keep-alive connection: one small
+        // allocation; the tokio sleep is the connection's.
         Box::pin(HeaderSleep {
             timer: self.clone(),
-            armed,
+            armed: Instant::now(),
             reads_when_armed: self.activity.reads.load(Ordering::Relaxed),
-            sleep: tokio::time::sleep(self.idle_timeout),
-            target: armed + self.idle_timeout,
             first_byte: None,
         })
     }
 }
 
-pin_project_lite::pin_project! {
-    struct HeaderSleep {
-        timer: HeaderTimer,
-        armed: Instant,
-        reads_when_armed: u64,
-        #[pin]
-        sleep: tokio::time::Sleep,
-        target: Instant,
-        first_byte: Option<Instant>,
-    }
+struct HeaderSleep {
+    timer: HeaderTimer,
+    armed: Instant,
+    reads_when_armed: u64,
+    first_byte: Option<Instant>,
 }
 
 impl Future for HeaderSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
+        let this = self.get_mut();
         // hyper polls this sleep right after each read that leaves the head incomplete,
         // so the first poll that sees a new read dates the first byte. That latches the
         // deadline: a trickle of bytes cannot push it on.
         if this.first_byte.is_none()
-            && this.timer.activity.reads.load(Ordering::Relaxed) > *this.reads_when_armed
+            && this.timer.activity.reads.load(Ordering::Relaxed) > this.reads_when_armed
         {
-            *this.first_byte = Some(Instant::now());
+            this.first_byte = Some(Instant::now());
         }
-        let target = match *this.first_byte {
+        let target = match this.first_byte {
             Some(first) => first + this.timer.header_timeout,
-            None => *this.armed + this.timer.idle_timeout,
+            None => this.armed + this.timer.idle_timeout,
         };
-        if target != *this.target {
-            *this.target = target;
-            let at = tokio::time::Instant::from_std(target);
-            this.sleep.as_mut().reset(at);
+        let at = tokio::time::Instant::from_std(target);
+        let mut sleep = this
+            .timer
+            .activity
+            .sleep
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if sleep.deadline() != at {
+            sleep.as_mut().reset(at);
         }
-        this.sleep.poll(cx)
+        sleep.as_mut().poll(cx)
     }
 }
 
@@ -412,7 +423,7 @@ async fn drive<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::default());
+    let activity = Arc::new(Activity::new(builders.idle_timeout));
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
