@@ -17,7 +17,7 @@ use rustc_hash::FxBuildHasher;
 use crate::ad::StoredAd;
 use crate::ad::{AdKey, AdStatus, NamespaceAd, ServerKind};
 use crate::clock::UnixMillis;
-use crate::paths::prefixes_longest_first;
+use crate::paths::{depth, prefixes_longest_first};
 
 pub use rank::{FNV_OFFSET, rank_by, score, stable_hash};
 
@@ -142,6 +142,9 @@ pub struct View {
     /// Servers that federation records (downtime, ban) are about, with how many records
     /// each: a redirect only looks the records up for a candidate listed here.
     record_names: HashMap<Arc<str>, u8>,
+    /// No prefix ever indexed here (or in the views this one was made from) has more
+    /// components: a redirect looks up only its path's prefixes this deep or shallower.
+    deepest_prefix: usize,
 }
 
 /// Where the ad of `key` sits (or would sit) in a prefix's servers.
@@ -211,6 +214,7 @@ impl View {
         }
         for (index, ns) in stored.ad.namespaces.iter().enumerate() {
             let path: &str = &ns.path;
+            self.deepest_prefix = self.deepest_prefix.max(depth(path));
             let entry = (stored.clone(), index);
             match self.by_prefix.get_mut(path) {
                 Some(servers) => match position(servers, &key) {
@@ -321,7 +325,10 @@ impl View {
     /// Decides where `path` (clean, absolute) goes for `purpose` at time `now`.
     pub fn route(&self, path: &str, purpose: Purpose, now: UnixMillis) -> Result<Route, NoRoute> {
         let mut refused_prefix = None;
-        for prefix in prefixes_longest_first(path).chain(std::iter::once("/")) {
+        // Longest first, so the deeper ones come first; `depth` counts components as
+        // `prefixes_longest_first` takes them off.
+        let indexed = prefixes_longest_first(path).skip_while(|p| depth(p) > self.deepest_prefix);
+        for prefix in indexed.chain(std::iter::once("/")) {
             let Some((prefix, servers)) = self.by_prefix.get_key_value(prefix) else {
                 continue;
             };

@@ -115,6 +115,26 @@ fn same_object_same_cache() {
 }
 
 #[test]
+fn deep_paths_find_shallow_and_newly_deeper_prefixes() {
+    let shallow = View::default().with_ad(stored("origin-1", ServerKind::Origin, &["/a"]));
+    let route = shallow.route("/a/b/c/d/e.dat", Purpose::Read, NOW).unwrap();
+    assert_eq!(&*route.prefix, "/a");
+    let deeper = shallow.with_ad(stored("origin-2", ServerKind::Origin, &["/a/b/c"]));
+    let route = deeper.route("/a/b/c/d/e.dat", Purpose::Read, NOW).unwrap();
+    assert_eq!(&*route.prefix, "/a/b/c");
+    // Gone again: the shallower one serves.
+    let key = AdKey {
+        kind: ServerKind::Origin,
+        name: "origin-2".into(),
+    };
+    let route = deeper
+        .without(&key)
+        .route("/a/b/c/d/e.dat", Purpose::Read, NOW)
+        .unwrap();
+    assert_eq!(&*route.prefix, "/a");
+}
+
+#[test]
 fn each_kind_is_ranked_by_rendezvous_caches_first() {
     let view = (0..6).fold(View::default(), |v, i| {
         v.with_ad(stored(&format!("cache-{i}"), ServerKind::Cache, &["/ns"]))
