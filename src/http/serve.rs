@@ -159,12 +159,10 @@ impl Builders {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
         };
+        let read_timeout = timer.read_timeout();
         let mut http1 = Builder::new(TokioExecutor::new()).http1_only();
         // hyper arms this timer when it starts waiting for a request head, idle or not.
-        http1
-            .http1()
-            .timer(timer)
-            .header_read_timeout(self.header_timeout.max(self.idle_timeout));
+        http1.http1().timer(timer).header_read_timeout(read_timeout);
         http1
     }
 }
@@ -199,17 +197,28 @@ struct HeaderTimer {
     idle_timeout: Duration,
 }
 
+impl HeaderTimer {
+    /// The header read timeout hyper is given (see [`Builders::http1`]).
+    fn read_timeout(&self) -> Duration {
+        self.header_timeout.max(self.idle_timeout)
+    }
+}
+
 impl hyper::rt::Timer for HeaderTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
         TokioTimer::new().sleep(duration)
     }
 
-    fn sleep_until(&self, _deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         // hyper arms this once per request on a keep-alive connection: one small
-        // allocation; the tokio sleep is the connection's.
+        // allocation; the tokio sleep is the connection's. hyper set `deadline` to its
+        // clock's now plus `read_timeout` (the builder's header read timeout), so that
+        // now is when it armed this, without reading the clock again.
         Box::pin(HeaderSleep {
             timer: self.clone(),
-            armed: Instant::now(),
+            armed: deadline
+                .checked_sub(self.read_timeout())
+                .unwrap_or_else(Instant::now),
             reads_when_armed: self.activity.reads.load(Ordering::Relaxed),
             first_byte: None,
         })
