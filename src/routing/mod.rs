@@ -15,7 +15,7 @@ use imbl::HashMap;
 use rustc_hash::FxBuildHasher;
 
 use crate::ad::StoredAd;
-use crate::ad::{AdKey, AdStatus, NamespaceAd, ServerKind};
+use crate::ad::{AdKey, AdStatus, Capabilities, NamespaceAd, ServerKind};
 use crate::clock::UnixMillis;
 use crate::paths::{depth, prefixes_longest_first};
 
@@ -125,11 +125,52 @@ pub enum NoRoute {
     },
 }
 
-/// The servers advertising one prefix, each with the index of that namespace in its ad,
-/// sorted by key. A prefix has few servers, so a small copy-on-write vector is smaller and
-/// faster to scan than a persistent set (an `imbl::OrdSet` allocates a 64-slot node even
-/// for one key), and holding the ads themselves spares `route` a map lookup per server.
-type Servers = Arc<Vec<(Arc<StoredAd>, usize)>>;
+/// The servers advertising one prefix, sorted by key. A prefix has few servers, so a small
+/// copy-on-write vector is smaller and faster to scan than a persistent set (an
+/// `imbl::OrdSet` allocates a 64-slot node even for one key), and holding the ads
+/// themselves spares `route` a map lookup per server.
+type Servers = Arc<Vec<Indexed>>;
+
+/// One server of a prefix, with what a redirect checks of it copied in: choosing among a
+/// prefix's servers reads these small records, side by side, instead of several parts of
+/// each ad (its expiry, its namespaces, its name), each a likely cache miss.
+#[derive(Debug, Clone)]
+struct Indexed {
+    ad: Arc<StoredAd>,
+    /// Where the prefix's namespace is in the ad's namespaces.
+    index: usize,
+    kind: ServerKind,
+    /// The ad's expiry, or 0 while it is withdrawing: it serves while this is after now.
+    serving_until: UnixMillis,
+    /// The namespace's capabilities.
+    caps: Capabilities,
+    /// The server's rendezvous seed ([`rank::name_seed`]).
+    seed: u64,
+}
+
+impl Indexed {
+    /// The `index`-th namespace of `ad`, if it has one.
+    fn new(ad: Arc<StoredAd>, index: usize) -> Option<Self> {
+        let caps = ad.ad.namespaces.get(index)?.caps;
+        Some(Self {
+            index,
+            kind: ad.ad.kind,
+            serving_until: if ad.ad.status == AdStatus::Ok {
+                ad.expires_at
+            } else {
+                0
+            },
+            caps,
+            seed: rank::name_seed(&ad.ad.name),
+            ad,
+        })
+    }
+
+    /// True if the server is live and not withdrawing at `now`.
+    fn is_serving(&self, now: UnixMillis) -> bool {
+        self.serving_until > now
+    }
+}
 
 /// An immutable snapshot of every live ad.
 #[derive(Debug, Clone, Default)]
@@ -148,10 +189,9 @@ pub struct View {
 }
 
 /// Where the ad of `key` sits (or would sit) in a prefix's servers.
-fn position(servers: &[(Arc<StoredAd>, usize)], key: &AdKey) -> Result<usize, usize> {
-    servers.binary_search_by(|(a, _)| {
-        (a.ad.kind, a.ad.name.as_str()).cmp(&(key.kind, key.name.as_str()))
-    })
+fn position(servers: &[Indexed], key: &AdKey) -> Result<usize, usize> {
+    servers
+        .binary_search_by(|s| (s.kind, s.ad.ad.name.as_str()).cmp(&(key.kind, key.name.as_str())))
 }
 
 impl View {
@@ -215,11 +255,13 @@ impl View {
         for (index, ns) in stored.ad.namespaces.iter().enumerate() {
             let path: &str = &ns.path;
             self.deepest_prefix = self.deepest_prefix.max(depth(path));
-            let entry = (stored.clone(), index);
+            let Some(entry) = Indexed::new(stored.clone(), index) else {
+                continue;
+            };
             match self.by_prefix.get_mut(path) {
                 Some(servers) => match position(servers, &key) {
                     // Already this version: the same path twice in one ad, first one counts.
-                    Ok(at) if Arc::ptr_eq(&servers[at].0, &stored) => {}
+                    Ok(at) if Arc::ptr_eq(&servers[at].ad, &stored) => {}
                     Ok(at) => Arc::make_mut(servers)[at] = entry,
                     Err(at) => Arc::make_mut(servers).insert(at, entry),
                 },
@@ -314,7 +356,7 @@ impl View {
             .filter(|(_, servers)| {
                 servers
                     .iter()
-                    .any(|(a, _)| is_serving(a, now) && !self.held_back(&a.ad.name, now))
+                    .any(|s| s.is_serving(now) && !self.held_back(&s.ad.ad.name, now))
             })
             .map(|(prefix, _)| prefix.to_string())
             .collect();
@@ -353,7 +395,7 @@ impl View {
     fn build_route(
         &self,
         prefix: &Arc<str>,
-        servers: &[(Arc<StoredAd>, usize)],
+        servers: &[Indexed],
         path: &str,
         purpose: Purpose,
         now: UnixMillis,
@@ -361,48 +403,45 @@ impl View {
         // Each candidate with its run (caches 0, origins 1) and rendezvous score, so the
         // ranking hashes each name once rather than once per comparison.
         let mut ranked: Vec<(u8, u64, Candidate)> = Vec::with_capacity(servers.len());
-        let mut namespace_from: Option<(&Arc<StoredAd>, usize)> = None;
+        let mut namespace_from: Option<&Indexed> = None;
         let mut collections_from: Option<&Arc<StoredAd>> = None;
         let mut any_live = false;
-        for (ad, index) in servers {
-            if !is_serving(ad, now) || self.held_back(&ad.ad.name, now) {
+        for server in servers {
+            if !server.is_serving(now) || self.held_back(&server.ad.ad.name, now) {
                 continue;
             }
-            let Some(ns) = ad.ad.namespaces.get(*index) else {
-                continue;
-            };
             any_live = true;
-            let kind = ad.ad.kind;
+            let (kind, caps) = (server.kind, server.caps);
             if kind == ServerKind::Origin {
                 // Servers are sorted by (kind, name): the first origin is the least by name.
-                if namespace_from.is_none_or(|(a, _)| a.ad.kind != ServerKind::Origin) {
-                    namespace_from = Some((ad, *index));
+                if namespace_from.is_none_or(|s| s.kind != ServerKind::Origin) {
+                    namespace_from = Some(server);
                 }
-                if ns.caps.listings
-                    && collections_from.is_none_or(|c| ad.ad.data_url < c.ad.data_url)
+                if caps.listings
+                    && collections_from.is_none_or(|c| server.ad.ad.data_url < c.ad.data_url)
                 {
-                    collections_from = Some(ad);
+                    collections_from = Some(&server.ad);
                 }
             } else if namespace_from.is_none() {
-                namespace_from = Some((ad, *index));
+                namespace_from = Some(server);
             }
             let run = match (purpose, kind) {
                 (Purpose::Read, ServerKind::Cache) => 0,
                 (Purpose::Read | Purpose::OriginRead, ServerKind::Origin) => 1,
-                (Purpose::DirectRead, ServerKind::Origin) if ns.caps.direct_reads => 1,
-                (Purpose::Write, ServerKind::Origin) if ns.caps.writes => 1,
+                (Purpose::DirectRead, ServerKind::Origin) if caps.direct_reads => 1,
+                (Purpose::Write, ServerKind::Origin) if caps.writes => 1,
                 _ => continue,
             };
-            ranked.push((
-                run,
-                score(&ad.ad.name, path),
-                Candidate::new(Arc::clone(ad)),
-            ));
+            let candidate = Candidate {
+                kind,
+                ad: Arc::clone(&server.ad),
+            };
+            ranked.push((run, rank::score_from(server.seed, path), candidate));
         }
         if !any_live {
             return Built::NoneLive;
         }
-        let Some((namespace_ad, index)) = namespace_from else {
+        let Some(namespace_from) = namespace_from else {
             return Built::NoneLive;
         };
         if ranked.is_empty() {
@@ -417,8 +456,8 @@ impl View {
         let candidates = ranked.into_iter().map(|(_, _, c)| c).collect();
         match Route::new(
             Arc::clone(prefix),
-            Arc::clone(namespace_ad),
-            index,
+            Arc::clone(&namespace_from.ad),
+            namespace_from.index,
             candidates,
             collections_from.cloned(),
         ) {
@@ -436,11 +475,6 @@ enum Built {
     Refused,
     /// No live server.
     NoneLive,
-}
-
-/// True if `ad` is live and not withdrawing at `now`.
-fn is_serving(ad: &StoredAd, now: UnixMillis) -> bool {
-    ad.ad.status == AdStatus::Ok && ad.expires_at > now
 }
 
 #[cfg(test)]
