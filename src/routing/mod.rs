@@ -42,6 +42,8 @@ pub struct Candidate {
     pub kind: ServerKind,
     /// The ad held for it (name, data URL, generation, key).
     pub ad: Arc<StoredAd>,
+    /// The server's rendezvous seed ([`rank::name_seed`] of its name).
+    seed: u64,
 }
 
 impl Candidate {
@@ -49,8 +51,14 @@ impl Candidate {
     pub fn new(ad: Arc<StoredAd>) -> Self {
         Self {
             kind: ad.ad.kind,
+            seed: rank::name_seed(&ad.ad.name),
             ad,
         }
+    }
+
+    /// The rendezvous score of this server for `object` ([`score`] of its name).
+    pub fn score(&self, object: &str) -> u64 {
+        rank::score_from(self.seed, object)
     }
 
     /// Server name.
@@ -435,8 +443,9 @@ impl View {
             let candidate = Candidate {
                 kind,
                 ad: Arc::clone(&server.ad),
+                seed: server.seed,
             };
-            ranked.push((run, rank::score_from(server.seed, path), candidate));
+            ranked.push((run, candidate.score(path), candidate));
         }
         if !any_live {
             return Built::NoneLive;

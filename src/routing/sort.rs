@@ -18,7 +18,6 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use super::Candidate;
-use super::rank::score as affinity;
 use super::signals::{KeyBuf, Presence, ServerHealth, Signals};
 use crate::ad::ServerKind;
 use crate::geo::Coord;
@@ -244,8 +243,8 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) ->
                 _ => None,
             };
             let affinity = match &seeded {
-                Some(seed) => affinity(c.name(), seed),
-                None => affinity(c.name(), input.path),
+                Some(seed) => c.score(seed),
+                None => c.score(input.path),
             };
             let group = u8::from(c.kind != ServerKind::Cache);
             let not_present =
