@@ -212,6 +212,21 @@ pub fn candidate_at(
     crate::routing::Candidate::new(stored)
 }
 
+/// A route for `/ns` through `candidates`, whose namespace is `namespace` (tests of
+/// ordering and presence).
+pub fn route_in(
+    namespace: NamespaceAd,
+    candidates: Vec<crate::routing::Candidate>,
+) -> crate::routing::Route {
+    let now = 1_700_000_000_000;
+    let mut holder = ad("ns-holder", ServerKind::Origin, &[], now - 10, 1);
+    holder.namespaces = vec![namespace];
+    let signed = holder.sign(&key_for("ns-holder"));
+    let stored = std::sync::Arc::new(crate::ad::StoredAd::new(signed, now - 5, 900_000));
+    crate::routing::Route::new("/ns".into(), stored, 0, candidates, None)
+        .expect("the holder's only namespace")
+}
+
 /// A WLCG-style access token signed ES256 by `key` (with its `kid`): `iss`, `aud`,
 /// `scope`, and `nbf`/`exp` in seconds relative to now (tests and benches).
 pub fn access_token(

@@ -22,6 +22,9 @@ pub enum RouteClass {
     Control,
 }
 
+/// The discovery document: the one client request with a route of its own.
+pub const DISCOVERY: &str = "/.well-known/pelican-configuration";
+
 /// Label values, in declaration order.
 pub const ROUTE_CLASSES: [&str; 6] = [
     "redirect", "register", "forward", "fetch", "bulk", "control",
@@ -65,6 +68,14 @@ impl RouteClass {
             return RouteClass::Bulk;
         }
         RouteClass::Redirect
+    }
+
+    /// True if the router has no route for `path`, so it would send the request to its
+    /// fallback, the object handler: every client request but the discovery document.
+    /// (Requests of other classes may reach the fallback too; this only never says yes
+    /// to a routed path, which `http::dispatch`'s tests check against every route.)
+    pub fn is_unrouted(method: &Method, path: &str) -> bool {
+        Self::of(method, path) == RouteClass::Redirect && path != DISCOVERY
     }
 
     /// The label value.
@@ -114,11 +125,7 @@ mod tests {
                 "/api/v1.0/director/origin/test/x",
                 RouteClass::Redirect,
             ),
-            (
-                &get,
-                "/.well-known/pelican-configuration",
-                RouteClass::Redirect,
-            ),
+            (&get, DISCOVERY, RouteClass::Redirect),
             // A POST to an object path is a client request (refused later as a method).
             (&post, "/test/x", RouteClass::Redirect),
             (

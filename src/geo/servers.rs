@@ -49,8 +49,11 @@ pub struct ServerLocation {
     pub located_by: ServerLocatedBy,
 }
 
-/// Server name -> location, published whole; the redirect path reads it lock-free.
-pub type LocationMap = HashMap<String, ServerLocation>;
+/// Server name -> location, published whole; the redirect path reads it lock-free, once
+/// per candidate. Hashed with FxHash, as SipHash cost more than the rest of the lookup:
+/// the keys are names of servers in the view (or in this director's config), so a client
+/// never shapes the map.
+pub type LocationMap = HashMap<String, ServerLocation, rustc_hash::FxBuildHasher>;
 
 /// The current server locations.
 pub struct ServerLocations {

@@ -334,11 +334,11 @@ fn routing_places_a_server_by_its_own_ad_before_the_worker_has_seen_it() {
     let address = ServerLocatedBy::Address {
         address: IpAddr::from([192, 0, 2, 1]),
     };
-    let empty = LocationMap::new();
+    let empty = LocationMap::default();
     assert_eq!(location_of(&empty, &ad), None, "nothing known");
 
     // The worker found the host's address; the ad declares nothing.
-    let found = LocationMap::from([("c1".to_string(), at(coord(5.0, 6.0), address))]);
+    let found = LocationMap::from_iter([("c1".to_string(), at(coord(5.0, 6.0), address))]);
     assert_eq!(location_of(&found, &ad), Some(at(coord(5.0, 6.0), address)));
 
     // A first ad with a location is placed at once, ahead of the address.
@@ -348,7 +348,8 @@ fn routing_places_a_server_by_its_own_ad_before_the_worker_has_seen_it() {
     assert_eq!(location_of(&found, &ad), by_ad);
 
     // The ad moved: its new location wins over the worker's older copy.
-    let stale = LocationMap::from([("c1".to_string(), at(coord(-1.0, -1.0), ServerLocatedBy::Ad))]);
+    let stale =
+        LocationMap::from_iter([("c1".to_string(), at(coord(-1.0, -1.0), ServerLocatedBy::Ad))]);
     assert_eq!(location_of(&stale, &ad), by_ad);
     // The ad stopped declaring one: the stale copy is not used.
     ad.location = None;
@@ -356,7 +357,7 @@ fn routing_places_a_server_by_its_own_ad_before_the_worker_has_seen_it() {
 
     // This director's config beats everything.
     ad.location = Some(coord(10.0, 20.0));
-    let configured = LocationMap::from([(
+    let configured = LocationMap::from_iter([(
         "c1".to_string(),
         at(coord(30.0, 40.0), ServerLocatedBy::Config),
     )]);

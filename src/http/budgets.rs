@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::ConnectInfo;
+use axum::http::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -118,7 +119,7 @@ pub struct Admitted {
 impl Budgets {
     /// Takes a place for `request` (of `class`) or answers why not: 503 when the class is
     /// at its limit, 429 when an ingest client is at its share.
-    pub fn admit(&self, class: RouteClass, request: &Request) -> Result<Admitted, Shed> {
+    pub fn admit<B>(&self, class: RouteClass, request: &Request<B>) -> Result<Admitted, Shed> {
         let Some(budget) = class.budget() else {
             return Ok(Admitted {
                 _permit: None,

@@ -30,7 +30,7 @@ fn namespaces(state: &AppState) -> Vec<NamespaceAd> {
     view.namespaces(now)
         .into_iter()
         .filter_map(|prefix| view.route(&prefix, Purpose::Read, now).ok())
-        .map(|route| route.namespace)
+        .map(|route| route.namespace().clone())
         .collect()
 }
 

@@ -17,6 +17,7 @@ use crate::geo::ClientLocation;
 use crate::metrics::RedirectResult;
 use crate::paths::parse_object_path;
 use crate::probe::Ask;
+use crate::route_class::DISCOVERY;
 use crate::routing::sort::{self, Scored, SortInput, SortMethod};
 use crate::routing::{NoRoute, Purpose};
 use crate::wire::FederationDiscovery;
@@ -26,7 +27,7 @@ const ORIGIN_API: &str = "/api/v1.0/director/origin";
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/.well-known/pelican-configuration", get(discovery))
+        .route(DISCOVERY, get(discovery))
         .fallback(object)
 }
 
@@ -105,11 +106,26 @@ const CORS: [(HeaderName, HeaderValue); 4] = [
 /// Methods a client route answers (Pelican's `Allow` on a preflight).
 const ALLOW: HeaderValue = HeaderValue::from_static("HEAD,GET,PUT,DELETE,PROPFIND,OPTIONS");
 
-/// Every path not routed elsewhere: object paths (with CORS), preflights, and unknown
-/// API paths (never mistaken for objects).
+/// Every path not routed elsewhere: the router's fallback (the outer service sends most
+/// such requests to [`unrouted`] directly).
 async fn object(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let path = request.uri().path();
-    let mut response = if request.method() == Method::OPTIONS {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let (parts, _body) = request.into_parts();
+    unrouted(&state, peer, &parts).await
+}
+
+/// A request for no route of the router, from `peer`: object paths (with CORS),
+/// preflights, and unknown API paths (never mistaken for objects).
+pub(super) async fn unrouted(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    request: &Parts,
+) -> Response {
+    let path = request.uri.path();
+    let mut response = if request.method == Method::OPTIONS {
         ([(header::ALLOW, ALLOW)], "").into_response()
     } else if path.starts_with("/api/")
         && !path.starts_with(OBJECT_API)
@@ -122,8 +138,7 @@ async fn object(State(state): State<Arc<AppState>>, request: Request) -> Respons
         )
         .into_response();
     } else {
-        let (parts, _body) = request.into_parts();
-        redirect_or_error(&state, &parts).await
+        redirect_or_error(state, peer, request).await
     };
     response.headers_mut().extend(CORS);
     response
@@ -148,8 +163,12 @@ pub(super) async fn method_not_allowed(request: Request) -> Response {
 }
 
 /// `GET|HEAD|PUT|DELETE|PROPFIND /<path>` and the object/origin APIs: 307 to the best server.
-async fn redirect_or_error(state: &AppState, request: &Parts) -> Response {
-    match redirect_for(state, request).await {
+async fn redirect_or_error(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    request: &Parts,
+) -> Response {
+    match redirect_for(state, peer, request).await {
         Ok(response) => {
             state.metrics.redirect(RedirectResult::Redirected);
             response
@@ -242,7 +261,11 @@ struct Explain<'a> {
     link_limit: usize,
 }
 
-async fn redirect_for(state: &AppState, request: &Parts) -> Result<Response, ApiError> {
+async fn redirect_for(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    request: &Parts,
+) -> Result<Response, ApiError> {
     let uri = &request.uri;
     let (mut purpose, path) = purpose_of(&request.method, uri.path())?;
     let (flags, query) = read_query(uri.query())?;
@@ -276,10 +299,6 @@ async fn redirect_for(state: &AppState, request: &Parts) -> Result<Response, Api
         .prepare(&mut route, &ask)
         .await
         .map_err(|_| ApiError::not_found(format!("no origin of {} holds {path}", route.prefix)))?;
-    let peer = request
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
     // Affinity ignores where the client is: only an explanation needs it then.
     let method = state.geo.sort();
     let client = if method == SortMethod::Affinity && !flags.explain {

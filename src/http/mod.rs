@@ -3,6 +3,7 @@
 pub mod budgets;
 mod catalog;
 mod clients;
+mod dispatch;
 mod error;
 mod health;
 mod json;
@@ -36,6 +37,7 @@ use crate::routing::signals::Signals;
 
 pub use crate::route_class::RouteClass;
 pub use budgets::BudgetLimits;
+pub use dispatch::App;
 pub use error::ApiError;
 
 /// `Server` header: Pelican's client treats a 404 without `pelican/` in `Server` as a
@@ -83,8 +85,8 @@ pub struct HttpLimits {
     pub budgets: BudgetLimits,
 }
 
-/// The full router with limits applied.
-pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
+/// The director's HTTP service: every route, with limits applied.
+pub fn router(state: Arc<AppState>, limits: HttpLimits) -> App {
     // Each route class has its own budget: ingest, however slow its bodies, never takes
     // a redirect's place.
     let budgets = budgets::Budgets::new(limits.budgets);
@@ -111,15 +113,17 @@ pub fn router(state: Arc<AppState>, limits: HttpLimits) -> Router {
         .with_state(state.clone());
     // The layers every request passes wrap the routes as one plain service: layered on
     // the router itself, each would be boxed per route and copied on every request.
+    // Requests for no route skip the router (`dispatch`) but pass the same budgets.
+    let observe = observe::ObserveLayer::new(budgets, state.clone());
     let stack = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::overriding(
             header::SERVER,
             HeaderValue::from_static(SERVER_HEADER),
         ))
-        .layer(observe::ObserveLayer::new(budgets, state))
+        .layer(observe.clone())
         .layer(DefaultBodyLimit::max(limits.max_body))
         .service(routes);
-    Router::new().fallback_service(stack)
+    App::new(state, &observe, Router::new().fallback_service(stack))
 }
 
 fn timed_out(error: tower::BoxError) -> Response {

@@ -15,8 +15,8 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use axum::extract::Request;
 use axum::http::Method;
+use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
@@ -30,7 +30,7 @@ struct Shared {
     state: Arc<AppState>,
 }
 
-/// Wraps a service in [`Observe`].
+/// Wraps a service in [`Observe`] (every service it wraps shares its budgets).
 #[derive(Clone)]
 pub(super) struct ObserveLayer(Arc<Shared>);
 
@@ -54,14 +54,21 @@ impl<S> Layer<S> for ObserveLayer {
 
 /// Admits, times and logs each request to `inner`.
 #[derive(Clone)]
-pub(super) struct Observe<S> {
+pub struct Observe<S> {
     inner: S,
     shared: Arc<Shared>,
 }
 
-impl<S> Service<Request> for Observe<S>
+impl<S> Observe<S> {
+    /// The wrapped service.
+    pub(super) fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for Observe<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible>,
+    S: Service<Request<B>, Response = Response, Error = Infallible>,
 {
     type Response = Response;
     type Error = Infallible;
@@ -71,7 +78,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         let class = RouteClass::of(request.method(), request.uri().path());
         let admitted = match self.shared.budgets.admit(class, &request) {
             Ok(admitted) => admitted,
@@ -98,7 +105,7 @@ where
 pin_project_lite::pin_project! {
     /// The response of [`Observe`].
     #[project = ObservedProj]
-    pub(super) enum Observed<F> {
+    pub enum Observed<F> {
         /// Shed by its budget.
         Shed { response: Option<Response> },
         /// Let through: the handler's future, and what to record when it is done.

@@ -1,5 +1,6 @@
 //! Turning a [`Route`] into Pelican's redirect headers.
 
+use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::paths::{depth, encoded_path};
@@ -11,35 +12,51 @@ pub const MAX_LINKS: usize = 6;
 /// The headers of a redirect for `path` (clean) along `route`; `query` is appended to
 /// `Location` (Pelican passes `authz` and the like through).
 ///
-/// Built on every redirect, so each value is written once into a buffer sized up front:
+/// Built on every redirect, so every value is written once, one after another, into one
+/// buffer sized up front, which the values then share: one allocation for all of them,
 /// no `format!`, no per-candidate strings, and paths are escaped only when they need it.
 pub fn headers(route: &Route, path: &str, query: Option<&str>) -> HeaderMap {
-    // Room for these headers and the ones added on the way out (CORS, `Server`), so the
-    // map never grows.
-    let mut headers = HeaderMap::with_capacity(16);
     let encoded = encoded_path(path);
     let query = query.filter(|q| !q.is_empty());
-    if let Some(first) = route.candidates.first() {
-        let first = first.data_url();
-        let mut location =
-            String::with_capacity(first.len() + encoded.len() + query.map_or(0, |q| q.len() + 1));
-        location.push_str(first);
-        location.push_str(&encoded);
+    let ns = route.namespace();
+    let prefix = encoded_path(&route.prefix);
+    let collections = route.collections_url().filter(|_| ns.caps.listings);
+    let shown = route.candidates.iter().take(MAX_LINKS);
+    let issuers = ns.issuers.iter().filter(|i| !i.issuer_url.is_empty());
+    // Pelican's client rejects the whole response if this header lacks an issuer, a
+    // non-zero max-scope-depth or a strategy, so it is sent only when complete.
+    let generation = ns
+        .generation
+        .iter()
+        .find(|g| !g.issuer.is_empty() && g.max_scope_depth > 0 && !g.strategy.is_empty());
+    let first = route.candidates.first().map(|c| c.data_url());
+    let capacity = first.map_or(0, |url| {
+        url.len() + encoded.len() + query.map_or(0, |q| q.len() + 1)
+    }) + shown
+        .clone()
+        .map(|c| c.data_url().len() + encoded.len() + 40)
+        .sum::<usize>()
+        + prefix.len()
+        + collections.map_or(0, |url| url.len() + 20)
+        + 40
+        + issuers
+            .clone()
+            .map(|i| i.issuer_url.len() + 9)
+            .sum::<usize>()
+        + generation.map_or(0, |g| g.issuer.len() + g.strategy.len() + prefix.len() + 64);
+    let mut values = Values::with_capacity(capacity);
+    if let Some(first) = first {
+        values.text.push_str(first);
+        values.text.push_str(&encoded);
         if let Some(q) = query {
-            location.push('?');
-            location.push_str(q);
+            values.text.push('?');
+            values.text.push_str(q);
         }
-        insert(&mut headers, header::LOCATION, location);
+        values.end(header::LOCATION);
     }
     let depth = depth(&route.prefix);
-    let shown = route.candidates.iter().take(MAX_LINKS);
-    let mut link = String::with_capacity(
-        shown
-            .clone()
-            .map(|c| c.data_url().len() + encoded.len() + 40)
-            .sum(),
-    );
     for (i, c) in shown.enumerate() {
+        let link = &mut values.text;
         if i > 0 {
             link.push_str(", ");
         }
@@ -47,19 +64,12 @@ pub fn headers(route: &Route, path: &str, query: Option<&str>) -> HeaderMap {
         link.push_str(c.data_url());
         link.push_str(&encoded);
         link.push_str(">; rel=\"duplicate\"; pri=");
-        push_number(&mut link, i + 1);
+        push_number(link, i + 1);
         link.push_str("; depth=");
-        push_number(&mut link, depth);
+        push_number(link, depth);
     }
-    insert(&mut headers, header::LINK, link);
-    let ns = &route.namespace;
-    let prefix = encoded_path(&route.prefix);
-    let collections = route
-        .collections_url
-        .as_deref()
-        .filter(|_| ns.caps.listings);
-    let mut namespace =
-        String::with_capacity(prefix.len() + collections.map_or(0, |url| url.len() + 20) + 40);
+    values.end(header::LINK);
+    let namespace = &mut values.text;
     namespace.push_str("namespace=");
     namespace.push_str(&prefix);
     namespace.push_str(if ns.caps.public_reads {
@@ -71,50 +81,92 @@ pub fn headers(route: &Route, path: &str, query: Option<&str>) -> HeaderMap {
         namespace.push_str(", collections-url=");
         namespace.push_str(url);
     }
-    insert(
-        &mut headers,
-        HeaderName::from_static("x-pelican-namespace"),
-        namespace,
-    );
-    let mut issuers = String::new();
-    for issuer in ns.issuers.iter().filter(|i| !i.issuer_url.is_empty()) {
-        if !issuers.is_empty() {
-            issuers.push_str(", ");
+    values.end(HeaderName::from_static("x-pelican-namespace"));
+    for (i, issuer) in issuers.enumerate() {
+        if i > 0 {
+            values.text.push_str(", ");
         }
-        issuers.push_str("issuer=");
-        issuers.push_str(&issuer.issuer_url);
+        values.text.push_str("issuer=");
+        values.text.push_str(&issuer.issuer_url);
     }
-    if !issuers.is_empty() {
-        insert(
-            &mut headers,
-            HeaderName::from_static("x-pelican-authorization"),
-            issuers,
-        );
-    }
-    // Pelican's client rejects the whole response if this header lacks an issuer, a
-    // non-zero max-scope-depth or a strategy, so it is sent only when complete.
-    if let Some(g) = ns
-        .generation
-        .iter()
-        .find(|g| !g.issuer.is_empty() && g.max_scope_depth > 0 && !g.strategy.is_empty())
-    {
-        let mut value =
-            String::with_capacity(g.issuer.len() + g.strategy.len() + prefix.len() + 64);
+    values.end_unless_empty(HeaderName::from_static("x-pelican-authorization"));
+    if let Some(g) = generation {
+        let value = &mut values.text;
         value.push_str("issuer=");
         value.push_str(&g.issuer);
         value.push_str(", max-scope-depth=");
-        push_number(&mut value, g.max_scope_depth as usize);
+        push_number(value, g.max_scope_depth as usize);
         value.push_str(", strategy=");
         value.push_str(&g.strategy);
         value.push_str(", base-path=");
         value.push_str(&prefix);
-        insert(
-            &mut headers,
-            HeaderName::from_static("x-pelican-token-generation"),
-            value,
-        );
+        values.end(HeaderName::from_static("x-pelican-token-generation"));
     }
-    headers
+    values.into_headers()
+}
+
+/// Most headers [`headers`] writes.
+const MOST_VALUES: usize = 5;
+
+/// Header values written one after another into one buffer: each ends where the next
+/// begins.
+struct Values {
+    text: String,
+    /// Each header written, with where its value ends in `text`.
+    ends: [Option<(HeaderName, usize)>; MOST_VALUES],
+    written: usize,
+}
+
+impl Values {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            text: String::with_capacity(capacity),
+            ends: Default::default(),
+            written: 0,
+        }
+    }
+
+    fn start(&self) -> usize {
+        self.written
+            .checked_sub(1)
+            .and_then(|last| self.ends[last].as_ref())
+            .map_or(0, |(_, end)| *end)
+    }
+
+    /// The value of `name` is what was written since the last value ended.
+    fn end(&mut self, name: HeaderName) {
+        if let Some(slot) = self.ends.get_mut(self.written) {
+            *slot = Some((name, self.text.len()));
+            self.written += 1;
+        }
+    }
+
+    /// Like [`Values::end`], but an empty value is no header at all.
+    fn end_unless_empty(&mut self, name: HeaderName) {
+        if self.text.len() > self.start() {
+            self.end(name);
+        }
+    }
+
+    /// The headers (with room for the ones added on the way out: CORS, `Server`, so the
+    /// map never grows), every value a slice of the one buffer.
+    fn into_headers(self) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(16);
+        let shared = Bytes::from(self.text);
+        let mut start = 0;
+        for (name, end) in self.ends.into_iter().flatten() {
+            // Every part was validated (URLs at ingest, paths percent-encoded); a value
+            // that still is not a legal header is dropped rather than answered.
+            match HeaderValue::from_maybe_shared(shared.slice(start..end)) {
+                Ok(value) => {
+                    headers.insert(name, value);
+                }
+                Err(_) => tracing::error!(header = %name, "dropped an illegal header value"),
+            }
+            start = end;
+        }
+        headers
+    }
 }
 
 /// Appends `n` in decimal (what `write!` would, without the formatting machinery).
@@ -134,20 +186,78 @@ fn push_number(out: &mut String, mut n: usize) {
     }
 }
 
-fn insert(headers: &mut HeaderMap, name: HeaderName, value: String) {
-    // Every part was validated (URLs at ingest, paths percent-encoded); a value that still
-    // is not a legal header is dropped rather than answered.
-    match HeaderValue::try_from(value) {
-        Ok(v) => {
-            headers.insert(name, v);
-        }
-        Err(_) => tracing::error!(header = %name, "dropped an illegal header value"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::push_number;
+    use super::*;
+    use crate::ad::{ServerKind, TokenGeneration, TokenIssuer};
+    use crate::fixtures;
+
+    fn written(headers: &HeaderMap) -> Vec<(&str, &str)> {
+        headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn every_value_is_written_in_order() {
+        let mut namespace = fixtures::public_namespace("/ns");
+        namespace.caps.public_reads = false;
+        namespace.issuers = ["https://a.example", "", "https://b.example"]
+            .map(|url| TokenIssuer {
+                issuer_url: url.into(),
+                base_paths: vec![],
+            })
+            .into();
+        namespace.generation = vec![
+            // Incomplete: skipped.
+            TokenGeneration {
+                strategy: String::new(),
+                max_scope_depth: 3,
+                issuer: "https://a.example".into(),
+            },
+            TokenGeneration {
+                strategy: "OAuth2".into(),
+                max_scope_depth: 12,
+                issuer: "https://b.example".into(),
+            },
+        ];
+        let candidates = vec![
+            fixtures::candidate("c1", ServerKind::Cache),
+            fixtures::candidate("o1", ServerKind::Origin),
+        ];
+        let route = fixtures::route_in(namespace, candidates);
+        let full = headers(&route, "/ns/a b", Some("authz=t"));
+        assert_eq!(
+            written(&full),
+            [
+                ("location", "http://c1.example:8443/ns/a%20b?authz=t"),
+                (
+                    "link",
+                    "<http://c1.example:8443/ns/a%20b>; rel=\"duplicate\"; pri=1; depth=1, \
+                     <http://o1.example:8443/ns/a%20b>; rel=\"duplicate\"; pri=2; depth=1"
+                ),
+                ("x-pelican-namespace", "namespace=/ns, require-token=true"),
+                (
+                    "x-pelican-authorization",
+                    "issuer=https://a.example, issuer=https://b.example"
+                ),
+                (
+                    "x-pelican-token-generation",
+                    "issuer=https://b.example, max-scope-depth=12, strategy=OAuth2, base-path=/ns"
+                ),
+            ]
+        );
+        // No issuer, no generation, no candidate: only what is always written.
+        let route = fixtures::route_in(fixtures::public_namespace("/ns"), vec![]);
+        assert_eq!(
+            written(&headers(&route, "/ns/x", None)),
+            [
+                ("link", ""),
+                ("x-pelican-namespace", "namespace=/ns, require-token=false"),
+            ]
+        );
+    }
 
     #[test]
     fn numbers_are_written_in_decimal() {

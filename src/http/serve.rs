@@ -7,13 +7,11 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -25,7 +23,8 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
+
+use super::App;
 
 /// The HTTP/2 connection preface: a plain-text connection starting with it speaks h2c.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -160,20 +159,32 @@ impl Builders {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
         };
+        let read_timeout = timer.read_timeout();
         let mut http1 = Builder::new(TokioExecutor::new()).http1_only();
         // hyper arms this timer when it starts waiting for a request head, idle or not.
-        http1
-            .http1()
-            .timer(timer)
-            .header_read_timeout(self.header_timeout.max(self.idle_timeout));
+        http1.http1().timer(timer).header_read_timeout(read_timeout);
         http1
     }
 }
 
-/// How many reads of a connection returned data.
-#[derive(Default)]
+/// How many reads of a connection returned data, and the connection's header timer.
 struct Activity {
     reads: AtomicU64,
+    /// The one tokio sleep behind every [`HeaderSleep`] of the connection. hyper arms a
+    /// new header timer per request; a new tokio sleep each time would take a slot in the
+    /// runtime's timer wheel and give it back, under its lock, on every request, while
+    /// moving this one's deadline later is an atomic update.
+    sleep: Mutex<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Activity {
+    /// No read yet, the sleep set `idle_timeout` from now.
+    fn new(idle_timeout: Duration) -> Self {
+        Self {
+            reads: AtomicU64::new(0),
+            sleep: Mutex::new(Box::pin(tokio::time::sleep(idle_timeout))),
+        }
+    }
 }
 
 /// hyper's HTTP/1 header-read timer: a sleep armed while waiting for a request head
@@ -186,61 +197,69 @@ struct HeaderTimer {
     idle_timeout: Duration,
 }
 
+impl HeaderTimer {
+    /// The header read timeout hyper is given (see [`Builders::http1`]).
+    fn read_timeout(&self) -> Duration {
+        self.header_timeout.max(self.idle_timeout)
+    }
+}
+
 impl hyper::rt::Timer for HeaderTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
         TokioTimer::new().sleep(duration)
     }
 
-    fn sleep_until(&self, _deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        // hyper arms this once per request on a keep-alive connection: one allocation,
-        // with the tokio sleep inside it.
-        let armed = Instant::now();
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        // hyper arms this once per request on a keep-alive connection: one small
+        // allocation; the tokio sleep is the connection's. hyper set `deadline` to its
+        // clock's now plus `read_timeout` (the builder's header read timeout), so that
+        // now is when it armed this, without reading the clock again.
         Box::pin(HeaderSleep {
             timer: self.clone(),
-            armed,
+            armed: deadline
+                .checked_sub(self.read_timeout())
+                .unwrap_or_else(Instant::now),
             reads_when_armed: self.activity.reads.load(Ordering::Relaxed),
-            sleep: tokio::time::sleep(self.idle_timeout),
-            target: armed + self.idle_timeout,
             first_byte: None,
         })
     }
 }
 
-pin_project_lite::pin_project! {
-    struct HeaderSleep {
-        timer: HeaderTimer,
-        armed: Instant,
-        reads_when_armed: u64,
-        #[pin]
-        sleep: tokio::time::Sleep,
-        target: Instant,
-        first_byte: Option<Instant>,
-    }
+struct HeaderSleep {
+    timer: HeaderTimer,
+    armed: Instant,
+    reads_when_armed: u64,
+    first_byte: Option<Instant>,
 }
 
 impl Future for HeaderSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
+        let this = self.get_mut();
         // hyper polls this sleep right after each read that leaves the head incomplete,
         // so the first poll that sees a new read dates the first byte. That latches the
         // deadline: a trickle of bytes cannot push it on.
         if this.first_byte.is_none()
-            && this.timer.activity.reads.load(Ordering::Relaxed) > *this.reads_when_armed
+            && this.timer.activity.reads.load(Ordering::Relaxed) > this.reads_when_armed
         {
-            *this.first_byte = Some(Instant::now());
+            this.first_byte = Some(Instant::now());
         }
-        let target = match *this.first_byte {
+        let target = match this.first_byte {
             Some(first) => first + this.timer.header_timeout,
-            None => *this.armed + this.timer.idle_timeout,
+            None => this.armed + this.timer.idle_timeout,
         };
-        if target != *this.target {
-            *this.target = target;
-            let at = tokio::time::Instant::from_std(target);
-            this.sleep.as_mut().reset(at);
+        let at = tokio::time::Instant::from_std(target);
+        let mut sleep = this
+            .timer
+            .activity
+            .sleep
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if sleep.deadline() != at {
+            sleep.as_mut().reset(at);
         }
-        this.sleep.poll(cx)
+        sleep.as_mut().poll(cx)
     }
 }
 
@@ -302,7 +321,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 /// returned future cuts every connection at once.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     options: ServeOptions,
     cancel: CancellationToken,
 ) {
@@ -353,7 +372,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     acceptor: Option<TlsAcceptor>,
-    app: Router,
+    app: App,
     builders: Arc<Builders>,
     graceful: CancellationToken,
     header_timeout: Duration,
@@ -408,12 +427,12 @@ async fn drive<I>(
     peer: SocketAddr,
     http2: bool,
     builders: &Builders,
-    app: Router,
+    app: App,
     graceful: &CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::default());
+    let activity = Arc::new(Activity::new(builders.idle_timeout));
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
@@ -425,12 +444,7 @@ async fn drive<I>(
         http1 = builders.http1(activity);
         &http1
     };
-    // Handlers and middleware find the client's address as axum's `ConnectInfo`.
-    let app = app.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request
-    });
-    let conn = builder.serve_connection(io, TowerToHyperService::new(app));
+    let conn = builder.serve_connection(io, TowerToHyperService::new(app.for_peer(peer)));
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

@@ -25,7 +25,7 @@ use crate::store::Store;
 const NOW: u64 = 1_800_000_000_000;
 
 struct Harness {
-    app: axum::Router,
+    app: super::App,
     state: Arc<AppState>,
     _dir: tempfile::TempDir,
 }
@@ -812,4 +812,57 @@ async fn explain_says_who_the_client_is_and_why_each_server_ranks_where_it_does(
         json["location"], "http://cache-1.example:8443/ns/obj?authz=x",
         "explain is not forwarded"
     );
+}
+
+/// Every kind of request the object handler answers gets the same answer straight from
+/// it as through the router (status, headers in order, body).
+#[tokio::test]
+async fn unrouted_requests_are_answered_as_the_router_would() {
+    let h = harness();
+    h.register_origin_and_cache().await;
+    let peer: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let propfind = Method::from_bytes(b"PROPFIND").unwrap();
+    let requests = [
+        (Method::GET, "/ns/obj"),
+        (Method::HEAD, "/ns/obj"),
+        (Method::GET, "/ns/a%20b?authz=t&redirect=false"),
+        (Method::GET, "/ns/obj?explain"),
+        (Method::GET, "/ns/obj?directread&prefercached"),
+        (Method::PUT, "/w/obj"),
+        (Method::DELETE, "/ns/obj"),
+        (propfind, "/api/v1.0/director/origin/ns"),
+        (Method::GET, "/api/v1.0/director/object/ns/obj"),
+        (Method::OPTIONS, "/ns/obj"),
+        (Method::PATCH, "/ns/obj"),
+        (Method::GET, "/elsewhere/obj"),
+        (Method::GET, "/ns/../etc"),
+        (Method::GET, "/api/v9/unknown"),
+        (Method::HEAD, "/api/v9/unknown"),
+    ];
+    for (method, uri) in requests {
+        let request = || {
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap();
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            request
+        };
+        let direct = h.app.clone().oneshot(request()).await.unwrap();
+        let routed = h.app.routed().oneshot(request()).await.unwrap();
+        assert_eq!(direct.status(), routed.status(), "{method} {uri}");
+        let headers = |r: &axum::response::Response| -> Vec<(String, String)> {
+            r.headers()
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .collect()
+        };
+        assert_eq!(headers(&direct), headers(&routed), "{method} {uri}");
+        let direct = to_bytes(direct.into_body(), 1 << 20).await.unwrap();
+        let routed = to_bytes(routed.into_body(), 1 << 20).await.unwrap();
+        assert_eq!(direct, routed, "{method} {uri}");
+    }
 }

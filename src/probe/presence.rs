@@ -211,7 +211,7 @@ pub fn to_check<'r>(config: &PresenceConfig, route: &'r Route, ask: &Ask) -> Vec
     if !config.enabled || !ask.is_object_read || ask.purpose == Purpose::Write {
         return Vec::new();
     }
-    if ask.flag("skipstat") || (!route.namespace.caps.public_reads && ask.token().is_none()) {
+    if ask.flag("skipstat") || (!route.namespace().caps.public_reads && ask.token().is_none()) {
         return Vec::new();
     }
     let of = |kind| route.candidates.iter().filter(move |c| c.kind == kind);
@@ -366,12 +366,10 @@ mod tests {
     }
 
     fn route(candidates: &[(ServerKind, &str)]) -> Route {
-        Route {
-            prefix: "/ns".into(),
-            namespace: fixtures::public_namespace("/ns"),
-            candidates: candidates.iter().map(|(k, n)| candidate(*k, n)).collect(),
-            collections_url: None,
-        }
+        fixtures::route_in(
+            fixtures::public_namespace("/ns"),
+            candidates.iter().map(|(k, n)| candidate(*k, n)).collect(),
+        )
     }
 
     fn ask<'a>(purpose: Purpose, query: &'a str) -> Ask<'a> {
@@ -555,8 +553,9 @@ mod tests {
         };
         assert!(to_check(&off, &two, &ask(Purpose::OriginRead, "")).is_empty());
         // A private namespace only with a token to pass on.
-        let mut private = two.clone();
-        private.namespace.caps.public_reads = false;
+        let mut namespace = two.namespace().clone();
+        namespace.caps.public_reads = false;
+        let private = fixtures::route_in(namespace, two.candidates.clone());
         assert!(to_check(&c, &private, &ask(Purpose::OriginRead, "")).is_empty());
         let with_token = ask(Purpose::OriginRead, "authz=tok");
         assert_eq!(with_token.token(), Some("tok"));

@@ -15,9 +15,9 @@ use imbl::HashMap;
 use rustc_hash::FxBuildHasher;
 
 use crate::ad::StoredAd;
-use crate::ad::{AdKey, AdStatus, NamespaceAd, ServerKind};
+use crate::ad::{AdKey, AdStatus, Capabilities, NamespaceAd, ServerKind};
 use crate::clock::UnixMillis;
-use crate::paths::prefixes_longest_first;
+use crate::paths::{depth, prefixes_longest_first};
 
 pub use rank::{FNV_OFFSET, rank_by, score, stable_hash};
 
@@ -42,6 +42,8 @@ pub struct Candidate {
     pub kind: ServerKind,
     /// The ad held for it (name, data URL, generation, key).
     pub ad: Arc<StoredAd>,
+    /// The server's rendezvous seed ([`rank::name_seed`] of its name).
+    seed: u64,
 }
 
 impl Candidate {
@@ -49,8 +51,14 @@ impl Candidate {
     pub fn new(ad: Arc<StoredAd>) -> Self {
         Self {
             kind: ad.ad.kind,
+            seed: rank::name_seed(&ad.ad.name),
             ad,
         }
+    }
+
+    /// The rendezvous score of this server for `object` ([`score`] of its name).
+    pub fn score(&self, object: &str) -> u64 {
+        rank::score_from(self.seed, object)
     }
 
     /// Server name.
@@ -64,17 +72,53 @@ impl Candidate {
     }
 }
 
-/// Where a path goes.
+/// Where a path goes. It shares what it needs with the view (the prefix, the ads), so
+/// a redirect copies no string of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// The longest advertised namespace prefix containing the path.
-    pub prefix: String,
-    /// The namespace as advertised (capabilities, issuers), origin's copy preferred.
-    pub namespace: NamespaceAd,
+    pub prefix: Arc<str>,
+    /// The ad whose copy of the namespace is followed (an origin's preferred), and the
+    /// index of that namespace in it.
+    namespace_from: (Arc<StoredAd>, usize),
     /// Servers in rank order, best first.
     pub candidates: Vec<Candidate>,
     /// An origin for the namespace that allows listings (for `collections-url`).
-    pub collections_url: Option<String>,
+    collections_from: Option<Arc<StoredAd>>,
+}
+
+impl Route {
+    /// A route for `prefix` following the `index`-th namespace of `namespace_ad`, with
+    /// `collections_from`'s data URL as its collections URL; `None` if `namespace_ad` has
+    /// no such namespace.
+    pub fn new(
+        prefix: Arc<str>,
+        namespace_ad: Arc<StoredAd>,
+        index: usize,
+        candidates: Vec<Candidate>,
+        collections_from: Option<Arc<StoredAd>>,
+    ) -> Option<Self> {
+        (index < namespace_ad.ad.namespaces.len()).then_some(Self {
+            prefix,
+            namespace_from: (namespace_ad, index),
+            candidates,
+            collections_from,
+        })
+    }
+
+    /// The namespace as advertised (capabilities, issuers), origin's copy preferred.
+    pub fn namespace(&self) -> &NamespaceAd {
+        let (ad, index) = &self.namespace_from;
+        // `new` checked the index, and the ad is immutable.
+        &ad.ad.namespaces[*index]
+    }
+
+    /// The data URL of an origin for the namespace that allows listings.
+    pub fn collections_url(&self) -> Option<&str> {
+        self.collections_from
+            .as_ref()
+            .map(|a| a.ad.data_url.as_str())
+    }
 }
 
 /// Why no route was found.
@@ -89,11 +133,52 @@ pub enum NoRoute {
     },
 }
 
-/// The servers advertising one prefix, each with the index of that namespace in its ad,
-/// sorted by key. A prefix has few servers, so a small copy-on-write vector is smaller and
-/// faster to scan than a persistent set (an `imbl::OrdSet` allocates a 64-slot node even
-/// for one key), and holding the ads themselves spares `route` a map lookup per server.
-type Servers = Arc<Vec<(Arc<StoredAd>, usize)>>;
+/// The servers advertising one prefix, sorted by key. A prefix has few servers, so a small
+/// copy-on-write vector is smaller and faster to scan than a persistent set (an
+/// `imbl::OrdSet` allocates a 64-slot node even for one key), and holding the ads
+/// themselves spares `route` a map lookup per server.
+type Servers = Arc<Vec<Indexed>>;
+
+/// One server of a prefix, with what a redirect checks of it copied in: choosing among a
+/// prefix's servers reads these small records, side by side, instead of several parts of
+/// each ad (its expiry, its namespaces, its name), each a likely cache miss.
+#[derive(Debug, Clone)]
+struct Indexed {
+    ad: Arc<StoredAd>,
+    /// Where the prefix's namespace is in the ad's namespaces.
+    index: usize,
+    kind: ServerKind,
+    /// The ad's expiry, or 0 while it is withdrawing: it serves while this is after now.
+    serving_until: UnixMillis,
+    /// The namespace's capabilities.
+    caps: Capabilities,
+    /// The server's rendezvous seed ([`rank::name_seed`]).
+    seed: u64,
+}
+
+impl Indexed {
+    /// The `index`-th namespace of `ad`, if it has one.
+    fn new(ad: Arc<StoredAd>, index: usize) -> Option<Self> {
+        let caps = ad.ad.namespaces.get(index)?.caps;
+        Some(Self {
+            index,
+            kind: ad.ad.kind,
+            serving_until: if ad.ad.status == AdStatus::Ok {
+                ad.expires_at
+            } else {
+                0
+            },
+            caps,
+            seed: rank::name_seed(&ad.ad.name),
+            ad,
+        })
+    }
+
+    /// True if the server is live and not withdrawing at `now`.
+    fn is_serving(&self, now: UnixMillis) -> bool {
+        self.serving_until > now
+    }
+}
 
 /// An immutable snapshot of every live ad.
 #[derive(Debug, Clone, Default)]
@@ -106,13 +191,15 @@ pub struct View {
     /// Servers that federation records (downtime, ban) are about, with how many records
     /// each: a redirect only looks the records up for a candidate listed here.
     record_names: HashMap<Arc<str>, u8>,
+    /// No prefix ever indexed here (or in the views this one was made from) has more
+    /// components: a redirect looks up only its path's prefixes this deep or shallower.
+    deepest_prefix: usize,
 }
 
 /// Where the ad of `key` sits (or would sit) in a prefix's servers.
-fn position(servers: &[(Arc<StoredAd>, usize)], key: &AdKey) -> Result<usize, usize> {
-    servers.binary_search_by(|(a, _)| {
-        (a.ad.kind, a.ad.name.as_str()).cmp(&(key.kind, key.name.as_str()))
-    })
+fn position(servers: &[Indexed], key: &AdKey) -> Result<usize, usize> {
+    servers
+        .binary_search_by(|s| (s.kind, s.ad.ad.name.as_str()).cmp(&(key.kind, key.name.as_str())))
 }
 
 impl View {
@@ -175,11 +262,14 @@ impl View {
         }
         for (index, ns) in stored.ad.namespaces.iter().enumerate() {
             let path: &str = &ns.path;
-            let entry = (stored.clone(), index);
+            self.deepest_prefix = self.deepest_prefix.max(depth(path));
+            let Some(entry) = Indexed::new(stored.clone(), index) else {
+                continue;
+            };
             match self.by_prefix.get_mut(path) {
                 Some(servers) => match position(servers, &key) {
                     // Already this version: the same path twice in one ad, first one counts.
-                    Ok(at) if Arc::ptr_eq(&servers[at].0, &stored) => {}
+                    Ok(at) if Arc::ptr_eq(&servers[at].ad, &stored) => {}
                     Ok(at) => Arc::make_mut(servers)[at] = entry,
                     Err(at) => Arc::make_mut(servers).insert(at, entry),
                 },
@@ -274,7 +364,7 @@ impl View {
             .filter(|(_, servers)| {
                 servers
                     .iter()
-                    .any(|(a, _)| is_serving(a, now) && !self.held_back(&a.ad.name, now))
+                    .any(|s| s.is_serving(now) && !self.held_back(&s.ad.ad.name, now))
             })
             .map(|(prefix, _)| prefix.to_string())
             .collect();
@@ -285,23 +375,19 @@ impl View {
     /// Decides where `path` (clean, absolute) goes for `purpose` at time `now`.
     pub fn route(&self, path: &str, purpose: Purpose, now: UnixMillis) -> Result<Route, NoRoute> {
         let mut refused_prefix = None;
-        for prefix in prefixes_longest_first(path).chain(std::iter::once("/")) {
-            let Some(servers) = self.by_prefix.get(prefix) else {
+        // Longest first, so the deeper ones come first; `depth` counts components as
+        // `prefixes_longest_first` takes them off.
+        let indexed = prefixes_longest_first(path).skip_while(|p| depth(p) > self.deepest_prefix);
+        for prefix in indexed.chain(std::iter::once("/")) {
+            let Some((prefix, servers)) = self.by_prefix.get_key_value(prefix) else {
                 continue;
             };
-            let live: Vec<(&Arc<StoredAd>, &NamespaceAd)> = servers
-                .iter()
-                .filter(|(a, _)| is_serving(a, now) && !self.held_back(&a.ad.name, now))
-                .filter_map(|(a, index)| a.ad.namespaces.get(*index).map(|ns| (a, ns)))
-                .collect();
-            if live.is_empty() {
-                continue;
-            }
-            match build_route(prefix, &live, path, purpose) {
-                Some(route) => return Ok(route),
-                None => {
+            match self.build_route(prefix, servers, path, purpose, now) {
+                Built::Route(route) => return Ok(route),
+                Built::Refused => {
                     refused_prefix.get_or_insert_with(|| prefix.to_string());
                 }
+                Built::NoneLive => {}
             }
         }
         Err(match refused_prefix {
@@ -309,61 +395,95 @@ impl View {
             None => NoRoute::NoNamespace,
         })
     }
-}
 
-/// True if `ad` is live and not withdrawing at `now`.
-fn is_serving(ad: &StoredAd, now: UnixMillis) -> bool {
-    ad.ad.status == AdStatus::Ok && ad.expires_at > now
-}
-
-fn build_route(
-    prefix: &str,
-    live: &[(&Arc<StoredAd>, &NamespaceAd)],
-    path: &str,
-    purpose: Purpose,
-) -> Option<Route> {
-    // One vector for every kind asked, each kind ranked in its own run.
-    let mut candidates: Vec<Candidate> = Vec::with_capacity(live.len());
-    let mut add = |kind: ServerKind, keep: &dyn Fn(&NamespaceAd) -> bool| {
-        let start = candidates.len();
-        candidates.extend(
-            live.iter()
-                .filter(|(a, ns)| a.ad.kind == kind && keep(ns))
-                .map(|(a, _)| Candidate::new(Arc::clone(a))),
-        );
-        rank_by(&mut candidates[start..], path, |c| c.name());
-    };
-    match purpose {
-        Purpose::Read => {
-            add(ServerKind::Cache, &|_| true);
-            add(ServerKind::Origin, &|_| true);
+    /// The route through `servers` (those advertising `prefix`), in one pass over them:
+    /// candidates of the kinds asked, each kind ranked in its own run (caches first), the
+    /// namespace as an origin advertises it (the first by name; else the first server's
+    /// copy) and the collections URL.
+    fn build_route(
+        &self,
+        prefix: &Arc<str>,
+        servers: &[Indexed],
+        path: &str,
+        purpose: Purpose,
+        now: UnixMillis,
+    ) -> Built {
+        // Each candidate with its run (caches 0, origins 1) and rendezvous score, so the
+        // ranking hashes each name once rather than once per comparison.
+        let mut ranked: Vec<(u8, u64, Candidate)> = Vec::with_capacity(servers.len());
+        let mut namespace_from: Option<&Indexed> = None;
+        let mut collections_from: Option<&Arc<StoredAd>> = None;
+        let mut any_live = false;
+        for server in servers {
+            if !server.is_serving(now) || self.held_back(&server.ad.ad.name, now) {
+                continue;
+            }
+            any_live = true;
+            let (kind, caps) = (server.kind, server.caps);
+            if kind == ServerKind::Origin {
+                // Servers are sorted by (kind, name): the first origin is the least by name.
+                if namespace_from.is_none_or(|s| s.kind != ServerKind::Origin) {
+                    namespace_from = Some(server);
+                }
+                if caps.listings
+                    && collections_from.is_none_or(|c| server.ad.ad.data_url < c.ad.data_url)
+                {
+                    collections_from = Some(&server.ad);
+                }
+            } else if namespace_from.is_none() {
+                namespace_from = Some(server);
+            }
+            let run = match (purpose, kind) {
+                (Purpose::Read, ServerKind::Cache) => 0,
+                (Purpose::Read | Purpose::OriginRead, ServerKind::Origin) => 1,
+                (Purpose::DirectRead, ServerKind::Origin) if caps.direct_reads => 1,
+                (Purpose::Write, ServerKind::Origin) if caps.writes => 1,
+                _ => continue,
+            };
+            let candidate = Candidate {
+                kind,
+                ad: Arc::clone(&server.ad),
+                seed: server.seed,
+            };
+            ranked.push((run, candidate.score(path), candidate));
         }
-        Purpose::OriginRead => add(ServerKind::Origin, &|_| true),
-        Purpose::DirectRead => add(ServerKind::Origin, &|ns| ns.caps.direct_reads),
-        Purpose::Write => add(ServerKind::Origin, &|ns| ns.caps.writes),
+        if !any_live {
+            return Built::NoneLive;
+        }
+        let Some(namespace_from) = namespace_from else {
+            return Built::NoneLive;
+        };
+        if ranked.is_empty() {
+            return Built::Refused;
+        }
+        // Best first within a run: highest score, ties by name (descending).
+        ranked.sort_unstable_by(|(run_a, score_a, a), (run_b, score_b, b)| {
+            run_a
+                .cmp(run_b)
+                .then_with(|| (score_b, b.name()).cmp(&(score_a, a.name())))
+        });
+        let candidates = ranked.into_iter().map(|(_, _, c)| c).collect();
+        match Route::new(
+            Arc::clone(prefix),
+            Arc::clone(&namespace_from.ad),
+            namespace_from.index,
+            candidates,
+            collections_from.cloned(),
+        ) {
+            Some(route) => Built::Route(route),
+            None => Built::NoneLive,
+        }
     }
-    if candidates.is_empty() {
-        return None;
-    }
-    let origin_ns = live
-        .iter()
-        .filter(|(a, _)| a.ad.kind == ServerKind::Origin)
-        .min_by(|x, y| x.0.ad.name.cmp(&y.0.ad.name));
-    let namespace = origin_ns
-        .or_else(|| live.first())
-        .map(|(_, ns)| (*ns).clone())?;
-    let collections_url = live
-        .iter()
-        .filter(|(a, ns)| a.ad.kind == ServerKind::Origin && ns.caps.listings)
-        .map(|(a, _)| a.ad.data_url.as_str())
-        .min()
-        .map(str::to_string);
-    Some(Route {
-        prefix: prefix.to_string(),
-        namespace,
-        candidates,
-        collections_url,
-    })
+}
+
+/// What one prefix's servers give a request.
+enum Built {
+    /// A route.
+    Route(Route),
+    /// Live servers, but none does what was asked.
+    Refused,
+    /// No live server.
+    NoneLive,
 }
 
 #[cfg(test)]

@@ -7,11 +7,21 @@ pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 /// FNV-1a over `bytes` from `seed`, then a splitmix64 finaliser to spread the bits.
 /// Stable across builds and machines, so every director computes the same value.
 pub fn stable_hash(seed: u64, bytes: impl IntoIterator<Item = u8>) -> u64 {
-    let mut hash = seed;
+    finish(fnv(seed, bytes))
+}
+
+/// FNV-1a over `bytes` from `state`.
+fn fnv(state: u64, bytes: impl IntoIterator<Item = u8>) -> u64 {
+    let mut hash = state;
     for byte in bytes {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
+    hash
+}
+
+/// The splitmix64 finaliser.
+fn finish(mut hash: u64) -> u64 {
     hash ^= hash >> 30;
     hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     hash ^= hash >> 27;
@@ -21,10 +31,18 @@ pub fn stable_hash(seed: u64, bytes: impl IntoIterator<Item = u8>) -> u64 {
 
 /// A stable 64-bit hash of (server, object): every director ranks alike.
 pub fn score(server: &str, object: &str) -> u64 {
-    stable_hash(
-        FNV_OFFSET,
-        server.bytes().chain([0xff]).chain(object.bytes()),
-    )
+    score_from(name_seed(server), object)
+}
+
+/// What [`score`] computes of `server` before it reads the object: worked out once per
+/// server (when the view indexes it) rather than once per redirect.
+pub fn name_seed(server: &str) -> u64 {
+    fnv(FNV_OFFSET, server.bytes().chain([0xff]))
+}
+
+/// [`score`] of the server whose [`name_seed`] is `seed`.
+pub fn score_from(seed: u64, object: &str) -> u64 {
+    finish(fnv(seed, object.bytes()))
 }
 
 /// Sorts `items` best first for `object`, by each item's server name.

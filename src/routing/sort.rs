@@ -18,7 +18,6 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use super::Candidate;
-use super::rank::score as affinity;
 use super::signals::{KeyBuf, Presence, ServerHealth, Signals};
 use crate::ad::ServerKind;
 use crate::geo::Coord;
@@ -165,9 +164,9 @@ pub struct HealthSeen {
 /// it under `prefercached`, not located, bucket, affinity (higher first).
 type Key = (bool, bool, bool, u8, bool, bool, u64, Reverse<u64>);
 
+/// What one candidate's place depends on, found once per candidate.
 struct Entry {
     key: Key,
-    candidate: Candidate,
     location: Option<ServerLocation>,
     distance_km: Option<f64>,
     health: Option<ServerHealth>,
@@ -212,8 +211,8 @@ fn presence_name(p: Presence) -> &'static str {
     }
 }
 
-/// One entry per candidate (taken out of `candidates`), keyed but not yet sorted.
-fn entries(candidates: &mut Vec<Candidate>, input: &SortInput<'_>, explaining: bool) -> Vec<Entry> {
+/// One entry per candidate, in the candidates' order, keyed.
+fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) -> Vec<Entry> {
     let method = input.method;
     let seeded = (method == SortMethod::Random).then(|| {
         let addr = input.client_addr.map(|a| a.to_string()).unwrap_or_default();
@@ -224,7 +223,7 @@ fn entries(candidates: &mut Vec<Candidate>, input: &SortInput<'_>, explaining: b
         input.object_presence || input.prefer_cached || method == SortMethod::Adaptive;
     let mut key = KeyBuf::default();
     let mut out: Vec<Entry> = candidates
-        .drain(..)
+        .iter()
         .map(|c| {
             let key = key.of(c.kind, c.name());
             let health = input.signals.health(key);
@@ -244,8 +243,8 @@ fn entries(candidates: &mut Vec<Candidate>, input: &SortInput<'_>, explaining: b
                 _ => None,
             };
             let affinity = match &seeded {
-                Some(seed) => affinity(c.name(), seed),
-                None => affinity(c.name(), input.path),
+                Some(seed) => c.score(seed),
+                None => c.score(input.path),
             };
             let group = u8::from(c.kind != ServerKind::Cache);
             let not_present =
@@ -267,7 +266,6 @@ fn entries(candidates: &mut Vec<Candidate>, input: &SortInput<'_>, explaining: b
                     0,
                     Reverse(affinity),
                 ),
-                candidate: c,
                 location,
                 distance_km,
                 health,
@@ -290,14 +288,24 @@ fn entries(candidates: &mut Vec<Candidate>, input: &SortInput<'_>, explaining: b
         SortMethod::Adaptive => adaptive(&mut out),
         SortMethod::Random | SortMethod::Affinity => {}
     }
+    out
+}
+
+/// The candidates (taken out of `candidates`) in order, each with the index of its entry.
+/// Only the small keys and the candidates move while sorting, not the entries.
+fn sorted(candidates: &mut Vec<Candidate>, entries: &[Entry]) -> Vec<(Key, Candidate, usize)> {
+    let mut keyed: Vec<(Key, Candidate, usize)> = candidates
+        .drain(..)
+        .zip(entries)
+        .enumerate()
+        .map(|(i, (c, e))| (e.key, c, i))
+        .collect();
     // Total: two servers never tie (names are unique within a kind, and kinds differ in
     // group), so the order does not depend on the order the candidates came in.
-    out.sort_by(|a, b| {
-        a.key
-            .cmp(&b.key)
-            .then_with(|| b.candidate.name().cmp(a.candidate.name()))
+    keyed.sort_unstable_by(|(a_key, a, _), (b_key, b, _)| {
+        a_key.cmp(b_key).then_with(|| b.name().cmp(a.name()))
     });
-    out
+    keyed
 }
 
 /// Pelican's adaptive weights, made deterministic: the product of the weights becomes an
@@ -365,16 +373,18 @@ pub fn order(candidates: &mut Vec<Candidate>, input: &SortInput<'_>) {
     if candidates.len() < 2 {
         return;
     }
-    let sorted = entries(candidates, input, false);
-    candidates.extend(sorted.into_iter().map(|e| e.candidate));
+    let entries = entries(candidates, input, false);
+    let keyed = sorted(candidates, &entries);
+    candidates.extend(keyed.into_iter().map(|(_, c, _)| c));
 }
 
 /// Orders `candidates` like [`order`] and says why, best first.
 pub fn explain(candidates: &mut Vec<Candidate>, input: &SortInput<'_>) -> Vec<Scored> {
-    let sorted = entries(candidates, input, true);
-    let mut scored = Vec::with_capacity(sorted.len());
-    for e in sorted {
-        let c = e.candidate;
+    let entries = entries(candidates, input, true);
+    let keyed = sorted(candidates, &entries);
+    let mut scored = Vec::with_capacity(keyed.len());
+    for (_, c, i) in keyed {
+        let e = &entries[i];
         scored.push(Scored {
             name: c.name().to_string(),
             kind: c.kind,

@@ -23,7 +23,7 @@ fn caches_first_then_origin_longest_prefix() {
     let route = view
         .route("/ligo/frames/x.gwf", Purpose::Read, NOW)
         .unwrap();
-    assert_eq!(route.prefix, "/ligo/frames");
+    assert_eq!(&*route.prefix, "/ligo/frames");
     let kinds: Vec<_> = route.candidates.iter().map(|c| c.kind).collect();
     assert_eq!(
         kinds,
@@ -32,7 +32,7 @@ fn caches_first_then_origin_longest_prefix() {
     assert_eq!(route.candidates[2].name(), "origin-2");
 
     let other = view.route("/ligo/other", Purpose::Read, NOW).unwrap();
-    assert_eq!(other.prefix, "/ligo");
+    assert_eq!(&*other.prefix, "/ligo");
     assert_eq!(other.candidates[0].name(), "origin-1");
 
     let origin = view
@@ -111,6 +111,45 @@ fn same_object_same_cache() {
     let first = view.route("/ns/object", Purpose::Read, NOW).unwrap();
     for _ in 0..5 {
         assert_eq!(view.route("/ns/object", Purpose::Read, NOW).unwrap(), first);
+    }
+}
+
+#[test]
+fn deep_paths_find_shallow_and_newly_deeper_prefixes() {
+    let shallow = View::default().with_ad(stored("origin-1", ServerKind::Origin, &["/a"]));
+    let route = shallow.route("/a/b/c/d/e.dat", Purpose::Read, NOW).unwrap();
+    assert_eq!(&*route.prefix, "/a");
+    let deeper = shallow.with_ad(stored("origin-2", ServerKind::Origin, &["/a/b/c"]));
+    let route = deeper.route("/a/b/c/d/e.dat", Purpose::Read, NOW).unwrap();
+    assert_eq!(&*route.prefix, "/a/b/c");
+    // Gone again: the shallower one serves.
+    let key = AdKey {
+        kind: ServerKind::Origin,
+        name: "origin-2".into(),
+    };
+    let route = deeper
+        .without(&key)
+        .route("/a/b/c/d/e.dat", Purpose::Read, NOW)
+        .unwrap();
+    assert_eq!(&*route.prefix, "/a");
+}
+
+#[test]
+fn each_kind_is_ranked_by_rendezvous_caches_first() {
+    let view = (0..6).fold(View::default(), |v, i| {
+        v.with_ad(stored(&format!("cache-{i}"), ServerKind::Cache, &["/ns"]))
+            .with_ad(stored(&format!("origin-{i}"), ServerKind::Origin, &["/ns"]))
+    });
+    for i in 0..200 {
+        let object = format!("/ns/object-{i}");
+        let route = view.route(&object, Purpose::Read, NOW).unwrap();
+        let names: Vec<&str> = route.candidates.iter().map(|c| c.name()).collect();
+        let mut caches: Vec<String> = (0..6).map(|i| format!("cache-{i}")).collect();
+        let mut origins: Vec<String> = (0..6).map(|i| format!("origin-{i}")).collect();
+        rank_by(&mut caches, &object, |s| s);
+        rank_by(&mut origins, &object, |s| s);
+        let expected: Vec<&str> = caches.iter().chain(&origins).map(String::as_str).collect();
+        assert_eq!(names, expected, "{object}");
     }
 }
 

@@ -9,7 +9,6 @@ use crate::ad::{AdKey, ServerKind};
 use crate::clock::UnixMillis;
 use crate::fixtures;
 use crate::geo::servers::{LocationMap, ServerLocatedBy, ServerLocation};
-use crate::routing::Route;
 use crate::routing::rank_by;
 use crate::routing::signals::NoSignals;
 
@@ -324,7 +323,7 @@ fn adaptive_weighs_load_and_health() {
 
 #[test]
 fn random_is_stable_per_client_and_spreads_across_clients() {
-    let locations = LocationMap::new();
+    let locations = LocationMap::default();
     let all = ["a", "b", "c", "d"];
     let mut firsts = HashMap::new();
     for i in 0..200u32 {
@@ -460,12 +459,7 @@ fn object_presence_demotes_absent_origins_and_promotes_holders_in_every_method()
             "{method:?}: the origin lacking it last, however near"
         );
         // The same as sorting without presence, then demoting (stable), as before.
-        let mut route = Route {
-            prefix: "/ns".into(),
-            namespace: fixtures::public_namespace("/ns"),
-            candidates: all.clone(),
-            collections_url: None,
-        };
+        let mut route = fixtures::route_in(fixtures::public_namespace("/ns"), all.clone());
         order(
             &mut route.candidates,
             &input(method, Some(MADISON), "/ns/o", &signals, &locations),

@@ -1,0 +1,260 @@
+//! The director's HTTP service: requests for no route of the router go straight to the
+//! object handler, everything else through the router.
+//!
+//! Object paths are nearly every request a director answers, and the router would only
+//! send them to its fallback: after matching the path against every route, boxing the
+//! request body and a copy of the fallback service, and recording the connection's peer
+//! in the request's extensions. [`RouteClass::is_unrouted`] is the one test of which
+//! requests those are; the tests check it against every route the router declares. Both
+//! ways pass the same budgets, timing and access log ([`Observe`]), and an answer leaves
+//! with what the router would have added (`Content-Length`, no body for `HEAD`, `Server`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Method, Request, header};
+use axum::response::Response;
+use axum::routing::future::RouteFuture;
+use tower::{Layer, Service};
+
+use super::observe::{Observe, ObserveLayer, Observed};
+use super::{AppState, SERVER_HEADER, clients};
+use crate::route_class::RouteClass;
+
+/// The director's HTTP service (what [`super::router`] builds); cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    unrouted: Observe<Unrouted>,
+    /// Every other request: the router, behind the same layers.
+    routed: Router,
+    /// The connection's peer, when the listener set it.
+    peer: Option<SocketAddr>,
+}
+
+impl App {
+    /// Requests for no route go to the object handler behind `observe`; the rest to
+    /// `routed`.
+    pub(super) fn new(state: Arc<AppState>, observe: &ObserveLayer, routed: Router) -> Self {
+        Self {
+            unrouted: observe.layer(Unrouted { state, peer: None }),
+            routed,
+            peer: None,
+        }
+    }
+
+    /// The same service for the requests of a connection from `peer` (handlers find it
+    /// as axum's `ConnectInfo`).
+    pub fn for_peer(&self, peer: SocketAddr) -> Self {
+        let mut app = self.clone();
+        app.unrouted.inner_mut().peer = Some(peer);
+        app.peer = Some(peer);
+        app
+    }
+
+    /// The router alone, as every request went before (to compare with, in tests).
+    #[cfg(test)]
+    pub(super) fn routed(&self) -> Router {
+        self.routed.clone()
+    }
+}
+
+impl<B> Service<Request<B>> for App
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = AppFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Both ways are always ready (the router and the object handler hold no capacity;
+        // budgets are taken per request, in `call`).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> AppFuture {
+        if RouteClass::is_unrouted(request.method(), request.uri().path()) {
+            let head = request.method() == Method::HEAD;
+            return AppFuture::Unrouted {
+                future: self.unrouted.call(request),
+                head,
+            };
+        }
+        if let Some(peer) = self.peer {
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
+        AppFuture::Routed {
+            future: self.routed.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of [`App`].
+    #[project = AppFutureProj]
+    pub enum AppFuture {
+        /// From the object handler.
+        Unrouted {
+            #[pin]
+            future: Observed<UnroutedFuture>,
+            head: bool,
+        },
+        /// From the router.
+        Routed {
+            #[pin]
+            future: RouteFuture<Infallible>,
+        },
+    }
+}
+
+impl Future for AppFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AppFutureProj::Unrouted { future, head } => {
+                let Ok(mut response) = ready!(future.poll(cx));
+                finish(&mut response, *head);
+                Poll::Ready(Ok(response))
+            }
+            AppFutureProj::Routed { future } => future.poll(cx),
+        }
+    }
+}
+
+/// What the router adds to an answer of its fallback, in the same order: the length of
+/// a body of known size, no body for `HEAD`, then (outside the budgets' timing) `Server`.
+fn finish(response: &mut Response, head: bool) {
+    if !response.headers().contains_key(header::CONTENT_LENGTH) {
+        if let Some(size) = response.body().size_hint().exact() {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        }
+    }
+    if head {
+        *response.body_mut() = Body::empty();
+    }
+    response
+        .headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static(SERVER_HEADER));
+}
+
+/// The object handler as a service: answers a request for no route of the router.
+#[derive(Clone)]
+pub struct Unrouted {
+    state: Arc<AppState>,
+    peer: Option<SocketAddr>,
+}
+
+/// The object handler's answer (it may wait for presence checks).
+pub type UnroutedFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<B> Service<Request<B>> for Unrouted {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = UnroutedFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> UnroutedFuture {
+        let peer = self.peer.or_else(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0)
+        });
+        let state = self.state.clone();
+        // The object handler reads no body.
+        let (parts, _body) = request.into_parts();
+        Box::pin(async move { Ok(clients::unrouted(&state, peer, &parts).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The modules whose routers `super::router` merges, with their source.
+    const ROUTERS: [(&str, &str); 7] = [
+        ("services", include_str!("services.rs")),
+        ("peers", include_str!("peers.rs")),
+        ("health", include_str!("health.rs")),
+        ("status", include_str!("status/mod.rs")),
+        ("catalog", include_str!("catalog.rs")),
+        ("servers", include_str!("servers.rs")),
+        ("clients", include_str!("clients.rs")),
+    ];
+
+    /// Every path a router declares with `.route(...)`: a string literal, or `DISCOVERY`.
+    fn declared_paths() -> Vec<String> {
+        let mut paths = Vec::new();
+        for (module, source) in ROUTERS {
+            for call in source.split(".route(").skip(1) {
+                let argument = call.trim_start();
+                let path = if let Some(literal) = argument.strip_prefix('"') {
+                    literal.split('"').next().unwrap_or_default()
+                } else if argument.starts_with("DISCOVERY") {
+                    crate::route_class::DISCOVERY
+                } else if argument.starts_with('&') {
+                    // `View::route`, not a router's.
+                    continue;
+                } else {
+                    panic!("{module}: a route whose path this test cannot read: {argument:.40}");
+                };
+                paths.push(path.to_string());
+            }
+        }
+        paths
+    }
+
+    #[test]
+    fn every_router_module_is_read() {
+        let merged: Vec<&str> = include_str!("mod.rs")
+            .split(".merge(")
+            .skip(1)
+            .filter_map(|call| call.split("::router()").next())
+            .filter(|name| !name.contains(|c: char| !c.is_alphanumeric() && c != '_'))
+            .collect();
+        let read: Vec<&str> = ROUTERS.iter().map(|(module, _)| *module).collect();
+        assert_eq!(merged, read);
+    }
+
+    #[test]
+    fn no_declared_route_is_taken_for_unrouted() {
+        let paths = declared_paths();
+        assert!(paths.len() >= 20, "{paths:?}");
+        let methods = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PROPFIND",
+        ]
+        .map(|m| Method::from_bytes(m.as_bytes()).unwrap());
+        for path in &paths {
+            for method in &methods {
+                assert!(
+                    !RouteClass::is_unrouted(method, path),
+                    "{method} {path} is routed"
+                );
+            }
+        }
+        // And object paths are unrouted, in every form.
+        for path in [
+            "/ns/obj",
+            "/api/v1.0/director/object/ns/obj",
+            "/api/v1.0/director/origin/ns/obj",
+            "/health/",
+            "/api/v9/unknown",
+        ] {
+            assert!(RouteClass::is_unrouted(&Method::GET, path), "{path}");
+        }
+    }
+}
