@@ -61,7 +61,8 @@ async fn a_pulled_page_with_one_forged_ad_holds_every_good_one_and_refuses_the_f
         ..Tuning::default()
     };
     let cluster = Cluster::start(2, tuning, |i| if i == 1 { vec![0] } else { vec![] }).await;
-    // Cut while director 0 takes the ads, so that they all come in one page.
+    // Cut while director 0 takes the ads, so that they all come by catch-up (pulled in a
+    // few pages, one per group of differing digest buckets).
     cluster.cut(0, 1);
     let started = now_ms();
     let c = client();
