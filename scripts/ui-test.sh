@@ -14,7 +14,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 cargo build --locked --quiet --bin skein
-SKEIN=$PWD/target/debug/skein
+SKEIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/skein
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
