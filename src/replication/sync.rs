@@ -1,10 +1,10 @@
 //! Catch-up and anti-entropy: compare digests with a peer, pull what it has newer,
 //! queue for it what this director has newer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::ad::{Ad, AdKey, SignedAd, is_newer};
+use crate::ad::{AdKey, SignedAd, StoredAd, is_newer};
 use crate::client::ClientError;
 use crate::clock::UnixMillis;
 use crate::ledger::IngestOutcome;
@@ -78,9 +78,10 @@ impl Replicator {
                 (vec![None], entries)
             }
         };
+        let held = held_by_group(&view, now, &groups);
         let mut in_sync = true;
-        for (i, group) in groups.iter().enumerate() {
-            let (want, pushed) = self.compare(peer, &view, now, &entries, group.as_deref());
+        for (i, held) in held.iter().enumerate() {
+            let (want, pushed) = self.compare(peer, &view, &entries, held);
             report.pushed += pushed;
             in_sync &= want.is_empty() && pushed == 0;
             let next = groups.get(i + 1).map(Option::as_deref);
@@ -117,15 +118,15 @@ impl Replicator {
         }
     }
 
-    /// Compares the peer's `theirs` (the entries of `buckets`, or of every bucket) with
-    /// `view`: returns the keys to pull, and queues for the peer what it lacks (how many).
+    /// Compares the peer's `theirs` (the entries of one group of buckets) with `view`:
+    /// returns the keys to pull, and queues for the peer the ads of `held` (this
+    /// director's settled ads in those buckets) that it lacks (how many).
     fn compare(
         &self,
         peer: &str,
         view: &View,
-        now: UnixMillis,
         theirs: &[DigestEntry],
-        buckets: Option<&[usize]>,
+        held: &[&Arc<StoredAd>],
     ) -> (Vec<AdKey>, usize) {
         let their_versions: HashMap<_, _> = theirs.iter().map(|e| (&e.key, e.version)).collect();
         let want: Vec<_> = theirs
@@ -134,22 +135,10 @@ impl Replicator {
             .map(|e| e.key.clone())
             .collect();
         let queue = self.queue_for(&crate::peers::normalize(peer));
-        let settled = now.saturating_sub(PUSH_GRACE_MS);
-        let scope: Option<HashSet<usize>> = buckets.map(|b| b.iter().copied().collect());
-        let in_scope = |ad: &Ad| {
-            scope
-                .as_ref()
-                .is_none_or(|s| s.contains(&digest::bucket_of_parts(ad.kind, &ad.name)))
-        };
         let mut pushed = 0;
-        for ad in view
-            .ads()
-            .filter(|a| a.expires_at > now && a.received_at <= settled)
-            .filter(|a| in_scope(&a.ad))
-        {
-            let key = ad.ad.key();
-            if is_newer(ad.ad.version(), their_versions.get(&key).copied()) {
-                queue.push(ad.clone());
+        for ad in held {
+            if is_newer(ad.ad.version(), their_versions.get(&ad.ad.key()).copied()) {
+                queue.push(Arc::clone(ad));
                 pushed += 1;
             }
         }
@@ -217,4 +206,33 @@ impl Replicator {
         }
         accepted
     }
+}
+
+/// This director's ads that a sync may push, one list per group of buckets (`None`: the
+/// one group of every bucket), sorted into their groups in one pass over the view: live,
+/// and accepted at least [`PUSH_GRACE_MS`] ago (newer ones are still in flight through
+/// normal forwarding).
+fn held_by_group<'v>(
+    view: &'v View,
+    now: UnixMillis,
+    groups: &[Option<Vec<usize>>],
+) -> Vec<Vec<&'v Arc<StoredAd>>> {
+    let mut group_of = [None; digest::BUCKETS];
+    for (i, group) in groups.iter().enumerate() {
+        match group {
+            Some(buckets) => buckets.iter().for_each(|&b| group_of[b] = Some(i)),
+            None => group_of = [Some(i); digest::BUCKETS],
+        }
+    }
+    let settled = now.saturating_sub(PUSH_GRACE_MS);
+    let mut held = vec![Vec::new(); groups.len()];
+    for ad in view
+        .ads()
+        .filter(|a| a.expires_at > now && a.received_at <= settled)
+    {
+        if let Some(i) = group_of[digest::bucket_of_parts(ad.ad.kind, &ad.ad.name)] {
+            held[i].push(ad);
+        }
+    }
+    held
 }

@@ -161,8 +161,8 @@ struct Inner {
 }
 
 /// Least time between the starts of two commits, unless a batch fills first. A commit (a
-/// manifest write and a sled flush: three fsyncs, a rename and sled's log writes) costs
-/// the same for one ad as for a hundred; at a steady trickle of registrations (167 a
+/// manifest slot rewritten with one `fdatasync`, and sled's flush of its log) costs
+/// about the same for one ad as for a hundred; at a steady trickle of registrations (167 a
 /// second at 10,000 servers a minute) commits back to back carried one or two ads each,
 /// and cost a quarter of a director's CPU. Writers arriving within the gap share the next
 /// commit; after an idle moment a commit starts at once. The gap bounds how long a
