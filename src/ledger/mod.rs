@@ -89,6 +89,8 @@ pub struct Ledger {
     store: Store,
     view: ArcSwap<View>,
     writer: Mutex<()>,
+    /// Held by a trust sweep from start to end (see [`Ledger::revoke_untrusted`]).
+    sweeping: tokio::sync::Mutex<()>,
     /// Swapped whole by a reload; ingest reads it without waiting.
     trust: ArcSwap<Trust>,
     clock: SharedClock,
@@ -120,6 +122,7 @@ impl Ledger {
                 store,
                 view: ArcSwap::from_pointee(view),
                 writer: Mutex::new(()),
+                sweeping: tokio::sync::Mutex::new(()),
                 trust: ArcSwap::from_pointee(trust),
                 clock,
                 limits: ArcSwap::from_pointee(limits),
@@ -192,49 +195,10 @@ impl Ledger {
 
     /// Drops every held ad that the trust in force no longer admits (its signer gone or
     /// rekeyed, its kind changed, a namespace no longer allowed): from routing at once,
-    /// then from the store. Run at every start and every reload.
+    /// then from the store. Run at every start and every reload. The signatures are
+    /// verified in batches, off the async runtime and without holding up ingest.
     pub async fn revoke_untrusted(&self) -> Result<Vec<Revoked>, StoreError> {
         self.sweep(None).await
-    }
-
-    async fn sweep(&self, replace: Option<Trust>) -> Result<Vec<Revoked>, StoreError> {
-        let revoked = {
-            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(mut trust) = replace {
-                // The registry (its cached keys) outlives any one trust file.
-                if let Some(registry) = self.trust.load().pelican().registry() {
-                    trust.pelican_mut().set_registry(registry.clone());
-                }
-                self.trust.store(Arc::new(trust));
-            }
-            let trust = self.trust.load();
-            let current = self.view.load_full();
-            let revoked: Vec<Revoked> = current
-                .ads()
-                .filter_map(|a| {
-                    trust.check(&a.signed()).err().map(|reason| Revoked {
-                        key: a.ad.key(),
-                        reason,
-                    })
-                })
-                .collect();
-            if revoked.is_empty() {
-                return Ok(revoked);
-            }
-            let mut next = (*current).clone();
-            for r in &revoked {
-                next = next.without(&r.key);
-            }
-            // Routing stops first; the store follows (a failure there leaves the ad on
-            // disk, where the next start's sweep drops it again).
-            self.view.store(Arc::new(next));
-            for r in &revoked {
-                self.store.remove_ad(&r.key)?;
-            }
-            revoked
-        };
-        self.store.flush().await?;
-        Ok(revoked)
     }
 
     /// The version held for `key`.
@@ -516,6 +480,7 @@ mod events;
 mod hold;
 mod recovery;
 mod sanity;
+mod sweep;
 pub use recovery::{Recovery, StoreState};
 #[cfg(test)]
 mod tests;

@@ -7,14 +7,17 @@ use crate::fixtures;
 
 const START: u64 = 1_700_000_000_000;
 
+fn limits() -> AdLimits {
+    AdLimits {
+        max_lifetime: Duration::from_secs(900),
+        max_clock_skew: Duration::from_secs(300),
+    }
+}
+
 fn ledger(dir: &std::path::Path, clock: Arc<ManualClock>) -> Ledger {
     let store = Store::open(dir).unwrap();
     let trust = fixtures::trust(&[("origin-1", ServerKind::Origin, &["/ns"])]);
-    let limits = AdLimits {
-        max_lifetime: Duration::from_secs(900),
-        max_clock_skew: Duration::from_secs(300),
-    };
-    Ledger::open(store, trust, clock, limits).unwrap().0
+    Ledger::open(store, trust, clock, limits()).unwrap().0
 }
 
 fn signed(generation: u64, started_at: u64) -> SignedAd {
@@ -176,13 +179,9 @@ fn a_batch_refuses_its_forged_ad_alone_and_answers_in_order() {
         .iter()
         .map(|n| (n.as_str(), ServerKind::Origin, &["/ns"][..]))
         .collect();
-    let limits = AdLimits {
-        max_lifetime: Duration::from_secs(900),
-        max_clock_skew: Duration::from_secs(300),
-    };
     let store = Store::open(dir.path()).unwrap();
     let trust = fixtures::trust(&servers);
-    let l = Ledger::open(store, trust, ManualClock::new(START), limits)
+    let l = Ledger::open(store, trust, ManualClock::new(START), limits())
         .unwrap()
         .0;
     let ad = |i: usize| {
@@ -219,4 +218,140 @@ fn a_batch_refuses_its_forged_ad_alone_and_answers_in_order() {
         "the forgery is not held"
     );
     assert!(l.store().has_unflushed_writes(), "held, not yet durable");
+}
+
+/// Enough held ads for more than one sweep chunk, each verified in batches on every core.
+const SWEPT: usize = 2_000;
+
+/// What a sweep under [`swept_trust`] decides for `origin-<i>`: `None` keeps it.
+fn sweep_verdict(i: usize) -> Option<TrustError> {
+    let name = format!("origin-{i}");
+    if i % 7 == 0 {
+        Some(TrustError::UnknownServer(name))
+    } else if i % 11 == 0 {
+        Some(TrustError::Signature(crate::ad::SignError::BadSignature))
+    } else if i % 13 == 0 {
+        Some(TrustError::ForbiddenNamespace {
+            name,
+            namespace: "/ns".into(),
+        })
+    } else {
+        None
+    }
+}
+
+/// The trust after a reload: every 7th origin removed, every 11th rekeyed (its held
+/// signature no longer verifies), every 13th no longer allowed `/ns`.
+fn swept_trust() -> Trust {
+    let mut trust = Trust::default();
+    for i in (0..SWEPT).filter(|i| i % 7 != 0) {
+        let name = format!("origin-{i}");
+        let key = match i % 11 {
+            0 => fixtures::key_for(&format!("{name}-rekeyed")),
+            _ => fixtures::key_for(&name),
+        };
+        let allowed = if i % 13 == 0 { "/other" } else { "/ns" };
+        let server = crate::trust::TrustedServer {
+            kind: ServerKind::Origin,
+            key: key.verifying_key(),
+            namespaces: vec![allowed.into()],
+        };
+        trust.insert(name, server);
+    }
+    trust
+}
+
+/// A ledger holding `origin-0` .. `origin-<SWEPT>`, stored by an earlier run under a
+/// trust that admitted them all (an open checks nothing: the sweep does).
+fn ledger_of_many(dir: &std::path::Path) -> Ledger {
+    let store = Store::open(dir).unwrap();
+    for i in 0..SWEPT {
+        let name = format!("origin-{i}");
+        let ad = fixtures::ad(&name, ServerKind::Origin, &["/ns"], START - 1, 1);
+        let stored = StoredAd::new(ad.sign(&fixtures::key_for(&name)), START, 900_000);
+        store.put_ad(&stored).unwrap();
+    }
+    store.flush_blocking().unwrap();
+    Ledger::open(store, Trust::default(), ManualClock::new(START), limits())
+        .unwrap()
+        .0
+}
+
+#[tokio::test]
+async fn a_sweep_drops_exactly_the_ads_the_new_trust_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = ledger_of_many(dir.path());
+    let mut revoked: Vec<(String, TrustError)> = l
+        .set_trust(swept_trust())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key.name, r.reason))
+        .collect();
+    revoked.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected: Vec<(String, TrustError)> = (0..SWEPT)
+        .filter_map(|i| sweep_verdict(i).map(|reason| (format!("origin-{i}"), reason)))
+        .collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(revoked, expected);
+    assert!(
+        l.trust().get("origin-0").is_none(),
+        "the new trust is in force"
+    );
+    let view = l.view();
+    assert_eq!(view.len(), SWEPT - expected.len());
+    for i in 0..SWEPT {
+        let key = AdKey {
+            kind: ServerKind::Origin,
+            name: format!("origin-{i}"),
+        };
+        assert_eq!(
+            view.get(&key).is_some(),
+            sweep_verdict(i).is_none(),
+            "{key}"
+        );
+    }
+    drop(l);
+    let reopened = ledger(dir.path(), ManualClock::new(START));
+    assert_eq!(reopened.view().len(), view.len(), "the store followed");
+}
+
+#[tokio::test]
+async fn an_ad_replaced_after_the_check_is_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = ledger(dir.path(), ManualClock::new(START));
+    let mut trust = fixtures::trust(&[
+        ("origin-1", ServerKind::Origin, &["/ns"]),
+        ("origin-2", ServerKind::Origin, &["/ns"]),
+    ]);
+    l.set_trust(trust.clone()).await.unwrap();
+    let older = |name: &str| {
+        fixtures::ad(name, ServerKind::Origin, &["/ns"], START - 1, 1)
+            .sign(&fixtures::key_for(name))
+    };
+    l.ingest(older("origin-1")).await.unwrap();
+    l.ingest(older("origin-2")).await.unwrap();
+    // Checked against a trust that rekeyed both: both held versions are refused...
+    for name in ["origin-1", "origin-2"] {
+        let mut server = trust.get(name).unwrap().clone();
+        server.key = fixtures::key_for("someone else").verifying_key();
+        trust.insert(name, server);
+    }
+    let refused = sweep::refused(&l.view(), &trust);
+    assert_eq!(refused.len(), 2);
+    // ... but origin-1 sends a newer version, checked as it is held, before the drop.
+    let newer = signed(2, START - 1);
+    l.ingest(newer.clone()).await.unwrap();
+    let revoked = l.drop_refused(refused).unwrap();
+    let names: Vec<&str> = revoked.iter().map(|r| r.key.name.as_str()).collect();
+    assert_eq!(names, ["origin-2"]);
+    l.store().flush().await.unwrap();
+    drop(l);
+    let reopened = ledger(dir.path(), ManualClock::new(START));
+    assert_eq!(
+        reopened.version_of(&newer.ad.key()),
+        Some(newer.ad.version()),
+        "the newer version is still held, in the store too"
+    );
+    assert!(reopened.version_of(&older("origin-2").ad.key()).is_none());
 }
