@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use super::manifest::{self, Manifest, TreeState};
+use super::manifest::{self, Manifest, Tally, TreeState};
 
 /// Writes waiting that start the next commit without waiting out the gap between
 /// commits: bulk ingest (forward batches, catch-up pages) commits as fast as the disk
@@ -48,19 +48,19 @@ impl Handles {
     }
 }
 
-/// The summary of a tree as it is (a full scan).
-pub(super) fn scan_state(tree: &sled::Tree) -> Result<TreeState, sled::Error> {
-    let mut state = TreeState::default();
+/// The tally of a tree as it is (a full scan).
+pub(super) fn scan_state(tree: &sled::Tree) -> Result<Tally, sled::Error> {
+    let mut tally = Tally::default();
     for entry in tree.iter() {
         let (key, value) = entry?;
-        state.add(&key, &value);
+        tally.add(&key, &value);
     }
-    Ok(state)
+    Ok(tally)
 }
 
 struct CommitState {
     /// What the `ads` tree holds on disk (`None` until the load's scan has counted it).
-    tree: Option<TreeState>,
+    tree: Option<Tally>,
     /// The manifest's generation.
     generation: u64,
     /// sled failed: reopen before the next commit.
@@ -92,7 +92,7 @@ impl GroupCommit {
     pub(super) fn new(
         dir: &Path,
         handles: Handles,
-        tree: Option<TreeState>,
+        tree: Option<Tally>,
         generation: u64,
         clock_high_water: u64,
     ) -> Self {
@@ -228,7 +228,8 @@ impl GroupCommit {
     /// tree that lost it is damage, not a crash before its flush.
     pub(super) fn confirm(&self) -> Result<(), String> {
         let mut state = lock(&self.state);
-        let Some(tree) = state.tree.filter(|_| state.unconfirmed && !state.broken) else {
+        let tree = state.tree.as_ref().map(Tally::state);
+        let Some(tree) = tree.filter(|_| state.unconfirmed && !state.broken) else {
             return Ok(());
         };
         let manifest = Manifest {
@@ -250,21 +251,20 @@ impl GroupCommit {
         let handles = self.handles().ok_or("the store is closed")?;
         let text = |e: sled::Error| e.to_string();
         if !ops.is_empty() {
-            let current = match state.tree {
-                Some(tree) => tree,
-                None => scan_state(&handles.ads).map_err(text)?,
+            let tally = match &mut state.tree {
+                Some(tally) => tally,
+                tree @ None => tree.insert(scan_state(&handles.ads).map_err(text)?),
             };
+            let current = tally.state();
             let mut next = current;
             let mut batch = sled::Batch::default();
+            let mut hashes = Vec::with_capacity(ops.len());
             for (key, value) in ops {
-                if let Some(old) = handles.ads.get(key).map_err(text)? {
-                    next.remove(key, &old);
-                }
+                let hash = value.as_ref().map(|value| Tally::hash(key, value));
+                next = tally.after(next, key, hash);
+                hashes.push(hash);
                 match value {
-                    Some(value) => {
-                        next.add(key, value);
-                        batch.insert(key.as_slice(), value.as_slice());
-                    }
+                    Some(value) => batch.insert(key.as_slice(), value.as_slice()),
                     None => batch.remove(key.as_slice()),
                 }
             }
@@ -279,7 +279,10 @@ impl GroupCommit {
             state.unconfirmed = true;
             handles.ads.apply_batch(batch).map_err(text)?;
             handles.db.flush().map_err(text)?;
-            state.tree = Some(next);
+            for (key, hash) in ops.keys().zip(hashes) {
+                tally.set(key, hash);
+            }
+            debug_assert_eq!(tally.state(), next);
         } else {
             handles.db.flush().map_err(text)?;
         }
@@ -287,7 +290,7 @@ impl GroupCommit {
     }
 
     /// Records what the load's scan counted in the `ads` tree.
-    pub(super) fn set_tree(&self, found: TreeState) {
+    pub(super) fn set_tree(&self, found: Tally) {
         lock(&self.state).tree = Some(found);
     }
 
@@ -311,7 +314,7 @@ impl GroupCommit {
         let mut writer = manifest::Writer::new(&self.dir);
         writer.write(&manifest).map_err(|e| e.to_string())?;
         *state = CommitState {
-            tree: Some(empty),
+            tree: Some(Tally::default()),
             generation: 0,
             broken: false,
             unconfirmed: false,
@@ -328,8 +331,9 @@ impl GroupCommit {
         let db = super::open_db(&self.dir).map_err(|e| format!("reopening sled: {e}"))?;
         let handles = Handles::open(db).map_err(|e| format!("reopening sled: {e}"))?;
         let found = scan_state(&handles.ads).map_err(|e| e.to_string())?;
-        if state.tree.is_some_and(|tree| tree != found) {
-            tracing::warn!(%found, "the failed commit reached the disk after all");
+        let before = state.tree.as_ref().map(Tally::state);
+        if before.is_some_and(|tree| tree != found.state()) {
+            tracing::warn!(found = %found.state(), "the failed commit reached the disk after all");
         }
         state.tree = Some(found);
         state.broken = false;

@@ -16,6 +16,9 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+
+use rustc_hash::FxBuildHasher;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -64,6 +67,60 @@ impl TreeState {
     pub fn remove(&mut self, key: &[u8], value: &[u8]) {
         self.count = self.count.saturating_sub(1);
         self.digest = self.digest.wrapping_sub(entry_hash(key, value));
+    }
+}
+
+/// A [`TreeState`] with the hash of each entry it sums: a commit learns what an entry it
+/// overwrites or removes contributed from here, instead of reading the old bytes back
+/// from sled and hashing them again (about a quarter of a commit's time).
+#[derive(Debug, Default)]
+pub struct Tally {
+    state: TreeState,
+    entries: HashMap<Vec<u8>, u128, FxBuildHasher>,
+}
+
+impl Tally {
+    /// The summary.
+    pub fn state(&self) -> TreeState {
+        self.state
+    }
+
+    /// Counts an entry found by a scan (a key seen again replaces its first value).
+    pub fn add(&mut self, key: &[u8], value: &[u8]) {
+        self.set(key, Some(entry_hash(key, value)));
+    }
+
+    /// The hash an entry of `value` at `key` adds to the digest.
+    pub fn hash(key: &[u8], value: &[u8]) -> u128 {
+        entry_hash(key, value)
+    }
+
+    /// The summary once `key` holds an entry of hash `new` (`None`: removed), from `from`
+    /// (this tally's summary with other changes of the same commit applied).
+    pub fn after(&self, from: TreeState, key: &[u8], new: Option<u128>) -> TreeState {
+        let mut next = from;
+        if let Some(old) = self.entries.get(key) {
+            next.count = next.count.saturating_sub(1);
+            next.digest = next.digest.wrapping_sub(*old);
+        }
+        if let Some(new) = new {
+            next.count += 1;
+            next.digest = next.digest.wrapping_add(new);
+        }
+        next
+    }
+
+    /// Records that `key` now holds an entry of hash `new` (`None`: removed).
+    pub fn set(&mut self, key: &[u8], new: Option<u128>) {
+        self.state = self.after(self.state, key, new);
+        match new {
+            Some(hash) => {
+                self.entries.insert(key.to_vec(), hash);
+            }
+            None => {
+                self.entries.remove(key);
+            }
+        }
     }
 }
 
@@ -352,6 +409,38 @@ mod tests {
             read(dir.path()),
             Err(ManifestError::Damaged { .. })
         ));
+    }
+
+    /// A tally kept through overwrites and removals sums what a fresh scan of the same
+    /// entries sums.
+    #[test]
+    fn a_tally_kept_through_changes_matches_a_fresh_scan() {
+        let mut kept = Tally::default();
+        let mut held: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+        for step in 0u32..500 {
+            let key = format!("k{}", step.wrapping_mul(7919) % 60).into_bytes();
+            if step % 5 == 4 {
+                let before = kept.state();
+                let after = kept.after(before, &key, None);
+                kept.set(&key, None);
+                assert_eq!(kept.state(), after);
+                held.remove(&key);
+            } else {
+                let value = format!("value {step}").into_bytes();
+                kept.set(&key, Some(Tally::hash(&key, &value)));
+                held.insert(key, value);
+            }
+            let mut scanned = Tally::default();
+            for (key, value) in &held {
+                scanned.add(key, value);
+            }
+            assert_eq!(kept.state(), scanned.state(), "after step {step}");
+        }
+        assert_eq!(kept.state().count, held.len() as u64);
+        // Removing what is not there changes nothing.
+        let before = kept.state();
+        kept.set(b"never written", None);
+        assert_eq!(kept.state(), before);
     }
 
     fn manifest(generation: u64) -> Manifest {

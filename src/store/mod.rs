@@ -22,7 +22,7 @@ use crate::ad::{AdKey, StoredAd};
 use crate::clock::UnixMillis;
 use crate::codec::{self, CodecError};
 
-pub use manifest::{FILE as MANIFEST_FILE, TreeState};
+pub use manifest::{FILE as MANIFEST_FILE, Tally, TreeState};
 pub use migrate::SCHEMA_VERSION;
 pub use recover::Damage;
 
@@ -217,8 +217,8 @@ impl Store {
                 let found = scan_state(&handles.ads).map_err(err)?;
                 let first = manifest::Manifest {
                     generation: 0,
-                    committed: found,
-                    pending: found,
+                    committed: found.state(),
+                    pending: found.state(),
                     clock_high_water: 0,
                 };
                 manifest::write(dir, &first).map_err(|e| StoreError::Database {
@@ -297,7 +297,7 @@ impl Store {
     /// quarantined and the report says what was found.
     pub fn load_ads_with(&self, mut sink: impl FnMut(StoredAd)) -> Result<LoadReport, StoreError> {
         let handles = self.handles()?;
-        let mut found = TreeState::default();
+        let mut found = Tally::default();
         let mut damaged = Vec::new();
         for entry in handles.ads.iter() {
             let (key, value) = entry.map_err(|e| self.db_error(e))?;
@@ -308,7 +308,7 @@ impl Store {
             }
         }
         let expected = lock(&self.inner.expected).take();
-        if let Some(m) = expected.filter(|m| !m.accepts(found)) {
+        if let Some(m) = expected.filter(|m| !m.accepts(found.state())) {
             let pending = if m.pending == m.committed {
                 String::new()
             } else {
@@ -317,8 +317,10 @@ impl Store {
             return Ok(LoadReport {
                 quarantined: Vec::new(),
                 mismatch: Some(format!(
-                    "the database holds {found} but the manifest of commit {} says {}{pending}",
-                    m.generation, m.committed
+                    "the database holds {} but the manifest of commit {} says {}{pending}",
+                    found.state(),
+                    m.generation,
+                    m.committed
                 )),
             });
         }
