@@ -15,14 +15,27 @@ use super::digest;
 
 use super::Replicator;
 
-/// Most keys fetched per request (a peer serves up to 10,000): a page is verified in
-/// Ed25519 batches split over the cores, which pay off from a few hundred signatures and
-/// keep getting cheaper per signature up to a thousand or so.
-const FETCH_CHUNK: usize = 2048;
+/// Fewest keys fetched per request: a page is verified in Ed25519 batches split over
+/// the cores, which pay off from a few hundred signatures and keep getting cheaper per
+/// signature up to a thousand or so.
+const MIN_PAGE: usize = 2048;
+
+/// Most keys fetched per request (a peer serves up to 10,000).
+const MAX_PAGE: usize = 8192;
+
+/// Keys to fetch in the next page while `held` ads are held: pages grow with the view.
+/// Each page is held as one new view, which copies the parts of the view's maps it
+/// touches; a page of an eighth of the view touches most of their inner nodes, so that
+/// copying costs a few entries per ad instead of dozens with small pages into a large
+/// view, while the first pages (a small view) still arrive soon.
+fn page_size(held: usize) -> usize {
+    (held / 8).clamp(MIN_PAGE, MAX_PAGE)
+}
 
 /// Differing buckets compared per step (of 256): the first pull starts after this
-/// share of the peer's key list has arrived.
-const BUCKET_GROUP: usize = 32;
+/// share of the peer's key list has arrived. Each step's pull drains its pipeline of
+/// pages, so fewer, larger steps keep the cores busier.
+const BUCKET_GROUP: usize = 64;
 
 /// Ads accepted more recently than this are not pushed by a sync: they are still in (or
 /// just left) the peer's forward queue, and pushing them again would only duplicate.
@@ -148,13 +161,17 @@ impl Replicator {
     /// Pulls `want` from the peer in pages, pipelined (page N+1 is fetched while page N
     /// is verified and held). Returns how many were newer.
     async fn pull(self: &Arc<Self>, peer: &str, want: &[AdKey]) -> Result<usize, ClientError> {
+        if want.is_empty() {
+            return Ok(0);
+        }
         let mut pulled = 0;
-        let mut pages = want.chunks(FETCH_CHUNK);
-        let mut fetched = match pages.next() {
-            Some(keys) => self.client.fetch(peer, keys.to_vec()).await?,
-            None => return Ok(0),
-        };
-        for keys in pages {
+        let (keys, mut rest) = want.split_at(page_size(self.ledger.view().len()).min(want.len()));
+        let mut fetched = self.client.fetch(peer, keys.to_vec()).await?;
+        while !rest.is_empty() {
+            // The page being held counts towards the view the next one lands in.
+            let size = page_size(self.ledger.view().len() + fetched.len());
+            let (keys, after) = rest.split_at(size.min(rest.len()));
+            rest = after;
             let (next, held) = tokio::join!(
                 self.client.fetch(peer, keys.to_vec()),
                 self.hold_page(std::mem::take(&mut fetched), peer)
@@ -235,4 +252,22 @@ fn held_by_group<'v>(
         }
     }
     held
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pages start small (the first one lands soon), grow with the view, and never ask a
+    /// peer for more keys than it serves per fetch (10,000).
+    #[test]
+    fn pages_grow_with_the_view_within_bounds() {
+        assert_eq!(page_size(0), MIN_PAGE);
+        assert_eq!(page_size(16_000), MIN_PAGE);
+        assert_eq!(page_size(32_000), 4_000);
+        assert_eq!(page_size(1_000_000), MAX_PAGE);
+        let sizes: Vec<usize> = (0..200).map(|k| page_size(k * 1_000)).collect();
+        assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "{sizes:?}");
+        const { assert!(MAX_PAGE <= 10_000) };
+    }
 }
