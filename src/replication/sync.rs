@@ -55,7 +55,7 @@ pub struct SyncReport {
 impl Replicator {
     /// One digest exchange with `peer`. The buckets that differ are compared a group at
     /// a time: while one group's missing ads are pulled, the next group's entries are
-    /// fetched, so an empty director starts verifying after an eighth of the key list
+    /// fetched, so an empty director starts verifying after a quarter of the key list
     /// instead of all of it.
     pub async fn sync_with(self: &Arc<Self>, peer: &str) -> Result<SyncReport, ClientError> {
         let answer = self.client.digest_summary(peer).await?;
