@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::ad::{AdKey, SignedAd};
+use crate::ad::{AdKey, SignedAd, page};
 use crate::wire::{
     AdListing, DigestAnswer, DigestEntry, DirectorInfo, ErrorBody, FederationDiscovery,
     FetchRequest, ForwardResult, OfferAnswer, RegisterResponse,
@@ -182,6 +182,20 @@ impl Client {
         url: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        let (_, bytes) = self.send_for_bytes(url, request).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport {
+            url: url.to_string(),
+            message: format!("unexpected answer: {e}"),
+        })
+    }
+
+    /// Sends `request` and returns a successful answer's `Content-Type` and body (an
+    /// error status becomes [`ClientError::Status`]).
+    async fn send_for_bytes(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(Option<reqwest::header::HeaderValue>, axum::body::Bytes), ClientError> {
         self.check(url)?;
         let transport = |e: reqwest::Error| ClientError::Transport {
             url: url.to_string(),
@@ -189,6 +203,10 @@ impl Client {
         };
         let response = send_retrying_stale(request).await.map_err(transport)?;
         let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .cloned();
         let bytes = response.bytes().await.map_err(transport)?;
         if !status.is_success() {
             let detail = serde_json::from_slice::<ErrorBody>(&bytes)
@@ -200,10 +218,7 @@ impl Client {
                 detail,
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport {
-            url: url.to_string(),
-            message: format!("unexpected answer: {e}"),
-        })
+        Ok((content_type, bytes))
     }
 
     /// `?explain` for `path` (already encoded) at `director`: why a client goes where it
@@ -414,11 +429,25 @@ impl Client {
         self.send(&url, self.http.get(&url)).await
     }
 
-    /// Fetches the signed ads for `keys` from a peer.
+    /// Fetches the signed ads for `keys` from a peer: as a binary page when the peer
+    /// answers with one ([`page::MEDIA_TYPE`]), else as JSON.
     pub async fn fetch(&self, peer: &str, keys: Vec<AdKey>) -> Result<Vec<SignedAd>, ClientError> {
         let url = format!("{}/api/v1.0/director/ads/fetch", peer.trim_end_matches('/'));
-        self.send(&url, self.http.post(&url).json(&FetchRequest { keys }))
-            .await
+        let asked = keys.len();
+        let request = self
+            .http
+            .post(&url)
+            .header(reqwest::header::ACCEPT, page::ACCEPT)
+            .json(&FetchRequest { keys });
+        let (content_type, bytes) = self.send_for_bytes(&url, request).await?;
+        let unexpected = |message: String| ClientError::Transport {
+            url: url.clone(),
+            message: format!("unexpected answer: {message}"),
+        };
+        if content_type.is_some_and(|t| t.as_bytes() == page::MEDIA_TYPE.as_bytes()) {
+            return page::decode(&bytes, asked).map_err(|e| unexpected(e.to_string()));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| unexpected(e.to_string()))
     }
 
     /// True if the director at `base` answers `/ready` with 200.
@@ -630,6 +659,27 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer from before binary pages answers JSON whatever `Accept` says; a fetch
+    /// reads that too.
+    #[tokio::test]
+    async fn a_fetch_reads_a_json_answer_from_a_peer_without_binary_pages() {
+        use crate::ad::ServerKind;
+        let ad = crate::fixtures::ad("origin-1", ServerKind::Origin, &["/ns"], 1_000, 2)
+            .sign(&crate::fixtures::key_for("origin-1"));
+        let answer = vec![ad.clone()];
+        let app = axum::Router::new().route(
+            "/api/v1.0/director/ads/fetch",
+            axum::routing::post(move || async move { axum::Json(answer) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = Client::new(Duration::from_secs(5), None).unwrap();
+        let fetched = client.fetch(&url, vec![ad.ad.key()]).await.unwrap();
+        assert_eq!(fetched, vec![ad]);
+        server.abort();
+    }
 
     #[test]
     fn link_header_is_read_in_priority_order() {

@@ -5,6 +5,7 @@
 //! (`instance_id`, `generation`, `expires_at`). Pure data: no I/O here.
 
 mod order;
+pub mod page;
 mod signing;
 mod stored;
 

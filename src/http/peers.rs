@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::collections::HashSet;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,7 +14,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use super::AppState;
 use super::error::ApiError;
 use super::json::JsonBody;
-use crate::ad::SignedAd;
+use crate::ad::{SignedAd, page};
 use crate::replication::digest;
 use crate::wire::{AdListing, DigestEntry, DigestSummary, DirectorInfo, FetchRequest, OfferAnswer};
 use serde::Deserialize;
@@ -198,8 +198,11 @@ async fn digest(
     Ok(Json(digest::entries(&view, now, Some(&wanted))).into_response())
 }
 
+/// The held ads of the keys asked: JSON, or the binary page ([`page::MEDIA_TYPE`]) when
+/// the asking director accepts it.
 async fn fetch(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     JsonBody(request): JsonBody<FetchRequest>,
 ) -> Result<Response, ApiError> {
     if request.keys.len() > MAX_FETCH {
@@ -210,15 +213,36 @@ async fn fetch(
     }
     let now = state.ledger.clock().now_ms();
     let view = state.ledger.view();
-    // Serialized from the view as held (no copy of each ad), as `Vec<SignedAd>`.
-    let page: Vec<_> = request
+    let held = request
         .keys
         .iter()
         .filter_map(|k| view.get(k))
         .filter(|a| a.expires_at > now)
-        .map(|a| a.signed_ref())
-        .collect();
-    Ok(Json(page).into_response())
+        .map(|a| &**a);
+    let binary = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim() == page::MEDIA_TYPE)
+        });
+    if binary {
+        let body = page::encode(held);
+        return Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(page::MEDIA_TYPE),
+            )],
+            body,
+        )
+            .into_response());
+    }
+    // Serialized from the view as held (no copy of each ad), as `Vec<SignedAd>`.
+    let listed: Vec<_> = held.map(|a| a.signed_ref()).collect();
+    Ok(Json(listed).into_response())
 }
 
 /// A peer offers the versions of ads it would forward; the answer names (by index) the

@@ -445,6 +445,26 @@ async fn discovery_listings_and_operations() {
         )
         .await;
     assert_eq!(fetch.json.as_array().unwrap().len(), 1);
+    // A director that accepts the binary page gets the same ad in it.
+    let request = Request::post("/api/v1.0/director/ads/fetch")
+        .header("content-type", "application/json")
+        .header("accept", crate::ad::page::ACCEPT)
+        .body(Body::from(
+            r#"{"keys":[{"kind":"origin","name":"origin-1"},{"kind":"cache","name":"nobody"}]}"#,
+        ))
+        .unwrap();
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        crate::ad::page::MEDIA_TYPE
+    );
+    let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let binary = crate::ad::page::decode(&body, 2).unwrap();
+    assert_eq!(
+        serde_json::to_value(&binary).unwrap(),
+        fetch.json,
+        "the binary page holds what the JSON one does"
+    );
 
     assert_eq!(
         h.call(Method::GET, "/health", None).await.status,
