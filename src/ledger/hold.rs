@@ -90,10 +90,11 @@ impl<'a> Hold<'a> {
             earliest_expiry,
             ..
         } = self;
-        if changed {
-            ledger.view.store(Arc::new(next));
-        }
+        // The previous view is let go after the lock: freeing what only it held (the
+        // map nodes this hold copied) is no reason for the next writer to wait.
+        let previous = changed.then(|| ledger.view.swap(Arc::new(next)));
         drop(_writer);
+        drop(previous);
         if earliest_expiry < ledger.next_wake.load(Ordering::SeqCst) {
             ledger.expiry_changed.notify_one();
         }

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
 use crate::ad::{AdKey, SignedAd, StoredAd, is_newer};
 use crate::client::ClientError;
 use crate::clock::UnixMillis;
@@ -92,23 +94,31 @@ impl Replicator {
             }
         };
         let held = held_by_group(&view, now, &groups);
-        let mut in_sync = true;
-        for (i, held) in held.iter().enumerate() {
-            let (want, pushed) = self.compare(peer, &view, &entries, held);
-            report.pushed += pushed;
-            in_sync &= want.is_empty() && pushed == 0;
-            let next = groups.get(i + 1).map(Option::as_deref);
-            let (pulled, fetched) = tokio::join!(self.pull(peer, &want), async {
-                match next {
-                    Some(buckets) => Some(self.entries_of(peer, buckets).await),
-                    None => None,
+        // The keys to pull flow from the comparisons into one pipeline of pages, which
+        // never drains between groups: while a group's last page is held, the next
+        // page (of the next group's keys) is already being fetched.
+        let (wanted, wants) = mpsc::unbounded_channel::<Vec<AdKey>>();
+        let compare_groups = async {
+            let (mut pushed_total, mut in_sync) = (0, true);
+            for (i, held) in held.iter().enumerate() {
+                let (want, pushed) = self.compare(peer, &view, &entries, held);
+                pushed_total += pushed;
+                in_sync &= want.is_empty() && pushed == 0;
+                if !want.is_empty() {
+                    // The pull only ends after this sender is dropped, so it is there.
+                    let _ = wanted.send(want);
                 }
-            });
-            report.pulled += pulled?;
-            if let Some(fetched) = fetched {
-                entries = fetched?;
+                if let Some(buckets) = groups.get(i + 1) {
+                    entries = self.entries_of(peer, buckets.as_deref()).await?;
+                }
             }
-        }
+            drop(wanted);
+            Ok::<_, ClientError>((pushed_total, in_sync))
+        };
+        let (compared, pulled) = tokio::join!(compare_groups, self.pull(peer, wants));
+        let (pushed, in_sync) = compared?;
+        report.pushed = pushed;
+        report.pulled = pulled?;
         self.peers.note_sync(peer, in_sync);
         if report.pulled > 0 {
             // Every page's flush has started; this one returns once all are durable.
@@ -158,28 +168,39 @@ impl Replicator {
         (want, pushed)
     }
 
-    /// Pulls `want` from the peer in pages, pipelined (page N+1 is fetched while page N
-    /// is verified and held). Returns how many were newer.
-    async fn pull(self: &Arc<Self>, peer: &str, want: &[AdKey]) -> Result<usize, ClientError> {
-        if want.is_empty() {
+    /// Pulls the keys that arrive on `wants` from the peer in pages, pipelined (the next
+    /// page is fetched while this one is verified and held), until every group has been
+    /// compared and every key pulled. Returns how many were newer.
+    async fn pull(
+        self: &Arc<Self>,
+        peer: &str,
+        mut wants: mpsc::UnboundedReceiver<Vec<AdKey>>,
+    ) -> Result<usize, ClientError> {
+        let mut waiting = Vec::new();
+        let first = page_size(self.ledger.view().len());
+        let Some(keys) = next_page(&mut wants, &mut waiting, first).await else {
             return Ok(0);
-        }
+        };
+        let mut fetched = self.client.fetch(peer, keys).await?;
         let mut pulled = 0;
-        let (keys, mut rest) = want.split_at(page_size(self.ledger.view().len()).min(want.len()));
-        let mut fetched = self.client.fetch(peer, keys.to_vec()).await?;
-        while !rest.is_empty() {
+        loop {
             // The page being held counts towards the view the next one lands in.
             let size = page_size(self.ledger.view().len() + fetched.len());
-            let (keys, after) = rest.split_at(size.min(rest.len()));
-            rest = after;
             let (next, held) = tokio::join!(
-                self.client.fetch(peer, keys.to_vec()),
+                async {
+                    match next_page(&mut wants, &mut waiting, size).await {
+                        Some(keys) => Some(self.client.fetch(peer, keys).await),
+                        None => None,
+                    }
+                },
                 self.hold_page(std::mem::take(&mut fetched), peer)
             );
             pulled += held;
-            fetched = next?;
+            match next {
+                Some(next) => fetched = next?,
+                None => return Ok(pulled),
+            }
         }
-        Ok(pulled + self.hold_page(fetched, peer).await)
     }
 
     /// Verifies and holds one pulled page (off the async runtime: the signatures are
@@ -223,6 +244,26 @@ impl Replicator {
         }
         accepted
     }
+}
+
+/// The next page of up to `size` keys, taken from `waiting` once it holds that many or
+/// every group has been compared (`wants` closed); `None` when no key is left.
+async fn next_page(
+    wants: &mut mpsc::UnboundedReceiver<Vec<AdKey>>,
+    waiting: &mut Vec<AdKey>,
+    size: usize,
+) -> Option<Vec<AdKey>> {
+    while waiting.len() < size {
+        match wants.recv().await {
+            Some(more) => waiting.extend(more),
+            None => break,
+        }
+    }
+    if waiting.is_empty() {
+        return None;
+    }
+    let rest = waiting.split_off(size.min(waiting.len()));
+    Some(std::mem::replace(waiting, rest))
 }
 
 /// This director's ads that a sync may push, one list per group of buckets (`None`: the
