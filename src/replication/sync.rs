@@ -35,8 +35,7 @@ fn page_size(held: usize) -> usize {
 }
 
 /// Differing buckets compared per step (of 256): the first pull starts after this
-/// share of the peer's key list has arrived. Each step's pull drains its pipeline of
-/// pages, so fewer, larger steps keep the cores busier.
+/// share of the peer's key list has arrived.
 const BUCKET_GROUP: usize = 64;
 
 /// Ads accepted more recently than this are not pushed by a sync: they are still in (or
