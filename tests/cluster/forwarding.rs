@@ -63,7 +63,14 @@ fn key(name: &str, kind: ServerKind) -> AdKey {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_that_reach_every_director_get_no_full_ad_forwarded() {
     let n = 4;
-    let cluster = settled_mesh_with(n, forwarding_only()).await;
+    // The premise of offers: a service's own copy reaches each director within the
+    // forward delay. On a loaded test machine a registration (verify, then fsync) can
+    // take a second or more, so this test gives it a wider margin than the default 2 s.
+    let tuning = Tuning {
+        forward_delay: "6s",
+        ..forwarding_only()
+    };
+    let cluster = settled_mesh_with(n, tuning).await;
     startup_syncs_done(&cluster, n).await;
     let full_before: u64 = cluster.running().map(full_ads_sent).sum();
     let held_before = offered(&cluster, "held");
