@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use super::{LoadedAds, Store, StoreError, classify, lock, open_db};
 use crate::ad::StoredAd;
 use crate::clock::UnixMillis;
-use crate::codec;
 
 /// Runs `open` and turns a panic (sled panics on some damage) into damage.
 fn catching_panics<T>(
@@ -139,16 +138,56 @@ impl Store {
     }
 }
 
-/// Every sound ad still readable in a damaged store (none if sled cannot open it).
+/// Every sound ad still readable in a damaged store. If sled cannot open the directory
+/// (its `conf` or a snapshot is damaged), it tries again on a copy of the log alone
+/// (`db`, and `blobs` if any): sled then takes its default configuration and rebuilds
+/// its page table by reading the whole log. None if that fails too.
 fn salvage(dir: &Path) -> Vec<StoredAd> {
-    let read = catching_panics(dir, || {
+    match read_ads(dir) {
+        Ok(ads) => ads,
+        Err(first) => {
+            let copy = dir.with_extension("salvage");
+            let ads = copy_log(dir, &copy).and_then(|()| read_ads(&copy));
+            let _ = std::fs::remove_dir_all(&copy);
+            ads.unwrap_or_else(|again| {
+                tracing::error!(path = %dir.display(), first = %first, again = %again, "no ad could be read from the damaged store");
+                Vec::new()
+            })
+        }
+    }
+}
+
+/// The sound ads of the sled database in `dir`, read as a load reads them.
+fn read_ads(dir: &Path) -> Result<Vec<StoredAd>, StoreError> {
+    catching_panics(dir, || {
         let db = open_db(dir).map_err(|e| classify(dir, e))?;
         let ads = db.open_tree("ads").map_err(|e| classify(dir, e))?;
         Ok(ads
             .iter()
             .filter_map(|entry| entry.ok())
-            .filter_map(|(_, value)| codec::decode::<StoredAd>(&value).ok())
+            // The same reading as a load's (`StoredAd::encode`'s envelopes, every format).
+            .filter_map(|(_, value)| StoredAd::decode(&value).ok())
             .collect::<Vec<_>>())
-    });
-    read.unwrap_or_default()
+    })
+}
+
+/// Copies sled's log (`db`, and the `blobs` directory if there is one) from `dir` into a
+/// new directory `copy`, without its configuration or snapshots.
+fn copy_log(dir: &Path, copy: &Path) -> Result<(), StoreError> {
+    let io = |e: std::io::Error| StoreError::Database {
+        path: copy.to_path_buf(),
+        message: format!("cannot copy the damaged store's log: {e}"),
+    };
+    let _ = std::fs::remove_dir_all(copy);
+    std::fs::create_dir_all(copy).map_err(io)?;
+    std::fs::copy(dir.join("db"), copy.join("db")).map_err(io)?;
+    let blobs = dir.join("blobs");
+    if blobs.is_dir() {
+        std::fs::create_dir_all(copy.join("blobs")).map_err(io)?;
+        for entry in std::fs::read_dir(&blobs).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            std::fs::copy(entry.path(), copy.join("blobs").join(entry.file_name())).map_err(io)?;
+        }
+    }
+    Ok(())
 }
