@@ -190,12 +190,82 @@ async fn a_director_restarted_with_its_clock_an_hour_behind_is_harmless() {
     cluster.shutdown().await;
 }
 
+/// Copies the files and directories under `from` into `to` (which exists).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The data directory is itself a mount point, as a container's volume is
+/// (`docker-compose.yml` mounts one on `/var/lib/skein`): the damaged store cannot be
+/// renamed beside it, so its files move into `corrupt-<ms>/` inside it, and the director
+/// starts on what survived instead of failing to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_on_its_own_mount_point_moves_aside_inside_it() {
+    let mut cluster = Cluster::start(1, Tuning::default(), |_| vec![]).await;
+    register_all(&cluster, 0).await;
+    cluster.stop(0).await;
+    let data = cluster.nodes[0].data_dir.clone();
+    let saved = tempfile::tempdir().unwrap();
+    copy_tree(&data, saved.path());
+    let Some(mount) = small_disk(&data, "size=64m") else {
+        return;
+    };
+    copy_tree(saved.path(), mount.path());
+    truncate_db_to_half(&data);
+    cluster.restart(0).await;
+    let d0 = cluster.handle(0);
+    let damage = d0.state().ledger.recovery().damage().cloned();
+    let damage = damage.expect("damage found at start");
+    println!(
+        "found: {}; {} ads survived; moved to {}",
+        damage.what,
+        damage.survivors,
+        damage.moved_to.display()
+    );
+    assert_eq!(damage.moved_to.parent(), Some(data.as_path()));
+    assert!(damage.moved_to.join("db").exists(), "the damaged log kept");
+    assert_eq!(d0.state().ledger.recovery().state(), StoreState::Degraded);
+    assert!(servers_held(d0) <= damage.survivors);
+    // The fresh store takes ads, and a restart finds it sound: the damaged files inside
+    // the directory are not taken for the store.
+    register_all(&cluster, 0).await;
+    cluster.stop(0).await;
+    cluster.restart(0).await;
+    let d0 = cluster.handle(0);
+    assert_eq!(d0.state().ledger.recovery().damage(), None);
+    assert_eq!(servers_held(d0), SERVERS.len());
+    // Damage found at open (no manifest) takes the same way out; the first damaged files
+    // stay where they went, and every ad of the intact log is kept.
+    cluster.stop(0).await;
+    std::fs::remove_file(data.join("skein-manifest.json")).unwrap();
+    cluster.restart(0).await;
+    let d0 = cluster.handle(0);
+    let second = d0.state().ledger.recovery().damage().cloned();
+    let second = second.expect("a missing manifest is damage");
+    assert_eq!(second.moved_to.parent(), Some(data.as_path()));
+    assert_ne!(second.moved_to, damage.moved_to);
+    assert!(damage.moved_to.join("db").exists());
+    assert_eq!(servers_held(d0), SERVERS.len());
+    cluster.shutdown().await;
+    drop(mount);
+}
+
 /// A tmpfs on `dir`, or `None` (after printing why the test is skipped).
 fn small_disk(dir: &std::path::Path, options: &str) -> Option<Tmpfs> {
     Tmpfs::mount(dir, options)
         .map_err(|why| {
             println!(
-                "SKIPPED: cannot mount a tmpfs to fill ({why}); run as root to test a full disk"
+                "SKIPPED: cannot mount a tmpfs on {} ({why}); run as root",
+                dir.display()
             )
         })
         .ok()

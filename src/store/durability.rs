@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use super::manifest::{self, Manifest, Tally, TreeState};
+use crate::clock::UnixMillis;
 
 /// Writes waiting that start the next commit without waiting out the gap between
 /// commits: bulk ingest (forward batches, catch-up pages) commits as fast as the disk
@@ -294,13 +295,13 @@ impl GroupCommit {
         lock(&self.state).tree = Some(found);
     }
 
-    /// Closes sled, moves the data directory to `aside`, and continues in a fresh store
-    /// there (its first manifest written); writes waiting to be committed are kept.
-    pub(super) fn replace(&self, aside: &Path) -> Result<(), String> {
+    /// Closes sled, moves the damaged store aside ([`super::recover::move_aside`]), and
+    /// continues in a fresh store in the data directory (its first manifest written);
+    /// writes waiting to be committed are kept. Returns where the damaged files went.
+    pub(super) fn replace(&self, now: UnixMillis) -> Result<PathBuf, String> {
         let mut state = lock(&self.state);
         *self.handles.write().unwrap_or_else(|e| e.into_inner()) = None;
-        std::fs::rename(&self.dir, aside)
-            .map_err(|e| format!("cannot move the damaged store aside: {e}"))?;
+        let aside = super::recover::move_aside(&self.dir, now)?;
         let db = super::open_db(&self.dir).map_err(|e| e.to_string())?;
         super::migrate::migrate(&db, &self.dir).map_err(|e| e.to_string())?;
         let handles = Handles::open(db).map_err(|e| e.to_string())?;
@@ -321,7 +322,7 @@ impl GroupCommit {
             manifest: writer,
         };
         *self.handles.write().unwrap_or_else(|e| e.into_inner()) = Some(handles);
-        Ok(())
+        Ok(aside)
     }
 
     /// Drops the failed sled handle and opens the database again; the tree's state is

@@ -52,10 +52,10 @@ impl Store {
         survivors: impl Iterator<Item = &'a StoredAd>,
     ) -> Result<Damage, StoreError> {
         let dir = &self.inner.path;
-        let aside = dir.with_extension(format!("corrupt-{now}"));
-        self.inner
+        let aside = self
+            .inner
             .commits
-            .replace(&aside)
+            .replace(now)
             .map_err(|message| self.commit_error(message))?;
         let mut kept = 0;
         for ad in survivors {
@@ -94,18 +94,17 @@ impl Store {
             // holding the lock on this directory) must never cost a sound store.
             Err(StoreError::Damaged { message, .. }) => {
                 let survivors = salvage(dir);
-                let aside = dir.with_extension(format!("corrupt-{now}"));
+                let aside = move_aside(dir, now).map_err(|message| StoreError::Database {
+                    path: dir.to_path_buf(),
+                    message,
+                })?;
                 tracing::error!(
                     path = %dir.display(),
                     moved_to = %aside.display(),
                     damage = %message,
                     survivors = survivors.len(),
-                    "store is damaged; moving it aside and keeping the ads that survived"
+                    "store is damaged; moved it aside and keeping the ads that survived"
                 );
-                std::fs::rename(dir, &aside).map_err(|e| StoreError::Database {
-                    path: dir.to_path_buf(),
-                    message: format!("cannot move damaged store aside: {e}"),
-                })?;
                 let store = Self::open(dir)?;
                 for ad in &survivors {
                     store.put_ad(ad)?;
@@ -138,6 +137,49 @@ impl Store {
     }
 }
 
+/// Where a damaged store's files go: beside the data directory, or inside it when the
+/// directory itself cannot move.
+const ASIDE_PREFIX: &str = "corrupt-";
+
+/// Moves the damaged store in `dir` aside and leaves `dir` empty for a fresh store: the
+/// directory is renamed to `<dir>.corrupt-<now>`; if it cannot be (it is a mount point,
+/// such as a container's volume), its entries move into `<dir>/corrupt-<now>/` instead
+/// (earlier such directories stay where they are). Returns where the files went.
+pub(super) fn move_aside(dir: &Path, now: UnixMillis) -> Result<PathBuf, String> {
+    let beside = dir.with_extension(format!("{ASIDE_PREFIX}{now}"));
+    let renamed = match std::fs::rename(dir, &beside) {
+        Ok(()) => return Ok(beside),
+        Err(e) => e,
+    };
+    let inside = dir.join(format!("{ASIDE_PREFIX}{now}"));
+    let moved = (|| {
+        std::fs::create_dir_all(&inside)?;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(ASIDE_PREFIX)
+            {
+                continue;
+            }
+            std::fs::rename(entry.path(), inside.join(entry.file_name()))?;
+        }
+        Ok::<_, std::io::Error>(())
+    })();
+    match moved {
+        Ok(()) => {
+            tracing::warn!(dir = %dir.display(), reason = %renamed, "the data directory cannot be renamed; its damaged files moved into it instead");
+            Ok(inside)
+        }
+        Err(e) => Err(format!(
+            "cannot move the damaged store aside ({}: {renamed}; into {}: {e})",
+            beside.display(),
+            inside.display()
+        )),
+    }
+}
+
 /// Every sound ad still readable in a damaged store. If sled cannot open the directory
 /// (its `conf` or a snapshot is damaged), it tries again on a copy of the log alone
 /// (`db`, and `blobs` if any): sled then takes its default configuration and rebuilds
@@ -146,7 +188,8 @@ fn salvage(dir: &Path) -> Vec<StoredAd> {
     match read_ads(dir) {
         Ok(ads) => ads,
         Err(first) => {
-            let copy = dir.with_extension("salvage");
+            // Inside the data directory: it may be the only writable place (a volume).
+            let copy = dir.join("salvage-copy");
             let ads = copy_log(dir, &copy).and_then(|()| read_ads(&copy));
             let _ = std::fs::remove_dir_all(&copy);
             ads.unwrap_or_else(|again| {
