@@ -1,12 +1,13 @@
 //! Fault tests against the docker compose federation (issue 5): SIGKILL, network
-//! partition and rolling restart of directors, a full disk, and a director restarted
-//! with its clock an hour behind, while services advertise and clients look up with
-//! failover. Prints figures; fails on a failed lookup or a lost acknowledged ad.
+//! partition and rolling restart of directors, a full disk, a store damaged on its
+//! volume, and a director restarted with its clock an hour behind, while services
+//! advertise and clients look up with failover. Prints figures; fails on a failed lookup or a lost acknowledged ad.
 //!
 //! Needs Docker and the image: run `scripts/fault-tests.sh` (builds the image once,
 //! then runs this with `--ignored`). Environment: `FAULT_PARTITION_SECS` (default 30),
 //! `FAULT_KEEP=1` leaves the federation up, `FAULT_SERVICES` starts only those services,
-//! `FAULT_ONLY` runs only those scenarios (kill partition rolling disk-full clock-back).
+//! `FAULT_ONLY` runs only those scenarios (kill partition rolling disk-full damaged
+//! clock-back).
 
 mod federation;
 
@@ -51,6 +52,9 @@ async fn directors_survive_kill_partition_and_rolling_restart() -> anyhow::Resul
     }
     if run("disk-full") {
         violations.extend(disk_full(&fed).await?);
+    }
+    if run("damaged") {
+        violations.extend(damaged_store(&fed).await?);
     }
     if run("clock-back") {
         violations.extend(clock_set_back(&fed).await?);
@@ -340,7 +344,64 @@ async fn disk_full(fed: &Federation) -> anyhow::Result<Violations> {
     Ok(violations)
 }
 
-/// (5) Restart director-a with its clock an hour behind (`FAULT_CLOCK_OFFSET_MS`) under
+/// (5) Stop director-c, cut its sled log to half on its volume (a mount point in the
+/// container, so the damaged store cannot be renamed beside it), start it under load: it
+/// must start, move the damaged files aside inside its data directory, refill from its
+/// peers and become ready, with no failed lookup and no acknowledged ad lost.
+async fn damaged_store(fed: &Federation) -> anyhow::Result<Violations> {
+    let name = "damaged";
+    let Some(disk) = &fed.disk_c else {
+        println!(
+            "[{name}] SKIPPED: director-c's data is not on a tmpfs of this host ({})",
+            fed.disk_c_skipped.as_deref().unwrap_or("unknown")
+        );
+        return Ok(Violations::new());
+    };
+    let victim = &fed.directors[2];
+    let load = Load::start(&fed.advertisers, &fed.urls(), CLIENTS).await?;
+    sleep(Duration::from_secs(2)).await;
+    docker_async(&["stop", "--time", "10", &victim.container]).await?;
+    let db = disk.path().join("db");
+    let file = std::fs::OpenOptions::new().write(true).open(&db)?;
+    let len = file.metadata()?.len();
+    file.set_len(len / 2)?;
+    drop(file);
+    println!(
+        "[{name}] stopped {} and cut its db from {len} to {} bytes",
+        victim.name,
+        len / 2
+    );
+    let t = Instant::now();
+    docker_async(&["start", &victim.container]).await?;
+    let mut violations = Violations::new();
+    match await_ready(&victim.url, Duration::from_secs(60), |code, _| code == 200).await {
+        Some(_) => println!(
+            "[{name}] ready {:.2}s after `docker start` began (refilled from its peers)",
+            t.elapsed().as_secs_f64()
+        ),
+        None => violations.push(format!(
+            "{name}: {} not ready 60s after its start (last: {:?})",
+            victim.name,
+            ready_status(&victim.url).await
+        )),
+    }
+    let aside: Vec<String> = std::fs::read_dir(disk.path())?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("corrupt-"))
+        .collect();
+    println!("[{name}] damaged files moved to {aside:?} inside its data directory");
+    if aside.is_empty() {
+        violations.push(format!(
+            "{name}: no corrupt-* directory in the data directory"
+        ));
+    }
+    sleep(Duration::from_secs(3)).await;
+    violations.extend(finish(name, fed, load).await);
+    Ok(violations)
+}
+
+/// (6) Restart director-a with its clock an hour behind (`FAULT_CLOCK_OFFSET_MS`) under
 /// load: it must accept its own ad, its peers must replace its withdrawal with its new
 /// life's ad, and it must accept the correctly clocked load ads (no lost ack).
 async fn clock_set_back(fed: &Federation) -> anyhow::Result<Violations> {
