@@ -290,11 +290,7 @@ async fn await_ready(
 /// itself when the space returns; no acknowledged ad may be lost.
 async fn disk_full(fed: &Federation) -> anyhow::Result<Violations> {
     let name = "disk-full";
-    let Some(disk) = &fed.disk_c else {
-        println!(
-            "[{name}] SKIPPED: director-c's data is not on a small tmpfs ({})",
-            fed.disk_c_skipped.as_deref().unwrap_or("unknown")
-        );
+    let Some(disk) = fed.disk_c_for(name) else {
         return Ok(Violations::new());
     };
     let victim = &fed.directors[2];
@@ -350,11 +346,7 @@ async fn disk_full(fed: &Federation) -> anyhow::Result<Violations> {
 /// peers and become ready, with no failed lookup and no acknowledged ad lost.
 async fn damaged_store(fed: &Federation) -> anyhow::Result<Violations> {
     let name = "damaged";
-    let Some(disk) = &fed.disk_c else {
-        println!(
-            "[{name}] SKIPPED: director-c's data is not on a tmpfs of this host ({})",
-            fed.disk_c_skipped.as_deref().unwrap_or("unknown")
-        );
+    let Some(disk) = fed.disk_c_for(name) else {
         return Ok(Violations::new());
     };
     let victim = &fed.directors[2];

@@ -154,6 +154,18 @@ impl Federation {
         stdout_of(&format!("federation.sh recreate {service}"), out).map(|_| ())
     }
 
+    /// Director-c's data on a tmpfs of this host, or `None` after printing why
+    /// `scenario`, which needs it, is skipped.
+    pub fn disk_c_for(&self, scenario: &str) -> Option<&Tmpfs> {
+        if self.disk_c.is_none() {
+            println!(
+                "[{scenario}] SKIPPED: director-c's data is not on a tmpfs of this host ({})",
+                self.disk_c_skipped.as_deref().unwrap_or("unknown")
+            );
+        }
+        self.disk_c.as_ref()
+    }
+
     /// Director URLs (published ports).
     pub fn urls(&self) -> Vec<String> {
         self.directors.iter().map(|d| d.url.clone()).collect()
