@@ -134,7 +134,7 @@ log "(c) writing a store of $STORE_ADS ads"
 for i in $(seq "$RESTARTS"); do
   log "(c) restart $i/$RESTARTS: raw sled scan, then director"
   "$BENCH" restart --mode raw --data-dir "$WORK/store" 2> "$WORK/raw.err" | tee -a "$RESULTS" >&2
-  "$BENCH" restart --mode director --data-dir "$WORK/store" 2> "$WORK/restart.err" | tee -a "$RESULTS" >&2
+  "$BENCH" restart --mode director --ads "$STORE_ADS" --data-dir "$WORK/store" 2> "$WORK/restart.err" | tee -a "$RESULTS" >&2
 done
 
 # --- (c) refill: an empty director catches up a whole view from a peer ----------------------

@@ -302,6 +302,41 @@ impl Trust {
             .is_some_and(|t| t.kind == kind && t.key == *key)
     }
 
+    /// A digest of everything that decides whether a signed (not attested) ad is
+    /// admitted: every server's name, kind, key and namespaces, and every admin's name and
+    /// key. Two trusts with the same digest admit exactly the same signed ads.
+    pub fn signers_fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        // Each field with its length first: no two lists of fields write the same bytes.
+        let mut field = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
+        };
+        let mut servers: Vec<_> = self.servers.iter().collect();
+        servers.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, server) in servers {
+            field(b"server");
+            field(name.as_bytes());
+            field(server.kind.as_str().as_bytes());
+            field(server.key.as_bytes());
+            let mut namespaces: Vec<&String> = server.namespaces.iter().collect();
+            namespaces.sort();
+            field(&(namespaces.len() as u64).to_le_bytes());
+            for ns in namespaces {
+                field(ns.as_bytes());
+            }
+        }
+        let mut admins: Vec<_> = self.admins.iter().collect();
+        admins.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, key) in admins {
+            field(b"admin");
+            field(name.as_bytes());
+            field(key.as_bytes());
+        }
+        hash.finalize().into()
+    }
+
     /// The one question both ingest and a reload ask: may `ad`, carrying `signature`, be
     /// held and routed under this trust? Known signer of the right kind, a signature that
     /// verifies with the listed key, and every namespace under an allowed prefix.

@@ -337,7 +337,7 @@ async fn an_ad_replaced_after_the_check_is_not_dropped() {
         server.key = fixtures::key_for("someone else").verifying_key();
         trust.insert(name, server);
     }
-    let refused = sweep::refused(&l.view(), &trust);
+    let refused = sweep::refused(&l.view(), &trust, sweep::Scope::All);
     assert_eq!(refused.len(), 2);
     // ... but origin-1 sends a newer version, checked as it is held, before the drop.
     let newer = signed(2, START - 1);
@@ -354,4 +354,70 @@ async fn an_ad_replaced_after_the_check_is_not_dropped() {
         "the newer version is still held, in the store too"
     );
     assert!(reopened.version_of(&older("origin-2").ad.key()).is_none());
+}
+
+/// An ad with a signature no key made, written straight to the store (as no ingest
+/// would): only a sweep that verifies signed ads drops it.
+fn forged(name: &str) -> StoredAd {
+    let ad = fixtures::ad(name, ServerKind::Origin, &["/ns"], START - 1, 1);
+    let mut signed = ad.sign(&fixtures::key_for("someone else"));
+    signed.ad.name = name.to_string();
+    StoredAd::new(signed, START, 900_000)
+}
+
+#[tokio::test]
+async fn a_start_under_the_signers_of_the_last_sweep_verifies_no_signed_ad_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = fixtures::trust(&[("origin-1", ServerKind::Origin, &["/ns"])]);
+    {
+        let l = ledger(dir.path(), ManualClock::new(START));
+        assert!(l.store().swept_signers().unwrap().is_none());
+        // The first start's sweep checks everything and records its signers.
+        l.revoke_untrusted().await.unwrap();
+        assert_eq!(
+            l.store().swept_signers().unwrap(),
+            Some(trust.signers_fingerprint())
+        );
+        l.store().put_ad(&forged("origin-1")).unwrap();
+        l.store().flush().await.unwrap();
+    }
+    // A start under the same signers does not verify signed ads again: the forged one
+    // (which only a write to the store itself could have put there) stays.
+    let l = ledger(dir.path(), ManualClock::new(START));
+    assert!(l.revoke_untrusted().await.unwrap().is_empty());
+    assert_eq!(l.view().len(), 1);
+    // A new trust (another signer added) is a new fingerprint: everything is checked.
+    let wider = fixtures::trust(&[
+        ("origin-1", ServerKind::Origin, &["/ns"]),
+        ("origin-2", ServerKind::Origin, &["/ns"]),
+    ]);
+    assert_ne!(wider.signers_fingerprint(), trust.signers_fingerprint());
+    let revoked = l.set_trust(wider.clone()).await.unwrap();
+    assert_eq!(revoked.len(), 1, "the forged ad is dropped");
+    assert_eq!(
+        l.store().swept_signers().unwrap(),
+        Some(wider.signers_fingerprint())
+    );
+}
+
+#[tokio::test]
+async fn a_start_whose_trust_changed_while_stopped_verifies_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let l = ledger(dir.path(), ManualClock::new(START));
+        l.revoke_untrusted().await.unwrap();
+        l.store().put_ad(&forged("origin-1")).unwrap();
+        l.store().flush().await.unwrap();
+    }
+    // Reopened with origin-1 rekeyed: the record is of other signers.
+    let store = Store::open(dir.path()).unwrap();
+    let mut trust = fixtures::trust(&[("origin-1", ServerKind::Origin, &["/ns"])]);
+    let mut server = trust.get("origin-1").unwrap().clone();
+    server.key = fixtures::key_for("origin-1 rekeyed").verifying_key();
+    trust.insert("origin-1", server);
+    let l = Ledger::open(store, trust, ManualClock::new(START), limits())
+        .unwrap()
+        .0;
+    assert_eq!(l.revoke_untrusted().await.unwrap().len(), 1);
+    assert!(l.view().is_empty());
 }

@@ -174,6 +174,9 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 const LAST_STARTED_AT: &[u8] = b"last_started_at";
+/// `meta` key: the signers' fingerprint of the trust every held signed ad was last
+/// checked against (see [`Store::swept_signers`]).
+const SWEPT_SIGNERS: &[u8] = b"swept_signers";
 
 impl Store {
     /// Opens (creating if needed) and migrates the store in `dir`. A damaged manifest, a
@@ -438,6 +441,29 @@ impl Store {
             .meta
             .insert(LAST_STARTED_AT, codec::encode(&started_at))
             .map_err(|e| self.db_error(e))?;
+        handles.db.flush().map_err(|e| self.db_error(e))?;
+        Ok(())
+    }
+
+    /// The signers' fingerprint ([`crate::trust::Trust::signers_fingerprint`]) of the
+    /// trust that every signed ad held here was checked against, if one is recorded.
+    pub fn swept_signers(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        let value = self
+            .handles()?
+            .meta
+            .get(SWEPT_SIGNERS)
+            .map_err(|e| self.db_error(e))?;
+        Ok(value.and_then(|v| <[u8; 32]>::try_from(v.as_ref()).ok()))
+    }
+
+    /// Records (or, with `None`, forgets) that fingerprint; durable before returning.
+    pub fn set_swept_signers(&self, fingerprint: Option<[u8; 32]>) -> Result<(), StoreError> {
+        let handles = self.handles()?;
+        match fingerprint {
+            Some(f) => handles.meta.insert(SWEPT_SIGNERS, &f[..]).map(|_| ()),
+            None => handles.meta.remove(SWEPT_SIGNERS).map(|_| ()),
+        }
+        .map_err(|e| self.db_error(e))?;
         handles.db.flush().map_err(|e| self.db_error(e))?;
         Ok(())
     }

@@ -103,7 +103,7 @@ impl Store {
                     moved_to = %aside.display(),
                     damage = %message,
                     survivors = survivors.len(),
-                    "store is damaged; moved it aside and keeping the ads that survived"
+                    "store is damaged; moved it aside, keeping the ads that survived"
                 );
                 let store = Self::open(dir)?;
                 for ad in &survivors {

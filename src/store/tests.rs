@@ -249,7 +249,8 @@ fn errors_logged<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
 }
 
 /// Every damage mode is found, logged as an ERROR and moved aside; the sound ads that
-/// survive are kept (all of them when only the manifest, `conf` or a snapshot is hit). (What a director then serves: `tests/cluster.rs`.)
+/// survive are kept (all of them when only the manifest, `conf` or a snapshot is hit).
+/// (What a director then serves: `tests/store_faults.rs`.)
 #[test]
 fn every_damage_mode_is_loud() {
     const ADS: usize = 1000;

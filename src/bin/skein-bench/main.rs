@@ -78,6 +78,10 @@ enum Command {
         /// `director` or `raw`.
         #[arg(long, default_value = "director")]
         mode: String,
+        /// How many servers `make-store` wrote (the director's trust admits them; an ad
+        /// its trust does not admit is dropped at start).
+        #[arg(long, default_value_t = 100_000)]
+        ads: usize,
     },
     /// Time for an empty director to refill a peer's whole view (catch-up), e.g. after its
     /// store was moved aside. Health probes are off unless `--probes` (the synthetic
@@ -146,7 +150,11 @@ fn main() -> Result<()> {
             samples,
         } => convergence(&runtime, directors, ads, &data_dir, samples.as_deref()),
         Command::MakeStore { ads, data_dir } => make_store(ads, &data_dir),
-        Command::Restart { data_dir, mode } => runtime.block_on(restart(&data_dir, &mode)),
+        Command::Restart {
+            data_dir,
+            mode,
+            ads,
+        } => runtime.block_on(restart(&data_dir, &mode, ads)),
         Command::Scale {
             directors,
             servers,
@@ -510,7 +518,14 @@ fn make_store(ads: usize, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn restart(data_dir: &Path, mode: &str) -> Result<()> {
+async fn restart(data_dir: &Path, mode: &str, ads: usize) -> Result<()> {
+    // The director's trust admits the servers `make-store` wrote (built before the clock
+    // starts: a real director reads its trust file, not 100,000 key derivations).
+    let name = "restart-director";
+    let trust = (mode == "director").then(|| {
+        let servers: Vec<FederationServer> = (0..ads).map(many_server).collect();
+        federation_trust(&servers, &[name.to_string()])
+    });
     let t0 = Instant::now();
     match mode {
         "raw" => {
@@ -533,8 +548,7 @@ async fn restart(data_dir: &Path, mode: &str) -> Result<()> {
             );
         }
         "director" => {
-            let name = "restart-director";
-            let trust = federation_trust(&[], &[name.to_string()]);
+            let trust = trust.unwrap_or_default();
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let handle = start(name, listener, data_dir, &[], trust).await?;
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
