@@ -426,42 +426,37 @@ impl Store {
 
     /// The start time of this director's previous life, if any.
     pub fn last_started_at(&self) -> Result<Option<UnixMillis>, StoreError> {
-        let value = self
-            .handles()?
-            .meta
-            .get(LAST_STARTED_AT)
-            .map_err(|e| self.db_error(e))?;
+        let value = self.read_meta(LAST_STARTED_AT)?;
         Ok(value.and_then(|v| codec::decode::<UnixMillis>(&v).ok()))
     }
 
     /// Records this life's start time (durable before returning).
     pub fn set_last_started_at(&self, started_at: UnixMillis) -> Result<(), StoreError> {
-        let handles = self.handles()?;
-        handles
-            .meta
-            .insert(LAST_STARTED_AT, codec::encode(&started_at))
-            .map_err(|e| self.db_error(e))?;
-        handles.db.flush().map_err(|e| self.db_error(e))?;
-        Ok(())
+        self.write_meta(LAST_STARTED_AT, Some(&codec::encode(&started_at)))
     }
 
     /// The signers' fingerprint ([`crate::trust::Trust::signers_fingerprint`]) of the
     /// trust that every signed ad held here was checked against, if one is recorded.
     pub fn swept_signers(&self) -> Result<Option<[u8; 32]>, StoreError> {
-        let value = self
-            .handles()?
-            .meta
-            .get(SWEPT_SIGNERS)
-            .map_err(|e| self.db_error(e))?;
+        let value = self.read_meta(SWEPT_SIGNERS)?;
         Ok(value.and_then(|v| <[u8; 32]>::try_from(v.as_ref()).ok()))
     }
 
     /// Records (or, with `None`, forgets) that fingerprint; durable before returning.
     pub fn set_swept_signers(&self, fingerprint: Option<[u8; 32]>) -> Result<(), StoreError> {
+        self.write_meta(SWEPT_SIGNERS, fingerprint.as_ref().map(|f| &f[..]))
+    }
+
+    fn read_meta(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        self.handles()?.meta.get(key).map_err(|e| self.db_error(e))
+    }
+
+    /// Sets (or, with `None`, removes) a `meta` entry; durable before returning.
+    fn write_meta(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
         let handles = self.handles()?;
-        match fingerprint {
-            Some(f) => handles.meta.insert(SWEPT_SIGNERS, &f[..]).map(|_| ()),
-            None => handles.meta.remove(SWEPT_SIGNERS).map(|_| ()),
+        match value {
+            Some(v) => handles.meta.insert(key, v).map(|_| ()),
+            None => handles.meta.remove(key).map(|_| ()),
         }
         .map_err(|e| self.db_error(e))?;
         handles.db.flush().map_err(|e| self.db_error(e))?;
