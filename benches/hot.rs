@@ -251,6 +251,9 @@ fn bench_signatures(c: &mut Criterion) {
     c.bench_function("ad_json_parse_60_ns", |b| {
         b.iter(|| black_box(serde_json::from_slice::<skein::ad::SignedAd>(&json).ok()))
     });
+    c.bench_function("ad_json_from_json_60_ns", |b| {
+        b.iter(|| black_box(skein::ad::SignedAd::from_json(&json).ok()))
+    });
 }
 
 fn bench_codec(c: &mut Criterion) {

@@ -340,6 +340,28 @@ impl SignedAd {
     pub fn provenance(&self) -> Provenance {
         Provenance::of(self.attestation.as_deref())
     }
+
+    /// Reads one ad from its JSON, as its `Deserialize` does, in two passes that each
+    /// skip the other's fields: `#[serde(flatten)]` would first copy the whole object
+    /// into an owned tree (every string and number allocated) and then read the ad from
+    /// that. Registrations take this way (a director reads 167 a second at 10,000
+    /// servers a minute).
+    pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
+        /// The fields of [`SignedAd`] beside the flattened ad.
+        #[derive(Deserialize)]
+        struct Envelope {
+            signature: String,
+            #[serde(default)]
+            attestation: Option<Box<Attestation>>,
+        }
+        let ad: Ad = serde_json::from_slice(bytes)?;
+        let envelope: Envelope = serde_json::from_slice(bytes)?;
+        Ok(SignedAd {
+            ad,
+            signature: envelope.signature,
+            attestation: envelope.attestation,
+        })
+    }
 }
 
 /// Identifies one server: directors hold at most one live ad per key.

@@ -229,7 +229,35 @@ mod tests {
                 serde_json::to_value(stored.signed()).unwrap()
             );
         }
-        assert_eq!(StoredAd::decode(&skein.encode()), Ok(skein));
-        assert_eq!(StoredAd::decode(&pelican.encode()), Ok(pelican));
+        assert_eq!(StoredAd::decode(&skein.encode()), Ok(skein.clone()));
+        assert_eq!(StoredAd::decode(&pelican.encode()), Ok(pelican.clone()));
+        // The two-pass JSON reader reads what `Deserialize` reads, attested or not.
+        for stored in [&skein, &pelican] {
+            let json = serde_json::to_vec(&stored.signed()).unwrap();
+            let read = SignedAd::from_json(&json).unwrap();
+            assert_eq!(read, serde_json::from_slice::<SignedAd>(&json).unwrap());
+            assert_eq!(read, stored.signed());
+        }
+    }
+
+    #[test]
+    fn the_two_pass_json_reader_refuses_what_deserialize_refuses() {
+        let signed = fixtures::ad("origin-1", ServerKind::Origin, &["/ns"], 1_000, 3)
+            .sign(&fixtures::key_for("origin-1"));
+        let mut object = serde_json::to_value(&signed).unwrap();
+        let fields = object.as_object_mut().unwrap();
+        fields.insert("extra".into(), serde_json::json!({"ignored": [1, 2]}));
+        let with_extra = serde_json::to_vec(&object).unwrap();
+        assert_eq!(SignedAd::from_json(&with_extra).unwrap(), signed);
+        for field in ["signature", "name", "generation"] {
+            let mut without = object.clone();
+            without.as_object_mut().unwrap().remove(field);
+            let bytes = serde_json::to_vec(&without).unwrap();
+            assert!(serde_json::from_slice::<SignedAd>(&bytes).is_err());
+            assert!(SignedAd::from_json(&bytes).is_err(), "{field} missing");
+        }
+        for bad in [&b"[]"[..], b"{", b"", b"{\"signature\": 3}"] {
+            assert!(SignedAd::from_json(bad).is_err());
+        }
     }
 }

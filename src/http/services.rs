@@ -103,7 +103,7 @@ async fn register(
     if authorization.is_some_and(|a| a.starts_with("Bearer ")) {
         return register_pelican(&state, authorization, &body, expected).await;
     }
-    match serde_json::from_slice::<SignedAd>(&body) {
+    match SignedAd::from_json(&body) {
         Ok(ad) => register_skein(state, ad, expected).await.into_response(),
         Err(_) if looks_pelican(&body) => {
             register_pelican(&state, authorization, &body, expected).await

@@ -11,6 +11,7 @@
 
 pub mod digest;
 mod forward;
+mod intake;
 mod queue;
 mod sync;
 
@@ -36,6 +37,8 @@ pub struct Replicator {
     client: Client,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
+    /// Ads from services and peers' director ads, taken in in batches.
+    intake: intake::Intake,
 }
 
 impl Replicator {
@@ -60,12 +63,14 @@ impl Replicator {
                 tracker.clone(),
                 cancel.clone(),
             );
+            let intake = intake::Intake::start(weak.clone(), ledger.store().path().to_path_buf());
             Self {
                 ledger,
                 peers: Arc::new(peers),
                 client,
                 metrics,
                 tracker,
+                intake,
             }
         });
         replicator.tracker.spawn(replicator.peers.clone().run());
@@ -87,8 +92,9 @@ impl Replicator {
         &self.client
     }
 
-    /// Ingests `signed`; if newer, queues it for every peer but `from`, then waits until
-    /// it is durable. Forwarding starts before the local fsync: a peer makes its own
+    /// Ingests `signed` with the ads arriving around it (one signature batch and one view
+    /// per batch: see `intake`); if newer, queues it for every peer but `from`, then
+    /// waits until it is durable. Forwarding starts before the local fsync: a peer makes its own
     /// durable copy, and only the answer to the sender waits for this one. A
     /// `duplicate` answer waits too: the first copy may still be in the group commit.
     pub async fn accept(
@@ -97,7 +103,7 @@ impl Replicator {
         from: Option<&str>,
     ) -> Result<IngestOutcome, IngestError> {
         self.ledger.prepare(&signed).await;
-        let result = self.apply_and_offer(signed, from);
+        let result = self.intake.take_in(signed, from).await;
         if let Ok(IngestOutcome::Accepted(_) | IngestOutcome::Duplicate) = &result {
             self.ledger.store().flush().await?;
         }
@@ -216,21 +222,30 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[tokio::test]
-    async fn a_duplicate_answer_waits_for_the_first_copys_fsync() {
-        use crate::fixtures;
-        use crate::ledger::AdLimits;
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
+    use crate::fixtures;
+    use crate::ledger::AdLimits;
+    use futures::future::join_all;
+
+    /// A replicator with no peers over a fresh store, trusting origins `names` (each
+    /// serving `/<name>`), its clock at 1,000,000 ms.
+    fn replicator(dir: &std::path::Path, names: &[String]) -> Arc<Replicator> {
+        let store = crate::store::Store::open(dir).unwrap();
         let clock: crate::clock::SharedClock = crate::clock::ManualClock::new(1_000_000);
-        let trust = fixtures::trust(&[("o", ServerKind::Origin, &["/o"])]);
+        let namespaces: Vec<String> = names.iter().map(|n| format!("/{n}")).collect();
+        let served: Vec<[&str; 1]> = namespaces.iter().map(|ns| [ns.as_str()]).collect();
+        let servers: Vec<(&str, ServerKind, &[&str])> = names
+            .iter()
+            .zip(&served)
+            .map(|(name, ns)| (name.as_str(), ServerKind::Origin, &ns[..]))
+            .collect();
+        let trust = fixtures::trust(&servers);
         let limits = AdLimits {
             max_lifetime: Duration::from_secs(900),
             max_clock_skew: Duration::from_secs(300),
         };
-        let ledger = Arc::new(Ledger::open(store.clone(), trust, clock, limits).unwrap().0);
-        let replicator = Replicator::new(
-            ledger.clone(),
+        let ledger = Arc::new(Ledger::open(store, trust, clock, limits).unwrap().0);
+        Replicator::new(
+            ledger,
             SelfInfo {
                 url: "http://me:1".into(),
                 uuid: uuid::Uuid::from_u128(7),
@@ -246,10 +261,22 @@ mod tests {
             Arc::new(Metrics::default()),
             TaskTracker::new(),
             CancellationToken::new(),
-        );
-        let mut ad = fixtures::ad("o", ServerKind::Origin, &["/o"], 999_000, 1);
+        )
+    }
+
+    /// `name`'s ad (generation 1, serving `/<name>`), signed by `signer`.
+    fn signed_by(name: &str, signer: &str) -> SignedAd {
+        let mut ad = fixtures::ad(name, ServerKind::Origin, &[&format!("/{name}")], 999_000, 1);
         ad.expires_at = 1_500_000;
-        let signed = ad.sign(&fixtures::key_for("o"));
+        ad.sign(&fixtures::key_for(signer))
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_answer_waits_for_the_first_copys_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicator = replicator(dir.path(), &["o".to_string()]);
+        let (ledger, store) = (replicator.ledger(), replicator.ledger().store());
+        let signed = signed_by("o", "o");
         // The first copy is applied (a forward, say) and its group commit not yet done.
         assert!(matches!(
             ledger.apply(signed.clone()).unwrap(),
@@ -260,5 +287,66 @@ mod tests {
         let outcome = replicator.accept(signed, None).await.unwrap();
         assert!(matches!(outcome, IngestOutcome::Duplicate));
         assert!(!store.has_unflushed_writes());
+    }
+
+    #[tokio::test]
+    async fn ads_taken_in_together_are_answered_each_and_a_forged_one_alone_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..40).map(|i| format!("o{i}")).collect();
+        let replicator = replicator(dir.path(), &names);
+        // The first ad after an idle moment is taken in at once; the 39 sent right after
+        // it wait out the gap together and are checked as one batch.
+        let first = replicator.accept(signed_by("o0", "o0"), None).await;
+        assert!(matches!(first, Ok(IngestOutcome::Accepted(_))));
+        let batch = names[1..].iter().map(|name| {
+            // o7's ad signed with o8's key: a bad signature inside the batch.
+            let signer = if name == "o7" { "o8" } else { name.as_str() };
+            replicator.accept(signed_by(name, signer), None)
+        });
+        let answers = join_all(batch).await;
+        for (name, answer) in names[1..].iter().zip(&answers) {
+            if name == "o7" {
+                assert!(
+                    matches!(answer, Err(IngestError::Untrusted(_))),
+                    "{name}: {answer:?}"
+                );
+            } else {
+                assert!(
+                    matches!(answer, Ok(IngestOutcome::Accepted(_))),
+                    "{name}: {answer:?}"
+                );
+            }
+        }
+        let view = replicator.ledger().view();
+        assert_eq!(view.len(), 39);
+        assert!(!replicator.ledger().store().has_unflushed_writes());
+    }
+
+    #[tokio::test]
+    async fn an_ad_is_taken_in_even_if_its_request_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["a".to_string(), "b".to_string()];
+        let replicator = replicator(dir.path(), &names);
+        replicator.accept(signed_by("a", "a"), None).await.unwrap();
+        // `b` arrives within the gap after `a`'s batch, so it waits in the intake; its
+        // request gives up (a client that disconnects) while it waits.
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(5),
+            replicator.accept(signed_by("b", "b"), None),
+        )
+        .await;
+        assert!(gave_up.is_err(), "b was answered within 5 ms: {gave_up:?}");
+        let key = crate::ad::AdKey {
+            kind: ServerKind::Origin,
+            name: "b".into(),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while replicator.ledger().view().get(&key).is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "b was never taken in"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

@@ -167,7 +167,7 @@ struct Inner {
 /// and cost a quarter of a director's CPU. Writers arriving within the gap share the next
 /// commit; after an idle moment a commit starts at once. The gap bounds how long a
 /// registration waits for its acknowledgement at a trickle.
-const MIN_COMMIT_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const MIN_COMMIT_GAP: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
