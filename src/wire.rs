@@ -140,13 +140,37 @@ pub struct ErrorBody {
 }
 
 /// Body of `POST /api/v1.0/director/forward`: one ad, or a batch.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum ForwardBody {
     /// A batch of ads (answered with one [`ForwardResult`] each, in order).
     Batch(Vec<SignedAd>),
     /// A single ad (answered with a [`RegisterResponse`]).
     One(Box<SignedAd>),
+}
+
+impl ForwardBody {
+    /// Reads a forward body: a JSON array of ads (a batch) or one ad object. Each ad is
+    /// read by [`SignedAd::from_json`]; serde's `untagged` would first copy the whole
+    /// body into an owned tree, and each ad's `flatten` would copy it again.
+    pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
+        use serde::de::Error as _;
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'[') => {
+                let ads: Vec<&serde_json::value::RawValue> = serde_json::from_slice(bytes)?;
+                ads.iter()
+                    .enumerate()
+                    .map(|(i, ad)| {
+                        SignedAd::from_json(ad.get().as_bytes()).map_err(|error| {
+                            serde_json::Error::custom(format!("ad {i} of the batch: {error}"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()
+                    .map(ForwardBody::Batch)
+            }
+            _ => SignedAd::from_json(bytes).map(|ad| ForwardBody::One(Box::new(ad))),
+        }
+    }
 }
 
 /// The outcome for one ad of a forwarded batch.
@@ -157,4 +181,54 @@ pub struct ForwardResult {
     /// Why it was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ad::ServerKind;
+    use crate::fixtures;
+
+    fn signed(name: &str) -> SignedAd {
+        fixtures::ad(name, ServerKind::Origin, &["/ns"], 1_000, 1).sign(&fixtures::key_for(name))
+    }
+
+    #[test]
+    fn a_forward_body_reads_back_what_was_written() {
+        let batch = ForwardBody::Batch(vec![signed("a"), signed("b")]);
+        let bytes = serde_json::to_vec(&batch).unwrap();
+        match ForwardBody::from_json(&bytes).unwrap() {
+            ForwardBody::Batch(ads) => assert_eq!(ads, vec![signed("a"), signed("b")]),
+            other => panic!("read {other:?}"),
+        }
+        let mut one = b" \n".to_vec();
+        one.extend(serde_json::to_vec(&ForwardBody::One(Box::new(signed("a")))).unwrap());
+        match ForwardBody::from_json(&one).unwrap() {
+            ForwardBody::One(ad) => assert_eq!(*ad, signed("a")),
+            other => panic!("read {other:?}"),
+        }
+        match ForwardBody::from_json(b" [ ] ").unwrap() {
+            ForwardBody::Batch(ads) => assert!(ads.is_empty()),
+            other => panic!("read {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_ad_in_a_forward_batch_is_named() {
+        let mut ads = serde_json::to_value(vec![signed("a"), signed("b")]).unwrap();
+        ads[1].as_object_mut().unwrap().remove("signature");
+        let error = ForwardBody::from_json(&serde_json::to_vec(&ads).unwrap()).unwrap_err();
+        assert!(error.to_string().contains("ad 1 of the batch"), "{error}");
+        for bad in [
+            &b""[..],
+            b"null",
+            b"3",
+            b"[3]",
+            b"[{}]",
+            b"{",
+            b"[{\"a\":1}",
+        ] {
+            assert!(ForwardBody::from_json(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -219,8 +219,10 @@ async fn register_pelican(
 async fn forward(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<ForwardBody>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = ForwardBody::from_json(&body?)
+        .map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))?;
     let from = headers
         .get(FORWARDED_BY)
         .and_then(|v| v.to_str().ok())
@@ -238,10 +240,10 @@ async fn forward(
             for ad in &ads {
                 state.ledger.prepare(ad).await;
             }
-            let outcomes: Vec<_> = ads
-                .into_iter()
-                .map(|ad| state.replicator.accept_forwarded(ad, from.as_deref()))
-                .collect();
+            let outcomes = state
+                .replicator
+                .accept_forwarded_many(ads, from.as_deref())
+                .await;
             let mut results = Vec::with_capacity(outcomes.len());
             for outcome in outcomes {
                 results.push(match outcome {

@@ -80,7 +80,7 @@ impl Intake {
 }
 
 /// The answer to an ad that was not taken in (nothing was stored).
-fn not_taken_in(store: &std::path::Path, why: &str) -> IngestError {
+pub(super) fn not_taken_in(store: &std::path::Path, why: &str) -> IngestError {
     IngestError::Store(StoreError::Database {
         path: store.to_path_buf(),
         message: format!("{why}: the ad was not taken in"),
@@ -122,34 +122,15 @@ async fn run(replicator: Weak<Replicator>, mut received: mpsc::UnboundedReceiver
 }
 
 impl Replicator {
-    /// Applies `batch` (one signature batch, one view), counts and offers each newer ad,
-    /// and answers each submission.
+    /// Takes `batch` in together and answers each submission.
     async fn take_in_batch(self: &std::sync::Arc<Self>, batch: Vec<Submission>) {
         let (ads, waiting): (Vec<SignedAd>, Vec<(Option<String>, _)>) = batch
             .into_iter()
             .map(|s| (s.ad, (s.from, s.answer)))
             .unzip();
-        let results = if ads.len() == 1 {
-            // One ad: one check, on this worker, as a lone registration always was
-            // (handing it to another thread would cost more than the check).
-            ads.into_iter().map(|ad| self.ledger.apply(ad)).collect()
-        } else {
-            let ledger = self.ledger.clone();
-            let count = ads.len();
-            // Checking a batch takes a millisecond or more: off the async workers.
-            match tokio::task::spawn_blocking(move || ledger.apply_many(ads)).await {
-                Ok(results) => results,
-                Err(error) => {
-                    tracing::error!(%error, "taking in a batch of ads failed");
-                    let store = self.ledger.store().path();
-                    (0..count)
-                        .map(|_| Err(not_taken_in(store, "the batch check failed")))
-                        .collect()
-                }
-            }
-        };
-        for (result, (from, answer)) in results.into_iter().zip(waiting) {
-            self.applied(&result, from.as_deref());
+        let sources: Vec<Option<&str>> = waiting.iter().map(|(from, _)| from.as_deref()).collect();
+        let results = self.apply_together(ads, &sources).await;
+        for (result, (_, answer)) in results.into_iter().zip(waiting) {
             let _ = answer.send(result);
         }
     }

@@ -132,6 +132,61 @@ impl Replicator {
         result
     }
 
+    /// Accepts a batch forwarded by a peer like [`Replicator::accept_forwarded`], all
+    /// together: one signature batch and one new view, then one background flush.
+    pub async fn accept_forwarded_many(
+        self: &Arc<Self>,
+        ads: Vec<SignedAd>,
+        from: Option<&str>,
+    ) -> Vec<Result<IngestOutcome, IngestError>> {
+        let sources = vec![from; ads.len()];
+        let results = self.apply_together(ads, &sources).await;
+        if results
+            .iter()
+            .any(|r| matches!(r, Ok(IngestOutcome::Accepted(_))))
+        {
+            let store = self.ledger.store().clone();
+            self.tracker.spawn(async move {
+                if let Err(error) = store.flush().await {
+                    tracing::debug!(%error, "background flush failed");
+                }
+            });
+        }
+        results
+    }
+
+    /// Applies `ads` together (one Ed25519 batch and one new view: a lone ad on this task,
+    /// more on the blocking pool, as checking them takes a millisecond or more), then
+    /// counts each and queues each newer one for every peer but its source (`sources`,
+    /// one per ad). One answer per ad, in order. Not yet durable.
+    async fn apply_together(
+        self: &Arc<Self>,
+        ads: Vec<SignedAd>,
+        sources: &[Option<&str>],
+    ) -> Vec<Result<IngestOutcome, IngestError>> {
+        let results: Vec<_> = if ads.len() == 1 {
+            // Handing one check to another thread would cost more than the check.
+            ads.into_iter().map(|ad| self.ledger.apply(ad)).collect()
+        } else {
+            let ledger = self.ledger.clone();
+            let count = ads.len();
+            match tokio::task::spawn_blocking(move || ledger.apply_many(ads)).await {
+                Ok(results) => results,
+                Err(error) => {
+                    tracing::error!(%error, "applying a batch of ads failed");
+                    let store = self.ledger.store().path();
+                    (0..count)
+                        .map(|_| Err(intake::not_taken_in(store, "the batch check failed")))
+                        .collect()
+                }
+            }
+        };
+        for (result, from) in results.iter().zip(sources) {
+            self.applied(result, *from);
+        }
+        results
+    }
+
     fn apply_and_offer(
         self: &Arc<Self>,
         signed: SignedAd,
