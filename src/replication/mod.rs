@@ -132,8 +132,9 @@ impl Replicator {
         result
     }
 
-    /// Accepts a batch forwarded by a peer like [`Replicator::accept_forwarded`], all
-    /// together: one signature batch and one new view, then one background flush.
+    /// Accepts a batch from a peer (forwarded, or a caught-up page) like
+    /// [`Replicator::accept_forwarded`], all together: one signature batch and one new
+    /// view, then one background flush (the next page is checked while it runs).
     pub async fn accept_forwarded_many(
         self: &Arc<Self>,
         ads: Vec<SignedAd>,

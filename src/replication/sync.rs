@@ -215,31 +215,14 @@ impl Replicator {
         for ad in page.iter().filter(|ad| ad.attestation.is_some()) {
             self.ledger.prepare(ad).await;
         }
-        let ledger = self.ledger.clone();
-        let answers = match tokio::task::spawn_blocking(move || ledger.apply_many(page)).await {
-            Ok(answers) => answers,
-            Err(error) => {
-                tracing::error!(peer = %peer, %error, "checking a caught-up page failed");
-                return 0;
-            }
-        };
+        let answers = self.accept_forwarded_many(page, Some(peer)).await;
         let mut accepted = 0;
         for answer in &answers {
-            self.applied(answer, Some(peer));
             match answer {
                 Ok(IngestOutcome::Accepted(_)) => accepted += 1,
                 Ok(_) => {}
                 Err(error) => tracing::debug!(peer = %peer, %error, "caught-up ad refused"),
             }
-        }
-        if accepted > 0 {
-            let store = self.ledger.store().clone();
-            self.tracker.spawn(async move {
-                if let Err(error) = store.flush().await {
-                    // The sync's last flush reports a failure that lasts.
-                    tracing::debug!(%error, "flushing a caught-up page failed");
-                }
-            });
         }
         accepted
     }
