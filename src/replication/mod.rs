@@ -37,7 +37,8 @@ pub struct Replicator {
     client: Client,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
-    /// Ads from services and peers' director ads, taken in in batches.
+    /// Where [`Replicator::accept`] takes ads in, in batches (services' ads, this
+    /// director's own, peers' director ads).
     intake: intake::Intake,
 }
 
@@ -94,8 +95,8 @@ impl Replicator {
 
     /// Ingests `signed` with the ads arriving around it (one signature batch and one view
     /// per batch: see `intake`); if newer, queues it for every peer but `from`, then
-    /// waits until it is durable. Forwarding starts before the local fsync: a peer makes its own
-    /// durable copy, and only the answer to the sender waits for this one. A
+    /// waits until it is durable. Forwarding starts before the local fsync: a peer makes
+    /// its own durable copy, and only the answer to the sender waits for this one. A
     /// `duplicate` answer waits too: the first copy may still be in the group commit.
     pub async fn accept(
         self: &Arc<Self>,
