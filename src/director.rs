@@ -366,6 +366,7 @@ impl Director {
             header_timeout: config.limits.request_timeout,
             idle_timeout: config.limits.idle_timeout,
             drain_timeout: config.limits.request_timeout + Duration::from_secs(1),
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
         };
         if config.limits.idle_timeout <= crate::client::POOL_IDLE_TIMEOUT {
             tracing::warn!(

@@ -20,8 +20,9 @@ use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Method, Request, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
+use tokio_util::task::AbortOnDropHandle;
 use tower::{Layer, Service};
 
 use super::observe::{Observe, ObserveLayer, Observed};
@@ -36,6 +37,10 @@ pub struct App {
     routed: Router,
     /// The connection's peer, when the listener set it.
     peer: Option<SocketAddr>,
+    /// Where routed requests run when the connection's own runtime is a listener
+    /// thread's (see `serve`): ingest, bulk reads and the status page then never hold
+    /// up the redirects served beside them.
+    routed_on: Option<tokio::runtime::Handle>,
 }
 
 impl App {
@@ -46,7 +51,15 @@ impl App {
             unrouted: observe.layer(Unrouted { state, peer: None }),
             routed,
             peer: None,
+            routed_on: None,
         }
+    }
+
+    /// The same service, running routed requests on `runtime` instead of the caller's.
+    pub fn routed_on(&self, runtime: tokio::runtime::Handle) -> Self {
+        let mut app = self.clone();
+        app.routed_on = Some(runtime);
+        app
     }
 
     /// The same service for the requests of a connection from `peer` (handlers find it
@@ -91,8 +104,12 @@ where
         if let Some(peer) = self.peer {
             request.extensions_mut().insert(ConnectInfo(peer));
         }
-        AppFuture::Routed {
-            future: self.routed.call(request),
+        let future = self.routed.call(request);
+        match &self.routed_on {
+            Some(runtime) => AppFuture::Elsewhere {
+                handle: AbortOnDropHandle::new(runtime.spawn(future)),
+            },
+            None => AppFuture::Routed { future },
         }
     }
 }
@@ -112,6 +129,12 @@ pin_project_lite::pin_project! {
             #[pin]
             future: RouteFuture<Infallible>,
         },
+        /// From the router, on another runtime (cancelled if this is dropped, as a
+        /// request on this runtime would be).
+        Elsewhere {
+            #[pin]
+            handle: AbortOnDropHandle<Result<Response, Infallible>>,
+        },
     }
 }
 
@@ -126,6 +149,11 @@ impl Future for AppFuture {
                 Poll::Ready(Ok(response))
             }
             AppFutureProj::Routed { future } => future.poll(cx),
+            AppFutureProj::Elsewhere { handle } => Poll::Ready(match ready!(handle.poll(cx)) {
+                Ok(answer) => answer,
+                // A handler that panicked: the client gets a 500, not a reset.
+                Err(error) => Ok(super::error::ApiError::internal(error).into_response()),
+            }),
         }
     }
 }

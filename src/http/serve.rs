@@ -1,6 +1,7 @@
-//! The director's listener: plain HTTP or TLS (rustls), a header read timeout against
-//! slowloris, an idle timeout of its own for keep-alive connections, and a graceful stop
-//! that refuses new connections and drains (bounded).
+//! The director's listener: connections served on one thread per core, each with its
+//! own runtime, in plain HTTP or TLS (rustls), a header read timeout against slowloris, an idle timeout
+//! of its own for keep-alive connections, and a graceful stop that refuses new
+//! connections and drains (bounded).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -74,6 +75,8 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// On stop, in-flight requests get this long to finish before connections are cut.
     pub drain_timeout: Duration,
+    /// Connection threads (the director runs one per core; at least one).
+    pub threads: usize,
 }
 
 /// Loads a PEM certificate chain and private key into a rustls server configuration
@@ -319,7 +322,100 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 /// Serves `app` on `listener` until `cancel`, then stops accepting, lets in-flight
 /// requests finish (at most `drain_timeout`) and returns. Dropping (or aborting) the
 /// returned future cuts every connection at once.
+///
+/// Connections are served by `options.threads` connection threads, each with its own
+/// single-threaded runtime, all accepting from the same socket. The kernel offers a new
+/// connection to every thread waiting for one, so a busy thread (not waiting) leaves it
+/// to an idle one. A connection lives on the thread that accepted it: a redirect is read,
+/// routed and answered without any handover between threads (with one runtime's workers
+/// sharing every connection, they kept waking each other, which cost a fifth of each
+/// redirect's CPU). Routed requests (ingest, peers, bulk reads, the status page) run on
+/// the caller's runtime, so a long one never holds up the redirects of its thread.
 pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    options: ServeOptions,
+    cancel: CancellationToken,
+) {
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "could not hand the listener to the connection threads");
+            return;
+        }
+    };
+    let app = app.routed_on(tokio::runtime::Handle::current());
+    // Cancelled when this future is dropped: every thread then cuts its connections.
+    let stop = CancellationToken::new();
+    let _stop_on_drop = stop.clone().drop_guard();
+    let mut finished = Vec::new();
+    for i in 0..options.threads.max(1) {
+        let listener = match listener.try_clone() {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%error, "could not share the listener with another thread");
+                break;
+            }
+        };
+        let (app, options, cancel, stop) =
+            (app.clone(), options.clone(), cancel.clone(), stop.clone());
+        let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name(format!("skein-http-{i}"))
+            .spawn(move || {
+                connection_thread(listener, app, options, cancel, stop);
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => finished.push(finished_rx),
+            Err(error) => tracing::error!(%error, "could not start a connection thread"),
+        }
+    }
+    // Only the threads hold the socket now: once every one has stopped accepting, new
+    // connections are refused at once (clients try another director).
+    drop(listener);
+    for thread in finished {
+        let _ = thread.await;
+    }
+}
+
+/// One connection thread: accepts and serves until `cancel` (then drains, bounded) or
+/// `stop` (then cuts its connections). Its runtime, and every task on it, is gone when
+/// this returns.
+fn connection_thread(
+    listener: std::net::TcpListener,
+    app: App,
+    options: ServeOptions,
+    cancel: CancellationToken,
+    stop: CancellationToken,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "could not start a connection thread's runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%error, "could not register the listener");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = serve_on(listener, app, options, cancel) => {}
+            _ = stop.cancelled() => {}
+        }
+    });
+}
+
+/// One connection thread's accept loop, then its drain (see [`serve`]).
+async fn serve_on(
     listener: TcpListener,
     app: App,
     options: ServeOptions,
