@@ -70,6 +70,17 @@ impl RouteClass {
         RouteClass::Redirect
     }
 
+    /// True for work that grows with the view or with a body of many ads (forwarded
+    /// batches, catch-up fetches, listings, the status page): a director runs it away
+    /// from the threads that serve redirects (`http::serve`). A registration carries one
+    /// ad, and liveness checks cost nothing: they run where they arrive.
+    pub fn runs_apart(self) -> bool {
+        matches!(
+            self,
+            RouteClass::Forward | RouteClass::Fetch | RouteClass::Bulk
+        )
+    }
+
     /// True if the router has no route for `path`, so it would send the request to its
     /// fallback, the object handler: every client request but the discovery document.
     /// (Requests of other classes may reach the fallback too; this only never says yes

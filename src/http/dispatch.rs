@@ -37,9 +37,10 @@ pub struct App {
     routed: Router,
     /// The connection's peer, when the listener set it.
     peer: Option<SocketAddr>,
-    /// Where routed requests run when the connection's own runtime is a listener
-    /// thread's (see `serve`): ingest, bulk reads and the status page then never hold
-    /// up the redirects served beside them.
+    /// Where routed requests that [run apart](RouteClass::runs_apart) go when the
+    /// connection's own runtime is a connection thread's (see `serve`): forwarded
+    /// batches, bulk reads and the status page then never hold up the redirects served
+    /// beside them.
     routed_on: Option<tokio::runtime::Handle>,
 }
 
@@ -55,7 +56,7 @@ impl App {
         }
     }
 
-    /// The same service, running routed requests on `runtime` instead of the caller's.
+    /// The same service, running the routed requests that run apart on `runtime`.
     pub fn routed_on(&self, runtime: tokio::runtime::Handle) -> Self {
         let mut app = self.clone();
         app.routed_on = Some(runtime);
@@ -104,12 +105,13 @@ where
         if let Some(peer) = self.peer {
             request.extensions_mut().insert(ConnectInfo(peer));
         }
+        let apart = RouteClass::of(request.method(), request.uri().path()).runs_apart();
         let future = self.routed.call(request);
         match &self.routed_on {
-            Some(runtime) => AppFuture::Elsewhere {
+            Some(runtime) if apart => AppFuture::Elsewhere {
                 handle: AbortOnDropHandle::new(runtime.spawn(future)),
             },
-            None => AppFuture::Routed { future },
+            _ => AppFuture::Routed { future },
         }
     }
 }

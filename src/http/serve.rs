@@ -329,8 +329,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 /// to an idle one. A connection lives on the thread that accepted it: a redirect is read,
 /// routed and answered without any handover between threads (with one runtime's workers
 /// sharing every connection, they kept waking each other, which cost a fifth of each
-/// redirect's CPU). Routed requests (ingest, peers, bulk reads, the status page) run on
-/// the caller's runtime, so a long one never holds up the redirects of its thread.
+/// redirect's CPU). Requests whose work grows with the view or with a batch of ads
+/// (forwards, catch-up fetches, listings, the status page) run on the caller's runtime,
+/// so a long one never holds up the redirects of its thread.
 pub async fn serve(
     listener: TcpListener,
     app: App,
