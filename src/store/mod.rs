@@ -254,6 +254,23 @@ impl Store {
             })
     }
 
+    /// Reads every entry of every tree, so that a page sled cannot read is found now:
+    /// its corruption is damage ([`StoreError::Damaged`]).
+    pub(super) fn read_every_entry(&self) -> Result<(), StoreError> {
+        let handles = self.handles()?;
+        for tree in [
+            &handles.ads,
+            &handles.peers,
+            &handles.meta,
+            &handles.quarantine,
+        ] {
+            for entry in tree.iter() {
+                entry.map_err(|e| classify(&self.inner.path, e))?;
+            }
+        }
+        Ok(())
+    }
+
     fn db_error(&self, e: sled::Error) -> StoreError {
         StoreError::Database {
             path: self.inner.path.clone(),

@@ -88,7 +88,15 @@ impl Store {
         dir: &Path,
         now: UnixMillis,
     ) -> Result<(Self, Option<Damage>), StoreError> {
-        match catching_panics(dir, || Self::open(dir)) {
+        // sled reads pages lazily: a log cut short can open cleanly and fail later, on
+        // the first read of a page that was lost. Every entry is read once here, so that
+        // damage is found (and moved aside) now rather than stopping the start.
+        let opened = || {
+            let store = Self::open(dir)?;
+            store.read_every_entry()?;
+            Ok(store)
+        };
+        match catching_panics(dir, opened) {
             Ok(store) => Ok((store, None)),
             // Only damage is moved aside: an I/O error (a full disk, or another process
             // holding the lock on this directory) must never cost a sound store.
