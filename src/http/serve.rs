@@ -1,7 +1,7 @@
 //! The director's listener: connections served on one thread per core, each with its
-//! own runtime, in plain HTTP or TLS (rustls), a header read timeout against slowloris, an idle timeout
-//! of its own for keep-alive connections, and a graceful stop that refuses new
-//! connections and drains (bounded).
+//! own runtime, in plain HTTP or TLS (rustls); a header read timeout against slowloris,
+//! an idle timeout of its own for keep-alive connections, and a graceful stop that
+//! refuses new connections and drains (bounded).
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -24,7 +24,7 @@ use crate::store::StoreError;
 
 /// Least time between the starts of two batches (the group commit's gap, so that one
 /// batch feeds one commit).
-pub(super) const GAP: Duration = crate::store::MIN_COMMIT_GAP;
+const GAP: Duration = crate::store::MIN_COMMIT_GAP;
 /// Most ads in one batch; more waiting start the next batch at once.
 const MOST: usize = 256;
 
