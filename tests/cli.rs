@@ -69,11 +69,14 @@ impl Federation {
             ));
         }
         std::fs::write(dir.path().join("trust.toml"), trust).unwrap();
+        // No server answers at the services' data URLs: health probes would find them
+        // down and reorder the redirects these tests compare, at a moment that is a race.
         std::fs::write(
             dir.path().join("director.toml"),
             format!(
                 "name = \"director-a\"\nlisten = \"127.0.0.1:{port}\"\nadvertise_url = \"http://127.0.0.1:{port}\"\n\
-                 data_dir = \"data\"\n[identity]\nkey = \"keys/director-a.key\"\n[federation]\ntrust = \"trust.toml\"\n"
+                 data_dir = \"data\"\n[identity]\nkey = \"keys/director-a.key\"\n[federation]\ntrust = \"trust.toml\"\n\
+                 [health]\nenabled = false\n"
             ),
         )
         .unwrap();
