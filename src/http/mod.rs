@@ -13,6 +13,7 @@ mod redirect;
 pub mod serve;
 mod servers;
 mod services;
+mod spread;
 pub mod status;
 
 use std::sync::Arc;

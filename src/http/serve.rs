@@ -18,6 +18,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -26,6 +27,7 @@ use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::App;
+use super::spread::{Handed, Served, Spread};
 
 /// The HTTP/2 connection preface: a plain-text connection starting with it speaks h2c.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -326,10 +328,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 /// Connections are served by `options.threads` connection threads, each with its own
 /// single-threaded runtime, all accepting from the same socket. The kernel offers a new
 /// connection to every thread waiting for one, so a busy thread (not waiting) leaves it
-/// to an idle one. A connection lives on the thread that accepted it: a redirect is read,
-/// routed and answered without any handover between threads (with one runtime's workers
-/// sharing every connection, they kept waking each other, which cost a fifth of each
-/// redirect's CPU). Requests whose work grows with the view or with a batch of ads
+/// to an idle one; a thread that accepts one while it serves more connections than
+/// another hands it over ([`Spread`]). A connection then lives on one thread: a redirect
+/// is read, routed and answered without any handover between threads (with one runtime's
+/// workers sharing every connection, they kept waking each other, which cost a fifth of
+/// each redirect's CPU). Requests whose work grows with the view or with a batch of ads
 /// (forwards, catch-up fetches, listings, the status page) run on the caller's runtime,
 /// so a long one never holds up the redirects of its thread.
 pub async fn serve(
@@ -350,7 +353,8 @@ pub async fn serve(
     let stop = CancellationToken::new();
     let _stop_on_drop = stop.clone().drop_guard();
     let mut finished = Vec::new();
-    for i in 0..options.threads.max(1) {
+    let (spread, mailboxes) = Spread::new(options.threads);
+    for (i, mailbox) in mailboxes.into_iter().enumerate() {
         let listener = match listener.try_clone() {
             Ok(listener) => listener,
             Err(error) => {
@@ -358,13 +362,18 @@ pub async fn serve(
                 break;
             }
         };
+        let thread = Thread {
+            index: i,
+            spread: spread.clone(),
+            mailbox,
+        };
         let (app, options, cancel, stop) =
             (app.clone(), options.clone(), cancel.clone(), stop.clone());
         let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
         let spawned = std::thread::Builder::new()
             .name(format!("skein-http-{i}"))
             .spawn(move || {
-                connection_thread(listener, app, options, cancel, stop);
+                connection_thread(listener, thread, app, options, cancel, stop);
                 let _ = done.send(());
             });
         match spawned {
@@ -380,11 +389,54 @@ pub async fn serve(
     }
 }
 
+/// Which connection thread this is, and its share of the connections.
+struct Thread {
+    index: usize,
+    spread: Arc<Spread>,
+    /// Connections other threads accepted and handed to this one.
+    mailbox: mpsc::UnboundedReceiver<Handed>,
+}
+
+impl Thread {
+    /// A connection this thread accepted: kept (with its count), or handed to a thread
+    /// serving fewer connections (`None`).
+    fn keep_or_hand_over(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<(TcpStream, Served)> {
+        let served = self.spread.place(self.index);
+        if served.thread() == self.index {
+            return Some((stream, served));
+        }
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "could not hand over a connection");
+                return None;
+            }
+        };
+        // The chosen thread stopped taking connections: serve it here after all.
+        let (stream, _, served) = self
+            .spread
+            .hand_over((stream, peer, served), self.index)
+            .err()?;
+        match TcpStream::from_std(stream) {
+            Ok(stream) => Some((stream, served)),
+            Err(error) => {
+                tracing::warn!(%error, "could not keep a connection");
+                None
+            }
+        }
+    }
+}
+
 /// One connection thread: accepts and serves until `cancel` (then drains, bounded) or
 /// `stop` (then cuts its connections). Its runtime, and every task on it, is gone when
 /// this returns.
 fn connection_thread(
     listener: std::net::TcpListener,
+    thread: Thread,
     app: App,
     options: ServeOptions,
     cancel: CancellationToken,
@@ -409,7 +461,7 @@ fn connection_thread(
             }
         };
         tokio::select! {
-            _ = serve_on(listener, app, options, cancel) => {}
+            _ = serve_on(listener, thread, app, options, cancel) => {}
             _ = stop.cancelled() => {}
         }
     });
@@ -418,29 +470,39 @@ fn connection_thread(
 /// One connection thread's accept loop, then its drain (see [`serve`]).
 async fn serve_on(
     listener: TcpListener,
+    mut thread: Thread,
     app: App,
     options: ServeOptions,
     cancel: CancellationToken,
 ) {
-    let builders = Arc::new(Builders::new(options.header_timeout, options.idle_timeout));
-    let acceptor = options.tls.clone().map(TlsAcceptor::from);
-    let graceful = CancellationToken::new();
+    let shared = Arc::new(Shared {
+        acceptor: options.tls.clone().map(TlsAcceptor::from),
+        app,
+        builders: Builders::new(options.header_timeout, options.idle_timeout),
+        graceful: CancellationToken::new(),
+        header_timeout: options.header_timeout,
+    });
     let mut connections = JoinSet::new();
+    let serve = |stream: TcpStream, peer: SocketAddr, served: Served| {
+        connection(stream, peer, served, shared.clone())
+    };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some((stream, peer, served)) = thread.mailbox.recv() => {
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => {
+                        connections.spawn(serve(stream, peer, served));
+                    }
+                    Err(error) => tracing::warn!(%error, "could not take over a connection"),
+                }
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(connection(
-                        stream,
-                        peer,
-                        acceptor.clone(),
-                        app.clone(),
-                        builders.clone(),
-                        graceful.clone(),
-                        options.header_timeout,
-                    ));
+                    if let Some((stream, served)) = thread.keep_or_hand_over(stream, peer) {
+                        connections.spawn(serve(stream, peer, served));
+                    }
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -451,7 +513,9 @@ async fn serve_on(
         }
     }
     drop(listener);
-    graceful.cancel();
+    // Connections handed over but not yet taken are closed, like those still queued.
+    drop(thread.mailbox);
+    shared.graceful.cancel();
     let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(options.drain_timeout, drain)
         .await
@@ -465,25 +529,30 @@ async fn serve_on(
     }
 }
 
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+/// What every connection of one thread shares.
+struct Shared {
     acceptor: Option<TlsAcceptor>,
     app: App,
-    builders: Arc<Builders>,
+    builders: Builders,
+    /// Cancelled when the thread drains: each connection then ends gracefully.
     graceful: CancellationToken,
     header_timeout: Duration,
-) {
+}
+
+/// Serves one connection; it counts against its thread (`_served`) until it ends.
+async fn connection(stream: TcpStream, peer: SocketAddr, _served: Served, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    match acceptor {
+    match &shared.acceptor {
         None => {
-            let Ok(Some(http2)) = tokio::time::timeout(header_timeout, sniff(&stream)).await else {
+            let Ok(Some(http2)) = tokio::time::timeout(shared.header_timeout, sniff(&stream)).await
+            else {
                 return;
             };
-            drive(stream, peer, http2, &builders, app, &graceful).await;
+            drive(stream, peer, http2, &shared).await;
         }
         Some(acceptor) => {
-            let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+            let handshake = acceptor.accept(stream);
+            let tls = match tokio::time::timeout(shared.header_timeout, handshake).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
                     tracing::debug!(%error, "TLS handshake failed");
@@ -495,7 +564,7 @@ async fn connection(
                 }
             };
             let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            drive(tls, peer, http2, &builders, app, &graceful).await;
+            drive(tls, peer, http2, &shared).await;
         }
     }
 }
@@ -519,16 +588,11 @@ async fn sniff(stream: &TcpStream) -> Option<bool> {
     }
 }
 
-async fn drive<I>(
-    stream: I,
-    peer: SocketAddr,
-    http2: bool,
-    builders: &Builders,
-    app: App,
-    graceful: &CancellationToken,
-) where
+async fn drive<I>(stream: I, peer: SocketAddr, http2: bool, shared: &Shared)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let builders = &shared.builders;
     let activity = Arc::new(Activity::new(builders.idle_timeout));
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -541,11 +605,11 @@ async fn drive<I>(
         http1 = builders.http1(activity);
         &http1
     };
-    let conn = builder.serve_connection(io, TowerToHyperService::new(app.for_peer(peer)));
+    let conn = builder.serve_connection(io, TowerToHyperService::new(shared.app.for_peer(peer)));
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        _ = graceful.cancelled() => {
+        _ = shared.graceful.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
