@@ -7,6 +7,7 @@
 
 mod client;
 mod db;
+mod memo;
 pub mod mmdb;
 pub mod servers;
 
@@ -14,13 +15,14 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use ipnet::IpNet;
 
 use crate::routing::sort::SortMethod;
 
-pub use crate::coord::{Coord, EARTH_RADIUS_KM};
+pub use crate::coord::{Coord, EARTH_RADIUS_KM, Point};
 pub use client::{AddrSource, ClientLocation, LocatedBy};
 pub use db::GeoDb;
 pub use servers::{ServerLocatedBy, ServerLocation, ServerLocations};
@@ -110,6 +112,9 @@ pub struct Geo {
     db: ArcSwapOption<GeoDb>,
     tables: ArcSwap<Tables>,
     servers: ServerLocations,
+    /// Changes with the database or the settings: client locations remembered under an
+    /// older generation are looked up again ([`memo`]).
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Geo {
@@ -165,12 +170,16 @@ impl Geo {
             db: ArcSwapOption::new(db.map(Arc::new)),
             servers: ServerLocations::configured(&tables.fixed),
             tables: ArcSwap::from_pointee(tables),
+            generation: AtomicU64::new(memo::new_generation()),
         }
     }
 
     /// Replaces the database (a reload); readers switch at their next lookup.
     pub fn swap_db(&self, db: Option<GeoDb>) {
         self.db.store(db.map(Arc::new));
+        // After the store: a reader that sees the new generation sees the new database.
+        self.generation
+            .store(memo::new_generation(), Ordering::Release);
         self.servers.changed();
     }
 
@@ -178,6 +187,8 @@ impl Geo {
     /// locations are computed again at once.
     pub fn set(&self, settings: Settings) {
         self.tables.store(Arc::new(settings.into()));
+        self.generation
+            .store(memo::new_generation(), Ordering::Release);
         self.servers.changed();
     }
 
@@ -270,8 +281,16 @@ impl Geo {
 
     /// Where `ip` is, from the overrides first, then the database. Private, loopback and
     /// other non-global addresses are not looked up in the database.
+    ///
+    /// Remembered per connection thread, per address, until the next reload.
     pub fn locate_ip(&self, ip: IpAddr) -> (Option<Coord>, LocatedBy) {
         let ip = ip.to_canonical();
+        let generation = self.generation.load(Ordering::Acquire);
+        memo::remembered(generation, ip, || self.look_up_ip(ip))
+    }
+
+    /// [`Geo::locate_ip`] without the memo (`ip` canonical).
+    fn look_up_ip(&self, ip: IpAddr) -> (Option<Coord>, LocatedBy) {
         let tables = self.tables.load();
         if let Some(o) = tables.overrides.iter().find(|o| o.network.contains(&ip)) {
             return (Some(o.coord), LocatedBy::Override);

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Coord, Geo};
 use crate::ad::ServerKind;
+use crate::coord::Point;
 use crate::ledger::Ledger;
 use crate::routing::View;
 
@@ -47,6 +48,20 @@ pub struct ServerLocation {
     /// How it was found.
     #[serde(flatten)]
     pub located_by: ServerLocatedBy,
+    /// The coordinate on the unit sphere (for distances).
+    #[serde(skip)]
+    pub point: Point,
+}
+
+impl ServerLocation {
+    /// `location`, found as `located_by`.
+    pub fn new(location: Coord, located_by: ServerLocatedBy) -> Self {
+        Self {
+            location,
+            located_by,
+            point: location.point(),
+        }
+    }
 }
 
 /// Server name -> location, published whole; the redirect path reads it lock-free, once
@@ -93,10 +108,7 @@ fn configured(fixed: &HashMap<String, Coord>) -> LocationMap {
     fixed
         .iter()
         .map(|(name, coord)| {
-            let location = ServerLocation {
-                location: *coord,
-                located_by: ServerLocatedBy::Config,
-            };
+            let location = ServerLocation::new(*coord, ServerLocatedBy::Config);
             (name.clone(), location)
         })
         .collect()
@@ -127,10 +139,12 @@ pub fn location_of(map: &LocationMap, ad: &crate::ad::Ad) -> Option<ServerLocati
         return Some(configured);
     }
     match ad.location {
-        Some(location) => Some(ServerLocation {
-            location,
-            located_by: ServerLocatedBy::Ad,
-        }),
+        // The worker's copy, if it has this coordinate, holds its point already.
+        Some(location) => Some(
+            found
+                .filter(|l| l.located_by == ServerLocatedBy::Ad && l.location == location)
+                .unwrap_or_else(|| ServerLocation::new(location, ServerLocatedBy::Ad)),
+        ),
         None => found.filter(|l| l.located_by != ServerLocatedBy::Ad),
     }
 }
@@ -158,13 +172,7 @@ pub async fn compute(
         }
         if let Some(location) = ad.location {
             let by = ServerLocatedBy::Ad;
-            map.insert(
-                ad.name.clone(),
-                ServerLocation {
-                    location,
-                    located_by: by,
-                },
-            );
+            map.insert(ad.name.clone(), ServerLocation::new(location, by));
             continue;
         }
         if by_address && let Some((host, port)) = host_port(&ad.data_url) {
@@ -224,11 +232,9 @@ pub async fn compute(
             Err(_) => dns.get(&host).map(|(a, _)| a.clone()).unwrap_or_default(),
         };
         let found = addrs.into_iter().find_map(|address| {
-            geo.locate_ip(address).0.map(|location| ServerLocation {
-                location,
-                located_by: ServerLocatedBy::Address {
-                    address: address.to_canonical(),
-                },
+            geo.locate_ip(address).0.map(|location| {
+                let address = address.to_canonical();
+                ServerLocation::new(location, ServerLocatedBy::Address { address })
             })
         });
         if let Some(location) = found {

@@ -327,10 +327,7 @@ fn routing_places_a_server_by_its_own_ad_before_the_worker_has_seen_it() {
     use crate::ad::ServerKind;
     use servers::{LocationMap, ServerLocatedBy, ServerLocation, location_of};
     let mut ad = crate::fixtures::ad("c1", ServerKind::Cache, &["/ns"], 1, 1);
-    let at = |location, located_by| ServerLocation {
-        location,
-        located_by,
-    };
+    let at = ServerLocation::new;
     let address = ServerLocatedBy::Address {
         address: IpAddr::from([192, 0, 2, 1]),
     };

@@ -160,6 +160,11 @@ impl Board {
         self.table.load_full()
     }
 
+    /// The current table, for several lookups in a row (one redirect's candidates).
+    pub fn current(&self) -> arc_swap::Guard<Arc<Table>> {
+        self.table.load()
+    }
+
     /// `key`'s health, if it was probed.
     pub fn health(&self, key: &AdKey) -> Option<ServerHealth> {
         self.table.load().get(key).map(|s| s.health)

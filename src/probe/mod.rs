@@ -22,8 +22,8 @@ use crate::ad::{AdKey, ServerKind};
 use crate::client::{Client, ClientError};
 use crate::config::{HealthConfig, PresenceConfig};
 use crate::ledger::Ledger;
-use crate::routing::Route;
-use crate::routing::signals::{Presence, ServerHealth, Signals};
+use crate::routing::signals::{KeyBuf, Presence, Seen, ServerHealth, Signals};
+use crate::routing::{Candidate, Route};
 
 pub use health::{Board, Outcome, ProbeResult, Status};
 pub use presence::{AllAbsent, Ask, PresenceCache};
@@ -215,6 +215,19 @@ impl Signals for Probes {
 
     fn presence(&self, key: &AdKey, path: &str) -> Presence {
         self.presence.get(key, path)
+    }
+
+    fn read(&self, candidates: &[Candidate], path: Option<&str>, out: &mut Vec<Seen>) {
+        let health = self.board.current();
+        let presence = path.and_then(|path| self.presence.remembered(path));
+        let mut key = KeyBuf::default();
+        out.extend(candidates.iter().map(|c| {
+            let key = key.of(c.kind, c.name());
+            Seen {
+                health: health.get(key).map(|s| s.health),
+                presence: presence.as_ref().map_or(Presence::Unknown, |p| p.of(key)),
+            }
+        }));
     }
 }
 

@@ -70,6 +70,19 @@ impl PresenceCache {
             .map_or(Presence::Unknown, |a| a.presence)
     }
 
+    /// The cached answers for `path` as one lookup: each candidate's is then found by
+    /// [`Remembered::of`]. `None` when nothing is cached for it.
+    pub fn remembered(&self, path: &str) -> Option<Remembered> {
+        let answers = self.answers.load();
+        if answers.is_empty() {
+            return None;
+        }
+        answers.get(path).map(|row| Remembered {
+            row: Arc::clone(row),
+            now: Instant::now(),
+        })
+    }
+
     /// Remembers answers for `path` (unknown ones are not kept). When full, expired
     /// answers are dropped first; if it is still full, new answers are not kept.
     pub fn put(&self, path: &str, answers: &[(AdKey, Presence)]) {
@@ -133,6 +146,23 @@ impl PresenceCache {
     /// True if no answer is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The answers cached for one object path, read at one moment.
+pub struct Remembered {
+    row: Arc<Vec<Answer>>,
+    now: Instant,
+}
+
+impl Remembered {
+    /// The answer for the server `key`, `Unknown` if none or expired.
+    pub fn of(&self, key: &AdKey) -> Presence {
+        self.row
+            .iter()
+            .find(|a| &a.key == key)
+            .filter(|a| a.until > self.now)
+            .map_or(Presence::Unknown, |a| a.presence)
     }
 }
 

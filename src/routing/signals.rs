@@ -3,6 +3,7 @@
 //! Background workers fill these in; the redirect path only reads them, lock-free. This
 //! file is the seam between routing (which ranks) and the probes (which observe).
 
+use super::Candidate;
 use crate::ad::{AdKey, ServerKind};
 use crate::clock::UnixMillis;
 
@@ -31,12 +32,35 @@ pub enum Presence {
     Unknown,
 }
 
+/// What the signals say of one server.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Seen {
+    /// Its last known health (`None`: never probed).
+    pub health: Option<ServerHealth>,
+    /// Whether it holds the object asked about (`Unknown` when not asked).
+    pub presence: Presence,
+}
+
 /// The read side of the signals. Implementations answer from memory: no I/O, no waiting.
 pub trait Signals: Send + Sync {
     /// The server's last known health; `None` if it was never probed.
     fn health(&self, key: &AdKey) -> Option<ServerHealth>;
     /// Whether the server holds `path`, as far as cached checks know.
     fn presence(&self, key: &AdKey, path: &str) -> Presence;
+
+    /// What is known of each of `candidates`, in their order, appended to `out`: health,
+    /// and presence of `path` when one is given. A redirect asks this of all its
+    /// candidates together, so an implementation can read each of its tables once.
+    fn read(&self, candidates: &[Candidate], path: Option<&str>, out: &mut Vec<Seen>) {
+        let mut key = KeyBuf::default();
+        out.extend(candidates.iter().map(|c| {
+            let key = key.of(c.kind, c.name());
+            Seen {
+                health: self.health(key),
+                presence: path.map_or(Presence::Unknown, |path| self.presence(key, path)),
+            }
+        }));
+    }
 }
 
 /// No probes: every server's health and every object's presence are unknown.

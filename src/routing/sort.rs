@@ -18,7 +18,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use super::Candidate;
-use super::signals::{KeyBuf, Presence, ServerHealth, Signals};
+use super::signals::{Presence, Seen, ServerHealth, Signals};
 use crate::ad::ServerKind;
 use crate::geo::Coord;
 use crate::geo::servers::{LocationMap, ServerLocation};
@@ -221,25 +221,23 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) ->
     let located = matches!(method, SortMethod::Distance | SortMethod::Adaptive);
     let wants_presence =
         input.object_presence || input.prefer_cached || method == SortMethod::Adaptive;
-    let mut key = KeyBuf::default();
+    let client = input.client.map(|c| c.point());
+    let mut seen = Vec::with_capacity(candidates.len());
+    input
+        .signals
+        .read(candidates, wants_presence.then_some(input.path), &mut seen);
     let mut out: Vec<Entry> = candidates
         .iter()
-        .map(|c| {
-            let key = key.of(c.kind, c.name());
-            let health = input.signals.health(key);
+        .zip(seen)
+        .map(|(c, Seen { health, presence })| {
             let up = health.is_none_or(|h| h.up);
-            let presence = if wants_presence {
-                input.signals.presence(key, input.path)
-            } else {
-                Presence::Unknown
-            };
             let location = if located || explaining {
                 crate::geo::servers::location_of(input.locations, &c.ad.ad)
             } else {
                 None
             };
-            let distance_km = match (input.client, location) {
-                (Some(client), Some(server)) => Some(client.distance_km(&server.location)),
+            let distance_km = match (client, location) {
+                (Some(client), Some(server)) => Some(client.distance_km(&server.point)),
                 _ => None,
             };
             let affinity = match &seeded {
@@ -285,7 +283,7 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) ->
                 e.key.6 = e.bucket.unwrap_or(0);
             }
         }
-        SortMethod::Adaptive => adaptive(&mut out),
+        SortMethod::Adaptive => adaptive(&mut out, explaining),
         SortMethod::Random | SortMethod::Affinity => {}
     }
     out
@@ -310,7 +308,7 @@ fn sorted(candidates: &mut Vec<Candidate>, entries: &[Entry]) -> Vec<(Key, Candi
 
 /// Pelican's adaptive weights, made deterministic: the product of the weights becomes an
 /// effective distance (`-log2(score)` halvings of [`HALVING_KM`]) cut into buckets.
-fn adaptive(out: &mut [Entry]) {
+fn adaptive(out: &mut [Entry], explaining: bool) {
     // A non-finite signal counts as no signal: like a server never probed, it takes the
     // median of the valid ones (Pelican imputes missing weights the same way).
     let load = |h: &ServerHealth| {
@@ -334,34 +332,43 @@ fn adaptive(out: &mut [Entry]) {
     );
     let known_status = median(&mut scratch);
     for e in out {
-        let weights = Weights {
-            distance: e.distance_km.map(|km| halving(km, 0.0, HALVING_KM)),
-            load: e
-                .health
-                .as_ref()
-                .and_then(load)
-                .or(known_load)
-                .unwrap_or(1.0),
-            health: e
-                .health
-                .as_ref()
-                .and_then(status)
-                .or(known_status)
-                .unwrap_or(1.0),
-            availability: match e.presence {
-                Presence::Present => AVAILABILITY_FACTOR,
-                Presence::Absent => 1.0 / AVAILABILITY_FACTOR,
-                Presence::Unknown => 1.0,
-            },
+        let load = e
+            .health
+            .as_ref()
+            .and_then(load)
+            .or(known_load)
+            .unwrap_or(1.0);
+        let health = e
+            .health
+            .as_ref()
+            .and_then(status)
+            .or(known_status)
+            .unwrap_or(1.0);
+        let availability = match e.presence {
+            Presence::Present => AVAILABILITY_FACTOR,
+            Presence::Absent => 1.0 / AVAILABILITY_FACTOR,
+            Presence::Unknown => 1.0,
         };
-        let score =
-            weights.distance.unwrap_or(1.0) * weights.load * weights.health * weights.availability;
+        // The score is 2^(-km / HALVING_KM) times the other weights, so -log2(score)
+        // halvings is the distance plus what the other weights take off; worked out
+        // without the power and its logarithm, which cost more than the rest of the sort.
+        let others = load * health * availability;
+        let others_log2 = if others == 1.0 { 0.0 } else { others.log2() };
+        let km = e.distance_km.unwrap_or(0.0);
         // Effective distance may be negative (presence doubles the score): shift by one
         // halving so buckets stay unsigned and "present at 0 km" sorts first.
-        let effective_km = (1.0 - score.log2()) * HALVING_KM;
+        let effective_km = (1.0 - others_log2) * HALVING_KM + km;
         let bucket = bucket_of(effective_km.max(0.0));
-        e.weights = Some(weights);
-        e.score = Some(score);
+        if explaining {
+            let weights = Weights {
+                distance: e.distance_km.map(|km| halving(km, 0.0, HALVING_KM)),
+                load,
+                health,
+                availability,
+            };
+            e.score = Some(weights.distance.unwrap_or(1.0) * others);
+            e.weights = Some(weights);
+        }
         e.bucket = Some(bucket);
         e.key.5 = e.distance_km.is_none();
         e.key.6 = bucket;

@@ -44,10 +44,7 @@ fn located(places: &[(&str, f64, f64)]) -> LocationMap {
         .map(|(name, lat, lon)| {
             (
                 name.to_string(),
-                ServerLocation {
-                    location: Coord::new(*lat, *lon).unwrap(),
-                    located_by: ServerLocatedBy::Config,
-                },
+                ServerLocation::new(Coord::new(*lat, *lon).unwrap(), ServerLocatedBy::Config),
             )
         })
         .collect()
