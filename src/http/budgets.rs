@@ -8,13 +8,13 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ConnectInfo;
 use axum::http::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 use crate::route_class::{Budget, RouteClass};
@@ -35,9 +35,9 @@ pub struct BudgetLimits {
 /// The budgets of one director, shared by every request (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Budgets {
-    redirect: Arc<Semaphore>,
-    ingest: Arc<Semaphore>,
-    bulk: Arc<Semaphore>,
+    redirect: Arc<Limit>,
+    ingest: Arc<Limit>,
+    bulk: Arc<Limit>,
     per_client: Arc<PerClient>,
 }
 
@@ -45,9 +45,9 @@ impl Budgets {
     /// Budgets with these limits.
     pub fn new(limits: BudgetLimits) -> Self {
         Self {
-            redirect: Arc::new(Semaphore::new(limits.redirect)),
-            ingest: Arc::new(Semaphore::new(limits.ingest)),
-            bulk: Arc::new(Semaphore::new(limits.bulk)),
+            redirect: Arc::new(Limit::new(limits.redirect)),
+            ingest: Arc::new(Limit::new(limits.ingest)),
+            bulk: Arc::new(Limit::new(limits.bulk)),
             per_client: Arc::new(PerClient {
                 limit: limits.ingest_per_client,
                 in_flight: Mutex::new(HashMap::new()),
@@ -55,12 +55,50 @@ impl Budgets {
         }
     }
 
-    fn semaphore(&self, budget: Budget) -> &Arc<Semaphore> {
+    fn limit(&self, budget: Budget) -> &Arc<Limit> {
         match budget {
             Budget::Redirect => &self.redirect,
             Budget::Ingest => &self.ingest,
             Budget::Bulk => &self.bulk,
         }
+    }
+}
+
+/// Requests of one class in flight, against its limit. A place is only ever tried for,
+/// never waited for, so taking one and giving it back are one atomic operation each,
+/// with no lock: every redirect takes one (a semaphore's release takes its waiters' lock,
+/// though nobody waits).
+#[derive(Debug)]
+struct Limit {
+    limit: usize,
+    in_flight: AtomicUsize,
+}
+
+impl Limit {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// A place, if fewer than `limit` are taken.
+    fn enter(self: &Arc<Self>) -> Option<Place> {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Place(Arc::clone(self)))
+    }
+}
+
+/// One place in a [`Limit`]; given back on drop.
+struct Place(Arc<Limit>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -112,7 +150,7 @@ impl Drop for ClientSlot {
 /// A request's place in its class budget (and, for ingest, in its client's share), held
 /// for as long as the handler runs; given back on drop.
 pub struct Admitted {
-    _permit: Option<OwnedSemaphorePermit>,
+    _place: Option<Place>,
     _slot: Option<ClientSlot>,
 }
 
@@ -122,12 +160,11 @@ impl Budgets {
     pub fn admit<B>(&self, class: RouteClass, request: &Request<B>) -> Result<Admitted, Shed> {
         let Some(budget) = class.budget() else {
             return Ok(Admitted {
-                _permit: None,
+                _place: None,
                 _slot: None,
             });
         };
-        let semaphore = self.semaphore(budget);
-        let Ok(permit) = semaphore.clone().try_acquire_owned() else {
+        let Some(place) = self.limit(budget).enter() else {
             return Err(Shed(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -159,7 +196,7 @@ impl Budgets {
             None
         };
         Ok(Admitted {
-            _permit: Some(permit),
+            _place: Some(place),
             _slot: slot,
         })
     }
@@ -182,6 +219,38 @@ impl IntoResponse for Shed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_class_limit_is_never_passed_and_every_place_comes_back() {
+        let limit = Arc::new(Limit::new(3));
+        let held: Vec<Place> = (0..3).map(|_| limit.enter().unwrap()).collect();
+        assert!(limit.enter().is_none(), "a fourth place");
+        drop(held);
+        // Eight threads taking and giving back places at once: never more than 3 held.
+        let most = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (limit, most) = (limit.clone(), most.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        if let Some(place) = limit.enter() {
+                            let now = limit.in_flight.load(Ordering::Acquire);
+                            most.fetch_max(now, Ordering::Relaxed);
+                            drop(place);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert!(most.load(Ordering::Relaxed) <= 3);
+        assert_eq!(limit.in_flight.load(Ordering::Acquire), 0);
+        let again: Vec<Place> = (0..3).filter_map(|_| limit.enter()).collect();
+        assert_eq!(again.len(), 3);
+        assert!(limit.enter().is_none());
+    }
 
     #[test]
     fn a_client_share_is_given_back_when_its_requests_end() {
