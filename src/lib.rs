@@ -35,6 +35,7 @@ pub mod routing;
 pub mod scitokens;
 pub mod servers;
 pub mod store;
+pub mod striped;
 pub mod telemetry;
 pub mod trust;
 pub mod wire;

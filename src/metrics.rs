@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::route_class::ROUTE_CLASSES;
 pub use crate::route_class::RouteClass;
+use crate::striped::Striped;
 
 /// Outcome of a redirect request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,9 +88,14 @@ const BUCKETS_US: [u64; 16] = [
     1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
 
-/// A fixed-bucket histogram of durations: three relaxed atomic adds per observation.
+/// A fixed-bucket histogram of durations: three relaxed atomic adds per observation, to
+/// this thread's stripe.
 #[derive(Default)]
-struct Histogram {
+struct Histogram(Striped<HistogramCells>);
+
+/// One stripe of a [`Histogram`].
+#[derive(Debug, Default)]
+struct HistogramCells {
     /// Observations per bucket (not cumulative); the last one is `+Inf`.
     buckets: [AtomicU64; BUCKETS_US.len() + 1],
     sum_us: AtomicU64,
@@ -102,24 +108,30 @@ impl Histogram {
             .iter()
             .position(|&bound| micros <= bound)
             .unwrap_or(BUCKETS_US.len());
-        self.buckets[at].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(micros, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        let cells = self.0.mine();
+        cells.buckets[at].fetch_add(1, Ordering::Relaxed);
+        cells.sum_us.fetch_add(micros, Ordering::Relaxed);
+        cells.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The sum over the stripes of what `field` reads.
+    fn total(&self, field: impl Fn(&HistogramCells) -> &AtomicU64) -> u64 {
+        self.0.all().map(|c| field(c).load(Ordering::Relaxed)).sum()
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
+        for i in 0..=BUCKETS_US.len() {
+            cumulative += self.total(|c| &c.buckets[i]);
             let le = match BUCKETS_US.get(i) {
                 Some(us) => format!("{}", *us as f64 / 1e6),
                 None => "+Inf".to_string(),
             };
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
         }
-        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = self.total(|c| &c.sum_us) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let count = self.count.load(Ordering::Relaxed);
+        let count = self.total(|c| &c.count);
         let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     }
 }
@@ -169,7 +181,8 @@ pub struct Metrics {
     forwards: Family,
     offers: Family,
     syncs: AtomicU64,
-    redirects: [AtomicU64; 3],
+    /// By result; written by every redirect, so striped per thread.
+    redirects: Striped<[AtomicU64; 3]>,
     pruned: AtomicU64,
     trust_reloads: Family,
     revoked: AtomicU64,
@@ -218,7 +231,7 @@ impl Metrics {
 
     /// Counts a redirect decision.
     pub fn redirect(&self, result: RedirectResult) {
-        self.redirects[result as usize].fetch_add(1, Ordering::Relaxed);
+        self.redirects.mine()[result as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts pruned ads.
@@ -340,7 +353,11 @@ impl Metrics {
             "# HELP skein_redirects_total Client redirect requests, by result.\n# TYPE skein_redirects_total counter"
         );
         for (i, label) in REDIRECT_LABELS.iter().enumerate() {
-            let value = self.redirects[i].load(Ordering::Relaxed);
+            let value: u64 = self
+                .redirects
+                .all()
+                .map(|r| r[i].load(Ordering::Relaxed))
+                .sum();
             let _ = writeln!(out, "skein_redirects_total{{result=\"{label}\"}} {value}");
         }
         let _ = writeln!(
