@@ -57,21 +57,14 @@ impl PresenceCache {
 
     /// The cached answer for `key` and `path`, `Unknown` if none or expired.
     pub fn get(&self, key: &AdKey, path: &str) -> Presence {
-        // Asked for every candidate of every read: no hashing of the path while nothing
-        // is cached, no clock read unless an answer is there.
-        let answers = self.answers.load();
-        if answers.is_empty() {
-            return Presence::Unknown;
-        }
-        answers
-            .get(path)
-            .and_then(|row| row.iter().find(|a| &a.key == key))
-            .filter(|a| a.until > Instant::now())
-            .map_or(Presence::Unknown, |a| a.presence)
+        self.remembered(path)
+            .map_or(Presence::Unknown, |answers| answers.of(key))
     }
 
     /// The cached answers for `path` as one lookup: each candidate's is then found by
-    /// [`Remembered::of`]. `None` when nothing is cached for it.
+    /// [`Remembered::of`]. `None` when nothing is cached for it. Asked on every read:
+    /// no hashing of the path while nothing is cached, no clock read unless answers for
+    /// the path are there.
     pub fn remembered(&self, path: &str) -> Option<Remembered> {
         let answers = self.answers.load();
         if answers.is_empty() {
