@@ -82,6 +82,11 @@ impl Limit {
         }
     }
 
+    /// True while every place is taken.
+    fn is_full(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) >= self.limit
+    }
+
     /// A place, if fewer than `limit` are taken.
     fn enter(self: &Arc<Self>) -> Option<Place> {
         self.in_flight
@@ -165,14 +170,7 @@ impl Budgets {
             });
         };
         let Some(place) = self.limit(budget).enter() else {
-            return Err(Shed(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                format!(
-                    "the director is at its limit of {} requests in flight; retry shortly",
-                    budget.as_str()
-                ),
-            ));
+            return Err(Shed::overloaded(budget));
         };
         let slot = if budget == Budget::Ingest {
             match request.extensions().get::<ConnectInfo<SocketAddr>>() {
@@ -202,8 +200,36 @@ impl Budgets {
     }
 }
 
+impl Budgets {
+    /// Whether a request of `class` answered at once (in one poll, without waiting) may
+    /// run: 503 while its class is at its limit, as [`Budgets::admit`] answers. It takes
+    /// no place: it is never in flight while its thread serves another request, so it
+    /// cannot crowd the others out, and taking one would write to a counter that every
+    /// connection thread shares, twice per request.
+    pub fn admit_now(&self, class: RouteClass) -> Result<(), Shed> {
+        match class.budget() {
+            Some(budget) if self.limit(budget).is_full() => Err(Shed::overloaded(budget)),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Why a request was shed; its response is a JSON error with `Retry-After: 1`.
 pub struct Shed(StatusCode, &'static str, String);
+
+impl Shed {
+    /// 503: `budget` is at its limit.
+    fn overloaded(budget: Budget) -> Self {
+        Shed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "the director is at its limit of {} requests in flight; retry shortly",
+                budget.as_str()
+            ),
+        )
+    }
+}
 
 impl IntoResponse for Shed {
     fn into_response(self) -> Response {
@@ -250,6 +276,34 @@ mod tests {
         let again: Vec<Place> = (0..3).filter_map(|_| limit.enter()).collect();
         assert_eq!(again.len(), 3);
         assert!(limit.enter().is_none());
+    }
+
+    #[test]
+    fn an_answer_at_once_is_shed_only_while_its_class_is_full() {
+        let budgets = Budgets::new(BudgetLimits {
+            redirect: 2,
+            ingest: 2,
+            bulk: 2,
+            ingest_per_client: 2,
+        });
+        let class = RouteClass::of(&axum::http::Method::GET, "/ns/obj");
+        assert_eq!(class.budget(), Some(Budget::Redirect));
+        assert!(budgets.admit_now(class).is_ok());
+        // Answers at once take no place: any number of them leave the budget whole.
+        for _ in 0..10 {
+            assert!(budgets.admit_now(class).is_ok());
+        }
+        assert_eq!(budgets.redirect.in_flight.load(Ordering::Acquire), 0);
+        // Redirects that wait (presence checks) hold both places: the class is full.
+        let held: Vec<Place> = (0..2).filter_map(|_| budgets.redirect.enter()).collect();
+        assert_eq!(held.len(), 2);
+        let shed = budgets.admit_now(class).expect_err("shed while full");
+        assert_eq!(shed.0, StatusCode::SERVICE_UNAVAILABLE);
+        // Another class is not affected, and the place given back lets answers through.
+        let bulk = RouteClass::of(&axum::http::Method::GET, "/api/v1.0/director/ads");
+        assert!(budgets.admit_now(bulk).is_ok());
+        drop(held);
+        assert!(budgets.admit_now(class).is_ok());
     }
 
     #[test]

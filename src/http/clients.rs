@@ -19,7 +19,7 @@ use crate::paths::parse_object_path;
 use crate::probe::Ask;
 use crate::route_class::DISCOVERY;
 use crate::routing::sort::{self, Scored, SortInput, SortMethod};
-use crate::routing::{NoRoute, Purpose};
+use crate::routing::{NoRoute, Purpose, Route};
 use crate::wire::FederationDiscovery;
 
 const OBJECT_API: &str = "/api/v1.0/director/object";
@@ -124,22 +124,41 @@ pub(super) async fn unrouted(
     peer: Option<SocketAddr>,
     request: &Parts,
 ) -> Response {
+    if let Some(response) = unrouted_now(state, peer, request) {
+        return response;
+    }
+    with_cors(counted(state, redirect_for(state, peer, request).await))
+}
+
+/// [`unrouted`] when its answer needs no wait (every request but a redirect whose
+/// presence checks are due): the answer at once; `None` when it must wait.
+pub(super) fn unrouted_now(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    request: &Parts,
+) -> Option<Response> {
     let path = request.uri.path();
-    let mut response = if request.method == Method::OPTIONS {
+    let response = if request.method == Method::OPTIONS {
         ([(header::ALLOW, ALLOW)], "").into_response()
     } else if path.starts_with("/api/")
         && !path.starts_with(OBJECT_API)
         && !path.starts_with(ORIGIN_API)
     {
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_endpoint",
-            format!("{path} is not an endpoint of this director"),
-        )
-        .into_response();
+        return Some(
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_endpoint",
+                format!("{path} is not an endpoint of this director"),
+            )
+            .into_response(),
+        );
     } else {
-        redirect_or_error(state, peer, request).await
+        counted(state, redirect_now(state, peer, request)?)
     };
+    Some(with_cors(response))
+}
+
+fn with_cors(mut response: Response) -> Response {
     response.headers_mut().extend(CORS);
     response
 }
@@ -162,13 +181,9 @@ pub(super) async fn method_not_allowed(request: Request) -> Response {
     .into_response()
 }
 
-/// `GET|HEAD|PUT|DELETE|PROPFIND /<path>` and the object/origin APIs: 307 to the best server.
-async fn redirect_or_error(
-    state: &AppState,
-    peer: Option<SocketAddr>,
-    request: &Parts,
-) -> Response {
-    match redirect_for(state, peer, request).await {
+/// A redirect's answer, counted in the redirect metrics.
+fn counted(state: &AppState, answer: Result<Response, ApiError>) -> Response {
+    match answer {
         Ok(response) => {
             state.metrics.redirect(RedirectResult::Redirected);
             response
@@ -261,97 +276,169 @@ struct Explain<'a> {
     link_limit: usize,
 }
 
+/// `GET|HEAD|PUT|DELETE|PROPFIND /<path>` and the object/origin APIs: 307 to the best
+/// server, after the presence checks the route needs (the one network wait a redirect
+/// may have; bounded).
 async fn redirect_for(
     state: &AppState,
     peer: Option<SocketAddr>,
     request: &Parts,
 ) -> Result<Response, ApiError> {
-    let uri = &request.uri;
-    let (mut purpose, path) = purpose_of(&request.method, uri.path())?;
-    let (flags, query) = read_query(uri.query())?;
-    if flags.directread && matches!(purpose, Purpose::Read | Purpose::OriginRead) {
-        purpose = Purpose::DirectRead;
-    }
-    let now = state.ledger.clock().now_ms();
-    // The route holds what it needs of the view (the ads), so the view itself is only
-    // borrowed for the lookup.
-    let found = state.ledger.view_guard().route(&path, purpose, now);
-    let mut route = found.map_err(|no| match no {
-        NoRoute::NoNamespace => {
-            ApiError::not_found(format!("no server serves a namespace containing {path}"))
-        }
-        NoRoute::NotAllowed { prefix } if purpose == Purpose::DirectRead => ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "not_allowed",
-            format!("no origin for namespace {prefix} allows direct reads"),
-        ),
-        NoRoute::NotAllowed { prefix } => ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "not_allowed",
-            format!("no origin for namespace {prefix} allows {}", request.method),
-        ),
-    })?;
-    // Presence first (the one network wait a redirect may have; bounded), so the sort
-    // below sees what the checks found.
-    let ask = Ask::of(request, &path, purpose, &query);
-    state
+    let planned = Planned::of(state, request)?;
+    let checked = state
         .probes
-        .prepare(&mut route, &ask)
-        .await
-        .map_err(|_| ApiError::not_found(format!("no origin of {} holds {path}", route.prefix)))?;
-    // Affinity ignores where the client is: only an explanation needs it then.
-    let method = state.geo.sort();
-    let client = if method == SortMethod::Affinity && !flags.explain {
-        crate::geo::ClientLocation::unknown()
-    } else {
-        state.geo.locate_client(peer, &request.headers)
+        .prepare(&planned.route, &planned.ask(request))
+        .await;
+    checked.map_err(|_| planned.all_absent())?;
+    planned.answer(state, peer, request)
+}
+
+/// [`redirect_for`] when no presence check is due: the answer at once; `None` when a
+/// check is due (the caller then waits for `redirect_for`).
+fn redirect_now(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    request: &Parts,
+) -> Option<Result<Response, ApiError>> {
+    let planned = match Planned::of(state, request) {
+        Ok(planned) => planned,
+        Err(error) => return Some(Err(error)),
     };
-    let locations = state.geo.servers().load();
-    let input = SortInput {
-        method,
-        client: client.location,
-        client_addr: client.address,
-        path: &path,
-        signals: state.signals.as_ref(),
-        locations: &locations,
-        prefer_cached: flags.prefercached,
+    let verdict = state
+        .probes
+        .prepare_now(&planned.route, &planned.ask(request))?;
+    Some(match verdict {
+        Ok(()) => planned.answer(state, peer, request),
+        Err(_) => Err(planned.all_absent()),
+    })
+}
+
+/// A redirect request read and routed, before its candidates are ordered.
+struct Planned {
+    purpose: Purpose,
+    /// The object path (clean).
+    path: String,
+    flags: Flags,
+    /// The query passed on in `Location` (without the director's own flags).
+    query: String,
+    route: Route,
+}
+
+impl Planned {
+    /// Reads `request` and finds its route.
+    fn of(state: &AppState, request: &Parts) -> Result<Self, ApiError> {
+        let uri = &request.uri;
+        let (mut purpose, path) = purpose_of(&request.method, uri.path())?;
+        let (flags, query) = read_query(uri.query())?;
+        if flags.directread && matches!(purpose, Purpose::Read | Purpose::OriginRead) {
+            purpose = Purpose::DirectRead;
+        }
+        let now = state.ledger.clock().now_ms();
+        // The route holds what it needs of the view (the ads), so the view itself is only
+        // borrowed for the lookup.
+        let found = state.ledger.view_guard().route(&path, purpose, now);
+        let route = found.map_err(|no| match no {
+            NoRoute::NoNamespace => {
+                ApiError::not_found(format!("no server serves a namespace containing {path}"))
+            }
+            NoRoute::NotAllowed { prefix } if purpose == Purpose::DirectRead => ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not_allowed",
+                format!("no origin for namespace {prefix} allows direct reads"),
+            ),
+            NoRoute::NotAllowed { prefix } => ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not_allowed",
+                format!("no origin for namespace {prefix} allows {}", request.method),
+            ),
+        })?;
+        Ok(Self {
+            purpose,
+            path,
+            flags,
+            query,
+            route,
+        })
+    }
+
+    /// What the request asks, as presence checks see it.
+    fn ask<'a>(&'a self, request: &'a Parts) -> Ask<'a> {
+        Ask::of(request, &self.path, self.purpose, &self.query)
+    }
+
+    /// The answer when every origin is known to lack the object.
+    fn all_absent(&self) -> ApiError {
+        ApiError::not_found(format!(
+            "no origin of {} holds {}",
+            self.route.prefix, self.path
+        ))
+    }
+
+    /// The candidates ordered for the client, as a 307 (or the route as JSON for
+    /// `redirect=false`, or why for `explain`).
+    fn answer(
+        mut self,
+        state: &AppState,
+        peer: Option<SocketAddr>,
+        request: &Parts,
+    ) -> Result<Response, ApiError> {
         // An origin known to lack the object stays behind the ones that may hold it; the
         // sort does it, so `?explain` shows the order served.
-        object_presence: ask.object_presence(),
-    };
-    if flags.explain {
-        let candidates = sort::explain(&mut route.candidates, &input);
-        let headers = redirect::headers(&route, &path, Some(&query));
-        let body = Explain {
-            path: &path,
-            namespace: &route.prefix,
-            purpose: purpose_name(purpose),
-            client,
-            geoip_db: state.geo.db_description(),
-            sort: method,
-            flags,
-            candidates,
-            order: route.candidates.iter().map(|c| c.name()).collect(),
-            location: location_of(&headers),
-            link_limit: redirect::MAX_LINKS,
+        let object_presence = self.ask(request).object_presence();
+        let (path, query, flags) = (&self.path, &self.query, self.flags);
+        let route = &mut self.route;
+        // Affinity ignores where the client is: only an explanation needs it then.
+        let method = state.geo.sort();
+        let client = if method == SortMethod::Affinity && !flags.explain {
+            crate::geo::ClientLocation::unknown()
+        } else {
+            state.geo.locate_client(peer, &request.headers)
         };
-        return Ok((StatusCode::OK, headers, Json(body)).into_response());
-    }
-    sort::order(&mut route.candidates, &input);
-    let headers = redirect::headers(&route, &path, Some(&query));
-    if flags.no_redirect {
-        let body = RouteBody {
-            namespace: &route.prefix,
-            location: location_of(&headers),
-            servers: route.candidates.iter().map(|c| c.data_url()).collect(),
+        let locations = state.geo.servers().load();
+        let input = SortInput {
+            method,
+            client: client.location,
+            client_addr: client.address,
+            path,
+            signals: state.signals.as_ref(),
+            locations: &locations,
+            prefer_cached: flags.prefercached,
+            object_presence,
         };
-        return Ok((StatusCode::OK, headers, Json(body)).into_response());
+        if flags.explain {
+            let candidates = sort::explain(&mut route.candidates, &input);
+            let headers = redirect::headers(route, path, Some(query));
+            let body = Explain {
+                path,
+                namespace: &route.prefix,
+                purpose: purpose_name(self.purpose),
+                client,
+                geoip_db: state.geo.db_description(),
+                sort: method,
+                flags,
+                candidates,
+                order: route.candidates.iter().map(|c| c.name()).collect(),
+                location: location_of(&headers),
+                link_limit: redirect::MAX_LINKS,
+            };
+            return Ok((StatusCode::OK, headers, Json(body)).into_response());
+        }
+        sort::order(&mut route.candidates, &input);
+        let headers = redirect::headers(route, path, Some(query));
+        if flags.no_redirect {
+            let body = RouteBody {
+                namespace: &route.prefix,
+                location: location_of(&headers),
+                servers: route.candidates.iter().map(|c| c.data_url()).collect(),
+            };
+            return Ok((StatusCode::OK, headers, Json(body)).into_response());
+        }
+        // The headers become the response's own (a `(status, headers)` pair would copy
+        // them into a new map).
+        let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+        *response.headers_mut() = headers;
+        Ok(response)
     }
-    // The headers become the response's own (a `(status, headers)` pair would copy them
-    // into a new map).
-    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
-    *response.headers_mut() = headers;
-    Ok(response)
 }
 
 fn location_of(headers: &axum::http::HeaderMap) -> String {

@@ -8,6 +8,8 @@
 //! requests those are; the tests check it against every route the router declares. Both
 //! ways pass the same budgets, timing and access log ([`Observe`]), and an answer leaves
 //! with what the router would have added (`Content-Length`, no body for `HEAD`, `Server`).
+//! An object request that needs no wait (no presence check due) is answered within the
+//! call, by reference, with no future to box and nothing shared cloned.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,6 +21,7 @@ use std::task::{Context, Poll, ready};
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, Request, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
@@ -79,6 +82,44 @@ impl App {
     }
 }
 
+impl App {
+    /// The answer to `request`, by reference: what both service traits below call.
+    fn answer<B>(&self, request: Request<B>) -> AppFuture
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        if RouteClass::is_unrouted(request.method(), request.uri().path()) {
+            let head = request.method() == Method::HEAD;
+            let (parts, body) = request.into_parts();
+            // Nearly every object request is answered here, in this one call.
+            if let Some(mut response) = self.unrouted.now(&parts, Unrouted::now) {
+                finish(&mut response, head);
+                return AppFuture::Ready {
+                    response: Some(response),
+                };
+            }
+            let request = Request::from_parts(parts, body);
+            return AppFuture::Unrouted {
+                future: self.unrouted.clone().call(request),
+                head,
+            };
+        }
+        let mut request = request;
+        if let Some(peer) = self.peer {
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
+        let apart = RouteClass::of(request.method(), request.uri().path()).runs_apart();
+        let future = self.routed.clone().call(request);
+        match &self.routed_on {
+            Some(runtime) if apart => AppFuture::Elsewhere {
+                handle: AbortOnDropHandle::new(runtime.spawn(future)),
+            },
+            _ => AppFuture::Routed { future },
+        }
+    }
+}
+
 impl<B> Service<Request<B>> for App
 where
     B: HttpBody<Data = Bytes> + Send + 'static,
@@ -94,25 +135,22 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request<B>) -> AppFuture {
-        if RouteClass::is_unrouted(request.method(), request.uri().path()) {
-            let head = request.method() == Method::HEAD;
-            return AppFuture::Unrouted {
-                future: self.unrouted.call(request),
-                head,
-            };
-        }
-        if let Some(peer) = self.peer {
-            request.extensions_mut().insert(ConnectInfo(peer));
-        }
-        let apart = RouteClass::of(request.method(), request.uri().path()).runs_apart();
-        let future = self.routed.call(request);
-        match &self.routed_on {
-            Some(runtime) if apart => AppFuture::Elsewhere {
-                handle: AbortOnDropHandle::new(runtime.spawn(future)),
-            },
-            _ => AppFuture::Routed { future },
-        }
+    fn call(&mut self, request: Request<B>) -> AppFuture {
+        self.answer(request)
+    }
+}
+
+/// What the listener serves a connection with. hyper's own service trait takes the
+/// service by reference, where its adapter for a tower service clones the whole service
+/// for each request: every clone of an `App` counts references that every connection
+/// thread shares, so each request would move those counters' cache lines between cores.
+impl hyper::service::Service<Request<hyper::body::Incoming>> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = AppFuture;
+
+    fn call(&self, request: Request<hyper::body::Incoming>) -> AppFuture {
+        self.answer(request)
     }
 }
 
@@ -120,7 +158,9 @@ pin_project_lite::pin_project! {
     /// The response of [`App`].
     #[project = AppFutureProj]
     pub enum AppFuture {
-        /// From the object handler.
+        /// From the object handler, answered at once.
+        Ready { response: Option<Response> },
+        /// From the object handler, after a wait.
         Unrouted {
             #[pin]
             future: Observed<UnroutedFuture>,
@@ -145,6 +185,9 @@ impl Future for AppFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
+            AppFutureProj::Ready { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_default()))
+            }
             AppFutureProj::Unrouted { future, head } => {
                 let Ok(mut response) = ready!(future.poll(cx));
                 finish(&mut response, *head);
@@ -188,6 +231,24 @@ pub struct Unrouted {
 /// The object handler's answer (it may wait for presence checks).
 pub type UnroutedFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
+impl Unrouted {
+    /// The answer to `request` if it needs no wait (see [`clients::unrouted_now`]).
+    fn now(&self, request: &Parts) -> Option<Response> {
+        clients::unrouted_now(&self.state, self.peer_of(request), request)
+    }
+
+    /// The connection's peer: the listener's, else what the request carries (a router
+    /// served by axum's `into_make_service_with_connect_info`, or a test).
+    fn peer_of(&self, request: &Parts) -> Option<SocketAddr> {
+        self.peer.or_else(|| {
+            request
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0)
+        })
+    }
+}
+
 impl<B> Service<Request<B>> for Unrouted {
     type Response = Response;
     type Error = Infallible;
@@ -198,15 +259,10 @@ impl<B> Service<Request<B>> for Unrouted {
     }
 
     fn call(&mut self, request: Request<B>) -> UnroutedFuture {
-        let peer = self.peer.or_else(|| {
-            request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0)
-        });
-        let state = self.state.clone();
         // The object handler reads no body.
         let (parts, _body) = request.into_parts();
+        let peer = self.peer_of(&parts);
+        let state = self.state.clone();
         Box::pin(async move { Ok(clients::unrouted(&state, peer, &parts).await) })
     }
 }

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -605,7 +604,7 @@ where
         http1 = builders.http1(activity);
         &http1
     };
-    let conn = builder.serve_connection(io, TowerToHyperService::new(shared.app.for_peer(peer)));
+    let conn = builder.serve_connection(io, shared.app.for_peer(peer));
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

@@ -130,7 +130,7 @@ impl Probes {
     /// most one round of `HEAD`s, each within `presence.timeout`). `Err` when every origin
     /// lacks the object. The route is left in its order: the sort that follows weighs
     /// health and presence (`SortInput::object_presence`).
-    pub async fn prepare(&self, route: &mut Route, ask: &Ask<'_>) -> Result<(), AllAbsent> {
+    pub async fn prepare(&self, route: &Route, ask: &Ask<'_>) -> Result<(), AllAbsent> {
         let servers = presence::to_check(self.presence.config(), route, ask);
         if !servers.is_empty() {
             // Never wait for room: past the limit, route on what is already known.
@@ -151,6 +151,19 @@ impl Probes {
                 }
             }
         }
+        self.verdict(route, ask)
+    }
+
+    /// [`Probes::prepare`] when it has nothing to ask: what it would answer, at once;
+    /// `None` when a presence check is due (the caller then waits for `prepare`).
+    pub fn prepare_now(&self, route: &Route, ask: &Ask<'_>) -> Option<Result<(), AllAbsent>> {
+        presence::to_check(self.presence.config(), route, ask)
+            .is_empty()
+            .then(|| self.verdict(route, ask))
+    }
+
+    /// `Err` when every origin of `route` is known to lack the object.
+    fn verdict(&self, route: &Route, ask: &Ask<'_>) -> Result<(), AllAbsent> {
         if presence::all_absent(route, self, presence_counts(ask), ask.purpose) {
             Err(AllAbsent)
         } else {
