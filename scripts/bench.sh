@@ -121,6 +121,17 @@ wait "$SKEIN_PID" || true
 kill "${PIDS[-1]}" 2>/dev/null || true
 echo "{\"bench\": \"serve_rss\", \"rss_mib\": $RSS_SERVE}" >> "$RESULTS"
 
+# --- (a) the same requests in process: the handler's CPU alone ---------------------------
+# No sockets, no HTTP parsing, one thread: what the director's own code costs per
+# redirect, against the CPU it takes per redirect under wrk (kernel, hyper, the handler).
+for fed in "8 20" "1000 10000"; do
+  set -- $fed
+  log "(a) handler in process: $1 servers / $2 namespaces"
+  "$BENCH" handler --servers "$1" --namespaces "$2" --data-dir "$WORK/handler-$1" \
+    2> "$WORK/handler.err" | python3 -c "import json,sys; r=json.load(sys.stdin); r['servers']=$1; print(json.dumps(r))" \
+    | tee -a "$RESULTS" >&2
+done
+
 # --- (b)+(f) convergence and forwards --------------------------------------------------
 for n in 3 5 7; do
   log "(b) convergence with $n directors, $CONV_ADS ads"
@@ -215,6 +226,8 @@ rows = [
  ("(a) redirect throughput vs nginx", f"{sk_rps:,.0f} req/s vs {ng_rps:,.0f} req/s = **{sk_rps/ng_rps:.2f}x**", ">= 0.9x", ok(sk_rps >= 0.9 * ng_rps)),
  ("(a) redirect p50 / p99", f"p50 {sk_p50:.2f} ms (nginx {ng_p50:.2f}); p99 {sk_p99:.2f} ms vs nginx {ng_p99:.2f} ms = **{sk_p99/ng_p99:.2f}x**", "p99 <= 1.5x nginx", ok(sk_p99 <= 1.5 * ng_p99)),
 ]
+for r in by("handler"):
+    rows.append((f"(a) handler in process, {r['servers']:,} servers", f"**{r['ns_per_request']/1000:.2f} µs** per redirect ({r['requests']:,} requests, one thread, no sockets; {r['answered_at_once']:,} answered at once)", "-", "-"))
 for n in (3, 5, 7):
     if n in conv:
         c = conv[n]

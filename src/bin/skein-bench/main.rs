@@ -52,6 +52,19 @@ enum Command {
         #[arg(long)]
         geo: bool,
     },
+    /// CPU per object request through the director's HTTP service, in process (no
+    /// sockets, no HTTP parsing): the federation of `serve --geo`, random object paths
+    /// and client networks.
+    Handler {
+        #[arg(long, default_value_t = 1000)]
+        servers: usize,
+        #[arg(long, default_value_t = 10_000)]
+        namespaces: usize,
+        #[arg(long, default_value_t = 400_000)]
+        requests: usize,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Convergence latency and forwards per ad version for a cluster on loopback.
     Convergence {
         #[arg(long, default_value_t = 5)]
@@ -143,6 +156,12 @@ fn main() -> Result<()> {
             data_dir,
             geo,
         } => runtime.block_on(serve(servers, namespaces, &paths, &data_dir, geo)),
+        Command::Handler {
+            servers,
+            namespaces,
+            requests,
+            data_dir,
+        } => runtime.block_on(handler(servers, namespaces, requests, &data_dir)),
         Command::Convergence {
             directors,
             ads,
@@ -322,6 +341,35 @@ async fn serve(
     data_dir: &Path,
     geo: bool,
 ) -> Result<()> {
+    let (handle, accepted) = bench_director(servers, namespaces, data_dir, geo).await?;
+    let mut out = std::fs::File::create(paths)?;
+    for i in 0..namespaces {
+        writeln!(out, "{}", skein::fixtures::namespace_path(i))?;
+    }
+    println!(
+        "{}",
+        json!({"ready": handle.url(), "ads": accepted, "rss_mib": rss_mib()})
+    );
+    std::io::stdout().flush()?;
+    // Run until stdin closes (the script holds it open).
+    tokio::task::spawn_blocking(|| {
+        let stdin = std::io::stdin();
+        for _ in stdin.lock().lines() {}
+    })
+    .await?;
+    println!("{}", json!({"rss_mib_after": rss_mib()}));
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// The director of `serve` (with `geo`: a GeoIP database, every server located,
+/// `adaptive`), with every ad of its federation accepted; and how many.
+async fn bench_director(
+    servers: usize,
+    namespaces: usize,
+    data_dir: &Path,
+    geo: bool,
+) -> Result<(DirectorHandle, usize)> {
     let fed = federation(servers, namespaces);
     let trust = federation_trust(&fed, &["bench-director".to_string()]);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -340,23 +388,77 @@ async fn serve(
     if accepted != fed.len() {
         bail!("only {accepted} of {} ads accepted", fed.len());
     }
-    let mut out = std::fs::File::create(paths)?;
-    for i in 0..namespaces {
-        writeln!(out, "{}", skein::fixtures::namespace_path(i))?;
+    Ok((handle, accepted))
+}
+
+async fn handler(
+    servers: usize,
+    namespaces: usize,
+    requests: usize,
+    data_dir: &Path,
+) -> Result<()> {
+    use tower::Service;
+    let (handle, _) = bench_director(servers, namespaces, data_dir, true).await?;
+    let limits = skein::http::HttpLimits {
+        max_body: 1 << 20,
+        request_timeout: Duration::from_secs(30),
+        budgets: skein::http::BudgetLimits {
+            redirect: 1024,
+            ingest: 256,
+            bulk: 32,
+            ingest_per_client: 64,
+        },
+    };
+    let peer: std::net::SocketAddr = "127.0.0.1:40000".parse()?;
+    let mut app = skein::http::router(handle.state().clone(), limits).for_peer(peer);
+    // The requests are made first: their making is not the handler's time.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let made: Vec<axum::http::Request<axum::body::Body>> = (0..requests)
+        .map(|_| {
+            let ns = skein::fixtures::namespace_path(next() as usize % namespaces);
+            let client = skein::fixtures::bench_client(next() as usize);
+            axum::http::Request::get(format!("{ns}/run{}/file.dat", next() % 100))
+                .header("x-forwarded-for", client.to_string())
+                .body(axum::body::Body::empty())
+                .map_err(anyhow::Error::from)
+        })
+        .collect::<Result<_>>()?;
+    let (mut at_once, mut redirected, mut spent) = (0usize, 0usize, Duration::ZERO);
+    for request in made {
+        let began = Instant::now();
+        let mut future = std::pin::pin!(app.call(request));
+        let response = match futures::poll!(future.as_mut()) {
+            std::task::Poll::Ready(answer) => {
+                at_once += 1;
+                answer
+            }
+            std::task::Poll::Pending => future.await,
+        };
+        spent += began.elapsed();
+        let response = response.map_err(|never| match never {})?;
+        if response.status() == axum::http::StatusCode::TEMPORARY_REDIRECT {
+            redirected += 1;
+        }
+    }
+    handle.shutdown().await;
+    if redirected != requests {
+        bail!("{redirected} of {requests} requests were redirected");
     }
     println!(
         "{}",
-        json!({"ready": handle.url(), "ads": accepted, "rss_mib": rss_mib()})
+        json!({
+            "bench": "handler",
+            "requests": requests,
+            "answered_at_once": at_once,
+            "ns_per_request": spent.as_nanos() as f64 / requests as f64,
+        })
     );
-    std::io::stdout().flush()?;
-    // Run until stdin closes (the script holds it open).
-    tokio::task::spawn_blocking(|| {
-        let stdin = std::io::stdin();
-        for _ in stdin.lock().lines() {}
-    })
-    .await?;
-    println!("{}", json!({"rss_mib_after": rss_mib()}));
-    handle.shutdown().await;
     Ok(())
 }
 
