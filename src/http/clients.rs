@@ -124,9 +124,18 @@ pub(super) async fn unrouted(
     peer: Option<SocketAddr>,
     request: &Parts,
 ) -> Response {
-    if let Some(response) = unrouted_now(state, peer, request) {
-        return response;
+    match unrouted_now(state, peer, request) {
+        Some(response) => response,
+        None => redirect_after_checks(state, peer, request).await,
     }
+}
+
+/// A redirect whose presence checks are due (what [`unrouted_now`] left), after them.
+pub(super) async fn redirect_after_checks(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    request: &Parts,
+) -> Response {
     with_cors(counted(state, redirect_for(state, peer, request).await))
 }
 

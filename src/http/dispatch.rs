@@ -221,7 +221,8 @@ fn finish(response: &mut Response, head: bool) {
         .insert(header::SERVER, HeaderValue::from_static(SERVER_HEADER));
 }
 
-/// The object handler as a service: answers a request for no route of the router.
+/// The object handler: answers a request for no route of the router at once
+/// ([`Unrouted::now`]), or, called as a service, a redirect after its presence checks.
 #[derive(Clone)]
 pub struct Unrouted {
     state: Arc<AppState>,
@@ -263,7 +264,8 @@ impl<B> Service<Request<B>> for Unrouted {
         let (parts, _body) = request.into_parts();
         let peer = self.peer_of(&parts);
         let state = self.state.clone();
-        Box::pin(async move { Ok(clients::unrouted(&state, peer, &parts).await) })
+        // A call comes after `Unrouted::now` found a presence check due (see `App`).
+        Box::pin(async move { Ok(clients::redirect_after_checks(&state, peer, &parts).await) })
     }
 }
 
