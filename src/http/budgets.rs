@@ -198,9 +198,7 @@ impl Budgets {
             _slot: slot,
         })
     }
-}
 
-impl Budgets {
     /// Whether a request of `class` answered at once (in one poll, without waiting) may
     /// run: 503 while its class is at its limit, as [`Budgets::admit`] answers. It takes
     /// no place: it is never in flight while its thread serves another request, so it
