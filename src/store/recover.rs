@@ -2,6 +2,7 @@
 //! replaced by a fresh store holding the ads that survived.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::{LoadedAds, Store, StoreError, classify, lock, open_db};
 use crate::ad::StoredAd;
@@ -21,6 +22,46 @@ fn catching_panics<T>(
         Err(StoreError::Damaged {
             path: dir.to_path_buf(),
             message,
+        })
+    })
+}
+
+/// How long reading a whole store may take before it counts as damage: sled can loop
+/// for ever over some damaged pages (seen in the `damaged` fault scenario: a log cut in
+/// half, a thread spinning in `Tree::view_for_key`). A sound store reads at hundreds of
+/// MB/s (100,000 ads in 160 ms), so this allows 25 times slower than that, and 10 s more.
+fn read_deadline(dir: &Path) -> Duration {
+    let bytes = std::fs::metadata(dir.join("db")).map_or(0, |m| m.len());
+    Duration::from_secs(10) + Duration::from_secs_f64(bytes as f64 / 10e6)
+}
+
+/// Runs `read` (a whole read of the store in `dir`) on a thread of its own, and gives up
+/// after `deadline`: that is damage. sled cannot be interrupted, so a read that loops
+/// keeps its thread (and a core) until the process ends, and an ERROR says so.
+fn within_deadline<T: Send + 'static>(
+    dir: &Path,
+    deadline: Duration,
+    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let (done, result) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("store-read".into())
+        .spawn(move || {
+            let _ = done.send(read());
+        });
+    if let Err(e) = spawned {
+        return Err(StoreError::Database {
+            path: dir.to_path_buf(),
+            message: format!("cannot start a thread to read the store: {e}"),
+        });
+    }
+    result.recv_timeout(deadline).unwrap_or_else(|_| {
+        tracing::error!(path = %dir.display(), deadline = ?deadline, "reading the store did not finish in time; it counts as damaged, and the thread reading it keeps a core busy until the director restarts");
+        Err(StoreError::Damaged {
+            path: dir.to_path_buf(),
+            message: format!(
+                "reading the whole store did not finish within {deadline:?} (sled loops over a damaged page)"
+            ),
         })
     })
 }
@@ -91,12 +132,15 @@ impl Store {
         // sled reads pages lazily: a log cut short can open cleanly and fail later, on
         // the first read of a page that was lost. Every entry is read once here, so that
         // damage is found (and moved aside) now rather than stopping the start.
-        let opened = || {
-            let store = Self::open(dir)?;
-            store.read_every_entry()?;
-            Ok(store)
+        let owned = dir.to_path_buf();
+        let opened = move || {
+            catching_panics(&owned, || {
+                let store = Self::open(&owned)?;
+                store.read_every_entry()?;
+                Ok(store)
+            })
         };
-        match catching_panics(dir, opened) {
+        match within_deadline(dir, read_deadline(dir), opened) {
             Ok(store) => Ok((store, None)),
             // Only damage is moved aside: an I/O error (a full disk, or another process
             // holding the lock on this directory) must never cost a sound store.
@@ -208,18 +252,32 @@ fn salvage(dir: &Path) -> Vec<StoredAd> {
     }
 }
 
-/// The sound ads of the sled database in `dir`, read as a load reads them.
+/// The sound ads of the sled database in `dir`, read as a load reads them. A read that
+/// runs past its deadline (sled looping over a damaged page) keeps what it read by then.
 fn read_ads(dir: &Path) -> Result<Vec<StoredAd>, StoreError> {
-    catching_panics(dir, || {
-        let db = open_db(dir).map_err(|e| classify(dir, e))?;
-        let ads = db.open_tree("ads").map_err(|e| classify(dir, e))?;
-        Ok(ads
-            .iter()
-            .filter_map(|entry| entry.ok())
-            // The same reading as a load's (`StoredAd::encode`'s envelopes, every format).
-            .filter_map(|(_, value)| StoredAd::decode(&value).ok())
-            .collect::<Vec<_>>())
-    })
+    let read = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (owned, sink) = (dir.to_path_buf(), read.clone());
+    let finished = within_deadline(dir, read_deadline(dir), move || {
+        catching_panics(&owned, || {
+            let db = open_db(&owned).map_err(|e| classify(&owned, e))?;
+            let ads = db.open_tree("ads").map_err(|e| classify(&owned, e))?;
+            let sound = ads
+                .iter()
+                .filter_map(|entry| entry.ok())
+                // The same reading as a load's (`StoredAd::encode`'s envelopes, every format).
+                .filter_map(|(_, value)| StoredAd::decode(&value).ok());
+            for ad in sound {
+                lock(&sink).push(ad);
+            }
+            Ok(())
+        })
+    });
+    let ads = std::mem::take(&mut *lock(&read));
+    match finished {
+        Ok(()) => Ok(ads),
+        Err(error) if ads.is_empty() => Err(error),
+        Err(_) => Ok(ads),
+    }
 }
 
 /// Copies sled's log (`db`, and the `blobs` directory if there is one) from `dir` into a
@@ -241,4 +299,46 @@ fn copy_log(dir: &Path, copy: &Path) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_past_its_deadline_is_damage_and_a_timely_one_is_not() {
+        let dir = Path::new("/nonexistent/store");
+        let quick = within_deadline(dir, Duration::from_secs(5), || Ok(7));
+        assert_eq!(quick.unwrap(), 7);
+        // A read that never ends, as sled's over some damaged pages.
+        let began = std::time::Instant::now();
+        let endless = within_deadline(dir, Duration::from_millis(200), || -> Result<(), _> {
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        match endless {
+            Err(StoreError::Damaged { message, .. }) => {
+                assert!(message.contains("did not finish"), "{message}")
+            }
+            other => panic!("not damage: {other:?}"),
+        }
+        assert!(began.elapsed() < Duration::from_secs(5));
+        // A read's own error comes back as it was.
+        let failed = within_deadline(dir, Duration::from_secs(5), || -> Result<(), _> {
+            Err(StoreError::Database {
+                path: dir.to_path_buf(),
+                message: "locked".into(),
+            })
+        });
+        assert!(matches!(failed, Err(StoreError::Database { .. })));
+    }
+
+    #[test]
+    fn the_deadline_grows_with_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_deadline(dir.path()), Duration::from_secs(10));
+        std::fs::write(dir.path().join("db"), vec![0u8; 1_000_000]).unwrap();
+        assert_eq!(read_deadline(dir.path()), Duration::from_millis(10_100));
+    }
 }
