@@ -2,10 +2,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use serde::Serialize;
 
 use super::{Coord, Geo};
+
+/// The header a trusted proxy names the client in (a constant name: looking a header up
+/// by a string parses the string on every request).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Where the client's address came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -92,7 +96,7 @@ impl Geo {
         }
         // Several X-Forwarded-For headers are one list, in order; walk it from the right.
         let hops = headers
-            .get_all("x-forwarded-for")
+            .get_all(X_FORWARDED_FOR)
             .iter()
             .rev()
             .filter_map(|v| v.to_str().ok())

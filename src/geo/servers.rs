@@ -18,6 +18,7 @@ use crate::ad::ServerKind;
 use crate::coord::Point;
 use crate::ledger::Ledger;
 use crate::routing::View;
+use crate::routing::slots::{Slot, slot_of};
 
 /// How long one DNS resolution may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -64,11 +65,61 @@ impl ServerLocation {
     }
 }
 
-/// Server name -> location, published whole; the redirect path reads it lock-free, once
-/// per candidate. Hashed with FxHash, as SipHash cost more than the rest of the lookup:
-/// the keys are names of servers in the view (or in this director's config), so a client
-/// never shapes the map.
-pub type LocationMap = HashMap<String, ServerLocation, rustc_hash::FxBuildHasher>;
+/// Server name -> location, published whole. The redirect path reads it lock-free, once
+/// per candidate, by the candidate's server slot (an array index, where a name would be
+/// hashed and compared); everything else reads it by name.
+#[derive(Debug, Clone, Default)]
+pub struct LocationMap {
+    /// Hashed with FxHash: the keys are names of servers in the view (or in this
+    /// director's config), so a client never shapes the map.
+    by_name: HashMap<String, ServerLocation, rustc_hash::FxBuildHasher>,
+    /// The same locations by the slot of each kind of server of the name.
+    by_slot: Vec<Option<ServerLocation>>,
+}
+
+impl LocationMap {
+    /// Places the server(s) called `name`.
+    pub fn insert(&mut self, name: String, location: ServerLocation) {
+        for kind in [ServerKind::Origin, ServerKind::Cache] {
+            let slot = slot_of(kind, &name) as usize;
+            if slot >= self.by_slot.len() {
+                self.by_slot.resize(slot + 1, None);
+            }
+            self.by_slot[slot] = Some(location);
+        }
+        self.by_name.insert(name, location);
+    }
+
+    /// Where the server(s) called `name` are.
+    pub fn get(&self, name: &str) -> Option<&ServerLocation> {
+        self.by_name.get(name)
+    }
+
+    /// Where the server in `slot` is.
+    pub fn at_slot(&self, slot: Slot) -> Option<&ServerLocation> {
+        self.by_slot.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    /// Servers placed.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// True if no server is placed.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+impl FromIterator<(String, ServerLocation)> for LocationMap {
+    fn from_iter<I: IntoIterator<Item = (String, ServerLocation)>>(places: I) -> Self {
+        let mut map = Self::default();
+        for (name, location) in places {
+            map.insert(name, location);
+        }
+        map
+    }
+}
 
 /// The current server locations.
 pub struct ServerLocations {
@@ -134,7 +185,16 @@ type DnsCache = HashMap<String, (Vec<IpAddr>, Instant)>;
 /// server is placed by its first ad, not at the worker's next pass), then the address
 /// location the worker found.
 pub fn location_of(map: &LocationMap, ad: &crate::ad::Ad) -> Option<ServerLocation> {
-    let found = map.get(&ad.name).copied();
+    placed(map.get(&ad.name).copied(), ad)
+}
+
+/// [`location_of`] the server of `ad`, whose slot is `slot` (the redirect path's way).
+pub fn location_at(map: &LocationMap, slot: Slot, ad: &crate::ad::Ad) -> Option<ServerLocation> {
+    placed(map.at_slot(slot).copied(), ad)
+}
+
+/// [`location_of`] given what the map holds for the server (`found`).
+fn placed(found: Option<ServerLocation>, ad: &crate::ad::Ad) -> Option<ServerLocation> {
     if let Some(configured) = found.filter(|l| l.located_by == ServerLocatedBy::Config) {
         return Some(configured);
     }

@@ -237,22 +237,32 @@ async fn server_locations_come_from_config_then_the_host_address() {
     let view = View::from_ads(ads);
     let mut dns = std::collections::HashMap::new();
     let map = servers::compute(&g, &view, &mut dns, std::time::Duration::from_secs(60)).await;
-    assert_eq!(map["fixed"].location, coord(1.0, 2.0));
-    assert_eq!(map["fixed"].located_by, ServerLocatedBy::Config);
-    assert_eq!(map["declared"].location, coord(52.37, 4.9));
-    assert_eq!(map["declared"].located_by, ServerLocatedBy::Ad);
+    assert_eq!(map.get("fixed").unwrap().location, coord(1.0, 2.0));
     assert_eq!(
-        serde_json::to_value(map["declared"]).unwrap(),
+        map.get("fixed").unwrap().located_by,
+        ServerLocatedBy::Config
+    );
+    assert_eq!(map.get("declared").unwrap().location, coord(52.37, 4.9));
+    assert_eq!(map.get("declared").unwrap().located_by, ServerLocatedBy::Ad);
+    assert_eq!(
+        serde_json::to_value(*map.get("declared").unwrap()).unwrap(),
         serde_json::json!({ "lat": 52.37, "lon": 4.9, "located_by": "ad" })
     );
-    assert_eq!(map["by-ip"].location, coord(51.51, -0.13));
+    assert_eq!(map.get("by-ip").unwrap().location, coord(51.51, -0.13));
     assert_eq!(
-        serde_json::to_value(map["by-ip"]).unwrap(),
+        serde_json::to_value(*map.get("by-ip").unwrap()).unwrap(),
         serde_json::json!({ "lat": 51.51, "lon": -0.13, "located_by": "address", "address": "81.2.69.1" })
     );
-    assert_eq!(map["by-ipv6"].location, coord(37.39, -122.08));
-    assert!(!map.contains_key("loopback"));
-    assert!(!map.contains_key("by-name"), "localhost is not public");
+    assert_eq!(map.get("by-ipv6").unwrap().location, coord(37.39, -122.08));
+    assert!(map.get("loopback").is_none());
+    assert!(map.get("by-name").is_none(), "localhost is not public");
+    // The redirect path reads the same places by server slot, for either kind of server.
+    for name in ["fixed", "declared", "by-ip", "by-ipv6", "loopback"] {
+        for kind in [ServerKind::Origin, ServerKind::Cache] {
+            let slot = crate::routing::slots::slot_of(kind, name);
+            assert_eq!(map.at_slot(slot), map.get(name), "{name} ({kind})");
+        }
+    }
     assert!(
         dns.contains_key("localhost"),
         "names are resolved and cached"

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use crate::ad::{AdKey, ServerKind};
 use crate::clock::UnixMillis;
 use crate::routing::signals::ServerHealth;
+use crate::routing::slots::{BySlot, Slot, slot_of_key};
 
 /// Weight of the newest probe in the success EWMA.
 pub const EWMA_WEIGHT: f64 = 0.3;
@@ -142,7 +143,22 @@ pub type Table = imbl::HashMap<AdKey, Arc<Status>, rustc_hash::FxBuildHasher>;
 /// The published table: one writer (the scheduler), any number of lock-free readers.
 #[derive(Debug, Default)]
 pub struct Board {
-    table: ArcSwap<Table>,
+    table: ArcSwap<Published>,
+}
+
+/// One publication of the board: the statuses, and the health routing reads by server
+/// slot (a redirect indexes an array per candidate instead of hashing its name).
+#[derive(Debug, Default)]
+pub struct Published {
+    statuses: Arc<Table>,
+    health: BySlot<ServerHealth>,
+}
+
+impl Published {
+    /// The health of the server in `slot`, if it was probed.
+    pub fn health(&self, slot: Slot) -> Option<ServerHealth> {
+        self.health.get(slot).copied()
+    }
 }
 
 /// Servers up and down of one kind.
@@ -157,17 +173,17 @@ pub struct Counts {
 impl Board {
     /// The current table.
     pub fn snapshot(&self) -> Arc<Table> {
-        self.table.load_full()
+        self.table.load().statuses.clone()
     }
 
-    /// The current table, for several lookups in a row (one redirect's candidates).
-    pub fn current(&self) -> arc_swap::Guard<Arc<Table>> {
+    /// The current publication, for several lookups in a row (one redirect's candidates).
+    pub fn current(&self) -> arc_swap::Guard<Arc<Published>> {
         self.table.load()
     }
 
     /// `key`'s health, if it was probed.
     pub fn health(&self, key: &AdKey) -> Option<ServerHealth> {
-        self.table.load().get(key).map(|s| s.health)
+        self.table.load().statuses.get(key).map(|s| s.health)
     }
 
     /// Records a probe of `key`. In a director the scheduler is the only writer (a
@@ -180,7 +196,8 @@ impl Board {
         now: UnixMillis,
         threshold: u32,
     ) -> Arc<Status> {
-        let mut table = Table::clone(&self.table.load());
+        let current = self.table.load();
+        let mut table = Table::clone(&current.statuses);
         let status = Arc::new(Status::next(
             table.get(key).map(|s| s.as_ref()),
             outcome,
@@ -189,7 +206,12 @@ impl Board {
             threshold,
         ));
         table.insert(key.clone(), status.clone());
-        self.table.store(Arc::new(table));
+        let mut health = current.health.clone();
+        health.set(slot_of_key(key), Some(status.health));
+        self.table.store(Arc::new(Published {
+            statuses: Arc::new(table),
+            health,
+        }));
         status
     }
 
@@ -198,16 +220,22 @@ impl Board {
         if keys.is_empty() {
             return;
         }
-        let mut table = Table::clone(&self.table.load());
+        let current = self.table.load();
+        let mut table = Table::clone(&current.statuses);
+        let mut health = current.health.clone();
         for key in keys {
             table.remove(key);
+            health.set(slot_of_key(key), None);
         }
-        self.table.store(Arc::new(table));
+        self.table.store(Arc::new(Published {
+            statuses: Arc::new(table),
+            health,
+        }));
     }
 
     /// Up and down counts for `kind`.
     pub fn counts(&self, kind: ServerKind) -> Counts {
-        let table = self.table.load();
+        let table = self.snapshot();
         let mut counts = Counts::default();
         for (_, status) in table.iter().filter(|(k, _)| k.kind == kind) {
             if status.health.up {
@@ -250,8 +278,15 @@ mod tests {
         assert_eq!(s.failures, 0);
         assert_eq!(s.last_error.as_deref(), Some("no answer"));
         assert_eq!(board.health(&key()).map(|h| h.checked_at), Some(4));
+        let slot = slot_of_key(&key());
+        assert_eq!(
+            board.current().health(slot),
+            board.health(&key()),
+            "by slot too"
+        );
         board.forget(&[key()]);
         assert_eq!(board.health(&key()), None);
+        assert_eq!(board.current().health(slot), None, "forgotten by slot too");
     }
 
     #[test]

@@ -235,10 +235,11 @@ impl Signals for Probes {
         let presence = path.and_then(|path| self.presence.remembered(path));
         let mut key = KeyBuf::default();
         out.extend(candidates.iter().map(|c| {
-            let key = key.of(c.kind, c.name());
             Seen {
-                health: health.get(key).map(|s| s.health),
-                presence: presence.as_ref().map_or(Presence::Unknown, |p| p.of(key)),
+                health: health.health(c.slot()),
+                presence: presence
+                    .as_ref()
+                    .map_or(Presence::Unknown, |p| p.of(key.of(c.kind, c.name()))),
             }
         }));
     }

@@ -6,6 +6,7 @@
 
 mod rank;
 pub mod signals;
+pub mod slots;
 pub mod sort;
 
 use std::collections::HashSet;
@@ -18,6 +19,7 @@ use crate::ad::StoredAd;
 use crate::ad::{AdKey, AdStatus, Capabilities, NamespaceAd, ServerKind};
 use crate::clock::UnixMillis;
 use crate::paths::{depth, prefixes_longest_first};
+use slots::Slot;
 
 pub use rank::{FNV_OFFSET, rank_by, score, stable_hash};
 
@@ -44,6 +46,11 @@ pub struct Candidate {
     pub ad: Arc<StoredAd>,
     /// The server's rendezvous seed ([`rank::name_seed`] of its name).
     seed: u64,
+    /// Its rendezvous score for the path its route was found for, worked out once by the
+    /// route (hashing a path costs a pass over it per server): `None` when made alone.
+    affinity: Option<u64>,
+    /// The server's slot: where its health and location are read.
+    slot: Slot,
 }
 
 impl Candidate {
@@ -52,13 +59,26 @@ impl Candidate {
         Self {
             kind: ad.ad.kind,
             seed: rank::name_seed(&ad.ad.name),
+            affinity: None,
+            slot: slots::slot_of(ad.ad.kind, &ad.ad.name),
             ad,
         }
+    }
+
+    /// The server's slot ([`slots`]).
+    pub fn slot(&self) -> Slot {
+        self.slot
     }
 
     /// The rendezvous score of this server for `object` ([`score`] of its name).
     pub fn score(&self, object: &str) -> u64 {
         rank::score_from(self.seed, object)
+    }
+
+    /// [`Candidate::score`] for the path this candidate's route was found for, where
+    /// `path` is that path: the route's own score when it kept one.
+    pub fn affinity(&self, path: &str) -> u64 {
+        self.affinity.unwrap_or_else(|| self.score(path))
     }
 
     /// Server name.
@@ -154,13 +174,16 @@ struct Indexed {
     caps: Capabilities,
     /// The server's rendezvous seed ([`rank::name_seed`]).
     seed: u64,
+    /// The server's slot ([`slots`]).
+    slot: Slot,
 }
 
 impl Indexed {
-    /// The `index`-th namespace of `ad`, if it has one.
-    fn new(ad: Arc<StoredAd>, index: usize) -> Option<Self> {
+    /// The `index`-th namespace of `ad` (whose server has `slot`), if it has one.
+    fn new(ad: Arc<StoredAd>, index: usize, slot: Slot) -> Option<Self> {
         let caps = ad.ad.namespaces.get(index)?.caps;
         Some(Self {
+            slot,
             index,
             kind: ad.ad.kind,
             serving_until: if ad.ad.status == AdStatus::Ok {
@@ -260,10 +283,11 @@ impl View {
         if !indexed {
             return;
         }
+        let slot = slots::slot_of_key(&key);
         for (index, ns) in stored.ad.namespaces.iter().enumerate() {
             let path: &str = &ns.path;
             self.deepest_prefix = self.deepest_prefix.max(depth(path));
-            let Some(entry) = Indexed::new(stored.clone(), index) else {
+            let Some(entry) = Indexed::new(stored.clone(), index, slot) else {
                 continue;
             };
             match self.by_prefix.get_mut(path) {
@@ -408,9 +432,9 @@ impl View {
         purpose: Purpose,
         now: UnixMillis,
     ) -> Built {
-        // Each candidate with its run (caches 0, origins 1) and rendezvous score, so the
-        // ranking hashes each name once rather than once per comparison.
-        let mut ranked: Vec<(u8, u64, Candidate)> = Vec::with_capacity(servers.len());
+        // Each candidate keeps its rendezvous score, so the ranking hashes the path once
+        // per server rather than once per comparison (and the sort after it not again).
+        let mut candidates: Vec<Candidate> = Vec::with_capacity(servers.len());
         let mut namespace_from: Option<&Indexed> = None;
         let mut collections_from: Option<&Arc<StoredAd>> = None;
         let mut any_live = false;
@@ -433,19 +457,23 @@ impl View {
             } else if namespace_from.is_none() {
                 namespace_from = Some(server);
             }
-            let run = match (purpose, kind) {
-                (Purpose::Read, ServerKind::Cache) => 0,
-                (Purpose::Read | Purpose::OriginRead, ServerKind::Origin) => 1,
-                (Purpose::DirectRead, ServerKind::Origin) if caps.direct_reads => 1,
-                (Purpose::Write, ServerKind::Origin) if caps.writes => 1,
-                _ => continue,
+            let wanted = match (purpose, kind) {
+                (Purpose::Read, ServerKind::Cache) => true,
+                (Purpose::Read | Purpose::OriginRead, ServerKind::Origin) => true,
+                (Purpose::DirectRead, ServerKind::Origin) => caps.direct_reads,
+                (Purpose::Write, ServerKind::Origin) => caps.writes,
+                _ => false,
             };
-            let candidate = Candidate {
+            if !wanted {
+                continue;
+            }
+            candidates.push(Candidate {
                 kind,
                 ad: Arc::clone(&server.ad),
                 seed: server.seed,
-            };
-            ranked.push((run, candidate.score(path), candidate));
+                affinity: Some(rank::score_from(server.seed, path)),
+                slot: server.slot,
+            });
         }
         if !any_live {
             return Built::NoneLive;
@@ -453,16 +481,19 @@ impl View {
         let Some(namespace_from) = namespace_from else {
             return Built::NoneLive;
         };
-        if ranked.is_empty() {
+        if candidates.is_empty() {
             return Built::Refused;
         }
-        // Best first within a run: highest score, ties by name (descending).
-        ranked.sort_unstable_by(|(run_a, score_a, a), (run_b, score_b, b)| {
-            run_a
-                .cmp(run_b)
-                .then_with(|| (score_b, b.name()).cmp(&(score_a, a.name())))
+        // Caches first, then origins; best first within each: highest score, ties by name
+        // (descending). The name is read only for a tie: it lives in the ad, elsewhere in
+        // memory.
+        let is_origin = |c: &Candidate| c.kind != ServerKind::Cache;
+        candidates.sort_unstable_by(|a, b| {
+            is_origin(a)
+                .cmp(&is_origin(b))
+                .then_with(|| b.affinity.cmp(&a.affinity))
+                .then_with(|| b.name().cmp(a.name()))
         });
-        let candidates = ranked.into_iter().map(|(_, _, c)| c).collect();
         match Route::new(
             Arc::clone(prefix),
             Arc::clone(&namespace_from.ad),

@@ -86,7 +86,7 @@ impl Default for KeyBuf {
     fn default() -> Self {
         Self(AdKey {
             kind: ServerKind::Cache,
-            name: String::with_capacity(64),
+            name: String::new(),
         })
     }
 }

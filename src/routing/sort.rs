@@ -88,7 +88,7 @@ pub struct SortInput<'a> {
     pub client: Option<Coord>,
     /// The client's address (seeds `random`).
     pub client_addr: Option<IpAddr>,
-    /// The object path (clean).
+    /// The object path (clean): the path the candidates' route was found for.
     pub path: &'a str,
     /// Health and presence.
     pub signals: &'a dyn Signals,
@@ -232,7 +232,7 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) ->
         .map(|(c, Seen { health, presence })| {
             let up = health.is_none_or(|h| h.up);
             let location = if located || explaining {
-                crate::geo::servers::location_of(input.locations, &c.ad.ad)
+                crate::geo::servers::location_at(input.locations, c.slot(), &c.ad.ad)
             } else {
                 None
             };
@@ -242,7 +242,7 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) ->
             };
             let affinity = match &seeded {
                 Some(seed) => c.score(seed),
-                None => c.score(input.path),
+                None => c.affinity(input.path),
             };
             let group = u8::from(c.kind != ServerKind::Cache);
             let not_present =
