@@ -200,7 +200,9 @@ fn median(values: &mut [f64]) -> Option<f64> {
 
 fn bucket_of(km: f64) -> u64 {
     // Saturating float-to-int cast: NaN -> 0, huge -> u64::MAX.
-    (km / BUCKET_KM).floor() as u64
+    // Truncation is the floor here: a negative or NaN distance saturates to 0 either way
+    // (and `floor` is a library call on the baseline x86-64 target).
+    (km / BUCKET_KM) as u64
 }
 
 fn presence_name(p: Presence) -> &'static str {
