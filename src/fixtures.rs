@@ -192,7 +192,9 @@ pub fn bench_routing_toml(servers: &[FederationServer], db: &std::path::Path) ->
 }
 
 /// A routing candidate for `name` of `kind`, backed by a fixture ad (tests of ordering).
-pub fn candidate(name: &str, kind: ServerKind) -> crate::routing::Candidate {
+/// A candidate borrows its ad from a view; a fixture's ad is leaked to live as long as
+/// the test.
+pub fn candidate(name: &str, kind: ServerKind) -> crate::routing::Candidate<'static> {
     candidate_at(name, kind, None)
 }
 
@@ -201,30 +203,34 @@ pub fn candidate_at(
     name: &str,
     kind: ServerKind,
     data_url: Option<&str>,
-) -> crate::routing::Candidate {
+) -> crate::routing::Candidate<'static> {
     let now = 1_700_000_000_000;
     let mut unsigned = ad(name, kind, &["/ns"], now - 10, 1);
     if let Some(url) = data_url {
         unsigned.data_url = url.to_string();
     }
     let signed = unsigned.sign(&key_for(name));
-    let stored = std::sync::Arc::new(crate::ad::StoredAd::new(signed, now - 5, 900_000));
-    crate::routing::Candidate::new(stored)
+    crate::routing::Candidate::new(leaked(crate::ad::StoredAd::new(signed, now - 5, 900_000)))
 }
 
 /// A route for `/ns` through `candidates`, whose namespace is `namespace` (tests of
-/// ordering and presence).
+/// ordering and presence; its namespace's ad is leaked, as [`candidate`]'s).
 pub fn route_in(
     namespace: NamespaceAd,
-    candidates: Vec<crate::routing::Candidate>,
-) -> crate::routing::Route {
+    candidates: Vec<crate::routing::Candidate<'static>>,
+) -> crate::routing::Route<'static> {
     let now = 1_700_000_000_000;
     let mut holder = ad("ns-holder", ServerKind::Origin, &[], now - 10, 1);
     holder.namespaces = vec![namespace];
     let signed = holder.sign(&key_for("ns-holder"));
-    let stored = std::sync::Arc::new(crate::ad::StoredAd::new(signed, now - 5, 900_000));
-    crate::routing::Route::new("/ns".into(), stored, 0, candidates, None)
+    let stored = leaked(crate::ad::StoredAd::new(signed, now - 5, 900_000));
+    crate::routing::Route::new("/ns", stored, 0, candidates, None)
         .expect("the holder's only namespace")
+}
+
+/// `stored`, living to the end of the process (fixtures of borrowed routes).
+pub fn leaked(stored: crate::ad::StoredAd) -> &'static crate::ad::StoredAd {
+    Box::leak(Box::new(stored))
 }
 
 /// A WLCG-style access token signed ES256 by `key` (with its `kid`): `iss`, `aud`,

@@ -19,7 +19,7 @@ use crate::paths::parse_object_path;
 use crate::probe::Ask;
 use crate::route_class::DISCOVERY;
 use crate::routing::sort::{self, Scored, SortInput, SortMethod};
-use crate::routing::{NoRoute, Purpose, Route};
+use crate::routing::{NoRoute, Purpose, Route, View};
 use crate::wire::FederationDiscovery;
 
 const OBJECT_API: &str = "/api/v1.0/director/object";
@@ -293,7 +293,10 @@ async fn redirect_for(
     peer: Option<SocketAddr>,
     request: &Parts,
 ) -> Result<Response, ApiError> {
-    let planned = Planned::of(state, request)?;
+    // The route borrows from the view, held whole across the checks (a guard is not to be
+    // held across an `.await`).
+    let view = state.ledger.view();
+    let planned = Planned::of(state, &view, request)?;
     let checked = state
         .probes
         .prepare(&planned.route, &planned.ask(request))
@@ -309,7 +312,8 @@ fn redirect_now(
     peer: Option<SocketAddr>,
     request: &Parts,
 ) -> Option<Result<Response, ApiError>> {
-    let planned = match Planned::of(state, request) {
+    let view = state.ledger.view_guard();
+    let planned = match Planned::of(state, &view, request) {
         Ok(planned) => planned,
         Err(error) => return Some(Err(error)),
     };
@@ -322,20 +326,21 @@ fn redirect_now(
     })
 }
 
-/// A redirect request read and routed, before its candidates are ordered.
-struct Planned {
+/// A redirect request read and routed, before its candidates are ordered; its route
+/// borrows from the view.
+struct Planned<'v> {
     purpose: Purpose,
     /// The object path (clean).
     path: String,
     flags: Flags,
     /// The query passed on in `Location` (without the director's own flags).
     query: String,
-    route: Route,
+    route: Route<'v>,
 }
 
-impl Planned {
-    /// Reads `request` and finds its route.
-    fn of(state: &AppState, request: &Parts) -> Result<Self, ApiError> {
+impl<'v> Planned<'v> {
+    /// Reads `request` and finds its route in `view`.
+    fn of(state: &AppState, view: &'v View, request: &Parts) -> Result<Self, ApiError> {
         let uri = &request.uri;
         let (mut purpose, path) = purpose_of(&request.method, uri.path())?;
         let (flags, query) = read_query(uri.query())?;
@@ -343,9 +348,7 @@ impl Planned {
             purpose = Purpose::DirectRead;
         }
         let now = state.ledger.clock().now_ms();
-        // The route holds what it needs of the view (the ads), so the view itself is only
-        // borrowed for the lookup.
-        let found = state.ledger.view_guard().route(&path, purpose, now);
+        let found = view.route(&path, purpose, now);
         let route = found.map_err(|no| match no {
             NoRoute::NoNamespace => {
                 ApiError::not_found(format!("no server serves a namespace containing {path}"))
@@ -419,7 +422,7 @@ impl Planned {
             let headers = redirect::headers(route, path, Some(query));
             let body = Explain {
                 path,
-                namespace: &route.prefix,
+                namespace: route.prefix,
                 purpose: purpose_name(self.purpose),
                 client,
                 geoip_db: state.geo.db_description(),
@@ -436,7 +439,7 @@ impl Planned {
         let headers = redirect::headers(route, path, Some(query));
         if flags.no_redirect {
             let body = RouteBody {
-                namespace: &route.prefix,
+                namespace: route.prefix,
                 location: location_of(&headers),
                 servers: route.candidates.iter().map(|c| c.data_url()).collect(),
             };

@@ -19,7 +19,7 @@ pub fn headers(route: &Route, path: &str, query: Option<&str>) -> HeaderMap {
     let encoded = encoded_path(path);
     let query = query.filter(|q| !q.is_empty());
     let ns = route.namespace();
-    let prefix = encoded_path(&route.prefix);
+    let prefix = encoded_path(route.prefix);
     let collections = route.collections_url().filter(|_| ns.caps.listings);
     let shown = route.candidates.iter().take(MAX_LINKS);
     let issuers = ns.issuers.iter().filter(|i| !i.issuer_url.is_empty());
@@ -54,7 +54,7 @@ pub fn headers(route: &Route, path: &str, query: Option<&str>) -> HeaderMap {
         }
         values.end(header::LOCATION);
     }
-    let depth = depth(&route.prefix);
+    let depth = depth(route.prefix);
     for (i, c) in shown.enumerate() {
         let link = &mut values.text;
         if i > 0 {

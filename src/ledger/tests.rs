@@ -130,8 +130,8 @@ async fn reopen_restores_the_view() {
         l.ingest(signed(4, START - 1)).await.unwrap();
     }
     let l = ledger(dir.path(), ManualClock::new(START));
-    let route = l
-        .view()
+    let view = l.view();
+    let route = view
         .route("/ns/file", crate::routing::Purpose::Read, START)
         .unwrap();
     assert_eq!(route.candidates[0].name(), "origin-1");

@@ -130,7 +130,7 @@ impl Probes {
     /// most one round of `HEAD`s, each within `presence.timeout`). `Err` when every origin
     /// lacks the object. The route is left in its order: the sort that follows weighs
     /// health and presence (`SortInput::object_presence`).
-    pub async fn prepare(&self, route: &Route, ask: &Ask<'_>) -> Result<(), AllAbsent> {
+    pub async fn prepare(&self, route: &Route<'_>, ask: &Ask<'_>) -> Result<(), AllAbsent> {
         let servers = presence::to_check(self.presence.config(), route, ask);
         if !servers.is_empty() {
             // Never wait for room: past the limit, route on what is already known.

@@ -230,7 +230,11 @@ fn key_of(c: &Candidate) -> AdKey {
 }
 
 /// The servers of `route` to ask for `ask`, best first, at most `fan_out` of each kind.
-pub fn to_check<'r>(config: &PresenceConfig, route: &'r Route, ask: &Ask) -> Vec<&'r Candidate> {
+pub fn to_check<'r, 'v>(
+    config: &PresenceConfig,
+    route: &'r Route<'v>,
+    ask: &Ask,
+) -> Vec<&'r Candidate<'v>> {
     if !config.enabled || !ask.is_object_read || ask.purpose == Purpose::Write {
         return Vec::new();
     }
@@ -256,7 +260,7 @@ pub fn to_check<'r>(config: &PresenceConfig, route: &'r Route, ask: &Ask) -> Vec
 pub async fn check(
     prober: &HttpProber,
     cache: &PresenceCache,
-    servers: &[&Candidate],
+    servers: &[&Candidate<'_>],
     ask: &Ask<'_>,
 ) -> Vec<(AdKey, Presence)> {
     let stale: Vec<&Candidate> = servers
@@ -384,11 +388,11 @@ mod tests {
         }
     }
 
-    fn candidate(kind: ServerKind, name: &str) -> Candidate {
+    fn candidate(kind: ServerKind, name: &str) -> Candidate<'static> {
         fixtures::candidate(name, kind)
     }
 
-    fn route(candidates: &[(ServerKind, &str)]) -> Route {
+    fn route(candidates: &[(ServerKind, &str)]) -> Route<'static> {
         fixtures::route_in(
             fixtures::public_namespace("/ns"),
             candidates.iter().map(|(k, n)| candidate(*k, n)).collect(),
@@ -523,7 +527,7 @@ mod tests {
         assert_eq!(cache.len(), 2);
     }
 
-    fn names(picked: Vec<&Candidate>) -> Vec<&str> {
+    fn names<'v>(picked: Vec<&Candidate<'v>>) -> Vec<&'v str> {
         picked.iter().map(|c| c.name()).collect()
     }
 
@@ -609,7 +613,7 @@ mod tests {
         }
     }
 
-    fn order_of(r: &Route) -> Vec<&str> {
+    fn order_of<'v>(r: &Route<'v>) -> Vec<&'v str> {
         r.candidates.iter().map(|c| c.name()).collect()
     }
 

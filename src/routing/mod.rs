@@ -36,14 +36,16 @@ pub enum Purpose {
     Write,
 }
 
-/// One server a client may be sent to: the ad held for it, shared with the view (a
-/// redirect copies no string of it).
+/// One server a client may be sent to: the ad held for it, borrowed from the view for
+/// as long as the redirect holds the view (a redirect copies no string of it, and
+/// touches no reference count: two connection threads counting the same ads up and down
+/// would pass those counts' cache lines back and forth).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
+pub struct Candidate<'v> {
     /// Origin or cache.
     pub kind: ServerKind,
     /// The ad held for it (name, data URL, generation, key).
-    pub ad: Arc<StoredAd>,
+    pub ad: &'v StoredAd,
     /// The server's rendezvous seed ([`rank::name_seed`] of its name).
     seed: u64,
     /// Its rendezvous score for the path its route was found for, worked out once by the
@@ -53,9 +55,9 @@ pub struct Candidate {
     slot: Slot,
 }
 
-impl Candidate {
+impl<'v> Candidate<'v> {
     /// The candidate for the server of `ad`.
-    pub fn new(ad: Arc<StoredAd>) -> Self {
+    pub fn new(ad: &'v StoredAd) -> Self {
         Self {
             kind: ad.ad.kind,
             seed: rank::name_seed(&ad.ad.name),
@@ -82,41 +84,41 @@ impl Candidate {
     }
 
     /// Server name.
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &'v str {
         &self.ad.ad.name
     }
 
     /// Base URL objects are fetched from.
-    pub fn data_url(&self) -> &str {
+    pub fn data_url(&self) -> &'v str {
         &self.ad.ad.data_url
     }
 }
 
-/// Where a path goes. It shares what it needs with the view (the prefix, the ads), so
-/// a redirect copies no string of them.
+/// Where a path goes. It borrows what it needs from the view (the prefix, the ads), so
+/// a redirect copies no string of them and counts no reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
+pub struct Route<'v> {
     /// The longest advertised namespace prefix containing the path.
-    pub prefix: Arc<str>,
+    pub prefix: &'v str,
     /// The ad whose copy of the namespace is followed (an origin's preferred), and the
     /// index of that namespace in it.
-    namespace_from: (Arc<StoredAd>, usize),
+    namespace_from: (&'v StoredAd, usize),
     /// Servers in rank order, best first.
-    pub candidates: Vec<Candidate>,
+    pub candidates: Vec<Candidate<'v>>,
     /// An origin for the namespace that allows listings (for `collections-url`).
-    collections_from: Option<Arc<StoredAd>>,
+    collections_from: Option<&'v StoredAd>,
 }
 
-impl Route {
+impl<'v> Route<'v> {
     /// A route for `prefix` following the `index`-th namespace of `namespace_ad`, with
     /// `collections_from`'s data URL as its collections URL; `None` if `namespace_ad` has
     /// no such namespace.
     pub fn new(
-        prefix: Arc<str>,
-        namespace_ad: Arc<StoredAd>,
+        prefix: &'v str,
+        namespace_ad: &'v StoredAd,
         index: usize,
-        candidates: Vec<Candidate>,
-        collections_from: Option<Arc<StoredAd>>,
+        candidates: Vec<Candidate<'v>>,
+        collections_from: Option<&'v StoredAd>,
     ) -> Option<Self> {
         (index < namespace_ad.ad.namespaces.len()).then_some(Self {
             prefix,
@@ -127,17 +129,15 @@ impl Route {
     }
 
     /// The namespace as advertised (capabilities, issuers), origin's copy preferred.
-    pub fn namespace(&self) -> &NamespaceAd {
-        let (ad, index) = &self.namespace_from;
+    pub fn namespace(&self) -> &'v NamespaceAd {
+        let (ad, index) = self.namespace_from;
         // `new` checked the index, and the ad is immutable.
-        &ad.ad.namespaces[*index]
+        &ad.ad.namespaces[index]
     }
 
     /// The data URL of an origin for the namespace that allows listings.
-    pub fn collections_url(&self) -> Option<&str> {
-        self.collections_from
-            .as_ref()
-            .map(|a| a.ad.data_url.as_str())
+    pub fn collections_url(&self) -> Option<&'v str> {
+        self.collections_from.map(|a| a.ad.data_url.as_str())
     }
 }
 
@@ -397,7 +397,12 @@ impl View {
     }
 
     /// Decides where `path` (clean, absolute) goes for `purpose` at time `now`.
-    pub fn route(&self, path: &str, purpose: Purpose, now: UnixMillis) -> Result<Route, NoRoute> {
+    pub fn route(
+        &self,
+        path: &str,
+        purpose: Purpose,
+        now: UnixMillis,
+    ) -> Result<Route<'_>, NoRoute> {
         let mut refused_prefix = None;
         // Longest first, so the deeper ones come first; `depth` counts components as
         // `prefixes_longest_first` takes them off.
@@ -424,19 +429,19 @@ impl View {
     /// candidates of the kinds asked, each kind ranked in its own run (caches first), the
     /// namespace as an origin advertises it (the first by name; else the first server's
     /// copy) and the collections URL.
-    fn build_route(
-        &self,
-        prefix: &Arc<str>,
-        servers: &[Indexed],
+    fn build_route<'v>(
+        &'v self,
+        prefix: &'v str,
+        servers: &'v [Indexed],
         path: &str,
         purpose: Purpose,
         now: UnixMillis,
-    ) -> Built {
+    ) -> Built<'v> {
         // Each candidate keeps its rendezvous score, so the ranking hashes the path once
         // per server rather than once per comparison (and the sort after it not again).
-        let mut candidates: Vec<Candidate> = Vec::with_capacity(servers.len());
+        let mut candidates: Vec<Candidate<'v>> = Vec::with_capacity(servers.len());
         let mut namespace_from: Option<&Indexed> = None;
-        let mut collections_from: Option<&Arc<StoredAd>> = None;
+        let mut collections_from: Option<&StoredAd> = None;
         let mut any_live = false;
         for server in servers {
             if !server.is_serving(now) || self.held_back(&server.ad.ad.name, now) {
@@ -452,7 +457,7 @@ impl View {
                 if caps.listings
                     && collections_from.is_none_or(|c| server.ad.ad.data_url < c.ad.data_url)
                 {
-                    collections_from = Some(&server.ad);
+                    collections_from = Some(&*server.ad);
                 }
             } else if namespace_from.is_none() {
                 namespace_from = Some(server);
@@ -469,7 +474,7 @@ impl View {
             }
             candidates.push(Candidate {
                 kind,
-                ad: Arc::clone(&server.ad),
+                ad: &server.ad,
                 seed: server.seed,
                 affinity: Some(rank::score_from(server.seed, path)),
                 slot: server.slot,
@@ -495,11 +500,11 @@ impl View {
                 .then_with(|| b.name().cmp(a.name()))
         });
         match Route::new(
-            Arc::clone(prefix),
-            Arc::clone(&namespace_from.ad),
+            prefix,
+            &namespace_from.ad,
             namespace_from.index,
             candidates,
-            collections_from.cloned(),
+            collections_from,
         ) {
             Some(route) => Built::Route(route),
             None => Built::NoneLive,
@@ -508,9 +513,9 @@ impl View {
 }
 
 /// What one prefix's servers give a request.
-enum Built {
+enum Built<'v> {
     /// A route.
-    Route(Route),
+    Route(Route<'v>),
     /// Live servers, but none does what was asked.
     Refused,
     /// No live server.

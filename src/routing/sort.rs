@@ -293,8 +293,11 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) ->
 
 /// The candidates (taken out of `candidates`) in order, each with the index of its entry.
 /// Only the small keys and the candidates move while sorting, not the entries.
-fn sorted(candidates: &mut Vec<Candidate>, entries: &[Entry]) -> Vec<(Key, Candidate, usize)> {
-    let mut keyed: Vec<(Key, Candidate, usize)> = candidates
+fn sorted<'v>(
+    candidates: &mut Vec<Candidate<'v>>,
+    entries: &[Entry],
+) -> Vec<(Key, Candidate<'v>, usize)> {
+    let mut keyed: Vec<(Key, Candidate<'v>, usize)> = candidates
         .drain(..)
         .zip(entries)
         .enumerate()

@@ -23,7 +23,7 @@ fn caches_first_then_origin_longest_prefix() {
     let route = view
         .route("/ligo/frames/x.gwf", Purpose::Read, NOW)
         .unwrap();
-    assert_eq!(&*route.prefix, "/ligo/frames");
+    assert_eq!(route.prefix, "/ligo/frames");
     let kinds: Vec<_> = route.candidates.iter().map(|c| c.kind).collect();
     assert_eq!(
         kinds,
@@ -32,7 +32,7 @@ fn caches_first_then_origin_longest_prefix() {
     assert_eq!(route.candidates[2].name(), "origin-2");
 
     let other = view.route("/ligo/other", Purpose::Read, NOW).unwrap();
-    assert_eq!(&*other.prefix, "/ligo");
+    assert_eq!(other.prefix, "/ligo");
     assert_eq!(other.candidates[0].name(), "origin-1");
 
     let origin = view
@@ -118,20 +118,20 @@ fn same_object_same_cache() {
 fn deep_paths_find_shallow_and_newly_deeper_prefixes() {
     let shallow = View::default().with_ad(stored("origin-1", ServerKind::Origin, &["/a"]));
     let route = shallow.route("/a/b/c/d/e.dat", Purpose::Read, NOW).unwrap();
-    assert_eq!(&*route.prefix, "/a");
+    assert_eq!(route.prefix, "/a");
     let deeper = shallow.with_ad(stored("origin-2", ServerKind::Origin, &["/a/b/c"]));
     let route = deeper.route("/a/b/c/d/e.dat", Purpose::Read, NOW).unwrap();
-    assert_eq!(&*route.prefix, "/a/b/c");
+    assert_eq!(route.prefix, "/a/b/c");
     // Gone again: the shallower one serves.
     let key = AdKey {
         kind: ServerKind::Origin,
         name: "origin-2".into(),
     };
-    let route = deeper
-        .without(&key)
+    let shallower = deeper.without(&key);
+    let route = shallower
         .route("/a/b/c/d/e.dat", Purpose::Read, NOW)
         .unwrap();
-    assert_eq!(&*route.prefix, "/a");
+    assert_eq!(route.prefix, "/a");
 }
 
 #[test]

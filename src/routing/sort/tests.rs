@@ -2,7 +2,6 @@
 //! great-circle distances (mean Earth radius 6371 km), not by the code under test.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use super::*;
 use crate::ad::{AdKey, ServerKind};
@@ -34,7 +33,7 @@ const BY_HAND: [&str; 6] = [
     "mcmurdo",
 ];
 
-fn candidate(name: &str, kind: ServerKind) -> Candidate {
+fn candidate(name: &str, kind: ServerKind) -> Candidate<'static> {
     fixtures::candidate(name, kind)
 }
 
@@ -117,7 +116,7 @@ fn from_madison(
     method: SortMethod,
     signals: &dyn Signals,
     locations: &LocationMap,
-) -> Vec<Candidate> {
+) -> Vec<Candidate<'static>> {
     let mut c = caches(names);
     order(
         &mut c,
@@ -126,11 +125,11 @@ fn from_madison(
     c
 }
 
-fn names(c: &[Candidate]) -> Vec<&str> {
+fn names<'v>(c: &[Candidate<'v>]) -> Vec<&'v str> {
     c.iter().map(|c| c.name()).collect()
 }
 
-fn caches(names: &[&str]) -> Vec<Candidate> {
+fn caches(names: &[&str]) -> Vec<Candidate<'static>> {
     names
         .iter()
         .map(|n| candidate(n, ServerKind::Cache))
@@ -353,9 +352,9 @@ fn ten_thousand_servers_sort_without_trouble() {
     let mut c: Vec<Candidate> = names_owned
         .iter()
         .map(|n| {
-            let mut stored = (*template.ad).clone();
+            let mut stored = template.ad.clone();
             stored.ad.name = n.clone();
-            Candidate::new(Arc::new(stored))
+            Candidate::new(fixtures::leaked(stored))
         })
         .collect();
     let explained = explain(
