@@ -1,9 +1,11 @@
 //! The in-memory view of the federation and the redirect decision.
 //!
-//! [`View`] is an immutable snapshot built from persistent maps: an update clones it in
-//! O(1) and changes it in O(log n), then publishes the new snapshot atomically. Readers
+//! [`View`] is an immutable snapshot built from persistent maps and copy-on-write shards
+//! (the prefix index): an update clones it in O(1), changes it in O(log n) plus a copy
+//! of each prefix shard it touches, then publishes the new snapshot atomically. Readers
 //! (every redirect) load the current snapshot without taking any lock.
 
+mod prefixes;
 mod rank;
 pub mod signals;
 pub mod slots;
@@ -13,12 +15,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use imbl::HashMap;
-use rustc_hash::FxBuildHasher;
 
 use crate::ad::StoredAd;
 use crate::ad::{AdKey, AdStatus, Capabilities, NamespaceAd, ServerKind};
 use crate::clock::UnixMillis;
 use crate::paths::{depth, prefixes_longest_first};
+use prefixes::PrefixIndex;
 use slots::Slot;
 
 pub use rank::{FNV_OFFSET, rank_by, score, stable_hash};
@@ -207,10 +209,8 @@ impl Indexed {
 #[derive(Debug, Clone, Default)]
 pub struct View {
     ads: HashMap<AdKey, Arc<StoredAd>>,
-    /// Hashed with FxHash: a redirect looks up each prefix of its path, and SipHash cost
-    /// more than the rest of the lookup. The keys are namespaces that trusted servers
-    /// signed, so a client's path can probe the map but never shape it.
-    by_prefix: HashMap<Arc<str>, Servers, FxBuildHasher>,
+    /// Each namespace prefix and its servers: a redirect looks up each prefix of its path.
+    by_prefix: PrefixIndex<Servers>,
     /// Servers that federation records (downtime, ban) are about, with how many records
     /// each: a redirect only looks the records up for a candidate listed here.
     record_names: HashMap<Arc<str>, u8>,
