@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::http::{HeaderMap, HeaderName};
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::{Coord, Geo};
@@ -75,10 +76,13 @@ impl Geo {
         let Some(peer) = peer.map(|p| p.ip().to_canonical()) else {
             return ClientLocation::unknown();
         };
-        let (address, address_from) = if !self.has_trusted_proxies() {
+        // The trusted proxies are read once for the whole walk.
+        let tables = self.tables.load();
+        let trusted = tables.trusted_proxies.as_slice();
+        let (address, address_from) = if trusted.is_empty() {
             (peer, AddrSource::Socket)
         } else {
-            self.forwarded_client(peer, headers)
+            forwarded_client(trusted, peer, headers)
         };
         let (location, located_by) = self.locate_ip(address);
         ClientLocation {
@@ -88,31 +92,35 @@ impl Geo {
             located_by,
         }
     }
+}
 
-    fn forwarded_client(&self, peer: IpAddr, headers: &HeaderMap) -> (IpAddr, AddrSource) {
-        let mut client = (peer, AddrSource::Socket);
-        if !self.is_trusted_proxy(peer) {
-            return client;
-        }
-        // Several X-Forwarded-For headers are one list, in order; walk it from the right.
-        let hops = headers
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .rev()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.rsplit(','))
-            .map(str::trim);
-        for hop in hops {
-            let Some(ip) = parse_hop(hop) else {
-                break;
-            };
-            client = (ip, AddrSource::TrustedXff);
-            if !self.is_trusted_proxy(ip) {
-                break;
-            }
-        }
-        client
+/// The client of a request from `peer` (canonical), walking `X-Forwarded-For` from the
+/// right while the hop it came from is one of the `trusted` proxies.
+fn forwarded_client(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> (IpAddr, AddrSource) {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(&ip));
+    let mut client = (peer, AddrSource::Socket);
+    if !is_trusted(peer) {
+        return client;
     }
+    // Several X-Forwarded-For headers are one list, in order; walk it from the right.
+    let hops = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .rev()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.rsplit(','))
+        .map(str::trim);
+    for hop in hops {
+        // Canonical, as the peer is, so a mapped IPv4 hop matches an IPv4 proxy network.
+        let Some(ip) = parse_hop(hop) else {
+            break;
+        };
+        client = (ip, AddrSource::TrustedXff);
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
 }
 
 /// One `X-Forwarded-For` entry: an address, optionally `[v6]`, `v4:port` or `[v6]:port`.

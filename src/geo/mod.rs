@@ -316,11 +316,6 @@ impl Geo {
             .iter()
             .any(|n| n.contains(&ip))
     }
-
-    /// True if some proxy is trusted.
-    pub fn has_trusted_proxies(&self) -> bool {
-        !self.tables.load().trusted_proxies.is_empty()
-    }
 }
 
 /// Builds the locator from `[routing]`: reads the database (a missing or malformed file
