@@ -450,6 +450,17 @@ fn slow_post(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// True if the director has answered (or closed) a [`slow_post`] connection, without
+/// waiting for it.
+fn was_answered(stream: &mut TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let answered =
+        !matches!(stream.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).unwrap();
+    answered
+}
+
 /// Sends `bytes` and waits: true if the director closes the connection.
 fn is_cut(addr: SocketAddr, bytes: &[u8]) -> bool {
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -487,6 +498,18 @@ async fn health_until(d: &DirectorHandle, status: u16) -> reqwest::Response {
 /// Polls an ingest-class request (an empty forward batch, harmless when admitted) until it
 /// answers `status`.
 async fn ingest_until(d: &DirectorHandle, status: u16) -> reqwest::Response {
+    ingest_until_held(d, &mut [], || unreachable!("no holder to replace"), status).await
+}
+
+/// [`ingest_until`] while `holders` hold ingest places. A probe can reach the director
+/// before a holder's head does (on a loaded machine), and that holder is then the one
+/// refused: every holder answered meanwhile is replaced with a new one from `open`.
+async fn ingest_until_held(
+    d: &DirectorHandle,
+    holders: &mut [TcpStream],
+    open: impl Fn() -> TcpStream,
+    status: u16,
+) -> reqwest::Response {
     let client = reqwest::Client::new();
     let started = Instant::now();
     loop {
@@ -498,6 +521,11 @@ async fn ingest_until(d: &DirectorHandle, status: u16) -> reqwest::Response {
             .unwrap();
         if response.status().as_u16() == status {
             return response;
+        }
+        for holder in holders.iter_mut() {
+            if was_answered(holder) {
+                *holder = open();
+            }
         }
         assert!(
             started.elapsed() < DEADLINE,
@@ -520,9 +548,8 @@ async fn each_route_class_sheds_with_503_on_its_own_budget() {
     assert_eq!(register(&d, &ad).await.status, 200);
     let addr = d.addr();
     // Hold the only ingest slot: a registration whose body never finishes.
-    let holder = std::thread::spawn(move || slow_post(addr));
-    let holder = holder.join().unwrap();
-    let shed = ingest_until(&d, 503).await;
+    let mut holder = [slow_post(addr)];
+    let shed = ingest_until_held(&d, &mut holder, || slow_post(addr), 503).await;
     assert_eq!(shed.headers()["retry-after"], "1");
     let body: Value = shed.json().await.unwrap();
     assert_eq!(body["error"], "overloaded");
@@ -549,11 +576,11 @@ async fn one_client_gets_only_its_share_of_ingest() {
     )
     .await;
     let addr = d.addr();
-    let holders =
+    let mut holders =
         tokio::task::spawn_blocking(move || (0..3).map(|_| slow_post(addr)).collect::<Vec<_>>())
             .await
             .unwrap();
-    let refused = ingest_until(&d, 429).await;
+    let refused = ingest_until_held(&d, &mut holders, || slow_post(addr), 429).await;
     assert_eq!(refused.headers()["retry-after"], "1");
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "too_many_requests");
@@ -897,16 +924,21 @@ async fn shutdown_stops_accepting_drains_in_flight_requests_and_keeps_their_ads(
     let (first, rest) = body.split_at(body.len() / 2);
     let (first, rest) = (first.to_vec(), rest.to_vec());
     // A registration in flight: headers and half the body sent.
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let head = format!(
-        "POST /api/v1.0/director/registerOrigin HTTP/1.1\r\nHost: x\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(&first).unwrap();
-    ingest_until(&d, 503).await;
+    let open = || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let head = format!(
+            "POST /api/v1.0/director/registerOrigin HTTP/1.1\r\nHost: x\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&first).unwrap();
+        stream
+    };
+    let mut held = [open()];
+    ingest_until_held(&d, &mut held, open, 503).await;
+    let [mut stream] = held;
     let stopping = tokio::spawn(d.shutdown());
     // New connections are refused once the listener is closed.
     let started = Instant::now();
