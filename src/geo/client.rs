@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::{Coord, Geo};
+use super::{Coord, Geo, is_trusted};
 
 /// The header a trusted proxy names the client in (a constant name: looking a header up
 /// by a string parses the string on every request).
@@ -97,9 +97,8 @@ impl Geo {
 /// The client of a request from `peer` (canonical), walking `X-Forwarded-For` from the
 /// right while the hop it came from is one of the `trusted` proxies.
 fn forwarded_client(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> (IpAddr, AddrSource) {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(&ip));
     let mut client = (peer, AddrSource::Socket);
-    if !is_trusted(peer) {
+    if !is_trusted(trusted, peer) {
         return client;
     }
     // Several X-Forwarded-For headers are one list, in order; walk it from the right.
@@ -116,7 +115,7 @@ fn forwarded_client(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> (Ip
             break;
         };
         client = (ip, AddrSource::TrustedXff);
-        if !is_trusted(ip) {
+        if !is_trusted(trusted, ip) {
             break;
         }
     }

@@ -309,13 +309,13 @@ impl Geo {
 
     /// True if `ip` is one of the configured trusted proxies.
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.tables
-            .load()
-            .trusted_proxies
-            .iter()
-            .any(|n| n.contains(&ip))
+        is_trusted(&self.tables.load().trusted_proxies, ip.to_canonical())
     }
+}
+
+/// True if `ip` (canonical) is in one of the `trusted` proxy networks.
+fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
+    trusted.iter().any(|n| n.contains(&ip))
 }
 
 /// Builds the locator from `[routing]`: reads the database (a missing or malformed file
