@@ -51,6 +51,10 @@ pub fn parse_object_path(raw: &str) -> Result<String, PathError> {
     if raw.len() > MAX_PATH_LEN * 3 {
         return Err(PathError::TooLong);
     }
+    // Without a `%` there is nothing to decode, and `raw` is already UTF-8.
+    if !raw.as_bytes().contains(&b'%') {
+        return clean_decoded(raw);
+    }
     let decoded = percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| PathError::BadEncoding)?;
@@ -59,6 +63,14 @@ pub fn parse_object_path(raw: &str) -> Result<String, PathError> {
 
 /// Checks an already-decoded path; returns it with duplicate slashes folded.
 fn clean_decoded(decoded: &str) -> Result<String, PathError> {
+    if is_clean_ascii(decoded) {
+        return Ok(decoded.to_owned());
+    }
+    clean_by_segments(decoded)
+}
+
+/// [`clean_decoded`] for any path: segment by segment.
+fn clean_by_segments(decoded: &str) -> Result<String, PathError> {
     if !decoded.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -95,7 +107,78 @@ pub fn encode_path(path: &str) -> String {
 
 /// [`encode_path`] without a copy when nothing needs escaping (the usual object path).
 pub fn encoded_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.bytes().all(|b| PLAIN[usize::from(b)]) {
+        return std::borrow::Cow::Borrowed(path);
+    }
     utf8_percent_encode(path, PATH_ESCAPE).into()
+}
+
+/// [`is_plain`] of every byte, looked up (a check of every byte of every redirect path).
+static PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = is_plain(b as u8);
+        b += 1;
+    }
+    table
+};
+
+/// True if `b` stands for itself in an encoded path: printable ASCII that
+/// [`PATH_ESCAPE`] keeps (a test checks every byte against it).
+const fn is_plain(b: u8) -> bool {
+    b.is_ascii_graphic()
+        && !matches!(
+            b,
+            b'"' | b'#'
+                | b'%'
+                | b'<'
+                | b'>'
+                | b'?'
+                | b'['
+                | b'\\'
+                | b']'
+                | b'^'
+                | b'`'
+                | b'{'
+                | b'|'
+                | b'}'
+                | b';'
+                | b','
+        )
+}
+
+/// True if `path` is already what [`clean_decoded`] makes of it, and plain ASCII (the
+/// usual object path): absolute, no control character, no empty, `.` or `..` segment,
+/// no trailing slash (bar `/` itself). One pass over the bytes, where cleaning splits
+/// and copies segment by segment.
+fn is_clean_ascii(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') || bytes.len() > MAX_PATH_LEN {
+        return false;
+    }
+    if bytes.len() == 1 {
+        return true;
+    }
+    // Where the current segment began (just after its slash).
+    let mut segment = 1;
+    for (i, &b) in bytes.iter().enumerate().skip(1) {
+        if !b.is_ascii() || b.is_ascii_control() {
+            return false;
+        }
+        if b == b'/' {
+            if !is_kept_segment(&bytes[segment..i]) {
+                return false;
+            }
+            segment = i + 1;
+        }
+    }
+    is_kept_segment(&bytes[segment..])
+}
+
+/// A segment cleaning keeps as it is: not empty, `.` or `..`.
+fn is_kept_segment(segment: &[u8]) -> bool {
+    !matches!(segment, b"" | b"." | b"..")
 }
 
 /// True if `path` is `prefix` or lies below it on a component boundary.
@@ -120,7 +203,7 @@ pub fn prefixes_longest_first(path: &str) -> impl Iterator<Item = &str> {
             return None;
         }
         let prefix = &path[..current];
-        end = prefix.rfind('/');
+        end = prefix.bytes().rposition(|b| b == b'/');
         Some(prefix)
     })
     .filter(|p| !p.is_empty() && *p != "/")
@@ -128,7 +211,18 @@ pub fn prefixes_longest_first(path: &str) -> impl Iterator<Item = &str> {
 
 /// Number of path components in a namespace prefix (`/a/b` has 2).
 pub fn depth(prefix: &str) -> usize {
-    prefix.split('/').filter(|s| !s.is_empty()).count()
+    // Each component starts where a byte other than `/` follows a `/` (or the start).
+    let mut after_slash = true;
+    let mut count = 0;
+    for b in prefix.bytes() {
+        if b == b'/' {
+            after_slash = true;
+        } else if after_slash {
+            after_slash = false;
+            count += 1;
+        }
+    }
+    count
 }
 
 #[cfg(test)]
@@ -173,6 +267,9 @@ mod tests {
         let all: Vec<_> = prefixes_longest_first("/a/b/c").collect();
         assert_eq!(all, vec!["/a/b/c", "/a/b", "/a"]);
         assert_eq!(depth("/a/b"), 2);
+        for (path, components) in [("/", 0), ("", 0), ("a", 1), ("//a//bc/", 2), ("/a/b/c", 3)] {
+            assert_eq!(depth(path), components, "{path:?}");
+        }
     }
 
     #[test]
@@ -190,7 +287,63 @@ mod tests {
         assert!(!is_valid_namespace("a"));
     }
 
+    #[test]
+    fn plain_bytes_are_the_ones_the_escape_set_keeps() {
+        for b in 0..=u8::MAX {
+            let one = [b];
+            let alone = std::str::from_utf8(&one).unwrap_or("\u{80}");
+            let kept = utf8_percent_encode(alone, PATH_ESCAPE).to_string() == alone;
+            assert_eq!(is_plain(b), b.is_ascii() && kept, "byte {b:#04x}");
+        }
+    }
+
+    #[test]
+    fn the_fast_paths_agree_on_edge_cases() {
+        for path in [
+            "/",
+            "//",
+            "/a",
+            "/a/",
+            "/a//b",
+            "/.",
+            "/..",
+            "/a/.",
+            "/a/../b",
+            "/.a",
+            "/a..",
+            "/...",
+            "a",
+            "",
+            "/a\x7fb",
+            "/a\tb",
+            "/é",
+            "/a\u{85}b",
+        ] {
+            assert_eq!(clean_decoded(path), clean_by_segments(path), "{path:?}");
+            assert_eq!(
+                encoded_path(path),
+                std::borrow::Cow::<str>::from(utf8_percent_encode(path, PATH_ESCAPE)),
+                "{path:?}"
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn the_fast_paths_agree_with_the_slow_ones(raw in "(/|\\.|a|%2[eEfF]|%[0-9a-fA-F]{0,2}|[\\x00-\\x1f\\x7f\\u{85}]|\\PC){0,12}") {
+            prop_assert_eq!(clean_decoded(&raw), clean_by_segments(&raw));
+            let slow: std::borrow::Cow<str> = utf8_percent_encode(&raw, PATH_ESCAPE).into();
+            prop_assert_eq!(encoded_path(&raw), slow);
+            let decoded = percent_decode_str(&raw).decode_utf8();
+            let expected = match decoded {
+                Ok(decoded) => clean_by_segments(&decoded),
+                Err(_) => Err(PathError::BadEncoding),
+            };
+            if raw.len() <= MAX_PATH_LEN * 3 {
+                prop_assert_eq!(parse_object_path(&raw), expected);
+            }
+        }
+
         #[test]
         fn parsed_paths_are_header_safe(raw in "\\PC*") {
             if let Ok(clean) = parse_object_path(&format!("/{raw}")) {

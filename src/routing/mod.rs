@@ -404,9 +404,10 @@ impl View {
         now: UnixMillis,
     ) -> Result<Route<'_>, NoRoute> {
         let mut refused_prefix = None;
-        // Longest first, so the deeper ones come first; `depth` counts components as
-        // `prefixes_longest_first` takes them off.
-        let indexed = prefixes_longest_first(path).skip_while(|p| depth(p) > self.deepest_prefix);
+        // Longest first, so the deeper ones come first: each prefix of a clean path has one
+        // component fewer than the one before it.
+        let too_deep = depth(path).saturating_sub(self.deepest_prefix);
+        let indexed = prefixes_longest_first(path).skip(too_deep);
         for prefix in indexed.chain(std::iter::once("/")) {
             let Some((prefix, servers)) = self.by_prefix.get_key_value(prefix) else {
                 continue;
