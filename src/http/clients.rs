@@ -1,11 +1,11 @@
 //! The client side (Pelican-compatible): discovery document, redirects, namespaces.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -136,7 +136,7 @@ pub(super) async fn redirect_after_checks(
     peer: Option<SocketAddr>,
     request: &Parts,
 ) -> Response {
-    with_cors(counted(state, redirect_for(state, peer, request).await))
+    counted(state, redirect_for(state, peer, request).await)
 }
 
 /// [`unrouted`] when its answer needs no wait (every request but a redirect whose
@@ -162,7 +162,8 @@ pub(super) fn unrouted_now(
             .into_response(),
         );
     } else {
-        counted(state, redirect_now(state, peer, request)?)
+        // A redirect's answer carries CORS already (see `counted`).
+        return Some(counted(state, redirect_now(state, peer, request)?));
     };
     Some(with_cors(response))
 }
@@ -170,6 +171,18 @@ pub(super) fn unrouted_now(
 fn with_cors(mut response: Response) -> Response {
     response.headers_mut().extend(CORS);
     response
+}
+
+/// A header map holding the CORS headers, with room in its index for a redirect's: what
+/// a redirect's headers are written onto. Copying a prepared map costs less than
+/// inserting the CORS headers one by one (each hashed and placed) on every redirect.
+fn cors_headers() -> HeaderMap {
+    static PREPARED: LazyLock<HeaderMap> = LazyLock::new(|| {
+        let mut headers = HeaderMap::with_capacity(16);
+        headers.extend(CORS);
+        headers
+    });
+    PREPARED.clone()
 }
 
 /// A known route asked with a method it does not take: a preflight (`OPTIONS`) under
@@ -190,7 +203,8 @@ pub(super) async fn method_not_allowed(request: Request) -> Response {
     .into_response()
 }
 
-/// A redirect's answer, counted in the redirect metrics.
+/// A redirect's answer, counted in the redirect metrics, with the CORS headers: an
+/// answer has them from [`cors_headers`], an error gets them here.
 fn counted(state: &AppState, answer: Result<Response, ApiError>) -> Response {
     match answer {
         Ok(response) => {
@@ -205,7 +219,7 @@ fn counted(state: &AppState, answer: Result<Response, ApiError>) -> Response {
                 } else {
                     RedirectResult::Refused
                 });
-            error.into_response()
+            with_cors(error.into_response())
         }
     }
 }
@@ -419,7 +433,7 @@ impl<'v> Planned<'v> {
         };
         if flags.explain {
             let candidates = sort::explain(&mut route.candidates, &input);
-            let headers = redirect::headers(route, path, Some(query));
+            let headers = redirect::headers(cors_headers(), route, path, Some(query));
             let body = Explain {
                 path,
                 namespace: route.prefix,
@@ -436,7 +450,7 @@ impl<'v> Planned<'v> {
             return Ok((StatusCode::OK, headers, Json(body)).into_response());
         }
         sort::order(&mut route.candidates, &input);
-        let headers = redirect::headers(route, path, Some(query));
+        let headers = redirect::headers(cors_headers(), route, path, Some(query));
         if flags.no_redirect {
             let body = RouteBody {
                 namespace: route.prefix,

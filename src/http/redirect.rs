@@ -9,13 +9,13 @@ use crate::routing::Route;
 /// Most candidates listed in `Link` (Pelican's limit).
 pub const MAX_LINKS: usize = 6;
 
-/// The headers of a redirect for `path` (clean) along `route`; `query` is appended to
-/// `Location` (Pelican passes `authz` and the like through).
+/// The headers of a redirect for `path` (clean) along `route`, added to `into`; `query`
+/// is appended to `Location` (Pelican passes `authz` and the like through).
 ///
 /// Built on every redirect, so every value is written once, one after another, into one
 /// buffer sized up front, which the values then share: one allocation for all of them,
 /// no `format!`, no per-candidate strings, and paths are escaped only when they need it.
-pub fn headers(route: &Route, path: &str, query: Option<&str>) -> HeaderMap {
+pub fn headers(into: HeaderMap, route: &Route, path: &str, query: Option<&str>) -> HeaderMap {
     let encoded = encoded_path(path);
     let query = query.filter(|q| !q.is_empty());
     let ns = route.namespace();
@@ -102,7 +102,7 @@ pub fn headers(route: &Route, path: &str, query: Option<&str>) -> HeaderMap {
         value.push_str(&prefix);
         values.end(HeaderName::from_static("x-pelican-token-generation"));
     }
-    values.into_headers()
+    values.into_headers(into)
 }
 
 /// Most headers [`headers`] writes.
@@ -148,10 +148,8 @@ impl Values {
         }
     }
 
-    /// The headers (with room for the ones added on the way out: CORS, `Server`, so the
-    /// map never grows), every value a slice of the one buffer.
-    fn into_headers(self) -> HeaderMap {
-        let mut headers = HeaderMap::with_capacity(16);
+    /// The values added to `headers`, every one a slice of the one buffer.
+    fn into_headers(self, mut headers: HeaderMap) -> HeaderMap {
         let shared = Bytes::from(self.text);
         let mut start = 0;
         for (name, end) in self.ends.into_iter().flatten() {
@@ -171,6 +169,11 @@ impl Values {
 
 /// Appends `n` in decimal (what `write!` would, without the formatting machinery).
 fn push_number(out: &mut String, mut n: usize) {
+    // Most numbers written are one digit (a `Link` priority, a depth).
+    if n < 10 {
+        out.push(char::from(b'0' + n as u8));
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -227,7 +230,7 @@ mod tests {
             fixtures::candidate("o1", ServerKind::Origin),
         ];
         let route = fixtures::route_in(namespace, candidates);
-        let full = headers(&route, "/ns/a b", Some("authz=t"));
+        let full = headers(HeaderMap::new(), &route, "/ns/a b", Some("authz=t"));
         assert_eq!(
             written(&full),
             [
@@ -251,7 +254,7 @@ mod tests {
         // No issuer, no generation, no candidate: only what is always written.
         let route = fixtures::route_in(fixtures::public_namespace("/ns"), vec![]);
         assert_eq!(
-            written(&headers(&route, "/ns/x", None)),
+            written(&headers(HeaderMap::new(), &route, "/ns/x", None)),
             [
                 ("link", ""),
                 ("x-pelican-namespace", "namespace=/ns, require-token=false"),

@@ -552,6 +552,20 @@ async fn pelican_api_gaps_listings_discovery_cors_and_unknown_endpoints() {
     assert_eq!(redirect.status, StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(header(&redirect, "access-control-allow-origin"), "*");
     assert!(header(&redirect, "access-control-expose-headers").contains("X-Pelican-Namespace"));
+    for name in [
+        "access-control-allow-origin",
+        "access-control-allow-methods",
+    ] {
+        let values = redirect.headers.get_all(name).iter().count();
+        assert_eq!(values, 1, "{name} once, not {values} times");
+    }
+    // Refusals on client routes carry them too, so a web page can read why.
+    let missing = h.call(Method::GET, "/no/such/namespace", None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(header(&missing, "access-control-allow-origin"), "*");
+    let explained = h.call(Method::GET, "/ns/x?explain", None).await;
+    assert_eq!(explained.status, StatusCode::OK);
+    assert_eq!(header(&explained, "access-control-allow-origin"), "*");
     for path in ["/ns/x", "/api/v1.0/director/object/ns/x", "/anything"] {
         let preflight = h.call(Method::OPTIONS, path, None).await;
         assert_eq!(preflight.status, StatusCode::OK, "{path}");
