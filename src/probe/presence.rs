@@ -207,9 +207,12 @@ impl<'a> Ask<'a> {
     }
 
     fn flag(&self, name: &str) -> bool {
-        self.query
-            .split('&')
-            .any(|pair| pair == name || pair.split_once('=').is_some_and(|(k, _)| k == name))
+        // Most redirects have no query left once the director's own flags are taken out.
+        !self.query.is_empty()
+            && self
+                .query
+                .split('&')
+                .any(|pair| pair == name || pair.split_once('=').is_some_and(|(k, _)| k == name))
     }
 
     fn token(&self) -> Option<&str> {
@@ -238,18 +241,24 @@ pub fn to_check<'r, 'v>(
     if !config.enabled || !ask.is_object_read || ask.purpose == Purpose::Write {
         return Vec::new();
     }
-    if ask.flag("skipstat") || (!route.namespace().caps.public_reads && ask.token().is_none()) {
-        return Vec::new();
-    }
     let of = |kind| route.candidates.iter().filter(move |c| c.kind == kind);
     let caches = of(ServerKind::Cache).count();
     let origins = of(ServerKind::Origin).count();
-    let mut picked = Vec::new();
     let origins_matter = ask.purpose == Purpose::OriginRead || caches == 0;
-    if origins_matter && (origins >= 2 || (origins == 1 && config.single_origin)) {
+    let check_origins = origins_matter && (origins >= 2 || (origins == 1 && config.single_origin));
+    let may_check_caches = config.caches && ask.purpose == Purpose::Read && caches > 0;
+    // The query is read only when the route has servers to check (most redirects do not).
+    if !check_origins && !may_check_caches {
+        return Vec::new();
+    }
+    if ask.flag("skipstat") || (!route.namespace().caps.public_reads && ask.token().is_none()) {
+        return Vec::new();
+    }
+    let mut picked = Vec::new();
+    if check_origins {
         picked.extend(of(ServerKind::Origin).take(config.fan_out));
     }
-    if config.caches && ask.purpose == Purpose::Read && ask.flag("prefercached") {
+    if may_check_caches && ask.flag("prefercached") {
         picked.extend(of(ServerKind::Cache).take(config.fan_out));
     }
     picked
