@@ -230,18 +230,18 @@ impl Signals for Probes {
         self.presence.get(key, path)
     }
 
-    fn read(&self, candidates: &[Candidate], path: Option<&str>, out: &mut Vec<Seen>) {
+    fn read(&self, candidates: &[Candidate], path: Option<&str>, out: &mut [Seen]) {
         let health = self.board.current();
         let presence = path.and_then(|path| self.presence.remembered(path));
         let mut key = KeyBuf::default();
-        out.extend(candidates.iter().map(|c| {
-            Seen {
+        for (c, seen) in candidates.iter().zip(out) {
+            *seen = Seen {
                 health: health.health(c.slot()),
                 presence: presence
                     .as_ref()
                     .map_or(Presence::Unknown, |p| p.of(key.of(c.kind, c.name()))),
-            }
-        }));
+            };
+        }
     }
 }
 

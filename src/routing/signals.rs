@@ -48,18 +48,18 @@ pub trait Signals: Send + Sync {
     /// Whether the server holds `path`, as far as cached checks know.
     fn presence(&self, key: &AdKey, path: &str) -> Presence;
 
-    /// What is known of each of `candidates`, in their order, appended to `out`: health,
+    /// What is known of each of `candidates`, written to `out` in their order: health,
     /// and presence of `path` when one is given. A redirect asks this of all its
     /// candidates together, so an implementation can read each of its tables once.
-    fn read(&self, candidates: &[Candidate], path: Option<&str>, out: &mut Vec<Seen>) {
+    fn read(&self, candidates: &[Candidate], path: Option<&str>, out: &mut [Seen]) {
         let mut key = KeyBuf::default();
-        out.extend(candidates.iter().map(|c| {
+        for (c, seen) in candidates.iter().zip(out) {
             let key = key.of(c.kind, c.name());
-            Seen {
+            *seen = Seen {
                 health: self.health(key),
                 presence: path.map_or(Presence::Unknown, |path| self.presence(key, path)),
-            }
-        }));
+            };
+        }
     }
 }
 

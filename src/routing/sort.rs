@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use super::Candidate;
 use super::signals::{Presence, Seen, ServerHealth, Signals};
@@ -213,8 +214,15 @@ fn presence_name(p: Presence) -> &'static str {
     }
 }
 
+/// Candidates a redirect usually has at most: what is worked out per candidate is kept on
+/// the stack up to this many (no allocation per redirect for it).
+const USUAL_CANDIDATES: usize = 8;
+
+/// What [`entries`] works out, one per candidate.
+type Entries = SmallVec<[Entry; USUAL_CANDIDATES]>;
+
 /// One entry per candidate, in the candidates' order, keyed.
-fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) -> Vec<Entry> {
+fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) -> Entries {
     let method = input.method;
     let seeded = (method == SortMethod::Random).then(|| {
         let addr = input.client_addr.map(|a| a.to_string()).unwrap_or_default();
@@ -224,11 +232,12 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) ->
     let wants_presence =
         input.object_presence || input.prefer_cached || method == SortMethod::Adaptive;
     let client = input.client.map(|c| c.point());
-    let mut seen = Vec::with_capacity(candidates.len());
+    let mut seen: SmallVec<[Seen; USUAL_CANDIDATES]> =
+        smallvec::smallvec![Seen::default(); candidates.len()];
     input
         .signals
         .read(candidates, wants_presence.then_some(input.path), &mut seen);
-    let mut out: Vec<Entry> = candidates
+    let mut out: Entries = candidates
         .iter()
         .zip(seen)
         .map(|(c, Seen { health, presence })| {
@@ -296,8 +305,8 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) ->
 fn sorted<'v>(
     candidates: &mut Vec<Candidate<'v>>,
     entries: &[Entry],
-) -> Vec<(Key, Candidate<'v>, usize)> {
-    let mut keyed: Vec<(Key, Candidate<'v>, usize)> = candidates
+) -> SmallVec<[(Key, Candidate<'v>, usize); USUAL_CANDIDATES]> {
+    let mut keyed: SmallVec<[(Key, Candidate<'v>, usize); USUAL_CANDIDATES]> = candidates
         .drain(..)
         .zip(entries)
         .enumerate()
