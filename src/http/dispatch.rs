@@ -208,9 +208,15 @@ impl Future for AppFuture {
 fn finish(response: &mut Response, head: bool) {
     if !response.headers().contains_key(header::CONTENT_LENGTH) {
         if let Some(size) = response.body().size_hint().exact() {
+            // A redirect's body is empty: its length needs no formatting (nor a buffer).
+            let length = if size == 0 {
+                HeaderValue::from_static("0")
+            } else {
+                HeaderValue::from(size)
+            };
             response
                 .headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+                .insert(header::CONTENT_LENGTH, length);
         }
     }
     if head {
