@@ -300,6 +300,19 @@ async fn clients_go_to_the_origin_holding_the_object() -> anyhow::Result<()> {
         start_origin(root, "origin-2", director.url(), &["only2.txt", "both.txt"]).await?;
     listed_both(&director, "/test/both.txt", &one, &two).await;
 
+    // A redirect answered after its checks carries the CORS headers once, like one
+    // answered at once.
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let checked = no_follow
+        .get(format!("{}/test/only2.txt", director.url()))
+        .send()
+        .await?;
+    assert_eq!(checked.status(), 307);
+    let cors = checked.headers().get_all("access-control-allow-origin");
+    assert_eq!(cors.iter().collect::<Vec<_>>(), ["*"]);
+
     let origin_api = "/api/v1.0/director/origin";
     for (file, holder) in [("only1.txt", &one), ("only2.txt", &two)] {
         for path in [format!("/test/{file}"), format!("{origin_api}/test/{file}")] {
@@ -315,6 +328,8 @@ async fn clients_go_to_the_origin_holding_the_object() -> anyhow::Result<()> {
     // Neither holds it: 404 JSON, not a redirect to nowhere.
     let response = reqwest::get(format!("{}/test/none.txt", director.url())).await?;
     assert_eq!(response.status(), 404);
+    let cors = response.headers().get_all("access-control-allow-origin");
+    assert_eq!(cors.iter().collect::<Vec<_>>(), ["*"]);
     let body: serde_json::Value = response.json().await?;
     assert_eq!(body["error"], "not_found");
     assert!(
