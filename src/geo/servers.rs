@@ -18,7 +18,7 @@ use crate::ad::ServerKind;
 use crate::coord::Point;
 use crate::ledger::Ledger;
 use crate::routing::View;
-use crate::routing::slots::{Slot, slot_of};
+use crate::routing::slots::{BySlot, Slot, slot_of};
 
 /// How long one DNS resolution may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -74,18 +74,14 @@ pub struct LocationMap {
     /// director's config), so a client never shapes the map.
     by_name: HashMap<String, ServerLocation, rustc_hash::FxBuildHasher>,
     /// The same locations by the slot of each kind of server of the name.
-    by_slot: Vec<Option<ServerLocation>>,
+    by_slot: BySlot<ServerLocation>,
 }
 
 impl LocationMap {
     /// Places the server(s) called `name`.
     pub fn insert(&mut self, name: String, location: ServerLocation) {
         for kind in [ServerKind::Origin, ServerKind::Cache] {
-            let slot = slot_of(kind, &name) as usize;
-            if slot >= self.by_slot.len() {
-                self.by_slot.resize(slot + 1, None);
-            }
-            self.by_slot[slot] = Some(location);
+            self.by_slot.set(slot_of(kind, &name), Some(location));
         }
         self.by_name.insert(name, location);
     }
@@ -97,7 +93,7 @@ impl LocationMap {
 
     /// Where the server in `slot` is.
     pub fn at_slot(&self, slot: Slot) -> Option<&ServerLocation> {
-        self.by_slot.get(slot as usize).and_then(Option::as_ref)
+        self.by_slot.get(slot)
     }
 
     /// Servers placed.
