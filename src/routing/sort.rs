@@ -221,6 +221,9 @@ const USUAL_CANDIDATES: usize = 8;
 /// What [`entries`] works out, one per candidate.
 type Entries = SmallVec<[Entry; USUAL_CANDIDATES]>;
 
+/// The candidates in order, each with its sort key and the index of its entry.
+type Keyed<'v> = SmallVec<[(Key, Candidate<'v>, usize); USUAL_CANDIDATES]>;
+
 /// One entry per candidate, in the candidates' order, keyed.
 fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) -> Entries {
     let method = input.method;
@@ -302,11 +305,8 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) ->
 
 /// The candidates (taken out of `candidates`) in order, each with the index of its entry.
 /// Only the small keys and the candidates move while sorting, not the entries.
-fn sorted<'v>(
-    candidates: &mut Vec<Candidate<'v>>,
-    entries: &[Entry],
-) -> SmallVec<[(Key, Candidate<'v>, usize); USUAL_CANDIDATES]> {
-    let mut keyed: SmallVec<[(Key, Candidate<'v>, usize); USUAL_CANDIDATES]> = candidates
+fn sorted<'v>(candidates: &mut Vec<Candidate<'v>>, entries: &[Entry]) -> Keyed<'v> {
+    let mut keyed: Keyed<'v> = candidates
         .drain(..)
         .zip(entries)
         .enumerate()
