@@ -221,11 +221,12 @@ const USUAL_CANDIDATES: usize = 8;
 /// What [`entries`] works out, one per candidate.
 type Entries = SmallVec<[Entry; USUAL_CANDIDATES]>;
 
-/// The candidates in order, each with its sort key and the index of its entry.
-type Keyed<'v> = SmallVec<[(Key, Candidate<'v>, usize); USUAL_CANDIDATES]>;
+/// Places in a list of candidates, best first.
+type Ranks = SmallVec<[usize; USUAL_CANDIDATES]>;
 
-/// One entry per candidate, in the candidates' order, keyed.
-fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) -> Entries {
+/// One entry per candidate, in the candidates' order, keyed, added to `out` (which is
+/// filled in place: an entry is large, and a returned list of them would be copied).
+fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool, out: &mut Entries) {
     let method = input.method;
     let seeded = (method == SortMethod::Random).then(|| {
         let addr = input.client_addr.map(|a| a.to_string()).unwrap_or_default();
@@ -240,84 +241,90 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool) ->
     input
         .signals
         .read(candidates, wants_presence.then_some(input.path), &mut seen);
-    let mut out: Entries = candidates
-        .iter()
-        .zip(seen)
-        .map(|(c, Seen { health, presence })| {
-            let up = health.is_none_or(|h| h.up);
-            let location = if located || explaining {
-                crate::geo::servers::location_at(input.locations, c.slot(), &c.ad.ad)
-            } else {
-                None
-            };
-            let distance_km = match (client, location) {
-                (Some(client), Some(server)) => Some(client.distance_km(&server.point)),
-                _ => None,
-            };
-            let affinity = match &seeded {
-                Some(seed) => c.score(seed),
-                None => c.affinity(input.path),
-            };
-            let group = u8::from(c.kind != ServerKind::Cache);
-            let not_present =
-                input.prefer_cached && c.kind == ServerKind::Cache && presence != Presence::Present;
-            let (demoted, not_held) = if input.object_presence {
-                let absent_origin = c.kind == ServerKind::Origin && presence == Presence::Absent;
-                (!up || absent_origin, presence != Presence::Present)
-            } else {
-                (!up, true)
-            };
-            Entry {
-                key: (
-                    demoted,
-                    not_held,
-                    !up,
-                    group,
-                    not_present,
-                    false,
-                    0,
-                    Reverse(affinity),
-                ),
-                location,
-                distance_km,
-                health,
-                presence,
-                weights: None,
-                score: None,
-                bucket: None,
-                affinity,
-            }
-        })
-        .collect();
+    out.extend(
+        candidates
+            .iter()
+            .zip(&seen)
+            .map(|(c, &Seen { health, presence })| {
+                let up = health.is_none_or(|h| h.up);
+                let location = if located || explaining {
+                    crate::geo::servers::location_at(input.locations, c.slot(), &c.ad.ad)
+                } else {
+                    None
+                };
+                let distance_km = match (client, location) {
+                    (Some(client), Some(server)) => Some(client.distance_km(&server.point)),
+                    _ => None,
+                };
+                let affinity = match &seeded {
+                    Some(seed) => c.score(seed),
+                    None => c.affinity(input.path),
+                };
+                let group = u8::from(c.kind != ServerKind::Cache);
+                let not_present = input.prefer_cached
+                    && c.kind == ServerKind::Cache
+                    && presence != Presence::Present;
+                let (demoted, not_held) = if input.object_presence {
+                    let absent_origin =
+                        c.kind == ServerKind::Origin && presence == Presence::Absent;
+                    (!up || absent_origin, presence != Presence::Present)
+                } else {
+                    (!up, true)
+                };
+                Entry {
+                    key: (
+                        demoted,
+                        not_held,
+                        !up,
+                        group,
+                        not_present,
+                        false,
+                        0,
+                        Reverse(affinity),
+                    ),
+                    location,
+                    distance_km,
+                    health,
+                    presence,
+                    weights: None,
+                    score: None,
+                    bucket: None,
+                    affinity,
+                }
+            }),
+    );
     match method {
         SortMethod::Distance => {
-            for e in &mut out {
+            for e in out.iter_mut() {
                 e.bucket = e.distance_km.map(bucket_of);
                 e.key.5 = e.distance_km.is_none();
                 e.key.6 = e.bucket.unwrap_or(0);
             }
         }
-        SortMethod::Adaptive => adaptive(&mut out, explaining),
+        SortMethod::Adaptive => adaptive(out, explaining),
         SortMethod::Random | SortMethod::Affinity => {}
     }
-    out
 }
 
-/// The candidates (taken out of `candidates`) in order, each with the index of its entry.
-/// Only the small keys and the candidates move while sorting, not the entries.
-fn sorted<'v>(candidates: &mut Vec<Candidate<'v>>, entries: &[Entry]) -> Keyed<'v> {
-    let mut keyed: Keyed<'v> = candidates
-        .drain(..)
-        .zip(entries)
-        .enumerate()
-        .map(|(i, (c, e))| (e.key, c, i))
-        .collect();
+/// The places of `candidates` in order, by their entries' keys. Only the places move
+/// while sorting, not the entries or the candidates.
+fn ranked(candidates: &[Candidate], entries: &[Entry]) -> Ranks {
+    let mut ranks: Ranks = (0..candidates.len().min(entries.len())).collect();
     // Total: two servers never tie (names are unique within a kind, and kinds differ in
     // group), so the order does not depend on the order the candidates came in.
-    keyed.sort_unstable_by(|(a_key, a, _), (b_key, b, _)| {
-        a_key.cmp(b_key).then_with(|| b.name().cmp(a.name()))
+    ranks.sort_unstable_by(|&a, &b| {
+        entries[a]
+            .key
+            .cmp(&entries[b].key)
+            .then_with(|| candidates[b].name().cmp(candidates[a].name()))
     });
-    keyed
+    ranks
+}
+
+/// Puts `candidates` in the order of `ranks` (places in it, best first).
+fn reorder(candidates: &mut Vec<Candidate<'_>>, ranks: &[usize]) {
+    let taken: SmallVec<[Candidate<'_>; USUAL_CANDIDATES]> = candidates.drain(..).collect();
+    candidates.extend(ranks.iter().filter_map(|&i| taken.get(i).cloned()));
 }
 
 /// Pelican's adaptive weights, made deterministic: the product of the weights becomes an
@@ -394,18 +401,23 @@ pub fn order(candidates: &mut Vec<Candidate>, input: &SortInput<'_>) {
     if candidates.len() < 2 {
         return;
     }
-    let entries = entries(candidates, input, false);
-    let keyed = sorted(candidates, &entries);
-    candidates.extend(keyed.into_iter().map(|(_, c, _)| c));
+    let mut found = Entries::new();
+    entries(candidates, input, false, &mut found);
+    let ranks = ranked(candidates, &found);
+    reorder(candidates, &ranks);
 }
 
 /// Orders `candidates` like [`order`] and says why, best first.
 pub fn explain(candidates: &mut Vec<Candidate>, input: &SortInput<'_>) -> Vec<Scored> {
-    let entries = entries(candidates, input, true);
-    let keyed = sorted(candidates, &entries);
-    let mut scored = Vec::with_capacity(keyed.len());
-    for (_, c, i) in keyed {
-        let e = &entries[i];
+    let mut found = Entries::new();
+    entries(candidates, input, true, &mut found);
+    let ranks = ranked(candidates, &found);
+    reorder(candidates, &ranks);
+    let mut scored = Vec::with_capacity(ranks.len());
+    for (c, e) in candidates
+        .iter()
+        .zip(ranks.iter().filter_map(|&i| found.get(i)))
+    {
         scored.push(Scored {
             name: c.name().to_string(),
             kind: c.kind,
@@ -426,7 +438,6 @@ pub fn explain(candidates: &mut Vec<Candidate>, input: &SortInput<'_>) -> Vec<Sc
             bucket: e.bucket,
             affinity: e.affinity,
         });
-        candidates.push(c);
     }
     scored
 }
