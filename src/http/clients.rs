@@ -125,7 +125,7 @@ pub(super) async fn unrouted(
     request: &Parts,
 ) -> Response {
     match unrouted_now(state, peer, request) {
-        Some(response) => response,
+        Some(answer) => answer.into_response(),
         None => redirect_after_checks(state, peer, request).await,
     }
 }
@@ -136,7 +136,7 @@ pub(super) async fn redirect_after_checks(
     peer: Option<SocketAddr>,
     request: &Parts,
 ) -> Response {
-    counted(state, redirect_for(state, peer, request).await)
+    counted(state, redirect_for(state, peer, request).await).into_response()
 }
 
 /// [`unrouted`] when its answer needs no wait (every request but a redirect whose
@@ -145,7 +145,7 @@ pub(super) fn unrouted_now(
     state: &AppState,
     peer: Option<SocketAddr>,
     request: &Parts,
-) -> Option<Response> {
+) -> Option<Answer> {
     let path = request.uri.path();
     let response = if request.method == Method::OPTIONS {
         ([(header::ALLOW, ALLOW)], "").into_response()
@@ -153,19 +153,71 @@ pub(super) fn unrouted_now(
         && !path.starts_with(OBJECT_API)
         && !path.starts_with(ORIGIN_API)
     {
-        return Some(
+        return Some(Answer::Other(
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "unknown_endpoint",
                 format!("{path} is not an endpoint of this director"),
             )
             .into_response(),
-        );
+        ));
     } else {
         // A redirect's answer carries CORS already (see `counted`).
         return Some(counted(state, redirect_now(state, peer, request)?));
     };
-    Some(with_cors(response))
+    Some(Answer::Other(with_cors(response)))
+}
+
+/// The object handler's answer: a plain redirect still as its header values (the
+/// connection's writer writes them out, or makes them a [`Response`]), or a response.
+pub(super) enum Answer {
+    /// `307 Temporary Redirect` with these headers and the CORS headers, no body.
+    Redirect(redirect::Values),
+    /// Anything else (an error, `?explain`, `?redirect=false`, a preflight).
+    Other(Response),
+}
+
+impl super::observe::Answered for Answer {
+    fn status(&self) -> StatusCode {
+        match self {
+            Answer::Redirect(_) => StatusCode::TEMPORARY_REDIRECT,
+            Answer::Other(response) => response.status(),
+        }
+    }
+}
+
+impl From<Response> for Answer {
+    fn from(response: Response) -> Self {
+        Answer::Other(response)
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        match self {
+            Answer::Redirect(values) => {
+                let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+                *response.headers_mut() = values.into_headers(cors_headers());
+                response
+            }
+            Answer::Other(response) => response,
+        }
+    }
+}
+
+/// The CORS headers as HTTP/1.1 header lines.
+pub(super) fn cors_http1() -> &'static [u8] {
+    static LINES: LazyLock<Vec<u8>> = LazyLock::new(|| {
+        let mut lines = Vec::new();
+        for (name, value) in &CORS {
+            lines.extend_from_slice(name.as_str().as_bytes());
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(value.as_bytes());
+            lines.extend_from_slice(b"\r\n");
+        }
+        lines
+    });
+    &LINES
 }
 
 fn with_cors(mut response: Response) -> Response {
@@ -203,13 +255,14 @@ pub(super) async fn method_not_allowed(request: Request) -> Response {
     .into_response()
 }
 
-/// A redirect's answer, counted in the redirect metrics, with the CORS headers: an
-/// answer has them from [`cors_headers`], an error gets them here.
-fn counted(state: &AppState, answer: Result<Response, ApiError>) -> Response {
+/// A redirect's answer, counted in the redirect metrics, with the CORS headers: a
+/// redirect gets them where it is written out, an answer from [`cors_headers`], an error
+/// here.
+fn counted(state: &AppState, answer: Result<Answer, ApiError>) -> Answer {
     match answer {
-        Ok(response) => {
+        Ok(answer) => {
             state.metrics.redirect(RedirectResult::Redirected);
-            response
+            answer
         }
         Err(error) => {
             state
@@ -219,7 +272,7 @@ fn counted(state: &AppState, answer: Result<Response, ApiError>) -> Response {
                 } else {
                     RedirectResult::Refused
                 });
-            with_cors(error.into_response())
+            Answer::Other(with_cors(error.into_response()))
         }
     }
 }
@@ -306,7 +359,7 @@ async fn redirect_for(
     state: &AppState,
     peer: Option<SocketAddr>,
     request: &Parts,
-) -> Result<Response, ApiError> {
+) -> Result<Answer, ApiError> {
     // The route borrows from the view, held whole across the checks (a guard is not to be
     // held across an `.await`).
     let view = state.ledger.view();
@@ -325,7 +378,7 @@ fn redirect_now(
     state: &AppState,
     peer: Option<SocketAddr>,
     request: &Parts,
-) -> Option<Result<Response, ApiError>> {
+) -> Option<Result<Answer, ApiError>> {
     let view = state.ledger.view_guard();
     let planned = match Planned::of(state, &view, request) {
         Ok(planned) => planned,
@@ -407,7 +460,7 @@ impl<'v> Planned<'v> {
         state: &AppState,
         peer: Option<SocketAddr>,
         request: &Parts,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<Answer, ApiError> {
         // An origin known to lack the object stays behind the ones that may hold it; the
         // sort does it, so `?explain` shows the order served.
         let object_presence = self.ask(request).object_presence();
@@ -447,23 +500,27 @@ impl<'v> Planned<'v> {
                 location: location_of(&headers),
                 link_limit: redirect::MAX_LINKS,
             };
-            return Ok((StatusCode::OK, headers, Json(body)).into_response());
+            return Ok(Answer::Other(
+                (StatusCode::OK, headers, Json(body)).into_response(),
+            ));
         }
         sort::order(&mut route.candidates, &input);
-        let headers = redirect::headers(cors_headers(), route, path, Some(query));
         if flags.no_redirect {
+            let headers = redirect::headers(cors_headers(), route, path, Some(query));
             let body = RouteBody {
                 namespace: route.prefix,
                 location: location_of(&headers),
                 servers: route.candidates.iter().map(|c| c.data_url()).collect(),
             };
-            return Ok((StatusCode::OK, headers, Json(body)).into_response());
+            return Ok(Answer::Other(
+                (StatusCode::OK, headers, Json(body)).into_response(),
+            ));
         }
-        // The headers become the response's own (a `(status, headers)` pair would copy
-        // them into a new map).
-        let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
-        *response.headers_mut() = headers;
-        Ok(response)
+        Ok(Answer::Redirect(redirect::written(
+            route,
+            path,
+            Some(query),
+        )))
     }
 }
 

@@ -28,8 +28,9 @@ use axum::routing::future::RouteFuture;
 use tokio_util::task::AbortOnDropHandle;
 use tower::{Layer, Service};
 
+use super::clients::Answer;
 use super::observe::{Observe, ObserveLayer, Observed};
-use super::{AppState, SERVER_HEADER, clients};
+use super::{AppState, SERVER_HEADER, clients, redirect};
 use crate::route_class::RouteClass;
 
 /// The director's HTTP service (what [`super::router`] builds); cheap to clone.
@@ -84,25 +85,22 @@ impl App {
 
 impl App {
     /// The answer to `request`, by reference: what both service traits below call.
-    fn answer<B>(&self, request: Request<B>) -> AppFuture
+    pub(super) fn answer<B>(&self, request: Request<B>) -> AppFuture
     where
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
         if RouteClass::is_unrouted(request.method(), request.uri().path()) {
             let head = request.method() == Method::HEAD;
-            let (parts, body) = request.into_parts();
-            // Nearly every object request is answered here, in this one call.
-            if let Some(mut response) = self.unrouted.now(&parts, Unrouted::now) {
-                finish(&mut response, head);
-                return AppFuture::Ready {
-                    response: Some(response),
-                };
-            }
-            let request = Request::from_parts(parts, body);
-            return AppFuture::Unrouted {
-                future: self.unrouted.clone().call(request),
-                head,
+            return match self.answer_unrouted(request) {
+                ObjectAnswer::Redirect(values) => {
+                    let mut response = Answer::Redirect(values).into_response();
+                    finish(&mut response, head);
+                    AppFuture::Ready {
+                        response: Some(response),
+                    }
+                }
+                ObjectAnswer::Response(future) => future,
             };
         }
         let mut request = request;
@@ -118,6 +116,40 @@ impl App {
             _ => AppFuture::Routed { future },
         }
     }
+
+    /// The answer to a request for no route of the router ([`RouteClass::is_unrouted`]):
+    /// a plain redirect as its header values, for the caller to write out, or a response
+    /// (finished as the router would have: see [`finish`]).
+    pub(super) fn answer_unrouted<B>(&self, request: Request<B>) -> ObjectAnswer
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let head = request.method() == Method::HEAD;
+        let (parts, body) = request.into_parts();
+        // Nearly every object request is answered here, in this one call.
+        match self.unrouted.now(&parts, Unrouted::now) {
+            Some(Answer::Redirect(values)) => ObjectAnswer::Redirect(values),
+            Some(Answer::Other(mut response)) => {
+                finish(&mut response, head);
+                ObjectAnswer::Response(AppFuture::Ready {
+                    response: Some(response),
+                })
+            }
+            None => ObjectAnswer::Response(AppFuture::Unrouted {
+                future: self.unrouted.clone().call(Request::from_parts(parts, body)),
+                head,
+            }),
+        }
+    }
+}
+
+/// What [`App::answer_unrouted`] gives.
+pub(super) enum ObjectAnswer {
+    /// `307` with these headers, the CORS headers, `Content-Length: 0` and `Server`.
+    Redirect(redirect::Values),
+    /// Any other answer (at once or after a wait), finished.
+    Response(AppFuture),
 }
 
 impl<B> Service<Request<B>> for App
@@ -240,7 +272,7 @@ pub type UnroutedFuture = Pin<Box<dyn Future<Output = Result<Response, Infallibl
 
 impl Unrouted {
     /// The answer to `request` if it needs no wait (see [`clients::unrouted_now`]).
-    fn now(&self, request: &Parts) -> Option<Response> {
+    fn now(&self, request: &Parts) -> Option<Answer> {
         clients::unrouted_now(&self.state, self.peer_of(request), request)
     }
 

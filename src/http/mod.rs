@@ -5,6 +5,7 @@ mod catalog;
 mod clients;
 mod dispatch;
 mod error;
+mod h1;
 mod health;
 mod json;
 mod observe;

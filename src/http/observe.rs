@@ -18,13 +18,26 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::http::request::Parts;
-use axum::http::{Method, Request};
+use axum::http::{Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
 use super::AppState;
 use super::budgets::{Admitted, Budgets};
 use crate::route_class::RouteClass;
+
+/// What [`Observe::now`] answers with: a response, or something standing for one whose
+/// status is known.
+pub(super) trait Answered: From<Response> {
+    /// The status it answers with.
+    fn status(&self) -> StatusCode;
+}
+
+impl Answered for Response {
+    fn status(&self) -> StatusCode {
+        Response::status(self)
+    }
+}
 
 /// What every request's observation shares.
 struct Shared {
@@ -74,27 +87,27 @@ impl<S> Observe<S> {
     /// Most redirects are answered so, by reference: no future, no place taken in the
     /// budget ([`Budgets::admit_now`]) and nothing shared is cloned, where a call clones
     /// the service (hyper's tower adapter does, per request) and this layer's state.
-    pub(super) fn now(
+    pub(super) fn now<A: Answered>(
         &self,
         request: &Parts,
-        answer: impl FnOnce(&S, &Parts) -> Option<Response>,
-    ) -> Option<Response> {
+        answer: impl FnOnce(&S, &Parts) -> Option<A>,
+    ) -> Option<A> {
         let class = RouteClass::of(&request.method, request.uri.path());
         if let Err(shed) = self.shared.budgets.admit_now(class) {
-            return Some(shed.into_response());
+            return Some(A::from(shed.into_response()));
         }
         let began = Instant::now();
-        let response = answer(&self.inner, request)?;
+        let answered = answer(&self.inner, request)?;
         self.shared
-            .record(class, &request.method, &response, began.elapsed());
-        Some(response)
+            .record(class, &request.method, answered.status(), began.elapsed());
+        Some(answered)
     }
 }
 
 impl Shared {
     /// A request of `class` answered with `response` after `elapsed`: the duration
     /// histogram, and the access log if it is on.
-    fn record(&self, class: RouteClass, method: &Method, response: &Response, elapsed: Duration) {
+    fn record(&self, class: RouteClass, method: &Method, status: StatusCode, elapsed: Duration) {
         let state = &self.state;
         state.metrics.request(class, elapsed);
         if state.access_log.load(Ordering::Relaxed) {
@@ -102,7 +115,7 @@ impl Shared {
                 target: "skein::access",
                 method = %method,
                 class = class.as_str(),
-                status = response.status().as_u16(),
+                status = status.as_u16(),
                 duration_us = elapsed.as_micros() as u64,
                 "request"
             );
@@ -188,7 +201,7 @@ where
                 };
                 // The budget place is given back as soon as the handler is done.
                 drop(admitted.take());
-                shared.record(*class, method, &response, began.elapsed());
+                shared.record(*class, method, response.status(), began.elapsed());
                 Poll::Ready(Ok(response))
             }
         }

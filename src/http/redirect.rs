@@ -16,6 +16,12 @@ pub const MAX_LINKS: usize = 6;
 /// buffer sized up front, which the values then share: one allocation for all of them,
 /// no `format!`, no per-candidate strings, and paths are escaped only when they need it.
 pub fn headers(into: HeaderMap, route: &Route, path: &str, query: Option<&str>) -> HeaderMap {
+    written(route, path, query).into_headers(into)
+}
+
+/// The values [`headers`] adds, written once: added to a header map, or written out as
+/// HTTP/1.1 header lines.
+pub fn written(route: &Route, path: &str, query: Option<&str>) -> Values {
     let encoded = encoded_path(path);
     let query = query.filter(|q| !q.is_empty());
     let ns = route.namespace();
@@ -102,7 +108,7 @@ pub fn headers(into: HeaderMap, route: &Route, path: &str, query: Option<&str>) 
         value.push_str(&prefix);
         values.end(HeaderName::from_static("x-pelican-token-generation"));
     }
-    values.into_headers(into)
+    values
 }
 
 /// Most headers [`headers`] writes.
@@ -110,7 +116,7 @@ const MOST_VALUES: usize = 5;
 
 /// Header values written one after another into one buffer: each ends where the next
 /// begins.
-struct Values {
+pub struct Values {
     text: String,
     /// Each header written, with where its value ends in `text`.
     ends: [Option<(HeaderName, usize)>; MOST_VALUES],
@@ -148,8 +154,26 @@ impl Values {
         }
     }
 
+    /// The values as HTTP/1.1 header lines (`name: value` and CRLF) appended to `out`,
+    /// dropping a value that is not a legal header, as [`Values::into_headers`] does.
+    pub fn write_http1(&self, out: &mut Vec<u8>) {
+        let mut start = 0;
+        for (name, end) in self.ends.iter().flatten() {
+            let value = &self.text.as_bytes()[start..*end];
+            start = *end;
+            if !is_legal_value(value) {
+                tracing::error!(header = %name, "dropped an illegal header value");
+                continue;
+            }
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
     /// The values added to `headers`, every one a slice of the one buffer.
-    fn into_headers(self, mut headers: HeaderMap) -> HeaderMap {
+    pub fn into_headers(self, mut headers: HeaderMap) -> HeaderMap {
         let shared = Bytes::from(self.text);
         let mut start = 0;
         for (name, end) in self.ends.into_iter().flatten() {
@@ -165,6 +189,29 @@ impl Values {
         }
         headers
     }
+}
+
+/// What `HeaderValue` accepts: no control byte but tab. Checked eight bytes at a time
+/// (a redirect's values are hundreds of bytes), byte by byte only in a word that may
+/// hold one.
+fn is_legal_value(value: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let legal = |b: &u8| *b == b'\t' || (*b >= 0x20 && *b != 0x7f);
+    // Any byte below `n` (for n <= 0x80), exactly: a borrow only starts at such a byte.
+    let has_below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGHS != 0;
+    let mut words = value.chunks_exact(8);
+    for chunk in &mut words {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            return false;
+        };
+        let word = u64::from_ne_bytes(bytes);
+        let suspect = has_below(word, 0x20) || has_below(word ^ (ONES * 0x7f), 1);
+        if suspect && !chunk.iter().all(legal) {
+            return false;
+        }
+    }
+    words.remainder().iter().all(legal)
 }
 
 /// Appends `n` in decimal (what `write!` would, without the formatting machinery).
@@ -195,7 +242,7 @@ mod tests {
     use crate::ad::{ServerKind, TokenGeneration, TokenIssuer};
     use crate::fixtures;
 
-    fn written(headers: &HeaderMap) -> Vec<(&str, &str)> {
+    fn pairs(headers: &HeaderMap) -> Vec<(&str, &str)> {
         headers
             .iter()
             .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
@@ -232,7 +279,7 @@ mod tests {
         let route = fixtures::route_in(namespace, candidates);
         let full = headers(HeaderMap::new(), &route, "/ns/a b", Some("authz=t"));
         assert_eq!(
-            written(&full),
+            pairs(&full),
             [
                 ("location", "http://c1.example:8443/ns/a%20b?authz=t"),
                 (
@@ -254,12 +301,74 @@ mod tests {
         // No issuer, no generation, no candidate: only what is always written.
         let route = fixtures::route_in(fixtures::public_namespace("/ns"), vec![]);
         assert_eq!(
-            written(&headers(HeaderMap::new(), &route, "/ns/x", None)),
+            pairs(&headers(HeaderMap::new(), &route, "/ns/x", None)),
             [
                 ("link", ""),
                 ("x-pelican-namespace", "namespace=/ns, require-token=false"),
             ]
         );
+    }
+
+    #[test]
+    fn legal_values_are_what_header_value_accepts() {
+        // Every byte, at every place in a word and in the remainder.
+        for b in 0..=255u8 {
+            for at in 0..20 {
+                let mut value = vec![b'a'; 20];
+                value[at] = b;
+                assert_eq!(
+                    is_legal_value(&value),
+                    HeaderValue::from_bytes(&value).is_ok(),
+                    "byte {b:#04x} at {at}"
+                );
+            }
+        }
+        assert!(is_legal_value(b""));
+        assert!(is_legal_value("caf\u{e9}\tbar ~".as_bytes()));
+    }
+
+    #[test]
+    fn http1_lines_are_the_header_map_written_out() {
+        let candidates = vec![
+            fixtures::candidate("c1", ServerKind::Cache),
+            fixtures::candidate("o1", ServerKind::Origin),
+        ];
+        let route = fixtures::route_in(fixtures::public_namespace("/ns"), candidates);
+        for (path, query) in [("/ns/a b", Some("authz=t")), ("/ns/x", None)] {
+            let mut lines = Vec::new();
+            super::written(&route, path, query).write_http1(&mut lines);
+            let mut expected = Vec::new();
+            for (name, value) in &headers(HeaderMap::new(), &route, path, query) {
+                expected.extend_from_slice(name.as_str().as_bytes());
+                expected.extend_from_slice(b": ");
+                expected.extend_from_slice(value.as_bytes());
+                expected.extend_from_slice(b"\r\n");
+            }
+            assert_eq!(
+                String::from_utf8(lines).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+        // A value that is no legal header is dropped from both.
+        let route = fixtures::route_in(
+            fixtures::public_namespace("/ns"),
+            vec![fixtures::candidate("c1", ServerKind::Cache)],
+        );
+        let illegal = headers(
+            HeaderMap::new(),
+            &route,
+            "/ns/x",
+            Some("a\r\nset-cookie: x"),
+        );
+        assert!(illegal.get("location").is_none());
+        let mut lines = Vec::new();
+        super::written(&route, "/ns/x", Some("a\r\nset-cookie: x")).write_http1(&mut lines);
+        let lines = String::from_utf8(lines).unwrap();
+        assert!(
+            !lines.contains("set-cookie") && !lines.contains("location"),
+            "{lines}"
+        );
+        assert!(lines.contains("link: "), "{lines}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The director's listener: connections served on one thread per core, each with its
-//! own runtime, in plain HTTP or TLS (rustls); a header read timeout against slowloris,
+//! own runtime, in plain HTTP or TLS (rustls), HTTP/1 object requests by the director's
+//! own loop ([`h1`]) and the rest by hyper; a header read timeout against slowloris,
 //! an idle timeout of its own for keep-alive connections, and a graceful stop that
 //! refuses new connections and drains (bounded).
 
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -26,6 +28,7 @@ use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::App;
+use super::h1::{self, Ended, Timeouts, Unread};
 use super::spread::{Handed, Served, Spread};
 
 /// The HTTP/2 connection preface: a plain-text connection starting with it speaks h2c.
@@ -157,16 +160,16 @@ impl Builders {
 
     /// An HTTP/1 builder whose header timeout starts at the first byte of a request,
     /// and whose wait for that first byte is the idle timeout.
-    fn http1(&self, activity: Arc<Activity>) -> Builder<TokioExecutor> {
+    fn http1(&self, activity: Arc<Activity>) -> http1::Builder {
         let timer = HeaderTimer {
             activity,
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
         };
         let read_timeout = timer.read_timeout();
-        let mut http1 = Builder::new(TokioExecutor::new()).http1_only();
+        let mut http1 = http1::Builder::new();
         // hyper arms this timer when it starts waiting for a request head, idle or not.
-        http1.http1().timer(timer).header_read_timeout(read_timeout);
+        http1.timer(timer).header_read_timeout(read_timeout);
         http1
     }
 }
@@ -587,28 +590,80 @@ async fn sniff(stream: &TcpStream) -> Option<bool> {
     }
 }
 
+/// Serves a connection whose protocol is known: HTTP/2 with hyper; HTTP/1 with the
+/// object loop ([`h1`]) until a request it leaves to hyper.
 async fn drive<I>(stream: I, peer: SocketAddr, http2: bool, shared: &Shared)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let builders = &shared.builders;
-    let activity = Arc::new(Activity::new(builders.idle_timeout));
+    let app = shared.app.for_peer(peer);
+    if http2 {
+        let conn = shared
+            .builders
+            .http2
+            .serve_connection(TokioIo::new(stream), app);
+        return until_done(conn, &shared.graceful).await;
+    }
+    let timeouts = Timeouts {
+        header: shared.builders.header_timeout,
+        idle: shared.builders.idle_timeout,
+    };
+    let (stream, unread) = match h1::serve(stream, &app, timeouts, &shared.graceful).await {
+        Ended::Closed => return,
+        Ended::HandOver(stream, unread) => (stream, unread),
+    };
+    let activity = Arc::new(Activity::new(shared.builders.idle_timeout));
     let io = TokioIo::new(Watched {
-        inner: stream,
+        inner: Unread::new(stream, unread),
         activity: activity.clone(),
     });
-    let http1;
-    let builder = if http2 {
-        &builders.http2
-    } else {
-        http1 = builders.http1(activity);
-        &http1
-    };
-    let conn = builder.serve_connection(io, shared.app.for_peer(peer));
+    let conn = shared.builders.http1(activity).serve_connection(io, app);
+    until_done(conn, &shared.graceful).await;
+}
+
+/// A hyper connection that can be asked to end after its requests in flight.
+trait Graceful {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, E> Graceful for hyper_util::server::conn::auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: hyper::body::Body + Send + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper_util::server::conn::auto::Connection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S> Graceful for http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::Connection::graceful_shutdown(self);
+    }
+}
+
+/// Runs `conn` to its end; once `graceful` is cancelled, it ends after its requests in
+/// flight.
+async fn until_done<C, E>(conn: C, graceful: &CancellationToken)
+where
+    C: Future<Output = Result<(), E>> + Graceful,
+    E: std::fmt::Display,
+{
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        _ = shared.graceful.cancelled() => {
+        _ = graceful.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

@@ -24,13 +24,13 @@ use crate::store::Store;
 
 const NOW: u64 = 1_800_000_000_000;
 
-struct Harness {
-    app: super::App,
+pub(super) struct Harness {
+    pub(super) app: super::App,
     state: Arc<AppState>,
     _dir: tempfile::TempDir,
 }
 
-fn harness() -> Harness {
+pub(super) fn harness() -> Harness {
     harness_with(
         crate::geo::Geo::default(),
         crate::routing::sort::SortMethod::Affinity,
@@ -747,7 +747,7 @@ async fn ad_listings_come_in_pages_that_cover_every_ad_once() {
 
 impl Harness {
     /// Registers `origin-1` and `cache-1` for `/ns`.
-    async fn register_origin_and_cache(&self) {
+    pub(super) async fn register_origin_and_cache(&self) {
         for (name, kind) in [
             ("origin-1", ServerKind::Origin),
             ("cache-1", ServerKind::Cache),

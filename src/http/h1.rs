@@ -1,0 +1,467 @@
+//! The director's HTTP/1.1 connections: object requests (`GET` or `HEAD`, no body) are
+//! read, answered and written here, without hyper's per-request machinery; the first
+//! request of any other kind hands the connection, with the bytes already read, to hyper.
+//!
+//! Redirects are nearly every request a director answers, and for them hyper's reading,
+//! dispatching and writing cost as much CPU as the routing itself. This loop reads with
+//! `httparse` (what hyper reads with), builds the same `http::Request`, calls the same
+//! service ([`App`]) and writes the answer as hyper would (`Date` included). Anything it
+//! does not take as it is (a body, `Transfer-Encoding`, `Expect`, `Upgrade`, HTTP/1.0,
+//! a routed path, a malformed or oversized head) goes to hyper, which answers it and
+//! the rest of the connection with its own rules: one reader of bodies and errors.
+//!
+//! Pipelined requests are answered in order and their answers written together. The
+//! timeouts are hyper's as the listener sets them (see `serve`): a request's head must
+//! be complete within `header_timeout` of its first byte, and a connection waits at most
+//! `idle_timeout` for a request to start.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version, header};
+use axum::response::Response;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch::{App, ObjectAnswer};
+use super::{SERVER_HEADER, clients, redirect};
+use crate::route_class::RouteClass;
+
+/// Headers read per request; a request with more goes to hyper (which allows 100).
+const MAX_HEADERS: usize = 32;
+/// A head not complete within this many bytes goes to hyper, with its own limit.
+const MAX_HEAD: usize = 16 * 1024;
+/// Room made in the read buffer before each read.
+const READ_CHUNK: usize = 4 * 1024;
+
+/// How long a connection may take (see the module documentation).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Timeouts {
+    /// From a request's first byte to the end of its head.
+    pub header: Duration,
+    /// From the end of an answer (or the connection's start) to the next request's first
+    /// byte.
+    pub idle: Duration,
+}
+
+/// How [`serve`] left the connection.
+pub(super) enum Ended<I> {
+    /// Closed: by the client, a timeout, a stop, `Connection: close` or an error.
+    Closed,
+    /// A request this loop does not answer: hyper serves the connection from here, the
+    /// bytes read and not answered first.
+    HandOver(I, Bytes),
+}
+
+/// Serves object requests on `io` until the connection ends or a request for hyper comes.
+/// `graceful` ends it between requests.
+pub(super) async fn serve<I>(
+    mut io: I,
+    app: &App,
+    timeouts: Timeouts,
+    graceful: &CancellationToken,
+) -> Ended<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    let mut clock = Clock::new(timeouts);
+    let stopping = graceful.cancelled();
+    tokio::pin!(stopping);
+    loop {
+        // Answer every complete request read so far, in order.
+        loop {
+            let request = match read_head(&mut buf) {
+                Head::Incomplete => break,
+                Head::Other => return hand_over(io, &out, buf).await,
+                Head::Object(request) => request,
+            };
+            let head = request.method() == Method::HEAD;
+            let close = request.close || graceful.is_cancelled();
+            match app.answer_unrouted(request.request) {
+                ObjectAnswer::Redirect(values) => write_redirect(&mut out, &values, close),
+                ObjectAnswer::Response(future) => {
+                    let response = match future.await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                    if write_response(&mut out, response, head, close)
+                        .await
+                        .is_err()
+                    {
+                        return Ended::Closed;
+                    }
+                }
+            }
+            if close {
+                let _ = flush(&mut io, &mut out).await;
+                let _ = io.shutdown().await;
+                return Ended::Closed;
+            }
+        }
+        if flush(&mut io, &mut out).await.is_err() {
+            return Ended::Closed;
+        }
+        if buf.len() >= MAX_HEAD {
+            // hyper refuses it (431) or reads on, by its own limit.
+            return Ended::HandOver(io, buf.freeze());
+        }
+        let started = buf.is_empty();
+        if started {
+            clock.idle_from(Instant::now());
+        }
+        buf.reserve(READ_CHUNK);
+        let read = std::future::poll_fn(|cx| {
+            if let Poll::Ready(read) =
+                tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut buf)
+            {
+                return Poll::Ready(Some(read));
+            }
+            // Nothing to read: a stop ends an idle connection (a request partly read is
+            // not answered either; its client tries again, as after any closed
+            // connection), and so does the timeout.
+            if stopping.as_mut().poll(cx).is_ready() || clock.poll_expired(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        match read {
+            Some(Ok(n)) if n > 0 => {
+                if started {
+                    clock.head_from(Instant::now());
+                }
+            }
+            _ => return Ended::Closed,
+        }
+    }
+}
+
+/// Writes what is answered, then gives the connection to hyper.
+async fn hand_over<I>(mut io: I, out: &[u8], unread: BytesMut) -> Ended<I>
+where
+    I: AsyncWrite + Unpin,
+{
+    if !out.is_empty() && (io.write_all(out).await.is_err() || io.flush().await.is_err()) {
+        return Ended::Closed;
+    }
+    Ended::HandOver(io, unread.freeze())
+}
+
+async fn flush<I: AsyncWrite + Unpin>(io: &mut I, out: &mut Vec<u8>) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    io.write_all(out).await?;
+    io.flush().await?;
+    out.clear();
+    Ok(())
+}
+
+/// The connection's one timer: a sleep that may fire early (then set again), so that
+/// moving the deadline on, once per request, costs no timer-wheel update.
+struct Clock {
+    timeouts: Timeouts,
+    deadline: Instant,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Clock {
+    fn new(timeouts: Timeouts) -> Self {
+        let deadline = Instant::now() + timeouts.idle;
+        Self {
+            timeouts,
+            deadline,
+            sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
+        }
+    }
+
+    /// Waiting for a request to start, since `now`.
+    fn idle_from(&mut self, now: Instant) {
+        self.deadline = now + self.timeouts.idle;
+    }
+
+    /// A request's first bytes came at `now`: its head must be complete in time.
+    fn head_from(&mut self, now: Instant) {
+        self.deadline = now + self.timeouts.header;
+    }
+
+    /// Ready once the deadline has passed.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        loop {
+            if self.sleep.deadline() > deadline {
+                self.sleep.as_mut().reset(deadline);
+            }
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if self.sleep.deadline() >= deadline {
+                return Poll::Ready(());
+            }
+            // It fired for an earlier deadline: set it for this one.
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+/// An object request this loop answers, and whether its client asked to close.
+struct ObjectRequest {
+    request: Request<Body>,
+    close: bool,
+}
+
+impl ObjectRequest {
+    fn method(&self) -> &Method {
+        self.request.method()
+    }
+}
+
+/// What the start of the read buffer holds.
+// Nearly every value is the large variant: boxing it would cost an allocation a request.
+#[allow(clippy::large_enum_variant)]
+enum Head {
+    /// Not a whole head yet.
+    Incomplete,
+    /// A request for hyper (or one it refuses); nothing was taken from the buffer.
+    Other,
+    /// An object request, taken from the buffer.
+    Object(ObjectRequest),
+}
+
+/// Reads one request head from the front of `buf`, taking it out if it is an object
+/// request.
+fn read_head(buf: &mut BytesMut) -> Head {
+    if buf.is_empty() {
+        return Head::Incomplete;
+    }
+    let mut headers = [MaybeUninit::uninit(); MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Head::Incomplete,
+        // Malformed, or too many headers: hyper answers it.
+        Err(_) => return Head::Other,
+    };
+    match object_request(&parsed, &buf[..len]) {
+        Some(request) => {
+            buf.advance(len);
+            Head::Object(request)
+        }
+        None => Head::Other,
+    }
+}
+
+/// The request `parsed` from `head`, if it is an object request this loop takes: `GET`
+/// or `HEAD` of an unrouted path, HTTP/1.1, no body and nothing that changes how the
+/// connection goes on, with a target and header values that `http` accepts.
+fn object_request(parsed: &httparse::Request<'_, '_>, head: &[u8]) -> Option<ObjectRequest> {
+    let method = match parsed.method? {
+        "GET" => Method::GET,
+        "HEAD" => Method::HEAD,
+        _ => return None,
+    };
+    if parsed.version? != 1 {
+        return None;
+    }
+    let target = parsed.path?;
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    if !path.starts_with('/') || !RouteClass::is_unrouted(&method, path) {
+        return None;
+    }
+    // One copy of the head, which the URI and the header values then share.
+    let shared = Bytes::copy_from_slice(head);
+    let base = head.as_ptr() as usize;
+    let slice = |part: &[u8]| {
+        let start = part.as_ptr() as usize - base;
+        shared.slice(start..start + part.len())
+    };
+    let mut request = Request::new(Body::empty());
+    *request.method_mut() = method;
+    *request.version_mut() = Version::HTTP_11;
+    *request.uri_mut() = Uri::from_maybe_shared(slice(target.as_bytes())).ok()?;
+    let mut close = false;
+    let headers = request.headers_mut();
+    headers.reserve(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        if name == header::CONTENT_LENGTH {
+            if h.value != b"0" {
+                return None;
+            }
+        } else if name == header::TRANSFER_ENCODING
+            || name == header::EXPECT
+            || name == header::UPGRADE
+        {
+            return None;
+        } else if name == header::CONNECTION {
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return None;
+                }
+            }
+        }
+        headers.append(name, HeaderValue::from_maybe_shared(slice(h.value)).ok()?);
+    }
+    Some(ObjectRequest { request, close })
+}
+
+/// Appends a redirect with `values` to `out` as HTTP/1.1: what the response
+/// [`ObjectAnswer::Redirect`] stands for would be, written without making it.
+fn write_redirect(out: &mut Vec<u8>, values: &redirect::Values, close: bool) {
+    out.extend_from_slice(b"HTTP/1.1 307 Temporary Redirect\r\n");
+    values.write_http1(out);
+    out.extend_from_slice(clients::cors_http1());
+    out.extend_from_slice(b"content-length: 0\r\n");
+    push_header(out, b"server", SERVER_HEADER.as_bytes());
+    DATE.with(|date| push_header(out, b"date", date.now().as_bytes()));
+    if close {
+        push_header(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `response` to `out` as HTTP/1.1 (no body for `HEAD`), with `Date` and, when
+/// `close`, `Connection: close`.
+async fn write_response(
+    out: &mut Vec<u8>,
+    response: Response,
+    head: bool,
+    close: bool,
+) -> Result<(), axum::Error> {
+    let (parts, body) = response.into_parts();
+    let body = if head || body.is_end_stream() {
+        Bytes::new()
+    } else {
+        axum::body::to_bytes(body, usize::MAX).await?
+    };
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        push_header(out, b"content-length", body.len().to_string().as_bytes());
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        DATE.with(|date| push_header(out, b"date", date.now().as_bytes()));
+    }
+    if close {
+        push_header(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+thread_local! {
+    /// The `Date` value, written again once a second (per connection thread).
+    static DATE: CachedDate = CachedDate::default();
+}
+
+#[derive(Default)]
+struct CachedDate {
+    text: std::cell::RefCell<(u64, String)>,
+}
+
+impl CachedDate {
+    /// The current second as an HTTP date.
+    fn now(&self) -> std::cell::Ref<'_, String> {
+        let now = SystemTime::now();
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.text.borrow().0 != second || self.text.borrow().1.is_empty() {
+            *self.text.borrow_mut() = (second, httpdate::fmt_http_date(now));
+        }
+        std::cell::Ref::map(self.text.borrow(), |(_, text)| text)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream whose first reads return bytes already read from it: how hyper takes a
+    /// connection over.
+    pub(super) struct Unread<I> {
+        unread: Bytes,
+        #[pin]
+        inner: I,
+    }
+}
+
+impl<I> Unread<I> {
+    /// `inner`, `unread` first.
+    pub(super) fn new(inner: I, unread: Bytes) -> Self {
+        Self { unread, inner }
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for Unread<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if this.unread.is_empty() {
+            return this.inner.poll_read(cx, buf);
+        }
+        let n = this.unread.len().min(buf.remaining());
+        buf.put_slice(&this.unread.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for Unread<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,344 @@
+//! The director's HTTP/1.1 loop over real sockets: object requests answered as hyper
+//! answers them, pipelining, the handover to hyper, `Connection: close` and timeouts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::http::serve::{ServeOptions, serve};
+use crate::http::tests::{Harness, harness};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A director's listener (one connection thread) for the harness's app.
+async fn listen(h: &Harness, timeouts: Duration) -> (SocketAddr, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cancel = CancellationToken::new();
+    let options = ServeOptions {
+        tls: None,
+        header_timeout: timeouts,
+        idle_timeout: timeouts,
+        drain_timeout: Duration::from_secs(1),
+        threads: 1,
+    };
+    tokio::spawn(serve(listener, h.app.clone(), options, cancel.clone()));
+    (addr, cancel)
+}
+
+/// The harness with an origin and a cache for `/ns`, served on a listener whose
+/// timeouts are `timeouts`.
+async fn director(timeouts: Duration) -> (Harness, SocketAddr, CancellationToken) {
+    let h = harness();
+    h.register_origin_and_cache().await;
+    let (addr, cancel) = listen(&h, timeouts).await;
+    (h, addr, cancel)
+}
+
+/// hyper alone serving the same app, one connection at a time: what to compare with.
+async fn hyper_alone(h: &Harness) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = h.app.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            let app = app.for_peer(peer);
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), app),
+            );
+        }
+    });
+    addr
+}
+
+/// One response read off `reader`: status line, headers (names lowercased, in order)
+/// and body (by `Content-Length`; none for `HEAD`).
+struct Answer {
+    status_line: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The headers but `Date` (which may change between two answers), sorted.
+    fn comparable_headers(&self) -> Vec<(String, String)> {
+        let mut headers: Vec<_> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n != "date")
+            .cloned()
+            .collect();
+        headers.sort();
+        headers
+    }
+}
+
+async fn read_answer<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    head: bool,
+) -> Answer {
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).await.unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap();
+        headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; if head { 0 } else { length }];
+    reader.read_exact(&mut body).await.unwrap();
+    Answer {
+        status_line: status_line.trim_end().to_string(),
+        headers,
+        body,
+    }
+}
+
+/// A new connection on which `bytes` were sent, to read answers from.
+async fn sent(addr: SocketAddr, bytes: &[u8]) -> BufReader<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    BufReader::new(stream)
+}
+
+/// Sends `request` on a new connection and reads one answer.
+async fn exchange(addr: SocketAddr, request: &str, head: bool) -> Answer {
+    let mut reader = sent(addr, request.as_bytes()).await;
+    tokio::time::timeout(DEADLINE, read_answer(&mut reader, head))
+        .await
+        .expect("answered")
+}
+
+/// True once the server has closed `stream` (read to its end within the deadline).
+async fn closed<R: tokio::io::AsyncRead + Unpin>(stream: &mut R) -> bool {
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(DEADLINE, stream.read_to_end(&mut rest)).await,
+        Ok(Ok(_))
+    )
+}
+
+#[tokio::test]
+async fn object_requests_are_answered_as_hyper_answers_them() {
+    let (h, ours, cancel) = director(Duration::from_secs(5)).await;
+    let theirs = hyper_alone(&h).await;
+    let targets = [
+        ("GET", "/ns/obj"),
+        ("HEAD", "/ns/obj"),
+        ("GET", "/ns/a%20b?authz=t"),
+        ("GET", "/ns/a%20b?authz=t&redirect=false"),
+        ("GET", "/ns/obj?explain"),
+        ("HEAD", "/ns/obj?explain"),
+        ("GET", "/ns/obj?directread&prefercached"),
+        ("GET", "/api/v1.0/director/object/ns/obj"),
+        ("GET", "/api/v1.0/director/origin/ns/obj"),
+        ("GET", "/elsewhere/obj"),
+        ("GET", "/ns/../etc"),
+        ("GET", "/ns/a%0d%0aSet-Cookie:%20x"),
+        ("GET", "/api/v9/unknown"),
+        ("HEAD", "/api/v9/unknown"),
+        // Not the loop's: hyper answers them on either listener.
+        ("OPTIONS", "/ns/obj"),
+        ("PUT", "/ns/obj"),
+        ("GET", "/health"),
+    ];
+    for (method, target) in targets {
+        let request = format!(
+            "{method} {target} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 20.1.1.1\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let head = method == "HEAD";
+        let mine = exchange(ours, &request, head).await;
+        let hypers = exchange(theirs, &request, head).await;
+        assert_eq!(mine.status_line, hypers.status_line, "{method} {target}");
+        assert_eq!(
+            mine.comparable_headers(),
+            hypers.comparable_headers(),
+            "{method} {target}"
+        );
+        assert_eq!(mine.body, hypers.body, "{method} {target}");
+        assert!(mine.header("date").is_some(), "{method} {target}");
+    }
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_and_hyper_takes_over_for_the_rest() {
+    let (_h, addr, cancel) = director(Duration::from_secs(5)).await;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut reader = BufReader::new(stream);
+    // Three object requests, then one for hyper (a body), then object requests again,
+    // all in one write.
+    let body = "{}";
+    let requests = format!(
+        "GET /ns/a HTTP/1.1\r\nHost: x\r\n\r\n\
+         HEAD /ns/b HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /ns/c?redirect=false HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /api/v1.0/director/registerOrigin HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}\
+         GET /ns/d HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /ns/e HTTP/1.1\r\nHost: x\r\n\r\n",
+        body.len()
+    );
+    reader
+        .get_mut()
+        .write_all(requests.as_bytes())
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    for head in [false, true, false, false, false, false] {
+        answers.push(
+            tokio::time::timeout(DEADLINE, read_answer(&mut reader, head))
+                .await
+                .expect("answered"),
+        );
+    }
+    let statuses: Vec<&str> = answers.iter().map(|a| a.status_line.as_str()).collect();
+    assert_eq!(
+        statuses[..3],
+        [
+            "HTTP/1.1 307 Temporary Redirect",
+            "HTTP/1.1 307 Temporary Redirect",
+            "HTTP/1.1 200 OK"
+        ]
+    );
+    assert!(statuses[3].starts_with("HTTP/1.1 4"), "{statuses:?}");
+    assert_eq!(statuses[4..], ["HTTP/1.1 307 Temporary Redirect"; 2]);
+    let locations: Vec<Option<&str>> = answers.iter().map(|a| a.header("location")).collect();
+    assert_eq!(locations[0], Some("http://cache-1.example:8443/ns/a"));
+    assert_eq!(locations[1], Some("http://cache-1.example:8443/ns/b"));
+    assert_eq!(locations[4], Some("http://cache-1.example:8443/ns/d"));
+    assert_eq!(locations[5], Some("http://cache-1.example:8443/ns/e"));
+    let route: serde_json::Value = serde_json::from_slice(&answers[2].body).unwrap();
+    assert_eq!(route["namespace"], "/ns");
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn close_http_1_0_bodies_and_split_heads_are_answered_as_asked() {
+    let (_h, addr, cancel) = director(Duration::from_secs(5)).await;
+
+    // `Connection: close`: answered, said, and closed.
+    let mut reader = sent(
+        addr,
+        b"GET /ns/a HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n",
+    )
+    .await;
+    let answer = read_answer(&mut reader, false).await;
+    assert_eq!(answer.status_line, "HTTP/1.1 307 Temporary Redirect");
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(closed(&mut reader).await);
+
+    // HTTP/1.0 (hyper's): answered and closed.
+    let mut reader = sent(addr, b"GET /ns/a HTTP/1.0\r\n\r\n").await;
+    let answer = read_answer(&mut reader, false).await;
+    assert!(
+        answer.status_line.contains(" 307 "),
+        "{}",
+        answer.status_line
+    );
+    assert!(closed(&mut reader).await);
+
+    // A GET with a body goes to hyper, which reads the body (the body is never taken for
+    // the next request): the next request is answered, or (hyper's way with a chunked
+    // body the handler did not read) the connection is closed.
+    for framing in [
+        "Content-Length: 5\r\n\r\nhello",
+        "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let requests = format!(
+            "GET /ns/a HTTP/1.1\r\nHost: x\r\n{framing}GET /ns/b HTTP/1.1\r\nHost: x\r\n\r\n"
+        );
+        let mut reader = sent(addr, requests.as_bytes()).await;
+        let first = read_answer(&mut reader, false).await;
+        assert_eq!(
+            first.header("location"),
+            Some("http://cache-1.example:8443/ns/a"),
+            "{framing}"
+        );
+        let next = read_answer(&mut reader, false).await;
+        assert!(
+            next.status_line.is_empty()
+                || next.header("location") == Some("http://cache-1.example:8443/ns/b"),
+            "{framing}: {} {:?}",
+            next.status_line,
+            next.headers
+        );
+    }
+
+    // A head that arrives in pieces is answered once whole.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut reader = BufReader::new(stream);
+    for piece in ["GET /ns/spl", "it HTTP/1.1\r\nHo", "st: x\r\n", "\r\n"] {
+        reader.get_mut().write_all(piece.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answer = read_answer(&mut reader, false).await;
+    assert_eq!(
+        answer.header("location"),
+        Some("http://cache-1.example:8443/ns/split")
+    );
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn idle_connections_and_unfinished_heads_are_closed_in_time() {
+    let (_h, addr, cancel) = director(Duration::from_millis(300)).await;
+    // Nothing sent: closed after the idle timeout.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    assert!(closed(&mut silent).await, "a silent connection stayed open");
+    // Half a head, then nothing: closed after the header timeout.
+    let mut half = TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"GET /ns/a HTTP/1.1\r\nHo").await.unwrap();
+    assert!(
+        closed(&mut half).await,
+        "an unfinished head kept its connection"
+    );
+    // A head trickled a byte at a time cannot push its deadline on.
+    let mut trickle = TcpStream::connect(addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    for byte in
+        b"GET /ns/a HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    {
+        if trickle.write_all(&[*byte]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        cut || closed(&mut trickle).await,
+        "a trickled head kept its connection"
+    );
+    assert!(started.elapsed() < DEADLINE);
+    // After an answer, the idle timeout applies again.
+    let mut reader = sent(addr, b"GET /ns/a HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let answer = read_answer(&mut reader, false).await;
+    assert_eq!(answer.status_line, "HTTP/1.1 307 Temporary Redirect");
+    assert!(
+        closed(&mut reader).await,
+        "an idle kept-alive connection stayed open"
+    );
+    cancel.cancel();
+}
