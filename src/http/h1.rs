@@ -3,9 +3,11 @@
 //! request of any other kind hands the connection, with the bytes already read, to hyper.
 //!
 //! Redirects are nearly every request a director answers, and for them hyper's reading,
-//! dispatching and writing cost as much CPU as the routing itself. This loop reads with
-//! `httparse` (what hyper reads with), builds the same `http::Request`, calls the same
-//! service ([`App`]) and writes the answer as hyper would (`Date` included). Anything it
+//! dispatching and writing, with the header maps of request and response, cost nearly as
+//! much CPU as the routing itself. This loop reads with `httparse` (what hyper reads
+//! with), builds the same `http::Request` and calls the same service ([`App`]). A
+//! redirect's headers are written straight out as bytes ([`redirect::Values`]); any
+//! other answer is written as hyper would write it (`Date` included). Anything it
 //! does not take as it is (a body, `Transfer-Encoding`, `Expect`, `Upgrade`, HTTP/1.0,
 //! a routed path, a malformed or oversized head) goes to hyper, which answers it and
 //! the rest of the connection with its own rules: one reader of bodies and errors.

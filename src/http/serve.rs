@@ -1,6 +1,6 @@
 //! The director's listener: connections served on one thread per core, each with its
 //! own runtime, in plain HTTP or TLS (rustls), HTTP/1 object requests by the director's
-//! own loop ([`h1`]) and the rest by hyper; a header read timeout against slowloris,
+//! own loop (`http::h1`) and the rest by hyper; a header read timeout against slowloris,
 //! an idle timeout of its own for keep-alive connections, and a graceful stop that
 //! refuses new connections and drains (bounded).
 
@@ -591,7 +591,7 @@ async fn sniff(stream: &TcpStream) -> Option<bool> {
 }
 
 /// Serves a connection whose protocol is known: HTTP/2 with hyper; HTTP/1 with the
-/// object loop ([`h1`]) until a request it leaves to hyper.
+/// object loop (`h1`) until a request it leaves to hyper.
 async fn drive<I>(stream: I, peer: SocketAddr, http2: bool, shared: &Shared)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
