@@ -36,8 +36,10 @@ use crate::route_class::RouteClass;
 
 /// Headers read per request; a request with more goes to hyper (which allows 100).
 const MAX_HEADERS: usize = 32;
-/// A head not complete within this many bytes goes to hyper, with its own limit.
-const MAX_HEAD: usize = 16 * 1024;
+/// A head not complete within this many bytes goes to hyper: hyper's own buffer limit
+/// (its default `max_buf_size`), so hyper refuses it (431) at once. A smaller limit would
+/// hand hyper an unfinished head whose header timeout hyper would start afresh.
+const MAX_HEAD: usize = 8192 + 4096 * 100;
 /// Room made in the read buffer before each read.
 const READ_CHUNK: usize = 4 * 1024;
 
@@ -111,7 +113,6 @@ where
             return Ended::Closed;
         }
         if buf.len() >= MAX_HEAD {
-            // hyper refuses it (431) or reads on, by its own limit.
             return Ended::HandOver(io, buf.freeze());
         }
         let started = buf.is_empty();
@@ -246,7 +247,9 @@ fn read_head(buf: &mut BytesMut) -> Head {
     let mut headers = [MaybeUninit::uninit(); MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
-        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+        // Longer than hyper takes: it refuses it, as it would have alone.
+        Ok(httparse::Status::Complete(_)) => return Head::Other,
         Ok(httparse::Status::Partial) => return Head::Incomplete,
         // Malformed, or too many headers: hyper answers it.
         Err(_) => return Head::Other,

@@ -302,6 +302,53 @@ async fn close_http_1_0_bodies_and_split_heads_are_answered_as_asked() {
 }
 
 #[tokio::test]
+async fn long_heads_are_answered_and_heads_past_the_limit_refused() {
+    let (h, addr, cancel) = director(Duration::from_secs(5)).await;
+    // A 30 KiB header (a large token, say), sent in pieces: answered by the loop.
+    let long = format!(
+        "GET /ns/a HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n",
+        "t".repeat(30 * 1024)
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    for piece in long.as_bytes().chunks(4000) {
+        stream.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut reader = BufReader::new(stream);
+    let answer = read_answer(&mut reader, false).await;
+    assert_eq!(
+        answer.header("location"),
+        Some("http://cache-1.example:8443/ns/a")
+    );
+    // Heads about as long as hyper takes, and longer: answered as hyper alone answers
+    // them, and one far longer is refused with 431.
+    let theirs = hyper_alone(&h).await;
+    for extra in [
+        super::MAX_HEAD - 100,
+        super::MAX_HEAD + 1,
+        2 * super::MAX_HEAD,
+    ] {
+        let huge = format!(
+            "GET /ns/a HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n",
+            "t".repeat(extra)
+        );
+        let mut statuses = Vec::new();
+        for at in [addr, theirs] {
+            let mut stream = TcpStream::connect(at).await.unwrap();
+            // The server may close before reading it all: what it answered is read anyway.
+            let _ = stream.write_all(huge.as_bytes()).await;
+            let mut reader = BufReader::new(stream);
+            statuses.push(read_answer(&mut reader, false).await.status_line);
+        }
+        assert_eq!(statuses[0], statuses[1], "{extra}");
+        if extra == 2 * super::MAX_HEAD {
+            assert_eq!(statuses[0], "HTTP/1.1 431 Request Header Fields Too Large");
+        }
+    }
+    cancel.cancel();
+}
+
+#[tokio::test]
 async fn idle_connections_and_unfinished_heads_are_closed_in_time() {
     let (_h, addr, cancel) = director(Duration::from_millis(300)).await;
     // Nothing sent: closed after the idle timeout.
