@@ -82,7 +82,7 @@ struct RouteBody<'a> {
 
 /// The CORS headers Pelican's director sends on client routes, so a web page on another
 /// origin can ask the director (and read the `X-Pelican-*` headers).
-const CORS: [(HeaderName, HeaderValue); 4] = [
+pub(super) const CORS: [(HeaderName, HeaderValue); 4] = [
     (
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
@@ -203,21 +203,6 @@ impl IntoResponse for Answer {
             Answer::Other(response) => response,
         }
     }
-}
-
-/// The CORS headers as HTTP/1.1 header lines.
-pub(super) fn cors_http1() -> &'static [u8] {
-    static LINES: LazyLock<Vec<u8>> = LazyLock::new(|| {
-        let mut lines = Vec::new();
-        for (name, value) in &CORS {
-            lines.extend_from_slice(name.as_str().as_bytes());
-            lines.extend_from_slice(b": ");
-            lines.extend_from_slice(value.as_bytes());
-            lines.extend_from_slice(b"\r\n");
-        }
-        lines
-    });
-    &LINES
 }
 
 fn with_cors(mut response: Response) -> Response {

@@ -20,6 +20,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -323,11 +324,19 @@ fn object_request(parsed: &httparse::Request<'_, '_>, head: &[u8]) -> Option<Obj
 /// Appends a redirect with `values` to `out` as HTTP/1.1: what the response
 /// [`ObjectAnswer::Redirect`] stands for would be, written without making it.
 fn write_redirect(out: &mut Vec<u8>, values: &redirect::Values, close: bool) {
+    // What every redirect carries after its own headers, written once.
+    static SAME_FOR_ALL: LazyLock<Vec<u8>> = LazyLock::new(|| {
+        let mut lines = Vec::new();
+        for (name, value) in &clients::CORS {
+            push_header(&mut lines, name.as_str().as_bytes(), value.as_bytes());
+        }
+        push_header(&mut lines, b"content-length", b"0");
+        push_header(&mut lines, b"server", SERVER_HEADER.as_bytes());
+        lines
+    });
     out.extend_from_slice(b"HTTP/1.1 307 Temporary Redirect\r\n");
     values.write_http1(out);
-    out.extend_from_slice(clients::cors_http1());
-    out.extend_from_slice(b"content-length: 0\r\n");
-    push_header(out, b"server", SERVER_HEADER.as_bytes());
+    out.extend_from_slice(&SAME_FOR_ALL);
     DATE.with(|date| push_header(out, b"date", date.now().as_bytes()));
     if close {
         push_header(out, b"connection", b"close");
@@ -374,7 +383,8 @@ async fn write_response(
     Ok(())
 }
 
-fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Appends one header line: `name: value` and CRLF.
+pub(super) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

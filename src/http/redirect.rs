@@ -165,10 +165,7 @@ impl Values {
                 tracing::error!(header = %name, "dropped an illegal header value");
                 continue;
             }
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
+            super::h1::push_header(out, name.as_str().as_bytes(), value);
         }
     }
 
