@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::HeaderName;
 use ipnet::IpNet;
 use serde::Serialize;
 
@@ -10,7 +10,7 @@ use super::{Coord, Geo, is_trusted};
 
 /// The header a trusted proxy names the client in (a constant name: looking a header up
 /// by a string parses the string on every request).
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Where the client's address came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -68,11 +68,17 @@ impl ClientLocation {
 }
 
 impl Geo {
-    /// The client's address and location for a request from `peer` with `headers`.
-    /// `X-Forwarded-For` is read only when `peer` is a trusted proxy; then the right-most
-    /// hop that is not itself a trusted proxy is the client. A malformed hop ends the walk
-    /// at the last address known good.
-    pub fn locate_client(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> ClientLocation {
+    /// The client's address and location for a request from `peer` whose
+    /// `X-Forwarded-For` values are `forwarded_for`, in the order sent (a value that is
+    /// not text is left out by the caller). They are read only
+    /// when `peer` is a trusted proxy; then the right-most hop that is not itself a
+    /// trusted proxy is the client. A malformed hop ends the walk at the last address
+    /// known good.
+    pub fn locate_client<'h>(
+        &self,
+        peer: Option<SocketAddr>,
+        forwarded_for: impl DoubleEndedIterator<Item = &'h str>,
+    ) -> ClientLocation {
         let Some(peer) = peer.map(|p| p.ip().to_canonical()) else {
             return ClientLocation::unknown();
         };
@@ -82,7 +88,7 @@ impl Geo {
         let (address, address_from) = if trusted.is_empty() {
             (peer, AddrSource::Socket)
         } else {
-            forwarded_client(trusted, peer, headers)
+            forwarded_client(trusted, peer, forwarded_for)
         };
         let (location, located_by) = self.locate_ip(address);
         ClientLocation {
@@ -96,17 +102,18 @@ impl Geo {
 
 /// The client of a request from `peer` (canonical), walking `X-Forwarded-For` from the
 /// right while the hop it came from is one of the `trusted` proxies.
-fn forwarded_client(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> (IpAddr, AddrSource) {
+fn forwarded_client<'h>(
+    trusted: &[IpNet],
+    peer: IpAddr,
+    forwarded_for: impl DoubleEndedIterator<Item = &'h str>,
+) -> (IpAddr, AddrSource) {
     let mut client = (peer, AddrSource::Socket);
     if !is_trusted(trusted, peer) {
         return client;
     }
     // Several X-Forwarded-For headers are one list, in order; walk it from the right.
-    let hops = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
+    let hops = forwarded_for
         .rev()
-        .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.rsplit(','))
         .map(str::trim);
     for hop in hops {

@@ -23,7 +23,7 @@ use ipnet::IpNet;
 use crate::routing::sort::SortMethod;
 
 pub use crate::coord::{Coord, EARTH_RADIUS_KM, Point};
-pub use client::{AddrSource, ClientLocation, LocatedBy};
+pub use client::{AddrSource, ClientLocation, LocatedBy, X_FORWARDED_FOR};
 pub use db::GeoDb;
 pub use servers::{ServerLocatedBy, ServerLocation, ServerLocations};
 

@@ -4,16 +4,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
+use super::asked::Asked;
 use super::error::ApiError;
 use super::{AppState, redirect};
-use crate::geo::ClientLocation;
+use crate::geo::{ClientLocation, X_FORWARDED_FOR};
 use crate::metrics::RedirectResult;
 use crate::paths::parse_object_path;
 use crate::probe::Ask;
@@ -114,7 +114,7 @@ async fn object(State(state): State<Arc<AppState>>, request: Request) -> Respons
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let (parts, _body) = request.into_parts();
-    unrouted(&state, peer, &parts).await
+    unrouted(&state, peer, &Asked::of(&parts)).await
 }
 
 /// A request for no route of the router, from `peer`: object paths (with CORS),
@@ -122,7 +122,7 @@ async fn object(State(state): State<Arc<AppState>>, request: Request) -> Respons
 pub(super) async fn unrouted(
     state: &AppState,
     peer: Option<SocketAddr>,
-    request: &Parts,
+    request: &Asked<'_>,
 ) -> Response {
     match unrouted_now(state, peer, request) {
         Some(answer) => answer.into_response(),
@@ -134,7 +134,7 @@ pub(super) async fn unrouted(
 pub(super) async fn redirect_after_checks(
     state: &AppState,
     peer: Option<SocketAddr>,
-    request: &Parts,
+    request: &Asked<'_>,
 ) -> Response {
     counted(state, redirect_for(state, peer, request).await).into_response()
 }
@@ -144,10 +144,10 @@ pub(super) async fn redirect_after_checks(
 pub(super) fn unrouted_now(
     state: &AppState,
     peer: Option<SocketAddr>,
-    request: &Parts,
+    request: &Asked<'_>,
 ) -> Option<Answer> {
-    let path = request.uri.path();
-    let response = if request.method == Method::OPTIONS {
+    let path = request.path();
+    let response = if *request.method == Method::OPTIONS {
         ([(header::ALLOW, ALLOW)], "").into_response()
     } else if path.starts_with("/api/")
         && !path.starts_with(OBJECT_API)
@@ -343,7 +343,7 @@ struct Explain<'a> {
 async fn redirect_for(
     state: &AppState,
     peer: Option<SocketAddr>,
-    request: &Parts,
+    request: &Asked<'_>,
 ) -> Result<Answer, ApiError> {
     // The route borrows from the view, held whole across the checks (a guard is not to be
     // held across an `.await`).
@@ -362,7 +362,7 @@ async fn redirect_for(
 fn redirect_now(
     state: &AppState,
     peer: Option<SocketAddr>,
-    request: &Parts,
+    request: &Asked<'_>,
 ) -> Option<Result<Answer, ApiError>> {
     let view = state.ledger.view_guard();
     let planned = match Planned::of(state, &view, request) {
@@ -392,9 +392,9 @@ struct Planned<'v> {
 
 impl<'v> Planned<'v> {
     /// Reads `request` and finds its route in `view`.
-    fn of(state: &AppState, view: &'v View, request: &Parts) -> Result<Self, ApiError> {
-        let uri = &request.uri;
-        let (mut purpose, path) = purpose_of(&request.method, uri.path())?;
+    fn of(state: &AppState, view: &'v View, request: &Asked<'_>) -> Result<Self, ApiError> {
+        let uri = request.uri;
+        let (mut purpose, path) = purpose_of(request.method, uri.path())?;
         let (flags, query) = read_query(uri.query())?;
         if flags.directread && matches!(purpose, Purpose::Read | Purpose::OriginRead) {
             purpose = Purpose::DirectRead;
@@ -426,8 +426,15 @@ impl<'v> Planned<'v> {
     }
 
     /// What the request asks, as presence checks see it.
-    fn ask<'a>(&'a self, request: &'a Parts) -> Ask<'a> {
-        Ask::of(request, &self.path, self.purpose, &self.query)
+    fn ask<'a>(&'a self, request: &Asked<'a>) -> Ask<'a> {
+        let authorization = request.header_text(&header::AUTHORIZATION);
+        Ask::of(
+            request.method,
+            authorization,
+            &self.path,
+            self.purpose,
+            &self.query,
+        )
     }
 
     /// The answer when every origin is known to lack the object.
@@ -444,11 +451,11 @@ impl<'v> Planned<'v> {
         mut self,
         state: &AppState,
         peer: Option<SocketAddr>,
-        request: &Parts,
+        request: &Asked<'_>,
     ) -> Result<Answer, ApiError> {
         // An origin known to lack the object stays behind the ones that may hold it; the
         // sort does it, so `?explain` shows the order served.
-        let object_presence = self.ask(request).object_presence();
+        let object_presence = Ask::counts_presence(request.method, self.purpose);
         let (path, query, flags) = (&self.path, &self.query, self.flags);
         let route = &mut self.route;
         // Affinity ignores where the client is: only an explanation needs it then.
@@ -456,7 +463,9 @@ impl<'v> Planned<'v> {
         let client = if method == SortMethod::Affinity && !flags.explain {
             crate::geo::ClientLocation::unknown()
         } else {
-            state.geo.locate_client(peer, &request.headers)
+            state
+                .geo
+                .locate_client(peer, request.texts_named(&X_FORWARDED_FOR))
         };
         let locations = state.geo.servers().load();
         let input = SortInput {

@@ -21,13 +21,13 @@ use std::task::{Context, Poll, ready};
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
-use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, Request, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
 use tokio_util::task::AbortOnDropHandle;
 use tower::{Layer, Service};
 
+use super::asked::Asked;
 use super::clients::Answer;
 use super::observe::{Observe, ObserveLayer, Observed};
 use super::{AppState, SERVER_HEADER, clients, redirect};
@@ -125,21 +125,39 @@ impl App {
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
-        let head = request.method() == Method::HEAD;
         let (parts, body) = request.into_parts();
         // Nearly every object request is answered here, in this one call.
-        match self.unrouted.now(&parts, Unrouted::now) {
-            Some(Answer::Redirect(values)) => ObjectAnswer::Redirect(values),
-            Some(Answer::Other(mut response)) => {
+        match self.answer_now(&Asked::of(&parts)) {
+            Some(answer) => answer,
+            None => ObjectAnswer::Response(self.answer_later(Request::from_parts(parts, body))),
+        }
+    }
+
+    /// [`App::answer_unrouted`] for a request that needs no wait; `None` when it must
+    /// wait (a presence check is due): then [`App::answer_later`] answers the request.
+    pub(super) fn answer_now(&self, request: &Asked<'_>) -> Option<ObjectAnswer> {
+        let head = *request.method == Method::HEAD;
+        Some(match self.unrouted.now(request, Unrouted::now)? {
+            Answer::Redirect(values) => ObjectAnswer::Redirect(values),
+            Answer::Other(mut response) => {
                 finish(&mut response, head);
                 ObjectAnswer::Response(AppFuture::Ready {
                     response: Some(response),
                 })
             }
-            None => ObjectAnswer::Response(AppFuture::Unrouted {
-                future: self.unrouted.clone().call(Request::from_parts(parts, body)),
-                head,
-            }),
+        })
+    }
+
+    /// The answer to a request that [`App::answer_now`] found must wait.
+    pub(super) fn answer_later<B>(&self, request: Request<B>) -> AppFuture
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let head = request.method() == Method::HEAD;
+        AppFuture::Unrouted {
+            future: self.unrouted.clone().call(request),
+            head,
         }
     }
 }
@@ -272,19 +290,14 @@ pub type UnroutedFuture = Pin<Box<dyn Future<Output = Result<Response, Infallibl
 
 impl Unrouted {
     /// The answer to `request` if it needs no wait (see [`clients::unrouted_now`]).
-    fn now(&self, request: &Parts) -> Option<Answer> {
+    fn now(&self, request: &Asked<'_>) -> Option<Answer> {
         clients::unrouted_now(&self.state, self.peer_of(request), request)
     }
 
     /// The connection's peer: the listener's, else what the request carries (a router
     /// served by axum's `into_make_service_with_connect_info`, or a test).
-    fn peer_of(&self, request: &Parts) -> Option<SocketAddr> {
-        self.peer.or_else(|| {
-            request
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0)
-        })
+    fn peer_of(&self, request: &Asked<'_>) -> Option<SocketAddr> {
+        self.peer.or_else(|| request.connect_info())
     }
 }
 
@@ -300,10 +313,13 @@ impl<B> Service<Request<B>> for Unrouted {
     fn call(&mut self, request: Request<B>) -> UnroutedFuture {
         // The object handler reads no body.
         let (parts, _body) = request.into_parts();
-        let peer = self.peer_of(&parts);
+        let peer = self.peer_of(&Asked::of(&parts));
         let state = self.state.clone();
         // A call comes after `Unrouted::now` found a presence check due (see `App`).
-        Box::pin(async move { Ok(clients::redirect_after_checks(&state, peer, &parts).await) })
+        Box::pin(async move {
+            let request = Asked::of(&parts);
+            Ok(clients::redirect_after_checks(&state, peer, &request).await)
+        })
     }
 }
 

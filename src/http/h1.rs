@@ -5,8 +5,9 @@
 //! Redirects are nearly every request a director answers, and for them hyper's reading,
 //! dispatching and writing, with the header maps of request and response, cost nearly as
 //! much CPU as the routing itself. This loop reads with `httparse` (what hyper reads
-//! with), builds the same `http::Request` and calls the same service ([`App`]). A
-//! redirect's headers are written straight out as bytes ([`redirect::Values`]); any
+//! with) and calls the same service ([`App`]), which reads the head where it lies
+//! ([`Asked`]): a request and its header map are built only for a request that must
+//! wait (a presence check due). A redirect's headers are written straight out as bytes ([`redirect::Values`]); any
 //! other answer is written as hyper would write it (`Date` included). Anything it
 //! does not take as it is (a body, `Transfer-Encoding`, `Expect`, `Upgrade`, HTTP/1.0,
 //! a routed path, a malformed or oversized head) goes to hyper, which answers it and
@@ -31,6 +32,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
+use super::asked::Asked;
 use super::dispatch::{App, ObjectAnswer};
 use super::{SERVER_HEADER, clients, redirect};
 use crate::route_class::RouteClass;
@@ -82,14 +84,19 @@ where
     loop {
         // Answer every complete request read so far, in order.
         loop {
-            let request = match read_head(&mut buf) {
+            let Taken {
+                len,
+                answer,
+                head,
+                close,
+            } = match take_head(&buf, app) {
                 Head::Incomplete => break,
                 Head::Other => return hand_over(io, &out, buf).await,
-                Head::Object(request) => request,
+                Head::Object(taken) => taken,
             };
-            let head = request.method() == Method::HEAD;
-            let close = request.close || graceful.is_cancelled();
-            match app.answer_unrouted(request.request) {
+            buf.advance(len);
+            let close = close || graceful.is_cancelled();
+            match answer {
                 ObjectAnswer::Redirect(values) => write_redirect(&mut out, &values, close),
                 ObjectAnswer::Response(future) => {
                     let response = match future.await {
@@ -215,16 +222,16 @@ impl Clock {
     }
 }
 
-/// An object request this loop answers, and whether its client asked to close.
-struct ObjectRequest {
-    request: Request<Body>,
+/// An object request at the front of the read buffer, answered.
+struct Taken {
+    /// The length of its head.
+    len: usize,
+    /// The answer, or what will give it.
+    answer: ObjectAnswer,
+    /// A `HEAD` request (no body in the answer).
+    head: bool,
+    /// Its client asked to close the connection.
     close: bool,
-}
-
-impl ObjectRequest {
-    fn method(&self) -> &Method {
-        self.request.method()
-    }
 }
 
 /// What the start of the read buffer holds.
@@ -233,21 +240,22 @@ impl ObjectRequest {
 enum Head {
     /// Not a whole head yet.
     Incomplete,
-    /// A request for hyper (or one it refuses); nothing was taken from the buffer.
+    /// A request for hyper (or one it refuses).
     Other,
-    /// An object request, taken from the buffer.
-    Object(ObjectRequest),
+    /// An object request, answered by `app`.
+    Object(Taken),
 }
 
-/// Reads one request head from the front of `buf`, taking it out if it is an object
-/// request.
-fn read_head(buf: &mut BytesMut) -> Head {
+/// Reads one request head from the front of `buf` and, if it is an object request,
+/// answers it: the handler reads the head where it lies (no header map is built, but for
+/// a request that must wait).
+fn take_head(buf: &[u8], app: &App) -> Head {
     if buf.is_empty() {
         return Head::Incomplete;
     }
-    let mut headers = [MaybeUninit::uninit(); MAX_HEADERS];
+    let mut lines = [MaybeUninit::uninit(); MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
-    let len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
+    let len = match parsed.parse_with_uninit_headers(buf, &mut lines) {
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
         // Longer than hyper takes: it refuses it, as it would have alone.
         Ok(httparse::Status::Complete(_)) => return Head::Other,
@@ -255,70 +263,91 @@ fn read_head(buf: &mut BytesMut) -> Head {
         // Malformed, or too many headers: hyper answers it.
         Err(_) => return Head::Other,
     };
-    match object_request(&parsed, &buf[..len]) {
-        Some(request) => {
-            buf.advance(len);
-            Head::Object(request)
-        }
-        None => Head::Other,
-    }
+    let Some(object) = ObjectHead::of(&parsed) else {
+        return Head::Other;
+    };
+    let asked = Asked::read(&object.method, &object.uri, parsed.headers);
+    let answer = match app.answer_now(&asked) {
+        Some(answer) => answer,
+        // A wait: the request then needs its own copy of the head.
+        None => match object.request(parsed.headers) {
+            Some(request) => ObjectAnswer::Response(app.answer_later(request)),
+            None => return Head::Other,
+        },
+    };
+    Head::Object(Taken {
+        len,
+        answer,
+        head: object.method == Method::HEAD,
+        close: object.close,
+    })
 }
 
-/// The request `parsed` from `head`, if it is an object request this loop takes: `GET`
-/// or `HEAD` of an unrouted path, HTTP/1.1, no body and nothing that changes how the
-/// connection goes on, with a target and header values that `http` accepts.
-fn object_request(parsed: &httparse::Request<'_, '_>, head: &[u8]) -> Option<ObjectRequest> {
-    let method = match parsed.method? {
-        "GET" => Method::GET,
-        "HEAD" => Method::HEAD,
-        _ => return None,
-    };
-    if parsed.version? != 1 {
-        return None;
-    }
-    let target = parsed.path?;
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
-    if !path.starts_with('/') || !RouteClass::is_unrouted(&method, path) {
-        return None;
-    }
-    // One copy of the head, which the URI and the header values then share.
-    let shared = Bytes::copy_from_slice(head);
-    let base = head.as_ptr() as usize;
-    let slice = |part: &[u8]| {
-        let start = part.as_ptr() as usize - base;
-        shared.slice(start..start + part.len())
-    };
-    let mut request = Request::new(Body::empty());
-    *request.method_mut() = method;
-    *request.version_mut() = Version::HTTP_11;
-    *request.uri_mut() = Uri::from_maybe_shared(slice(target.as_bytes())).ok()?;
-    let mut close = false;
-    let headers = request.headers_mut();
-    headers.reserve(parsed.headers.len());
-    for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        if name == header::CONTENT_LENGTH {
-            if h.value != b"0" {
-                return None;
-            }
-        } else if name == header::TRANSFER_ENCODING
-            || name == header::EXPECT
-            || name == header::UPGRADE
-        {
+/// The parts of an object request this loop takes: `GET` or `HEAD` of an unrouted path,
+/// HTTP/1.1, no body and nothing that changes how the connection goes on, with a target
+/// that `http` accepts. (`httparse` checks header names and values as `http` does.)
+struct ObjectHead {
+    method: Method,
+    uri: Uri,
+    close: bool,
+}
+
+impl ObjectHead {
+    fn of(parsed: &httparse::Request<'_, '_>) -> Option<Self> {
+        let method = match parsed.method? {
+            "GET" => Method::GET,
+            "HEAD" => Method::HEAD,
+            _ => return None,
+        };
+        if parsed.version? != 1 {
             return None;
-        } else if name == header::CONNECTION {
-            for token in h.value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
+        }
+        let target = parsed.path?;
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        if !path.starts_with('/') || !RouteClass::is_unrouted(&method, path) {
+            return None;
+        }
+        let uri = Uri::from_maybe_shared(Bytes::copy_from_slice(target.as_bytes())).ok()?;
+        let mut close = false;
+        for h in parsed.headers.iter() {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                if h.value != b"0" {
                     return None;
+                }
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("expect")
+                || name.eq_ignore_ascii_case("upgrade")
+            {
+                return None;
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|b| *b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        return None;
+                    }
                 }
             }
         }
-        headers.append(name, HeaderValue::from_maybe_shared(slice(h.value)).ok()?);
+        Some(Self { method, uri, close })
     }
-    Some(ObjectRequest { request, close })
+
+    /// The whole request, its header `lines` in a header map.
+    fn request(&self, lines: &[httparse::Header<'_>]) -> Option<Request<Body>> {
+        let mut request = Request::new(Body::empty());
+        *request.method_mut() = self.method.clone();
+        *request.version_mut() = Version::HTTP_11;
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.reserve(lines.len());
+        for h in lines {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+            headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+        }
+        Some(request)
+    }
 }
 
 /// Appends a redirect with `values` to `out` as HTTP/1.1: what the response

@@ -1,5 +1,6 @@
 //! The director's HTTP API: one router built from per-group routers.
 
+mod asked;
 pub mod budgets;
 mod catalog;
 mod clients;

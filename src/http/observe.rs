@@ -17,12 +17,12 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use axum::http::request::Parts;
 use axum::http::{Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
 use super::AppState;
+use super::asked::Asked;
 use super::budgets::{Admitted, Budgets};
 use crate::route_class::RouteClass;
 
@@ -89,17 +89,17 @@ impl<S> Observe<S> {
     /// the service (hyper's tower adapter does, per request) and this layer's state.
     pub(super) fn now<A: Answered>(
         &self,
-        request: &Parts,
-        answer: impl FnOnce(&S, &Parts) -> Option<A>,
+        request: &Asked<'_>,
+        answer: impl FnOnce(&S, &Asked<'_>) -> Option<A>,
     ) -> Option<A> {
-        let class = RouteClass::of(&request.method, request.uri.path());
+        let class = RouteClass::of(request.method, request.path());
         if let Err(shed) = self.shared.budgets.admit_now(class) {
             return Some(A::from(shed.into_response()));
         }
         let began = Instant::now();
         let answered = answer(&self.inner, request)?;
         self.shared
-            .record(class, &request.method, answered.status(), began.elapsed());
+            .record(class, request.method, answered.status(), began.elapsed());
         Some(answered)
     }
 }

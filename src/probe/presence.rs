@@ -175,26 +175,22 @@ pub struct Ask<'a> {
 }
 
 impl<'a> Ask<'a> {
-    /// What `request` (a redirect request for `path`) asks; `query` without Skein's own flags.
+    /// What a redirect request for `path` asks: its `method`, its `Authorization` header
+    /// (if any), and `query` without Skein's own flags.
     pub fn of(
-        request: &'a axum::http::request::Parts,
+        method: &axum::http::Method,
+        authorization: Option<&'a str>,
         path: &'a str,
         purpose: Purpose,
         query: &'a str,
     ) -> Self {
-        let bearer = request
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+        let bearer = authorization
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         Ask {
             path,
             purpose,
-            is_object_read: matches!(
-                request.method,
-                axum::http::Method::GET | axum::http::Method::HEAD
-            ),
+            is_object_read: is_object_read(method),
             query,
             bearer,
         }
@@ -204,6 +200,11 @@ impl<'a> Ask<'a> {
     /// write or a listing.
     pub fn object_presence(&self) -> bool {
         self.is_object_read && self.purpose != Purpose::Write
+    }
+
+    /// [`Ask::object_presence`] of a request with `method` for `purpose`.
+    pub fn counts_presence(method: &axum::http::Method, purpose: Purpose) -> bool {
+        is_object_read(method) && purpose != Purpose::Write
     }
 
     fn flag(&self, name: &str) -> bool {
@@ -223,6 +224,11 @@ impl<'a> Ask<'a> {
                 .filter(|t| !t.is_empty())
         })
     }
+}
+
+/// `GET` and `HEAD` read an object (`PROPFIND` lists, `PUT` and `DELETE` write).
+fn is_object_read(method: &axum::http::Method) -> bool {
+    matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD)
 }
 
 fn key_of(c: &Candidate) -> AdKey {
