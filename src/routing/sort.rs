@@ -168,14 +168,21 @@ type Key = (bool, bool, bool, u8, bool, bool, u64, Reverse<u64>);
 /// What one candidate's place depends on, found once per candidate.
 struct Entry {
     key: Key,
-    location: Option<ServerLocation>,
     distance_km: Option<f64>,
     health: Option<ServerHealth>,
     presence: Presence,
-    weights: Option<Weights>,
-    score: Option<f64>,
     bucket: Option<u64>,
     affinity: u64,
+    /// Only when explaining (a redirect's entries stay small: they are made, moved and
+    /// read for every candidate of every redirect).
+    explained: Option<Box<Explained>>,
+}
+
+/// What only an explanation shows of a candidate.
+struct Explained {
+    location: Option<ServerLocation>,
+    /// Adaptive's weights and their product.
+    weights: Option<(Weights, f64)>,
 }
 
 fn halving(value: f64, threshold: f64, every: f64) -> f64 {
@@ -282,14 +289,17 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool, ou
                         0,
                         Reverse(affinity),
                     ),
-                    location,
                     distance_km,
                     health,
                     presence,
-                    weights: None,
-                    score: None,
                     bucket: None,
                     affinity,
+                    explained: explaining.then(|| {
+                        Box::new(Explained {
+                            location,
+                            weights: None,
+                        })
+                    }),
                 }
             }),
     );
@@ -301,7 +311,7 @@ fn entries(candidates: &[Candidate], input: &SortInput<'_>, explaining: bool, ou
                 e.key.6 = e.bucket.unwrap_or(0);
             }
         }
-        SortMethod::Adaptive => adaptive(out, explaining),
+        SortMethod::Adaptive => adaptive(out),
         SortMethod::Random | SortMethod::Affinity => {}
     }
 }
@@ -321,15 +331,30 @@ fn ranked(candidates: &[Candidate], entries: &[Entry]) -> Ranks {
     ranks
 }
 
-/// Puts `candidates` in the order of `ranks` (places in it, best first).
-fn reorder(candidates: &mut Vec<Candidate<'_>>, ranks: &[usize]) {
-    let taken: SmallVec<[Candidate<'_>; USUAL_CANDIDATES]> = candidates.drain(..).collect();
-    candidates.extend(ranks.iter().filter_map(|&i| taken.get(i).cloned()));
+/// Puts `items` in the order of `ranks` (places in it, best first; a permutation of
+/// the first `ranks.len()` places), in place: each cycle of the permutation is followed
+/// with swaps.
+fn reorder<T>(items: &mut Vec<T>, ranks: &[usize]) {
+    items.truncate(ranks.len());
+    let mut placed: SmallVec<[bool; USUAL_CANDIDATES]> = smallvec::smallvec![false; items.len()];
+    for start in 0..items.len() {
+        let mut at = start;
+        while !placed[at] {
+            placed[at] = true;
+            let from = ranks[at];
+            if from == start {
+                break;
+            }
+            // `at` takes its item; the one it held moves on to `from`, which is next.
+            items.swap(at, from);
+            at = from;
+        }
+    }
 }
 
 /// Pelican's adaptive weights, made deterministic: the product of the weights becomes an
 /// effective distance (`-log2(score)` halvings of [`HALVING_KM`]) cut into buckets.
-fn adaptive(out: &mut [Entry], explaining: bool) {
+fn adaptive(out: &mut [Entry]) {
     // A non-finite signal counts as no signal: like a server never probed, it takes the
     // median of the valid ones (Pelican imputes missing weights the same way).
     let load = |h: &ServerHealth| {
@@ -342,8 +367,8 @@ fn adaptive(out: &mut [Entry], explaining: bool) {
             .is_finite()
             .then(|| h.ewma.clamp(MIN_STATUS_WEIGHT, 1.0))
     };
-    // One scratch vector for both medians (nothing is allocated when nothing was probed).
-    let mut scratch: Vec<f64> = Vec::new();
+    // One scratch list for both medians (on the stack for the usual few candidates).
+    let mut scratch: SmallVec<[f64; USUAL_CANDIDATES]> = SmallVec::new();
     scratch.extend(out.iter().filter_map(|e| e.health.as_ref().and_then(load)));
     let known_load = median(&mut scratch);
     scratch.clear();
@@ -380,15 +405,15 @@ fn adaptive(out: &mut [Entry], explaining: bool) {
         // halving so buckets stay unsigned and "present at 0 km" sorts first.
         let effective_km = (1.0 - others_log2) * HALVING_KM + km;
         let bucket = bucket_of(effective_km.max(0.0));
-        if explaining {
+        if let Some(explained) = &mut e.explained {
             let weights = Weights {
                 distance: e.distance_km.map(|km| halving(km, 0.0, HALVING_KM)),
                 load,
                 health,
                 availability,
             };
-            e.score = Some(weights.distance.unwrap_or(1.0) * others);
-            e.weights = Some(weights);
+            let score = weights.distance.unwrap_or(1.0) * others;
+            explained.weights = Some((weights, score));
         }
         e.bucket = Some(bucket);
         e.key.5 = e.distance_km.is_none();
@@ -423,7 +448,7 @@ pub fn explain(candidates: &mut Vec<Candidate>, input: &SortInput<'_>) -> Vec<Sc
             kind: c.kind,
             data_url: c.data_url().to_string(),
             generation: c.ad.ad.generation,
-            location: e.location,
+            location: e.explained.as_ref().and_then(|x| x.location),
             distance_km: e.distance_km.map(|km| (km * 10.0).round() / 10.0),
             up: !e.key.2,
             health: e.health.map(|h| HealthSeen {
@@ -433,8 +458,8 @@ pub fn explain(candidates: &mut Vec<Candidate>, input: &SortInput<'_>) -> Vec<Sc
                 checked_at: h.checked_at,
             }),
             presence: presence_name(e.presence),
-            weights: e.weights,
-            score: e.score,
+            weights: e.explained.as_ref().and_then(|x| x.weights).map(|(w, _)| w),
+            score: e.explained.as_ref().and_then(|x| x.weights).map(|(_, s)| s),
             bucket: e.bucket,
             affinity: e.affinity,
         });

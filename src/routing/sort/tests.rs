@@ -475,3 +475,34 @@ fn object_presence_demotes_absent_origins_and_promotes_holders_in_every_method()
         assert_eq!(scored_names, names(&served), "{method:?}");
     }
 }
+
+#[test]
+fn reorder_puts_items_in_every_order_ranks_give() {
+    // Every permutation of six places (more than a redirect's usual candidates).
+    fn permutations(n: usize) -> Vec<Vec<usize>> {
+        if n == 0 {
+            return vec![vec![]];
+        }
+        let mut all = Vec::new();
+        for shorter in permutations(n - 1) {
+            for at in 0..n {
+                let mut p = shorter.clone();
+                p.insert(at, n - 1);
+                all.push(p);
+            }
+        }
+        all
+    }
+    let all = permutations(6);
+    assert_eq!(all.len(), 720);
+    for ranks in all {
+        let mut items: Vec<char> = "abcdef".chars().collect();
+        reorder(&mut items, &ranks);
+        let expected: Vec<char> = ranks.iter().map(|&i| (b'a' + i as u8) as char).collect();
+        assert_eq!(items, expected, "{ranks:?}");
+    }
+    // Fewer places than items: the rest are left out, as the ranking left them.
+    let mut items = vec!['a', 'b', 'c'];
+    reorder(&mut items, &[1, 0]);
+    assert_eq!(items, ['b', 'a']);
+}
