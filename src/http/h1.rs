@@ -7,11 +7,12 @@
 //! much CPU as the routing itself. This loop reads with `httparse` (what hyper reads
 //! with) and calls the same service ([`App`]), which reads the head where it lies
 //! ([`Asked`]): a request and its header map are built only for a request that must
-//! wait (a presence check due). A redirect's headers are written straight out as bytes ([`redirect::Values`]); any
-//! other answer is written as hyper would write it (`Date` included). Anything it
-//! does not take as it is (a body, `Transfer-Encoding`, `Expect`, `Upgrade`, HTTP/1.0,
-//! a routed path, a malformed or oversized head) goes to hyper, which answers it and
-//! the rest of the connection with its own rules: one reader of bodies and errors.
+//! wait (a presence check due). A redirect's headers are copied out as the handler wrote
+//! them, HTTP/1.1 lines ([`redirect::Values`]); any other answer is written as hyper
+//! would write it (`Date` included). Anything it does not take as it is (a body,
+//! `Transfer-Encoding`, `Expect`, `Upgrade`, HTTP/1.0, a routed path, a malformed or
+//! oversized head) goes to hyper, which answers it and the rest of the connection with
+//! its own rules: one reader of bodies and errors.
 //!
 //! Pipelined requests are answered in order and their answers written together. The
 //! timeouts are hyper's as the listener sets them (see `serve`): a request's head must
@@ -99,7 +100,7 @@ where
             match answer {
                 ObjectAnswer::Redirect(values) => write_redirect(&mut out, &values, close),
                 ObjectAnswer::Response(future) => {
-                    let response = match future.await {
+                    let response = match (*future).await {
                         Ok(response) => response,
                         Err(never) => match never {},
                     };
@@ -235,8 +236,6 @@ struct Taken {
 }
 
 /// What the start of the read buffer holds.
-// Nearly every value is the large variant: boxing it would cost an allocation a request.
-#[allow(clippy::large_enum_variant)]
 enum Head {
     /// Not a whole head yet.
     Incomplete,
@@ -271,7 +270,7 @@ fn take_head(buf: &[u8], app: &App) -> Head {
         Some(answer) => answer,
         // A wait: the request then needs its own copy of the head.
         None => match object.request(parsed.headers) {
-            Some(request) => ObjectAnswer::Response(app.answer_later(request)),
+            Some(request) => ObjectAnswer::Response(Box::new(app.answer_later(request))),
             None => return Head::Other,
         },
     };

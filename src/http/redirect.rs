@@ -19,8 +19,10 @@ pub fn headers(into: HeaderMap, route: &Route, path: &str, query: Option<&str>) 
     written(route, path, query).into_headers(into)
 }
 
-/// The values [`headers`] adds, written once: added to a header map, or written out as
-/// HTTP/1.1 header lines.
+/// The values [`headers`] adds, written once as HTTP/1.1 header lines: copied out as
+/// they are, or added to a header map. A value that is not a legal header value is
+/// dropped (every part was validated, URLs at ingest and paths escaped, so it is a
+/// defence, not a filter).
 pub fn written(route: &Route, path: &str, query: Option<&str>) -> Values {
     let encoded = encoded_path(path);
     let query = query.filter(|q| !q.is_empty());
@@ -37,185 +39,198 @@ pub fn written(route: &Route, path: &str, query: Option<&str>) -> Values {
         .find(|g| !g.issuer.is_empty() && g.max_scope_depth > 0 && !g.strategy.is_empty());
     let first = route.candidates.first().map(|c| c.data_url());
     let capacity = first.map_or(0, |url| {
-        url.len() + encoded.len() + query.map_or(0, |q| q.len() + 1)
+        url.len() + encoded.len() + query.map_or(0, |q| q.len() + 1) + 12
     }) + shown
         .clone()
         .map(|c| c.data_url().len() + encoded.len() + 40)
         .sum::<usize>()
         + prefix.len()
         + collections.map_or(0, |url| url.len() + 20)
-        + 40
+        + 80
         + issuers
             .clone()
             .map(|i| i.issuer_url.len() + 9)
             .sum::<usize>()
-        + generation.map_or(0, |g| g.issuer.len() + g.strategy.len() + prefix.len() + 64);
+        + 27
+        + generation.map_or(0, |g| g.issuer.len() + g.strategy.len() + prefix.len() + 96);
     let mut values = Values::with_capacity(capacity);
     if let Some(first) = first {
-        values.text.push_str(first);
-        values.text.push_str(&encoded);
+        values.begin(header::LOCATION.as_str());
+        values.push(first);
+        values.push(&encoded);
         if let Some(q) = query {
-            values.text.push('?');
-            values.text.push_str(q);
+            values.push("?");
+            values.push(q);
         }
-        values.end(header::LOCATION);
+        values.end();
     }
     let depth = depth(route.prefix);
+    values.begin(header::LINK.as_str());
     for (i, c) in shown.enumerate() {
-        let link = &mut values.text;
         if i > 0 {
-            link.push_str(", ");
+            values.push(", ");
         }
-        link.push('<');
-        link.push_str(c.data_url());
-        link.push_str(&encoded);
-        link.push_str(">; rel=\"duplicate\"; pri=");
-        push_number(link, i + 1);
-        link.push_str("; depth=");
-        push_number(link, depth);
+        values.push("<");
+        values.push(c.data_url());
+        values.push(&encoded);
+        values.push(">; rel=\"duplicate\"; pri=");
+        values.push_number(i + 1);
+        values.push("; depth=");
+        values.push_number(depth);
     }
-    values.end(header::LINK);
-    let namespace = &mut values.text;
-    namespace.push_str("namespace=");
-    namespace.push_str(&prefix);
-    namespace.push_str(if ns.caps.public_reads {
+    values.end();
+    values.begin("x-pelican-namespace");
+    values.push("namespace=");
+    values.push(&prefix);
+    values.push(if ns.caps.public_reads {
         ", require-token=false"
     } else {
         ", require-token=true"
     });
     if let Some(url) = collections {
-        namespace.push_str(", collections-url=");
-        namespace.push_str(url);
+        values.push(", collections-url=");
+        values.push(url);
     }
-    values.end(HeaderName::from_static("x-pelican-namespace"));
-    for (i, issuer) in issuers.enumerate() {
-        if i > 0 {
-            values.text.push_str(", ");
+    values.end();
+    let mut issuers = issuers.peekable();
+    if issuers.peek().is_some() {
+        values.begin("x-pelican-authorization");
+        for (i, issuer) in issuers.enumerate() {
+            if i > 0 {
+                values.push(", ");
+            }
+            values.push("issuer=");
+            values.push(&issuer.issuer_url);
         }
-        values.text.push_str("issuer=");
-        values.text.push_str(&issuer.issuer_url);
+        values.end();
     }
-    values.end_unless_empty(HeaderName::from_static("x-pelican-authorization"));
     if let Some(g) = generation {
-        let value = &mut values.text;
-        value.push_str("issuer=");
-        value.push_str(&g.issuer);
-        value.push_str(", max-scope-depth=");
-        push_number(value, g.max_scope_depth as usize);
-        value.push_str(", strategy=");
-        value.push_str(&g.strategy);
-        value.push_str(", base-path=");
-        value.push_str(&prefix);
-        values.end(HeaderName::from_static("x-pelican-token-generation"));
+        values.begin("x-pelican-token-generation");
+        values.push("issuer=");
+        values.push(&g.issuer);
+        values.push(", max-scope-depth=");
+        values.push_number(g.max_scope_depth as usize);
+        values.push(", strategy=");
+        values.push(&g.strategy);
+        values.push(", base-path=");
+        values.push(&prefix);
+        values.end();
     }
     values
 }
 
-/// Most headers [`headers`] writes.
-const MOST_VALUES: usize = 5;
-
-/// Header values written one after another into one buffer: each ends where the next
-/// begins.
+/// Header values written once, as HTTP/1.1 header lines one after another.
 pub struct Values {
-    text: String,
-    /// Each header written, with where its value ends in `text`.
-    ends: [Option<(HeaderName, usize)>; MOST_VALUES],
-    written: usize,
+    /// `name: value` and CRLF, for each header written (a legal value holds no CR or
+    /// LF, so the lines split back into headers).
+    lines: Vec<u8>,
+    /// The header being written: where its line and its value start.
+    open: Option<(usize, usize)>,
 }
 
 impl Values {
     fn with_capacity(capacity: usize) -> Self {
         Self {
-            text: String::with_capacity(capacity),
-            ends: Default::default(),
-            written: 0,
+            lines: Vec::with_capacity(capacity),
+            open: None,
         }
     }
 
-    fn start(&self) -> usize {
-        self.written
-            .checked_sub(1)
-            .and_then(|last| self.ends[last].as_ref())
-            .map_or(0, |(_, end)| *end)
+    /// A value of the header `name` starts.
+    fn begin(&mut self, name: &str) {
+        let line = self.lines.len();
+        self.lines.extend_from_slice(name.as_bytes());
+        self.lines.extend_from_slice(b": ");
+        self.open = Some((line, self.lines.len()));
     }
 
-    /// The value of `name` is what was written since the last value ended.
-    fn end(&mut self, name: HeaderName) {
-        if let Some(slot) = self.ends.get_mut(self.written) {
-            *slot = Some((name, self.text.len()));
-            self.written += 1;
+    /// Appends `part` to the value.
+    fn push(&mut self, part: &str) {
+        self.lines.extend_from_slice(part.as_bytes());
+    }
+
+    /// Appends `n` in decimal.
+    fn push_number(&mut self, n: usize) {
+        push_number(&mut self.lines, n);
+    }
+
+    /// The value ends: kept if it is a legal header value, else dropped (line and all).
+    fn end(&mut self) {
+        let Some((line, value)) = self.open.take() else {
+            return;
+        };
+        if !is_legal_value(&self.lines[value..]) {
+            let name = String::from_utf8_lossy(&self.lines[line..value - 2]).into_owned();
+            tracing::error!(header = %name, "dropped an illegal header value");
+            self.lines.truncate(line);
+            return;
         }
+        self.lines.extend_from_slice(b"\r\n");
     }
 
-    /// Like [`Values::end`], but an empty value is no header at all.
-    fn end_unless_empty(&mut self, name: HeaderName) {
-        if self.text.len() > self.start() {
-            self.end(name);
-        }
-    }
-
-    /// The values as HTTP/1.1 header lines (`name: value` and CRLF) appended to `out`,
-    /// dropping a value that is not a legal header, as [`Values::into_headers`] does.
+    /// The values as HTTP/1.1 header lines (`name: value` and CRLF) appended to `out`.
     pub fn write_http1(&self, out: &mut Vec<u8>) {
-        let mut start = 0;
-        for (name, end) in self.ends.iter().flatten() {
-            let value = &self.text.as_bytes()[start..*end];
-            start = *end;
-            if !is_legal_value(value) {
-                tracing::error!(header = %name, "dropped an illegal header value");
-                continue;
-            }
-            super::h1::push_header(out, name.as_str().as_bytes(), value);
-        }
+        out.extend_from_slice(&self.lines);
     }
 
     /// The values added to `headers`, every one a slice of the one buffer.
     pub fn into_headers(self, mut headers: HeaderMap) -> HeaderMap {
-        let shared = Bytes::from(self.text);
+        let shared = Bytes::from(self.lines);
         let mut start = 0;
-        for (name, end) in self.ends.into_iter().flatten() {
-            // Every part was validated (URLs at ingest, paths percent-encoded); a value
-            // that still is not a legal header is dropped rather than answered.
-            match HeaderValue::from_maybe_shared(shared.slice(start..end)) {
-                Ok(value) => {
+        while let Some(line) = shared[start..].windows(2).position(|w| w == b"\r\n") {
+            let end = start + line;
+            let parsed = shared[start..end]
+                .windows(2)
+                .position(|w| w == b": ")
+                .and_then(|colon| {
+                    let name = HeaderName::from_bytes(&shared[start..start + colon]).ok()?;
+                    let value = shared.slice(start + colon + 2..end);
+                    Some((name, HeaderValue::from_maybe_shared(value).ok()?))
+                });
+            // Checked as written, and `HeaderValue` checks again.
+            match parsed {
+                Some((name, value)) => {
                     headers.insert(name, value);
                 }
-                Err(_) => tracing::error!(header = %name, "dropped an illegal header value"),
+                None => tracing::error!("dropped an illegal header line"),
             }
-            start = end;
+            start = end + 2;
         }
         headers
     }
 }
 
-/// What `HeaderValue` accepts: no control byte but tab. Checked eight bytes at a time
-/// (a redirect's values are hundreds of bytes), byte by byte only in a word that may
-/// hold one.
+/// What `HeaderValue` accepts: no control byte but tab. A redirect's values are hundreds
+/// of bytes, nearly always plain ASCII: they are screened eight bytes at a time with no
+/// branch (so the compiler can widen it), and looked at byte by byte only when the
+/// screen finds a byte that may be illegal.
 fn is_legal_value(value: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const LOWS: u64 = u64::from_ne_bytes([0x7f; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let legal = |b: &u8| *b == b'\t' || (*b >= 0x20 && *b != 0x7f);
-    // Any byte below `n` (for n <= 0x80), exactly: a borrow only starts at such a byte.
-    let has_below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGHS != 0;
-    let mut words = value.chunks_exact(8);
-    for chunk in &mut words {
-        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
-            return false;
-        };
-        let word = u64::from_ne_bytes(bytes);
-        let suspect = has_below(word, 0x20) || has_below(word ^ (ONES * 0x7f), 1);
-        if suspect && !chunk.iter().all(legal) {
-            return false;
-        }
+    let words = value.chunks_exact(8);
+    let rest = words.remainder();
+    // Each byte's low seven bits plus one (no carry into the next byte), low seven bits
+    // kept: below 0x21 for every control byte and DEL, and also for tab, 0x80-0x9f and
+    // 0xff (legal: the byte-by-byte look decides). A borrow in the subtraction starts
+    // only at a byte below 0x21, so a high bit is set exactly where one is.
+    let suspects = words.fold(0, |suspects, word| {
+        let word = <[u8; 8]>::try_from(word).map_or(HIGHS, u64::from_ne_bytes);
+        let shifted = ((word & LOWS) + ONES) & LOWS;
+        suspects | (shifted.wrapping_sub(ONES * 0x21) & !shifted & HIGHS)
+    });
+    if suspects != 0 {
+        return value.iter().all(legal);
     }
-    words.remainder().iter().all(legal)
+    rest.iter().all(legal)
 }
 
 /// Appends `n` in decimal (what `write!` would, without the formatting machinery).
-fn push_number(out: &mut String, mut n: usize) {
+fn push_number(out: &mut Vec<u8>, mut n: usize) {
     // Most numbers written are one digit (a `Link` priority, a depth).
     if n < 10 {
-        out.push(char::from(b'0' + n as u8));
+        out.push(b'0' + n as u8);
         return;
     }
     let mut digits = [0u8; 20];
@@ -228,9 +243,7 @@ fn push_number(out: &mut String, mut n: usize) {
             break;
         }
     }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
@@ -371,9 +384,9 @@ mod tests {
     #[test]
     fn numbers_are_written_in_decimal() {
         for n in [0, 1, 6, 9, 10, 42, 100, 65_535, usize::MAX] {
-            let mut out = String::from("x=");
+            let mut out = b"x=".to_vec();
             push_number(&mut out, n);
-            assert_eq!(out, format!("x={n}"));
+            assert_eq!(String::from_utf8(out).unwrap(), format!("x={n}"));
         }
     }
 }
