@@ -44,6 +44,10 @@ const MAX_HEADERS: usize = 32;
 /// (its default `max_buf_size`), so hyper refuses it (431) at once. A smaller limit would
 /// hand hyper an unfinished head whose header timeout hyper would start afresh.
 const MAX_HEAD: usize = 8192 + 4096 * 100;
+/// The longest header name `http` takes: a request with a longer one goes to hyper,
+/// which refuses it. (`httparse` checks names' and values' bytes as `http` does, but
+/// not their length.)
+const MAX_HEADER_NAME: usize = (1 << 16) - 1;
 /// Room made in the read buffer before each read.
 const READ_CHUNK: usize = 4 * 1024;
 
@@ -284,7 +288,7 @@ fn take_head(buf: &[u8], app: &App) -> Head {
 
 /// The parts of an object request this loop takes: `GET` or `HEAD` of an unrouted path,
 /// HTTP/1.1, no body and nothing that changes how the connection goes on, with a target
-/// that `http` accepts. (`httparse` checks header names and values as `http` does.)
+/// that `http` accepts.
 struct ObjectHead {
     method: Method,
     uri: Uri,
@@ -310,6 +314,9 @@ impl ObjectHead {
         let mut close = false;
         for h in parsed.headers.iter() {
             let name = h.name;
+            if name.len() > MAX_HEADER_NAME {
+                return None;
+            }
             if name.eq_ignore_ascii_case("content-length") {
                 if h.value != b"0" {
                     return None;
