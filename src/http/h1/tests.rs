@@ -301,6 +301,19 @@ async fn close_http_1_0_bodies_and_split_heads_are_answered_as_asked() {
     cancel.cancel();
 }
 
+/// The status line each server in `at` answers `request` with, on a new connection.
+async fn status_lines(request: &str, at: [std::net::SocketAddr; 2]) -> Vec<String> {
+    let mut statuses = Vec::new();
+    for at in at {
+        let mut stream = TcpStream::connect(at).await.unwrap();
+        // The server may close before reading it all: what it answered is read anyway.
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut reader = BufReader::new(stream);
+        statuses.push(read_answer(&mut reader, false).await.status_line);
+    }
+    statuses
+}
+
 #[tokio::test]
 async fn long_heads_are_answered_and_heads_past_the_limit_refused() {
     let (h, addr, cancel) = director(Duration::from_secs(5)).await;
@@ -332,14 +345,7 @@ async fn long_heads_are_answered_and_heads_past_the_limit_refused() {
             "GET /ns/a HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n",
             "t".repeat(extra)
         );
-        let mut statuses = Vec::new();
-        for at in [addr, theirs] {
-            let mut stream = TcpStream::connect(at).await.unwrap();
-            // The server may close before reading it all: what it answered is read anyway.
-            let _ = stream.write_all(huge.as_bytes()).await;
-            let mut reader = BufReader::new(stream);
-            statuses.push(read_answer(&mut reader, false).await.status_line);
-        }
+        let statuses = status_lines(&huge, [addr, theirs]).await;
         assert_eq!(statuses[0], statuses[1], "{extra}");
         if extra == 2 * super::MAX_HEAD {
             assert_eq!(statuses[0], "HTTP/1.1 431 Request Header Fields Too Large");
@@ -351,13 +357,7 @@ async fn long_heads_are_answered_and_heads_past_the_limit_refused() {
         "GET /ns/a HTTP/1.1\r\nHost: x\r\nX-{}: v\r\n\r\n",
         "n".repeat(70 * 1024)
     );
-    let mut statuses = Vec::new();
-    for at in [addr, theirs] {
-        let mut stream = TcpStream::connect(at).await.unwrap();
-        let _ = stream.write_all(long_name.as_bytes()).await;
-        let mut reader = BufReader::new(stream);
-        statuses.push(read_answer(&mut reader, false).await.status_line);
-    }
+    let statuses = status_lines(&long_name, [addr, theirs]).await;
     assert_eq!(statuses[0], statuses[1]);
     assert!(!statuses[0].contains("307"), "{}", statuses[0]);
     cancel.cancel();
