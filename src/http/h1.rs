@@ -243,7 +243,7 @@ struct Taken {
 enum Head {
     /// Not a whole head yet.
     Incomplete,
-    /// A request for hyper (or one it refuses).
+    /// A request for hyper (or one it refuses); nothing was taken from the buffer.
     Other,
     /// An object request, answered by `app`.
     Object(Taken),

@@ -119,11 +119,16 @@ pub fn written(route: &Route, path: &str, query: Option<&str>) -> Values {
     values
 }
 
+/// Most headers [`written`] writes.
+const MOST_VALUES: usize = 5;
+
 /// Header values written once, as HTTP/1.1 header lines one after another.
 pub struct Values {
-    /// `name: value` and CRLF, for each header written (a legal value holds no CR or
-    /// LF, so the lines split back into headers).
+    /// `name: value` and CRLF, for each header written.
     lines: Vec<u8>,
+    /// Each header kept: where its line, its value and the value's end are in `lines`.
+    spans: [(usize, usize, usize); MOST_VALUES],
+    kept: usize,
     /// The header being written: where its line and its value start.
     open: Option<(usize, usize)>,
 }
@@ -132,6 +137,8 @@ impl Values {
     fn with_capacity(capacity: usize) -> Self {
         Self {
             lines: Vec::with_capacity(capacity),
+            spans: [(0, 0, 0); MOST_VALUES],
+            kept: 0,
             open: None,
         }
     }
@@ -165,6 +172,10 @@ impl Values {
             self.lines.truncate(line);
             return;
         }
+        if let Some(span) = self.spans.get_mut(self.kept) {
+            *span = (line, value, self.lines.len());
+            self.kept += 1;
+        }
         self.lines.extend_from_slice(b"\r\n");
     }
 
@@ -176,25 +187,18 @@ impl Values {
     /// The values added to `headers`, every one a slice of the one buffer.
     pub fn into_headers(self, mut headers: HeaderMap) -> HeaderMap {
         let shared = Bytes::from(self.lines);
-        let mut start = 0;
-        while let Some(line) = shared[start..].windows(2).position(|w| w == b"\r\n") {
-            let end = start + line;
-            let parsed = shared[start..end]
-                .windows(2)
-                .position(|w| w == b": ")
-                .and_then(|colon| {
-                    let name = HeaderName::from_bytes(&shared[start..start + colon]).ok()?;
-                    let value = shared.slice(start + colon + 2..end);
-                    Some((name, HeaderValue::from_maybe_shared(value).ok()?))
-                });
-            // Checked as written, and `HeaderValue` checks again.
-            match parsed {
-                Some((name, value)) => {
+        for &(line, value, end) in &self.spans[..self.kept] {
+            // Every value was checked as written; `HeaderValue` checks again.
+            let name = HeaderName::from_bytes(&shared[line..value - 2]);
+            match (
+                name,
+                HeaderValue::from_maybe_shared(shared.slice(value..end)),
+            ) {
+                (Ok(name), Ok(value)) => {
                     headers.insert(name, value);
                 }
-                None => tracing::error!("dropped an illegal header line"),
+                _ => tracing::error!("dropped an illegal header"),
             }
-            start = end + 2;
         }
         headers
     }
