@@ -26,17 +26,23 @@ pub fn headers(into: HeaderMap, route: &Route, path: &str, query: Option<&str>) 
 pub fn written(route: &Route, path: &str, query: Option<&str>) -> Values {
     let encoded = encoded_path(path);
     let query = query.filter(|q| !q.is_empty());
-    let ns = route.namespace();
+    let terms = route.terms();
+    // The namespace itself is read only when it names tokens.
+    let ns = terms.names_tokens.then(|| route.namespace());
     let prefix = encoded_path(route.prefix);
-    let collections = route.collections_url().filter(|_| ns.caps.listings);
+    let collections = route.collections_url().filter(|_| terms.caps.listings);
     let shown = route.candidates.iter().take(MAX_LINKS);
-    let issuers = ns.issuers.iter().filter(|i| !i.issuer_url.is_empty());
+    let issuers = ns
+        .into_iter()
+        .flat_map(|ns| &ns.issuers)
+        .filter(|i| !i.issuer_url.is_empty());
     // Pelican's client rejects the whole response if this header lacks an issuer, a
     // non-zero max-scope-depth or a strategy, so it is sent only when complete.
-    let generation = ns
-        .generation
-        .iter()
-        .find(|g| !g.issuer.is_empty() && g.max_scope_depth > 0 && !g.strategy.is_empty());
+    let generation = ns.and_then(|ns| {
+        ns.generation
+            .iter()
+            .find(|g| !g.issuer.is_empty() && g.max_scope_depth > 0 && !g.strategy.is_empty())
+    });
     let first = route.candidates.first().map(|c| c.data_url());
     let capacity = first.map_or(0, |url| {
         url.len() + encoded.len() + query.map_or(0, |q| q.len() + 1) + 12
@@ -82,7 +88,7 @@ pub fn written(route: &Route, path: &str, query: Option<&str>) -> Values {
     values.begin("x-pelican-namespace");
     values.push("namespace=");
     values.push(&prefix);
-    values.push(if ns.caps.public_reads {
+    values.push(if terms.caps.public_reads {
         ", require-token=false"
     } else {
         ", require-token=true"

@@ -257,7 +257,7 @@ pub fn to_check<'r, 'v>(
     if !check_origins && !may_check_caches {
         return Vec::new();
     }
-    if ask.flag("skipstat") || (!route.namespace().caps.public_reads && ask.token().is_none()) {
+    if ask.flag("skipstat") || (!route.terms().caps.public_reads && ask.token().is_none()) {
         return Vec::new();
     }
     let mut picked = Vec::new();

@@ -109,6 +109,29 @@ pub struct Route<'v> {
     pub candidates: Vec<Candidate<'v>>,
     /// An origin for the namespace that allows listings (for `collections-url`).
     collections_from: Option<&'v StoredAd>,
+    /// What the followed namespace allows, copied in.
+    terms: Terms,
+}
+
+/// What a redirect tells of a namespace besides its servers, copied out of its ad when
+/// the view indexes it: the namespace itself lies elsewhere in memory (a likely cache
+/// miss on every redirect), and a public namespace needs nothing else of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    /// The namespace's capabilities.
+    pub caps: Capabilities,
+    /// It names a token issuer or a token generation (only then is the namespace read).
+    pub names_tokens: bool,
+}
+
+impl Terms {
+    /// The terms of `ns`.
+    pub fn of(ns: &NamespaceAd) -> Self {
+        Self {
+            caps: ns.caps,
+            names_tokens: !ns.issuers.is_empty() || !ns.generation.is_empty(),
+        }
+    }
 }
 
 impl<'v> Route<'v> {
@@ -122,12 +145,19 @@ impl<'v> Route<'v> {
         candidates: Vec<Candidate<'v>>,
         collections_from: Option<&'v StoredAd>,
     ) -> Option<Self> {
-        (index < namespace_ad.ad.namespaces.len()).then_some(Self {
+        let terms = Terms::of(namespace_ad.ad.namespaces.get(index)?);
+        Some(Self {
             prefix,
             namespace_from: (namespace_ad, index),
             candidates,
             collections_from,
+            terms,
         })
+    }
+
+    /// What the namespace allows, and whether it names tokens ([`Terms`]).
+    pub fn terms(&self) -> Terms {
+        self.terms
     }
 
     /// The namespace as advertised (capabilities, issuers), origin's copy preferred.
@@ -172,8 +202,8 @@ struct Indexed {
     kind: ServerKind,
     /// The ad's expiry, or 0 while it is withdrawing: it serves while this is after now.
     serving_until: UnixMillis,
-    /// The namespace's capabilities.
-    caps: Capabilities,
+    /// What the namespace allows, and whether it names tokens.
+    terms: Terms,
     /// The server's rendezvous seed ([`rank::name_seed`]).
     seed: u64,
     /// The server's slot ([`slots`]).
@@ -183,7 +213,7 @@ struct Indexed {
 impl Indexed {
     /// The `index`-th namespace of `ad` (whose server has `slot`), if it has one.
     fn new(ad: Arc<StoredAd>, index: usize, slot: Slot) -> Option<Self> {
-        let caps = ad.ad.namespaces.get(index)?.caps;
+        let terms = Terms::of(ad.ad.namespaces.get(index)?);
         Some(Self {
             slot,
             index,
@@ -193,7 +223,7 @@ impl Indexed {
             } else {
                 0
             },
-            caps,
+            terms,
             seed: rank::name_seed(&ad.ad.name),
             ad,
         })
@@ -449,7 +479,7 @@ impl View {
                 continue;
             }
             any_live = true;
-            let (kind, caps) = (server.kind, server.caps);
+            let (kind, caps) = (server.kind, server.terms.caps);
             if kind == ServerKind::Origin {
                 // Servers are sorted by (kind, name): the first origin is the least by name.
                 if namespace_from.is_none_or(|s| s.kind != ServerKind::Origin) {
@@ -500,16 +530,14 @@ impl View {
                 .then_with(|| b.affinity.cmp(&a.affinity))
                 .then_with(|| b.name().cmp(a.name()))
         });
-        match Route::new(
+        // `Indexed::new` checked that the ad has the namespace.
+        Built::Route(Route {
             prefix,
-            &namespace_from.ad,
-            namespace_from.index,
+            namespace_from: (&namespace_from.ad, namespace_from.index),
             candidates,
             collections_from,
-        ) {
-            Some(route) => Built::Route(route),
-            None => Built::NoneLive,
-        }
+            terms: namespace_from.terms,
+        })
     }
 }
 

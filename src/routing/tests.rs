@@ -235,3 +235,32 @@ fn records_hold_their_server_back_until_the_last_one_goes() {
     // Records are never routed to and list no namespace.
     assert_eq!(both.namespaces(NOW), ["/ns"]);
 }
+
+#[test]
+fn a_route_carries_its_namespace_terms() {
+    let mut ad = fixtures::ad(
+        "origin-1",
+        ServerKind::Origin,
+        &["/open", "/closed"],
+        NOW - 10,
+        1,
+    );
+    let closed = &mut ad.namespaces[1];
+    closed.caps.public_reads = false;
+    closed.issuers.push(crate::ad::TokenIssuer {
+        issuer_url: "https://issuer.example".into(),
+        base_paths: vec!["/closed".into()],
+    });
+    let signed = ad.sign(&fixtures::key_for("origin-1"));
+    let view = View::default().with_ad(Arc::new(StoredAd::new(signed, NOW - 5, 60_000)));
+    for (path, public, names_tokens) in [("/open/x", true, false), ("/closed/x", false, true)] {
+        let route = view.route(path, Purpose::Read, NOW).unwrap();
+        let terms = route.terms();
+        assert_eq!(terms, Terms::of(route.namespace()), "{path}");
+        assert_eq!(
+            (terms.caps.public_reads, terms.names_tokens),
+            (public, names_tokens),
+            "{path}"
+        );
+    }
+}
