@@ -366,6 +366,14 @@ impl View {
         }
     }
 
+    /// True if `server` is serving at `now` and no record holds it back. Its ad (elsewhere
+    /// in memory) is read only when some server has a record.
+    #[inline]
+    fn redirects_to(&self, server: &Indexed, now: UnixMillis) -> bool {
+        server.is_serving(now)
+            && (self.record_names.is_empty() || !self.held_back(&server.ad.ad.name, now))
+    }
+
     /// True if a live record keeps the server `name` out of redirects at `now`: it is
     /// banned, or inside a downtime window.
     pub fn held_back(&self, name: &str, now: UnixMillis) -> bool {
@@ -415,11 +423,7 @@ impl View {
         let mut out: Vec<String> = self
             .by_prefix
             .iter()
-            .filter(|(_, servers)| {
-                servers
-                    .iter()
-                    .any(|s| s.is_serving(now) && !self.held_back(&s.ad.ad.name, now))
-            })
+            .filter(|(_, servers)| servers.iter().any(|s| self.redirects_to(s, now)))
             .map(|(prefix, _)| prefix.to_string())
             .collect();
         out.sort();
@@ -475,7 +479,7 @@ impl View {
         let mut collections_from: Option<&StoredAd> = None;
         let mut any_live = false;
         for server in servers {
-            if !server.is_serving(now) || self.held_back(&server.ad.ad.name, now) {
+            if !self.redirects_to(server, now) {
                 continue;
             }
             any_live = true;
