@@ -102,7 +102,7 @@ where
             buf.advance(len);
             let close = close || graceful.is_cancelled();
             match answer {
-                ObjectAnswer::Redirect(values) => write_redirect(&mut out, &values, close),
+                ObjectAnswer::Redirect(values) => write_redirect(&mut out, values, close),
                 ObjectAnswer::Response(future) => {
                     let response = match (*future).await {
                         Ok(response) => response,
@@ -358,7 +358,7 @@ impl ObjectHead {
 
 /// Appends a redirect with `values` to `out` as HTTP/1.1: what the response
 /// [`ObjectAnswer::Redirect`] stands for would be, written without making it.
-fn write_redirect(out: &mut Vec<u8>, values: &redirect::Values, close: bool) {
+fn write_redirect(out: &mut Vec<u8>, values: redirect::Values, close: bool) {
     // What every redirect carries after its own headers, written once.
     static SAME_FOR_ALL: LazyLock<Vec<u8>> = LazyLock::new(|| {
         let mut lines = Vec::new();
@@ -369,8 +369,7 @@ fn write_redirect(out: &mut Vec<u8>, values: &redirect::Values, close: bool) {
         push_header(&mut lines, b"server", SERVER_HEADER.as_bytes());
         lines
     });
-    out.extend_from_slice(b"HTTP/1.1 307 Temporary Redirect\r\n");
-    values.write_http1(out);
+    values.into_http1(out);
     out.extend_from_slice(&SAME_FOR_ALL);
     DATE.with(|date| push_header(out, b"date", date.now().as_bytes()));
     if close {

@@ -1,5 +1,7 @@
 //! Turning a [`Route`] into Pelican's redirect headers.
 
+use std::cell::Cell;
+
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
@@ -128,9 +130,27 @@ pub fn written(route: &Route, path: &str, query: Option<&str>) -> Values {
 /// Most headers [`written`] writes.
 const MOST_VALUES: usize = 5;
 
-/// Header values written once, as HTTP/1.1 header lines one after another.
+/// The status line of a redirect written as HTTP/1.1: the front of every [`Values`]
+/// buffer, so that the connection's writer can take the buffer as its output as it is.
+const STATUS_LINE: &[u8] = b"HTTP/1.1 307 Temporary Redirect\r\n";
+
+/// Room a [`Values`] buffer keeps after the values for what the writer appends (the CORS
+/// lines, `Date`): taken as its output, the buffer then does not grow.
+const WRITER_ROOM: usize = 512;
+
+/// Largest buffer kept for reuse: one that grew for a large answer is let go.
+const MAX_SPARE: usize = 64 * 1024;
+
+thread_local! {
+    /// A buffer for the next [`Values`] on this thread: what the last one left (the
+    /// output buffer it was exchanged for, emptied), so a redirect allocates none.
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Header values written once, as HTTP/1.1 header lines one after another, behind a
+/// redirect's status line.
 pub struct Values {
-    /// `name: value` and CRLF, for each header written.
+    /// The status line, then `name: value` and CRLF for each header written.
     lines: Vec<u8>,
     /// Each header kept: where its line, its value and the value's end are in `lines`.
     spans: [(usize, usize, usize); MOST_VALUES],
@@ -141,8 +161,12 @@ pub struct Values {
 
 impl Values {
     fn with_capacity(capacity: usize) -> Self {
+        let mut lines = SPARE.try_with(Cell::take).unwrap_or_default();
+        lines.clear();
+        lines.reserve(STATUS_LINE.len() + capacity + WRITER_ROOM);
+        lines.extend_from_slice(STATUS_LINE);
         Self {
-            lines: Vec::with_capacity(capacity),
+            lines,
             spans: [(0, 0, 0); MOST_VALUES],
             kept: 0,
             open: None,
@@ -185,14 +209,28 @@ impl Values {
         self.lines.extend_from_slice(b"\r\n");
     }
 
-    /// The values as HTTP/1.1 header lines (`name: value` and CRLF) appended to `out`.
-    pub fn write_http1(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.lines);
+    /// The values as HTTP/1.1 header lines (`name: value` and CRLF) appended to `out`
+    /// (what the tests compare with the header map).
+    #[cfg(test)]
+    fn write_http1(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.lines[STATUS_LINE.len()..]);
+    }
+
+    /// The redirect's status line and the values' header lines, appended to `out`. Into
+    /// an empty `out` (nearly always: a client sends its next request after this answer)
+    /// nothing is copied: the buffers change hands, and `out`'s old one is kept for the
+    /// next redirect of this thread.
+    pub fn into_http1(mut self, out: &mut Vec<u8>) {
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.lines);
+        } else {
+            out.extend_from_slice(&self.lines);
+        }
     }
 
     /// The values added to `headers`, every one a slice of the one buffer.
-    pub fn into_headers(self, mut headers: HeaderMap) -> HeaderMap {
-        let shared = Bytes::from(self.lines);
+    pub fn into_headers(mut self, mut headers: HeaderMap) -> HeaderMap {
+        let shared = Bytes::from(std::mem::take(&mut self.lines));
         for &(line, value, end) in &self.spans[..self.kept] {
             // Every value was checked as written; `HeaderValue` checks again.
             let name = HeaderName::from_bytes(&shared[line..value - 2]);
@@ -207,6 +245,16 @@ impl Values {
             }
         }
         headers
+    }
+}
+
+impl Drop for Values {
+    fn drop(&mut self) {
+        let lines = std::mem::take(&mut self.lines);
+        if lines.capacity() <= MAX_SPARE {
+            // Gone only while the thread ends: the buffer is then freed.
+            let _ = SPARE.try_with(|spare| spare.set(lines));
+        }
     }
 }
 
@@ -389,6 +437,32 @@ mod tests {
             "{lines}"
         );
         assert!(lines.contains("link: "), "{lines}");
+    }
+
+    #[test]
+    fn an_http1_answer_is_the_status_line_then_the_values() {
+        let route = fixtures::route_in(
+            fixtures::public_namespace("/ns"),
+            vec![fixtures::candidate("c1", ServerKind::Cache)],
+        );
+        let mut lines = Vec::new();
+        written(&route, "/ns/x", None).write_http1(&mut lines);
+        let expected = [STATUS_LINE, &lines[..]].concat();
+        // Twice into an empty output (the second time in a buffer the first gave back),
+        // then after an answer already written (pipelined requests): the same bytes.
+        for _ in 0..2 {
+            let mut out = Vec::new();
+            written(&route, "/ns/x", None).into_http1(&mut out);
+            assert_eq!(out, expected);
+            drop(out);
+            let mut stale = b"an earlier answer, already sent".to_vec();
+            stale.clear();
+            written(&route, "/ns/x", None).into_http1(&mut stale);
+            assert_eq!(stale, expected);
+        }
+        let mut pipelined = b"earlier".to_vec();
+        written(&route, "/ns/x", None).into_http1(&mut pipelined);
+        assert_eq!(pipelined, [&b"earlier"[..], &expected[..]].concat());
     }
 
     #[test]
