@@ -340,9 +340,9 @@ async fn disk_full(fed: &Federation) -> anyhow::Result<Violations> {
     Ok(violations)
 }
 
-/// (5) Stop director-c, cut its sled log to half on its volume (a mount point in the
-/// container, so the damaged store cannot be renamed beside it), start it under load: it
-/// must start, move the damaged files aside inside its data directory, refill from its
+/// (5) Stop director-c, cut its sled log to half of what it holds, on its volume (a mount
+/// point in the container, so the damaged store cannot be renamed beside it), start it
+/// under load: it must start, move the damaged files aside inside its data directory, refill from its
 /// peers and become ready, with no failed lookup and no acknowledged ad lost.
 async fn damaged_store(fed: &Federation) -> anyhow::Result<Violations> {
     let name = "damaged";
@@ -354,14 +354,20 @@ async fn damaged_store(fed: &Federation) -> anyhow::Result<Violations> {
     sleep(Duration::from_secs(2)).await;
     docker_async(&["stop", "--time", "10", &victim.container]).await?;
     let db = disk.path().join("db");
+    // Half of what sled wrote: after the full disk its log can end in a long run of
+    // zeros (space it reserved), and cutting only those would damage nothing.
+    let written = std::fs::read(&db)?
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last as u64 + 1);
     let file = std::fs::OpenOptions::new().write(true).open(&db)?;
     let len = file.metadata()?.len();
-    file.set_len(len / 2)?;
+    file.set_len(written / 2)?;
     drop(file);
     println!(
-        "[{name}] stopped {} and cut its db from {len} to {} bytes",
+        "[{name}] stopped {} and cut its db ({len} bytes, {written} of them up to the last written byte) to {} bytes",
         victim.name,
-        len / 2
+        written / 2
     );
     let t = Instant::now();
     docker_async(&["start", &victim.container]).await?;
