@@ -35,6 +35,54 @@ fn read_deadline(dir: &Path) -> Duration {
     Duration::from_secs(10) + Duration::from_secs_f64(bytes as f64 / 10e6)
 }
 
+/// Stack of the thread reading a store: more than a thread's usual 2 MiB (only what is
+/// used is ever allocated), as deep as the main thread's, so that a damaged log that
+/// makes sled recurse deeply does not overflow it (an overflow ends the process).
+const READ_STACK: usize = 8 * 1024 * 1024;
+
+/// The file in a data directory counting the starts that began opening its store and
+/// did not finish: damage can end the process while sled opens the store (an allocation
+/// of a length read from a damaged page, an overflowing stack), and no start after it
+/// would get further.
+pub(super) const OPENING_MARK: &str = "skein-opening";
+
+/// Starts that died opening a store, in a row, after which the next moves it aside
+/// unread: one could have been a kill at the wrong moment.
+const DEATHS_BEFORE_DAMAGE: u32 = 2;
+
+/// A start begins opening the store in `dir`: how many starts before it died doing so,
+/// this one now counted (the mark is written only where the directory exists: a new
+/// store has nothing that could kill it).
+fn mark_opening(dir: &Path) -> u32 {
+    let mark = dir.join(OPENING_MARK);
+    let died = std::fs::read_to_string(&mark)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    if dir.is_dir() {
+        let written = std::fs::File::create(&mark).and_then(|mut file| {
+            use std::io::Write;
+            writeln!(file, "{}", died.saturating_add(1))?;
+            file.sync_all()
+        });
+        if let Err(error) = written {
+            tracing::warn!(path = %mark.display(), %error, "cannot mark the store as being opened; a store whose opening ends the process would stop every start");
+        }
+    }
+    died
+}
+
+/// The start finished opening the store in `dir` (or moved it aside): no mark is left.
+fn opening_finished(dir: &Path) {
+    match std::fs::remove_file(dir.join(OPENING_MARK)) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            tracing::warn!(path = %dir.display(), %error, "cannot remove the mark of a store being opened")
+        }
+    }
+}
+
 /// Runs `read` (a whole read of the store in `dir`) on a thread of its own, and gives up
 /// after `deadline`: that is damage. sled cannot be interrupted, so a read that loops
 /// keeps its thread (and a core) until the process ends, and an ERROR says so.
@@ -46,6 +94,7 @@ fn within_deadline<T: Send + 'static>(
     let (done, result) = std::sync::mpsc::sync_channel(1);
     let spawned = std::thread::Builder::new()
         .name("store-read".into())
+        .stack_size(READ_STACK)
         .spawn(move || {
             let _ = done.send(read());
         });
@@ -125,7 +174,30 @@ impl Store {
     /// reports what it found, so the director can serve and catch up from its peers. A tree
     /// that does not match its manifest is found by the load ([`Store::load_ads_with`]). Errors that are not damage (a lock held by another
     /// process, permissions, a newer schema) are returned.
+    ///
+    /// A store whose opening ended the process [`DEATHS_BEFORE_DAMAGE`] starts in a row is
+    /// damage too, moved aside without being read again (reading it is what ended them).
     pub fn open_or_recover(
+        dir: &Path,
+        now: UnixMillis,
+    ) -> Result<(Self, Option<Damage>), StoreError> {
+        let died = mark_opening(dir);
+        let opened = if died >= DEATHS_BEFORE_DAMAGE {
+            Self::start_afresh(
+                dir,
+                now,
+                format!("{died} starts in a row ended while opening the store"),
+                Vec::new(),
+            )
+        } else {
+            Self::open_or_recover_read(dir, now)
+        };
+        opening_finished(dir);
+        opened
+    }
+
+    /// [`Store::open_or_recover`] when the store is to be read.
+    fn open_or_recover_read(
         dir: &Path,
         now: UnixMillis,
     ) -> Result<(Self, Option<Damage>), StoreError> {
@@ -145,33 +217,43 @@ impl Store {
             // Only damage is moved aside: an I/O error (a full disk, or another process
             // holding the lock on this directory) must never cost a sound store.
             Err(StoreError::Damaged { message, .. }) => {
-                let survivors = salvage(dir);
-                let aside = move_aside(dir, now).map_err(|message| StoreError::Database {
-                    path: dir.to_path_buf(),
-                    message,
-                })?;
-                tracing::error!(
-                    path = %dir.display(),
-                    moved_to = %aside.display(),
-                    damage = %message,
-                    survivors = survivors.len(),
-                    "store is damaged; moved it aside, keeping the ads that survived"
-                );
-                let store = Self::open(dir)?;
-                for ad in &survivors {
-                    store.put_ad(ad)?;
-                }
-                store.flush_blocking()?;
-                let damage = Damage {
-                    what: message,
-                    moved_to: aside,
-                    survivors: survivors.len(),
-                };
-                *lock(&store.inner.damage) = Some(damage.clone());
-                Ok((store, Some(damage)))
+                Self::start_afresh(dir, now, message, salvage(dir))
             }
             Err(other) => Err(other),
         }
+    }
+
+    /// Moves the damaged store in `dir` aside (loudly: `message` says what was found) and
+    /// opens a fresh one there holding `survivors`.
+    fn start_afresh(
+        dir: &Path,
+        now: UnixMillis,
+        message: String,
+        survivors: Vec<StoredAd>,
+    ) -> Result<(Self, Option<Damage>), StoreError> {
+        let aside = move_aside(dir, now).map_err(|message| StoreError::Database {
+            path: dir.to_path_buf(),
+            message,
+        })?;
+        tracing::error!(
+            path = %dir.display(),
+            moved_to = %aside.display(),
+            damage = %message,
+            survivors = survivors.len(),
+            "store is damaged; moved it aside, keeping the ads that survived"
+        );
+        let store = Self::open(dir)?;
+        for ad in &survivors {
+            store.put_ad(ad)?;
+        }
+        store.flush_blocking()?;
+        let damage = Damage {
+            what: message,
+            moved_to: aside,
+            survivors: survivors.len(),
+        };
+        *lock(&store.inner.damage) = Some(damage.clone());
+        Ok((store, Some(damage)))
     }
 
     /// Like [`Store::load_ads`], but a tree that does not match the manifest is replaced
@@ -332,6 +414,22 @@ mod tests {
             })
         });
         assert!(matches!(failed, Err(StoreError::Database { .. })));
+    }
+
+    #[test]
+    fn each_start_that_does_not_finish_opening_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(mark_opening(dir.path()), 0);
+        assert_eq!(mark_opening(dir.path()), 1);
+        assert_eq!(mark_opening(dir.path()), 2);
+        opening_finished(dir.path());
+        assert_eq!(mark_opening(dir.path()), 0);
+        opening_finished(dir.path());
+        opening_finished(dir.path());
+        // A store not made yet: nothing is written (the directory is not made here).
+        let absent = dir.path().join("absent");
+        assert_eq!(mark_opening(&absent), 0);
+        assert!(!absent.exists());
     }
 
     #[test]

@@ -622,3 +622,36 @@ fn a_log_cut_anywhere_opens_whole_or_damaged() {
     }
     println!("cut at byte: ads kept of {ADS}: {}", kept.join(", "));
 }
+
+#[tokio::test]
+async fn a_store_whose_opening_ended_two_starts_is_moved_aside_unread() {
+    use super::recover::OPENING_MARK;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    {
+        let (store, damage) = Store::open_or_recover(&data, 1).unwrap();
+        assert_eq!(damage, None);
+        store.put_ad(&stored("origin-1", 1)).unwrap();
+        store.flush().await.unwrap();
+    }
+    // A start that finished opening leaves no mark.
+    assert!(!data.join(OPENING_MARK).exists());
+    // One start died opening it (perhaps killed at that moment): it is read again.
+    std::fs::write(data.join(OPENING_MARK), "1\n").unwrap();
+    let (store, damage) = Store::open_or_recover(&data, 2).unwrap();
+    assert_eq!(damage, None);
+    assert_eq!(store.load_ads().unwrap().ads, vec![stored("origin-1", 1)]);
+    drop(store);
+    assert!(!data.join(OPENING_MARK).exists());
+    // Two in a row: moved aside without being read, a fresh store in its place.
+    std::fs::write(data.join(OPENING_MARK), "2\n").unwrap();
+    let (store, damage) = Store::open_or_recover(&data, 3).unwrap();
+    let damage = damage.expect("moved aside");
+    assert!(damage.what.contains("2 starts in a row"), "{}", damage.what);
+    assert_eq!(damage.survivors, 0);
+    assert!(damage.moved_to.join("db").exists(), "{damage:?}");
+    assert!(store.load_ads().unwrap().ads.is_empty());
+    assert!(!data.join(OPENING_MARK).exists());
+    store.put_ad(&stored("origin-2", 1)).unwrap();
+    store.flush().await.unwrap();
+}
