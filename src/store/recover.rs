@@ -83,6 +83,25 @@ fn opening_finished(dir: &Path) {
     }
 }
 
+/// How a read run by [`within_deadline`] ended.
+enum Deadline<T> {
+    /// It finished in time, with this result.
+    Met(Result<T, StoreError>),
+    /// It did not finish in time: damage (what this error says), and its thread still
+    /// reads.
+    Missed(StoreError),
+}
+
+impl<T> Deadline<T> {
+    /// The read's result, a missed deadline being damage.
+    fn into_result(self) -> Result<T, StoreError> {
+        match self {
+            Deadline::Met(result) => result,
+            Deadline::Missed(damage) => Err(damage),
+        }
+    }
+}
+
 /// Runs `read` (a whole read of the store in `dir`) on a thread of its own, and gives up
 /// after `deadline`: that is damage. sled cannot be interrupted, so a read that loops
 /// keeps its thread (and a core) until the process ends, and an ERROR says so.
@@ -90,7 +109,7 @@ fn within_deadline<T: Send + 'static>(
     dir: &Path,
     deadline: Duration,
     read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
+) -> Deadline<T> {
     let (done, result) = std::sync::mpsc::sync_channel(1);
     let spawned = std::thread::Builder::new()
         .name("store-read".into())
@@ -99,20 +118,23 @@ fn within_deadline<T: Send + 'static>(
             let _ = done.send(read());
         });
     if let Err(e) = spawned {
-        return Err(StoreError::Database {
+        return Deadline::Met(Err(StoreError::Database {
             path: dir.to_path_buf(),
             message: format!("cannot start a thread to read the store: {e}"),
-        });
+        }));
     }
-    result.recv_timeout(deadline).unwrap_or_else(|_| {
-        tracing::error!(path = %dir.display(), deadline = ?deadline, "reading the store did not finish in time; it counts as damaged, and the thread reading it keeps a core busy until the director restarts");
-        Err(StoreError::Damaged {
-            path: dir.to_path_buf(),
-            message: format!(
-                "reading the whole store did not finish within {deadline:?} (sled loops over a damaged page)"
-            ),
-        })
-    })
+    match result.recv_timeout(deadline) {
+        Ok(read) => Deadline::Met(read),
+        Err(_) => {
+            tracing::error!(path = %dir.display(), deadline = ?deadline, "reading the store did not finish in time; it counts as damaged, and the thread reading it keeps a core busy until the director restarts");
+            Deadline::Missed(StoreError::Damaged {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "reading the whole store did not finish within {deadline:?} (sled loops over a damaged page)"
+                ),
+            })
+        }
+    }
 }
 
 /// A damaged store found at open, moved aside and replaced.
@@ -212,7 +234,19 @@ impl Store {
                 Ok(store)
             })
         };
-        match within_deadline(dir, read_deadline(dir), opened) {
+        let read = match within_deadline(dir, read_deadline(dir), opened) {
+            // Not read again for survivors: a salvage would loop over the same pages,
+            // keeping another core busy (two, with the copy of the log), for nothing.
+            Deadline::Missed(damage) => {
+                let what = match damage {
+                    StoreError::Damaged { message, .. } => message,
+                    other => other.to_string(),
+                };
+                return Self::start_afresh(dir, now, what, Vec::new());
+            }
+            Deadline::Met(read) => read,
+        };
+        match read {
             Ok(store) => Ok((store, None)),
             // Only damage is moved aside: an I/O error (a full disk, or another process
             // holding the lock on this directory) must never cost a sound store.
@@ -355,7 +389,7 @@ fn read_ads(dir: &Path) -> Result<Vec<StoredAd>, StoreError> {
         })
     });
     let ads = std::mem::take(&mut *lock(&read));
-    match finished {
+    match finished.into_result() {
         Ok(()) => Ok(ads),
         Err(error) if ads.is_empty() => Err(error),
         Err(_) => Ok(ads),
@@ -391,7 +425,7 @@ mod tests {
     fn a_read_past_its_deadline_is_damage_and_a_timely_one_is_not() {
         let dir = Path::new("/nonexistent/store");
         let quick = within_deadline(dir, Duration::from_secs(5), || Ok(7));
-        assert_eq!(quick.unwrap(), 7);
+        assert!(matches!(quick, Deadline::Met(Ok(7))));
         // A read that never ends, as sled's over some damaged pages.
         let began = std::time::Instant::now();
         let endless = within_deadline(dir, Duration::from_millis(200), || -> Result<(), _> {
@@ -400,10 +434,11 @@ mod tests {
             }
         });
         match endless {
-            Err(StoreError::Damaged { message, .. }) => {
+            Deadline::Missed(StoreError::Damaged { message, .. }) => {
                 assert!(message.contains("did not finish"), "{message}")
             }
-            other => panic!("not damage: {other:?}"),
+            Deadline::Missed(other) => panic!("not damage: {other:?}"),
+            Deadline::Met(read) => panic!("finished: {read:?}"),
         }
         assert!(began.elapsed() < Duration::from_secs(5));
         // A read's own error comes back as it was.
@@ -413,7 +448,10 @@ mod tests {
                 message: "locked".into(),
             })
         });
-        assert!(matches!(failed, Err(StoreError::Database { .. })));
+        assert!(matches!(
+            failed,
+            Deadline::Met(Err(StoreError::Database { .. }))
+        ));
     }
 
     #[test]
