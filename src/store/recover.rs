@@ -87,17 +87,19 @@ fn opening_finished(dir: &Path) {
 enum Deadline<T> {
     /// It finished in time, with this result.
     Met(Result<T, StoreError>),
-    /// It did not finish in time: damage (what this error says), and its thread still
-    /// reads.
-    Missed(StoreError),
+    /// It did not finish in time: damage (what this says), and its thread still reads.
+    Missed(String),
 }
 
 impl<T> Deadline<T> {
-    /// The read's result, a missed deadline being damage.
-    fn into_result(self) -> Result<T, StoreError> {
+    /// The read's result, a missed deadline being damage of the store in `dir`.
+    fn into_result(self, dir: &Path) -> Result<T, StoreError> {
         match self {
             Deadline::Met(result) => result,
-            Deadline::Missed(damage) => Err(damage),
+            Deadline::Missed(message) => Err(StoreError::Damaged {
+                path: dir.to_path_buf(),
+                message,
+            }),
         }
     }
 }
@@ -127,12 +129,9 @@ fn within_deadline<T: Send + 'static>(
         Ok(read) => Deadline::Met(read),
         Err(_) => {
             tracing::error!(path = %dir.display(), deadline = ?deadline, "reading the store did not finish in time; it counts as damaged, and the thread reading it keeps a core busy until the director restarts");
-            Deadline::Missed(StoreError::Damaged {
-                path: dir.to_path_buf(),
-                message: format!(
-                    "reading the whole store did not finish within {deadline:?} (sled loops over a damaged page)"
-                ),
-            })
+            Deadline::Missed(format!(
+                "reading the whole store did not finish within {deadline:?} (sled loops over a damaged page)"
+            ))
         }
     }
 }
@@ -237,13 +236,7 @@ impl Store {
         let read = match within_deadline(dir, read_deadline(dir), opened) {
             // Not read again for survivors: a salvage would loop over the same pages,
             // keeping another core busy (two, with the copy of the log), for nothing.
-            Deadline::Missed(damage) => {
-                let what = match damage {
-                    StoreError::Damaged { message, .. } => message,
-                    other => other.to_string(),
-                };
-                return Self::start_afresh(dir, now, what, Vec::new());
-            }
+            Deadline::Missed(what) => return Self::start_afresh(dir, now, what, Vec::new()),
             Deadline::Met(read) => read,
         };
         match read {
@@ -389,7 +382,7 @@ fn read_ads(dir: &Path) -> Result<Vec<StoredAd>, StoreError> {
         })
     });
     let ads = std::mem::take(&mut *lock(&read));
-    match finished.into_result() {
+    match finished.into_result(dir) {
         Ok(()) => Ok(ads),
         Err(error) if ads.is_empty() => Err(error),
         Err(_) => Ok(ads),
@@ -434,10 +427,9 @@ mod tests {
             }
         });
         match endless {
-            Deadline::Missed(StoreError::Damaged { message, .. }) => {
+            Deadline::Missed(message) => {
                 assert!(message.contains("did not finish"), "{message}")
             }
-            Deadline::Missed(other) => panic!("not damage: {other:?}"),
             Deadline::Met(read) => panic!("finished: {read:?}"),
         }
         assert!(began.elapsed() < Duration::from_secs(5));
