@@ -66,10 +66,8 @@ fn truncate_db_to_half(dir: &std::path::Path) {
     file.set_len(len / 2).unwrap();
 }
 
-/// Stops director `i`, truncates its db to half, restarts it: the damage it found.
-async fn damage_and_restart(cluster: &mut Cluster, i: usize) -> skein::store::Damage {
-    cluster.stop(i).await;
-    truncate_db_to_half(&cluster.nodes[i].data_dir);
+/// Restarts (stopped) director `i`: the damage it found at start, the damaged log kept.
+async fn restart_finding_damage(cluster: &mut Cluster, i: usize) -> skein::store::Damage {
     cluster.restart(i).await;
     let found = cluster
         .handle(i)
@@ -85,8 +83,15 @@ async fn damage_and_restart(cluster: &mut Cluster, i: usize) -> skein::store::Da
         damage.survivors,
         damage.moved_to.display()
     );
-    assert!(damage.moved_to.exists());
+    assert!(damage.moved_to.join("db").exists(), "the damaged log kept");
     damage
+}
+
+/// Stops director `i`, truncates its db to half, restarts it: the damage it found.
+async fn damage_and_restart(cluster: &mut Cluster, i: usize) -> skein::store::Damage {
+    cluster.stop(i).await;
+    truncate_db_to_half(&cluster.nodes[i].data_dir);
+    restart_finding_damage(cluster, i).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,6 +209,37 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// A store as the compose fault test left director-c's: sled's log after a full disk and
+/// a restart, cut to half of what was written. sled opens it, then fails a read with
+/// `Corruption` where the open did not classify the error (the schema read), so every
+/// start failed the same way and Docker restarted it for ever. It must be moved aside,
+/// and the director refilled from its peer and ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_cut_after_a_full_disk_is_moved_aside_and_refilled() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/store-cut-after-full-disk");
+    let mut cluster = Cluster::full_mesh(2).await;
+    register_all(&cluster, 0).await;
+    eventually(WAIT, "the peer holds every ad", || async {
+        servers_held(cluster.handle(1)) == SERVERS.len()
+    })
+    .await;
+    cluster.stop(1).await;
+    let data = cluster.nodes[1].data_dir.clone();
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    copy_tree(&fixture, &data);
+    restart_finding_damage(&mut cluster, 1).await;
+    let d1 = cluster.handle(1);
+    eventually(WAIT, "refilled from the peer, and ready", || async {
+        d1.state().ledger.recovery().state() == StoreState::Sound
+            && servers_held(d1) == SERVERS.len()
+            && ready(d1.url()).await.0 == 200
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
 /// The data directory is itself a mount point, as a container's volume is
 /// (`docker-compose.yml` mounts one on `/var/lib/skein`): the damaged store cannot be
 /// renamed beside it, so its files move into `corrupt-<ms>/` inside it, and the director
@@ -221,18 +257,9 @@ async fn a_damaged_store_on_its_own_mount_point_moves_aside_inside_it() {
     };
     copy_tree(saved.path(), mount.path());
     truncate_db_to_half(&data);
-    cluster.restart(0).await;
+    let damage = restart_finding_damage(&mut cluster, 0).await;
     let d0 = cluster.handle(0);
-    let damage = d0.state().ledger.recovery().damage().cloned();
-    let damage = damage.expect("damage found at start");
-    println!(
-        "found: {}; {} ads survived; moved to {}",
-        damage.what,
-        damage.survivors,
-        damage.moved_to.display()
-    );
     assert_eq!(damage.moved_to.parent(), Some(data.as_path()));
-    assert!(damage.moved_to.join("db").exists(), "the damaged log kept");
     assert_eq!(d0.state().ledger.recovery().state(), StoreState::Degraded);
     assert!(servers_held(d0) <= damage.survivors);
     // The fresh store takes ads, and a restart finds it sound: the damaged files inside

@@ -21,10 +21,7 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 /// (`None`: a new database). Step 1 -> 2 only records the version: the caller writes the
 /// first manifest.
 pub(super) fn migrate(db: &sled::Db, path: &Path) -> Result<Option<u32>, StoreError> {
-    let err = |e: sled::Error| StoreError::Database {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
+    let err = |e: sled::Error| super::classify(path, e);
     let meta = db.open_tree("meta").map_err(err)?;
     let found = match meta.get(SCHEMA_KEY).map_err(err)? {
         None => None,

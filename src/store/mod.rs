@@ -272,10 +272,7 @@ impl Store {
     }
 
     fn db_error(&self, e: sled::Error) -> StoreError {
-        StoreError::Database {
-            path: self.inner.path.clone(),
-            message: e.to_string(),
-        }
+        classify(&self.inner.path, e)
     }
 
     /// Writes an ad (not yet durable: see [`Store::flush`]).
