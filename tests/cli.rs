@@ -725,3 +725,61 @@ async fn operators_put_servers_in_downtime_and_ban_them_from_the_cli() {
     director.kill().unwrap();
     director.wait().unwrap();
 }
+
+/// Names of the threads of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+/// A store that sled loops over when it is read again (the log cut after a full disk of
+/// `tests/fixtures`): the director moves it aside and serves, and the thread left reading
+/// it does not outlive the start: the process starts itself again, keeping its pid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_stuck_in_a_damaged_store_does_not_outlive_the_start() {
+    let fed = Federation::new();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-cut-after-full-disk");
+    let data = fed.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for file in std::fs::read_dir(&fixture).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), data.join(file.file_name())).unwrap();
+    }
+    let mut director = Reaper(fed.serve());
+    let pid = director.0.id();
+    let ready_url = format!("{}/ready", fed.url());
+    // The stuck read's deadline (about 10 s), then the start in the new process.
+    eventually(
+        Duration::from_secs(60),
+        "serving (degraded: no peer to refill from), with no thread left reading the store",
+        || {
+            let ready_url = ready_url.clone();
+            async move {
+                let status = match reqwest::get(&ready_url).await {
+                    Ok(response) => response.json::<serde_json::Value>().await.ok(),
+                    Err(_) => None,
+                };
+                status.is_some_and(|s| s["status"] == "degraded")
+                    && !thread_names(pid).iter().any(|name| name == "store-read")
+            }
+        },
+    )
+    .await;
+    assert!(director.0.try_wait().unwrap().is_none(), "the same process");
+    let aside: Vec<String> = std::fs::read_dir(fed.path())
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.starts_with("data.corrupt-"))
+        .collect();
+    assert_eq!(
+        aside.len(),
+        1,
+        "the damaged store moved aside once: {aside:?}"
+    );
+}

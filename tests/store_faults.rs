@@ -115,6 +115,16 @@ async fn a_damaged_store_is_refilled_from_a_peer_before_ready() {
             .await
             .contains("skein_store_degraded 0")
     );
+    // Refilled, the store forgets its damage: a restart finds it sound.
+    eventually(WAIT, "the record of the damage cleared", || async {
+        d0.state().ledger.store().damage().is_none()
+    })
+    .await;
+    cluster.stop(0).await;
+    cluster.restart(0).await;
+    let d0 = cluster.handle(0);
+    assert_eq!(d0.state().ledger.recovery().damage(), None);
+    assert_eq!(d0.state().ledger.recovery().state(), StoreState::Sound);
     cluster.shutdown().await;
 }
 
@@ -262,13 +272,15 @@ async fn a_damaged_store_on_its_own_mount_point_moves_aside_inside_it() {
     assert_eq!(damage.moved_to.parent(), Some(data.as_path()));
     assert_eq!(d0.state().ledger.recovery().state(), StoreState::Degraded);
     assert!(servers_held(d0) <= damage.survivors);
-    // The fresh store takes ads, and a restart finds it sound: the damaged files inside
-    // the directory are not taken for the store.
+    // The fresh store takes ads, and a restart opens it: the damaged files inside the
+    // directory are not taken for the store. No peer has refilled it, so the restart
+    // still knows of the first damage (recorded in the fresh store), and no more.
     register_all(&cluster, 0).await;
     cluster.stop(0).await;
     cluster.restart(0).await;
     let d0 = cluster.handle(0);
-    assert_eq!(d0.state().ledger.recovery().damage(), None);
+    assert_eq!(d0.state().ledger.recovery().damage(), Some(&damage));
+    assert_eq!(d0.state().ledger.recovery().state(), StoreState::Degraded);
     assert_eq!(servers_held(d0), SERVERS.len());
     // Damage found at open (no manifest) takes the same way out; the first damaged files
     // stay where they went, and every ad of the intact log is kept.

@@ -1,5 +1,6 @@
 //! `skein serve`, `skein keygen` and `skein pubkey`.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -30,6 +31,9 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         ..Options::default()
     };
     let director = Director::start_with(config, options, listener, cancel.clone()).await?;
+    if skein::store::stuck_readers() > 0 {
+        return start_again(director).await;
+    }
     let stop = super::shutdown_signal();
     tokio::pin!(stop);
     loop {
@@ -43,6 +47,24 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     director.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A thread still reads the damaged store this start moved aside (sled looping over a
+/// damaged page), and would keep a core busy for as long as this process lives: the
+/// director stops as on SIGTERM (its fresh store flushed) and this process becomes a new
+/// `skein serve` with the same arguments and the same pid, so a supervisor sees no exit.
+/// The new start opens the fresh store, not the damaged one.
+async fn start_again(director: DirectorHandle) -> anyhow::Result<()> {
+    tracing::error!(
+        stuck_threads = skein::store::stuck_readers(),
+        "a thread reading the damaged store is stuck in sled and keeps a core busy; starting this director again in a new process"
+    );
+    director.shutdown().await;
+    let exe = std::env::current_exe().context("cannot find this program to start it again")?;
+    let error = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Err(anyhow::Error::new(error).context(format!("cannot start {} again", exe.display())))
 }
 
 /// The fault tests' seam for a wrong clock: `FAULT_CLOCK_OFFSET_MS` (signed

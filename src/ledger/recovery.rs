@@ -54,11 +54,14 @@ impl Recovery {
         self.damage.get()
     }
 
-    /// A catch-up with `peer` completed: the store holds everything that peer has.
-    pub fn sync_succeeded(&self, peer: &str) {
-        if self.phase.swap(SOUND, Ordering::SeqCst) != SOUND {
+    /// A catch-up with `peer` completed: the store holds everything that peer has. True
+    /// when that ends a recovery (the store's record of the damage can go).
+    pub fn sync_succeeded(&self, peer: &str) -> bool {
+        let ended = self.phase.swap(SOUND, Ordering::SeqCst) != SOUND;
+        if ended {
             tracing::warn!(peer = %peer, "store refilled from a peer after damage; ready");
         }
+        ended
     }
 
     /// A catch-up with `peer` failed: while no peer has refilled the store, it is degraded.

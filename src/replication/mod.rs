@@ -263,7 +263,13 @@ impl Replicator {
                 if report.pulled + report.pushed > 0 {
                     tracing::info!(peer = %peer, pulled = report.pulled, pushed = report.pushed, "caught up with peer");
                 }
-                self.ledger.recovery().sync_succeeded(peer);
+                if self.ledger.recovery().sync_succeeded(peer) {
+                    let store = self.ledger.store().clone();
+                    let cleared = tokio::task::spawn_blocking(move || store.refilled()).await;
+                    if let Ok(Err(error)) = cleared {
+                        tracing::error!(%error, "cannot clear the store's record of its damage; the next start refills again");
+                    }
+                }
                 self.metrics.synced();
             }
             Err(error) => {

@@ -24,7 +24,7 @@ use crate::codec::{self, CodecError};
 
 pub use manifest::{FILE as MANIFEST_FILE, Tally, TreeState};
 pub use migrate::SCHEMA_VERSION;
-pub use recover::Damage;
+pub use recover::{Damage, stuck_readers};
 
 use durability::{GroupCommit, Handles, scan_state};
 
@@ -174,6 +174,8 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 const LAST_STARTED_AT: &[u8] = b"last_started_at";
+/// `meta` key: the damage this store replaced, until a peer refilled it ([`Damage`]).
+const DAMAGE: &[u8] = b"damage";
 /// `meta` key: the signers' fingerprint of the trust every held signed ad was last
 /// checked against (see [`Store::swept_signers`]).
 const SWEPT_SIGNERS: &[u8] = b"swept_signers";
@@ -233,7 +235,7 @@ impl Store {
         };
         let generation = recorded.map_or(0, |m| m.generation);
         let clock_high_water = recorded.map_or(0, |m| m.clock_high_water);
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 path: dir.to_path_buf(),
                 expected: std::sync::Mutex::new(recorded),
@@ -241,7 +243,9 @@ impl Store {
                 commits: GroupCommit::new(dir, handles, found, generation, clock_high_water),
                 turn: tokio::sync::Mutex::new(None),
             }),
-        })
+        };
+        *lock(&store.inner.damage) = store.recorded_damage();
+        Ok(store)
     }
 
     fn handles(&self) -> Result<Handles, StoreError> {

@@ -2,11 +2,15 @@
 //! replaced by a fresh store holding the ads that survived.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
-use super::{LoadedAds, Store, StoreError, classify, lock, open_db};
+use super::{DAMAGE, LoadedAds, Store, StoreError, classify, lock, open_db};
 use crate::ad::StoredAd;
 use crate::clock::UnixMillis;
+use crate::codec;
 
 /// Runs `open` and turns a panic (sled panics on some damage) into damage.
 fn catching_panics<T>(
@@ -104,20 +108,39 @@ impl<T> Deadline<T> {
     }
 }
 
+/// Reads given up on at their deadline and still running (see [`stuck_readers`]).
+static STUCK_READERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Threads of this process still reading a store after their deadline: sled looping over
+/// a damaged page. Each keeps a core busy until it ends, which may be never; only a new
+/// process frees it (`skein serve` replaces itself when this is not 0 after its start).
+pub fn stuck_readers() -> usize {
+    STUCK_READERS.load(Ordering::SeqCst)
+}
+
 /// Runs `read` (a whole read of the store in `dir`) on a thread of its own, and gives up
 /// after `deadline`: that is damage. sled cannot be interrupted, so a read that loops
-/// keeps its thread (and a core) until the process ends, and an ERROR says so.
+/// keeps its thread (and a core) until it ends or the process does; an ERROR says so, and
+/// [`stuck_readers`] counts it.
 fn within_deadline<T: Send + 'static>(
     dir: &Path,
     deadline: Duration,
     read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Deadline<T> {
     let (done, result) = std::sync::mpsc::sync_channel(1);
+    let given_up = Arc::new(AtomicBool::new(false));
+    let late = given_up.clone();
     let spawned = std::thread::Builder::new()
         .name("store-read".into())
         .stack_size(READ_STACK)
         .spawn(move || {
-            let _ = done.send(read());
+            let read = read();
+            // Counted as stuck only once given up, and uncounted if it ends after all
+            // (the swap decides which side counts, so the two never race).
+            if late.swap(true, Ordering::SeqCst) {
+                STUCK_READERS.fetch_sub(1, Ordering::SeqCst);
+            }
+            let _ = done.send(read);
         });
     if let Err(e) = spawned {
         return Deadline::Met(Err(StoreError::Database {
@@ -127,8 +150,16 @@ fn within_deadline<T: Send + 'static>(
     }
     match result.recv_timeout(deadline) {
         Ok(read) => Deadline::Met(read),
-        Err(_) => {
-            tracing::error!(path = %dir.display(), deadline = ?deadline, "reading the store did not finish in time; it counts as damaged, and the thread reading it keeps a core busy until the director restarts");
+        // The thread ended without an answer (it cannot panic past `read`'s own catch).
+        Err(RecvTimeoutError::Disconnected) => Deadline::Met(Err(StoreError::Damaged {
+            path: dir.to_path_buf(),
+            message: "the thread reading the store ended without an answer".into(),
+        })),
+        Err(RecvTimeoutError::Timeout) => {
+            if !given_up.swap(true, Ordering::SeqCst) {
+                STUCK_READERS.fetch_add(1, Ordering::SeqCst);
+            }
+            tracing::error!(path = %dir.display(), deadline = ?deadline, "reading the store did not finish in time; it counts as damaged, and the thread reading it keeps a core busy until it ends or the process does");
             Deadline::Missed(format!(
                 "reading the whole store did not finish within {deadline:?} (sled loops over a damaged page)"
             ))
@@ -136,8 +167,10 @@ fn within_deadline<T: Send + 'static>(
     }
 }
 
-/// A damaged store found at open, moved aside and replaced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A damaged store found at open, moved aside and replaced. The fresh store records it
+/// until a peer has refilled it ([`Store::refilled`]), so that a start before then still
+/// knows its ads are incomplete.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Damage {
     /// What was found.
     pub what: String,
@@ -148,9 +181,36 @@ pub struct Damage {
 }
 
 impl Store {
-    /// What was found damaged when this store was opened or loaded, if anything.
+    /// What was found damaged when this store (or the one it replaced) was opened or
+    /// loaded, if a peer has not refilled it since.
     pub fn damage(&self) -> Option<Damage> {
         lock(&self.inner.damage).clone()
+    }
+
+    /// Records `damage` in this (fresh) store, durably, until [`Store::refilled`]. A
+    /// record that cannot be written costs only what it is for (a restart before the
+    /// refill would not know of the damage), not the start: an ERROR says so.
+    fn record_damage(&self, damage: &Damage) {
+        *lock(&self.inner.damage) = Some(damage.clone());
+        if let Err(error) = self.write_meta(DAMAGE, Some(&codec::encode(damage))) {
+            tracing::error!(%error, "cannot record the store's damage in the fresh store; a restart before a peer refills it would not know of it");
+        }
+    }
+
+    /// The damage a previous start recorded (a record that cannot be read is no record:
+    /// it only ever makes a start more careful).
+    pub(super) fn recorded_damage(&self) -> Option<Damage> {
+        let value = self.read_meta(DAMAGE).ok()??;
+        codec::decode(&value).ok()
+    }
+
+    /// A peer has refilled this store since its damage: the record goes (durably).
+    pub fn refilled(&self) -> Result<(), StoreError> {
+        if lock(&self.inner.damage).is_some() {
+            self.write_meta(DAMAGE, None)?;
+            *lock(&self.inner.damage) = None;
+        }
+        Ok(())
     }
 
     /// The load found the `ads` tree damaged (`what`): moves the directory aside, logs an
@@ -186,7 +246,7 @@ impl Store {
             moved_to: aside,
             survivors: kept,
         };
-        *lock(&self.inner.damage) = Some(damage.clone());
+        self.record_damage(&damage);
         Ok(damage)
     }
 
@@ -279,7 +339,7 @@ impl Store {
             moved_to: aside,
             survivors: survivors.len(),
         };
-        *lock(&store.inner.damage) = Some(damage.clone());
+        store.record_damage(&damage);
         Ok((store, Some(damage)))
     }
 
