@@ -324,8 +324,26 @@ impl Director {
             peers.add(url, Source::Configured);
         }
         if let Some(damage) = damage.or_else(|| store.damage()) {
-            let peers_known = !peers.urls().is_empty() || !peers.candidates().is_empty();
-            ledger.recovery().damaged(damage, peers_known);
+            // Every ad expires within `ads.max_lifetime` of its receipt: that long after
+            // the damage, the servers have sent again all that the lost store held.
+            let found_at = store.damage_found_at().unwrap_or(now);
+            let renewed_at = found_at.saturating_add(config.ads.max_lifetime.as_millis() as u64);
+            let wait = renewed_at.saturating_sub(clock.now_ms());
+            if wait == 0 {
+                tracing::info!(
+                    found_at,
+                    "the store's recorded damage is older than ads.max_lifetime: every server has advertised again since"
+                );
+                ledger.recovered(true).await;
+            } else {
+                let peers_known = !peers.urls().is_empty() || !peers.candidates().is_empty();
+                ledger.recovery().damaged(damage, peers_known);
+                tracker.spawn(
+                    ledger
+                        .clone()
+                        .renew_after(Duration::from_millis(wait), workers.clone()),
+                );
+            }
         }
         let probes = Probes::start(
             &config.health,

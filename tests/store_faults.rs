@@ -206,6 +206,36 @@ async fn a_director_restarted_with_its_clock_an_hour_behind_is_harmless() {
 }
 
 /// Copies the files and directories under `from` into `to` (which exists).
+/// A director alone, its store damaged: degraded, also across a restart, until every ad
+/// the lost store held has expired or been sent again (`ads.max_lifetime` after the
+/// damage); then ready, and a restart finds the store sound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_damaged_director_is_ready_once_max_lifetime_has_passed() {
+    let tuning = Tuning {
+        ads: "max_lifetime = \"8s\"",
+        ..Tuning::default()
+    };
+    let mut cluster = Cluster::start(1, tuning, |_| vec![]).await;
+    register_all(&cluster, 0).await;
+    let damage = damage_and_restart(&mut cluster, 0).await;
+    assert_eq!(ready(cluster.handle(0).url()).await.0, 503);
+    cluster.stop(0).await;
+    cluster.restart(0).await;
+    let d0 = cluster.handle(0);
+    assert_eq!(d0.state().ledger.recovery().damage(), Some(&damage));
+    assert_eq!(d0.state().ledger.recovery().state(), StoreState::Degraded);
+    eventually(WAIT, "ready once max_lifetime has passed", || async {
+        ready(d0.url()).await.0 == 200 && d0.state().ledger.store().damage().is_none()
+    })
+    .await;
+    cluster.stop(0).await;
+    cluster.restart(0).await;
+    let d0 = cluster.handle(0);
+    assert_eq!(d0.state().ledger.recovery().damage(), None);
+    assert_eq!(ready(d0.url()).await.0, 200);
+    cluster.shutdown().await;
+}
+
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

@@ -156,6 +156,32 @@ impl Ledger {
         &self.recovery
     }
 
+    /// The recovery from damage has ended (`ended`, from [`Recovery::sync_succeeded`] or
+    /// [`Recovery::renewed`]): the store's record of the damage goes, off the runtime's
+    /// threads.
+    pub async fn recovered(&self, ended: bool) {
+        if !ended {
+            return;
+        }
+        let store = self.store.clone();
+        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || store.refilled()).await {
+            tracing::error!(%error, "cannot clear the store's record of its damage; the next start recovers again");
+        }
+    }
+
+    /// Ends the recovery from damage once `wait` has passed (the rest of
+    /// `ads.max_lifetime` since the damage: see [`Recovery::renewed`]), unless `cancel`.
+    pub async fn renew_after(
+        self: Arc<Self>,
+        wait: std::time::Duration,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(wait) => self.recovered(self.recovery.renewed()).await,
+        }
+    }
+
     /// The clock.
     pub fn clock(&self) -> &SharedClock {
         &self.clock

@@ -64,6 +64,19 @@ impl Recovery {
         ended
     }
 
+    /// Every ad held before the damage has expired or been sent again since
+    /// (`ads.max_lifetime` has passed): the servers themselves have refilled the store.
+    /// True when that ends a recovery.
+    pub fn renewed(&self) -> bool {
+        let ended = self.phase.swap(SOUND, Ordering::SeqCst) != SOUND;
+        if ended {
+            tracing::warn!(
+                "every server has advertised again since the store's damage (ads.max_lifetime has passed); ready"
+            );
+        }
+        ended
+    }
+
     /// A catch-up with `peer` failed: while no peer has refilled the store, it is degraded.
     pub fn sync_failed(&self, peer: &str) {
         if self
@@ -112,5 +125,19 @@ mod tests {
         let r = Recovery::default();
         r.damaged(damage(), false);
         assert_eq!(r.state(), StoreState::Degraded);
+    }
+
+    #[test]
+    fn a_recovery_ends_once_by_a_refill_or_by_renewal() {
+        let r = Recovery::default();
+        assert!(!r.renewed(), "no recovery to end");
+        r.damaged(damage(), false);
+        assert!(r.renewed());
+        assert_eq!(r.state(), StoreState::Sound);
+        assert!(!r.renewed() && !r.sync_succeeded("http://p"), "ended once");
+        let r = Recovery::default();
+        r.damaged(damage(), true);
+        assert!(r.sync_succeeded("http://p"));
+        assert!(!r.renewed(), "already ended by the refill");
     }
 }

@@ -263,13 +263,8 @@ impl Replicator {
                 if report.pulled + report.pushed > 0 {
                     tracing::info!(peer = %peer, pulled = report.pulled, pushed = report.pushed, "caught up with peer");
                 }
-                if self.ledger.recovery().sync_succeeded(peer) {
-                    let store = self.ledger.store().clone();
-                    let cleared = tokio::task::spawn_blocking(move || store.refilled()).await;
-                    if let Ok(Err(error)) = cleared {
-                        tracing::error!(%error, "cannot clear the store's record of its damage; the next start refills again");
-                    }
-                }
+                let ended = self.ledger.recovery().sync_succeeded(peer);
+                self.ledger.recovered(ended).await;
                 self.metrics.synced();
             }
             Err(error) => {

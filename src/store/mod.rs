@@ -152,7 +152,7 @@ struct Inner {
     /// The manifest found at open, checked (and taken) by the first load's scan.
     expected: std::sync::Mutex<Option<manifest::Manifest>>,
     /// Damage found at open or load.
-    damage: std::sync::Mutex<Option<Damage>>,
+    damage: std::sync::Mutex<Option<recover::Found>>,
     commits: GroupCommit,
     /// Held by the one [`Store::flush`] whose commit is under way (the others wait here
     /// without a thread, and the next commit covers all of them); holds when the last

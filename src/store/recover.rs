@@ -180,31 +180,52 @@ pub struct Damage {
     pub survivors: usize,
 }
 
+/// A damage and when it was found (Unix ms): the record a fresh store keeps.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct Found {
+    damage: Damage,
+    at: UnixMillis,
+}
+
 impl Store {
     /// What was found damaged when this store (or the one it replaced) was opened or
     /// loaded, if a peer has not refilled it since.
     pub fn damage(&self) -> Option<Damage> {
-        lock(&self.inner.damage).clone()
+        lock(&self.inner.damage)
+            .as_ref()
+            .map(|found| found.damage.clone())
     }
 
-    /// Records `damage` in this (fresh) store, durably, until [`Store::refilled`]. A
-    /// record that cannot be written costs only what it is for (a restart before the
-    /// refill would not know of the damage), not the start: an ERROR says so.
-    fn record_damage(&self, damage: &Damage) {
-        *lock(&self.inner.damage) = Some(damage.clone());
-        if let Err(error) = self.write_meta(DAMAGE, Some(&codec::encode(damage))) {
+    /// When [`Store::damage`] was found (Unix ms).
+    pub fn damage_found_at(&self) -> Option<UnixMillis> {
+        lock(&self.inner.damage).as_ref().map(|found| found.at)
+    }
+
+    /// Records `damage`, found at `at`, in this (fresh) store, durably, until
+    /// [`Store::refilled`]. A record that cannot be written costs only what it is for (a
+    /// restart before the refill would not know of the damage), not the start: an ERROR
+    /// says so.
+    fn record_damage(&self, damage: &Damage, at: UnixMillis) {
+        let found = Found {
+            damage: damage.clone(),
+            at,
+        };
+        let written = self.write_meta(DAMAGE, Some(&codec::encode(&found)));
+        *lock(&self.inner.damage) = Some(found);
+        if let Err(error) = written {
             tracing::error!(%error, "cannot record the store's damage in the fresh store; a restart before a peer refills it would not know of it");
         }
     }
 
     /// The damage a previous start recorded (a record that cannot be read is no record:
     /// it only ever makes a start more careful).
-    pub(super) fn recorded_damage(&self) -> Option<Damage> {
+    pub(super) fn recorded_damage(&self) -> Option<Found> {
         let value = self.read_meta(DAMAGE).ok()??;
         codec::decode(&value).ok()
     }
 
-    /// A peer has refilled this store since its damage: the record goes (durably).
+    /// A peer has refilled this store since its damage, or every live server has
+    /// advertised again since: the record goes (durably).
     pub fn refilled(&self) -> Result<(), StoreError> {
         if lock(&self.inner.damage).is_some() {
             self.write_meta(DAMAGE, None)?;
@@ -246,7 +267,7 @@ impl Store {
             moved_to: aside,
             survivors: kept,
         };
-        self.record_damage(&damage);
+        self.record_damage(&damage, now);
         Ok(damage)
     }
 
@@ -339,7 +360,7 @@ impl Store {
             moved_to: aside,
             survivors: survivors.len(),
         };
-        store.record_damage(&damage);
+        store.record_damage(&damage, now);
         Ok((store, Some(damage)))
     }
 

@@ -101,6 +101,8 @@ pub struct Tuning {
     pub discovery_from: Option<usize>,
     /// Extra lines of the `[limits]` section.
     pub limits: &'static str,
+    /// Extra lines of the `[ads]` section.
+    pub ads: &'static str,
     /// Extra TOML appended to every director's config (e.g. a `[routing]` section).
     pub extra: String,
     /// Changes director i's trust (e.g. adds `[[pelican]]` entries).
@@ -116,6 +118,7 @@ impl Default for Tuning {
             clock: None,
             discovery_from: None,
             limits: "",
+            ads: "",
             extra: String::new(),
             trust_edit: None,
         }
@@ -233,6 +236,7 @@ announce_interval = "{announce}"
 forward_delay = "{forward_delay}"
 [ads]
 prune_interval = "200ms"
+{ads}
 [limits]
 {limits}
 {extra}
@@ -245,6 +249,7 @@ prune_interval = "200ms"
             announce = self.tuning.announce_interval,
             forward_delay = self.tuning.forward_delay,
             limits = self.tuning.limits,
+            ads = self.tuning.ads,
             extra = self.tuning.extra,
         );
         DirectorConfig::from_toml(&text).unwrap()
