@@ -334,7 +334,7 @@ impl Director {
                     found_at,
                     "the store's recorded damage is older than ads.max_lifetime: every server has advertised again since"
                 );
-                ledger.recovered(true).await;
+                ledger.forget_damage().await;
             } else {
                 let peers_known = !peers.urls().is_empty() || !peers.candidates().is_empty();
                 ledger.recovery().damaged(damage, peers_known);

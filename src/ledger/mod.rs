@@ -156,13 +156,10 @@ impl Ledger {
         &self.recovery
     }
 
-    /// The recovery from damage has ended (`ended`, from [`Recovery::sync_succeeded`] or
-    /// [`Recovery::renewed`]): the store's record of the damage goes, off the runtime's
-    /// threads.
-    pub async fn recovered(&self, ended: bool) {
-        if !ended {
-            return;
-        }
+    /// The recovery from damage has ended ([`Recovery::sync_succeeded`] or
+    /// [`Recovery::renewed`] said so): the store's record of the damage goes, off the
+    /// runtime's threads.
+    pub async fn forget_damage(&self) {
         let store = self.store.clone();
         if let Ok(Err(error)) = tokio::task::spawn_blocking(move || store.refilled()).await {
             tracing::error!(%error, "cannot clear the store's record of its damage; the next start recovers again");
@@ -178,7 +175,11 @@ impl Ledger {
     ) {
         tokio::select! {
             _ = cancel.cancelled() => {}
-            _ = tokio::time::sleep(wait) => self.recovered(self.recovery.renewed()).await,
+            _ = tokio::time::sleep(wait) => {
+                if self.recovery.renewed() {
+                    self.forget_damage().await;
+                }
+            }
         }
     }
 

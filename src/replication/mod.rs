@@ -263,8 +263,9 @@ impl Replicator {
                 if report.pulled + report.pushed > 0 {
                     tracing::info!(peer = %peer, pulled = report.pulled, pushed = report.pushed, "caught up with peer");
                 }
-                let ended = self.ledger.recovery().sync_succeeded(peer);
-                self.ledger.recovered(ended).await;
+                if self.ledger.recovery().sync_succeeded(peer) {
+                    self.ledger.forget_damage().await;
+                }
                 self.metrics.synced();
             }
             Err(error) => {
