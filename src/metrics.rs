@@ -184,6 +184,8 @@ pub struct Metrics {
     /// By result; written by every redirect, so striped per thread.
     redirects: Striped<[AtomicU64; 3]>,
     pruned: AtomicU64,
+    /// Connection threads' yields (`http::rest`): at most one per thread per millisecond.
+    yields: AtomicU64,
     trust_reloads: Family,
     revoked: AtomicU64,
     pelican_registrations: Family,
@@ -232,6 +234,11 @@ impl Metrics {
     /// Counts a redirect decision.
     pub fn redirect(&self, result: RedirectResult) {
         self.redirects.mine()[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection thread giving its core up after holding it too long.
+    pub fn connection_thread_yielded(&self) {
+        self.yields.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts pruned ads.
@@ -360,6 +367,11 @@ impl Metrics {
                 .sum();
             let _ = writeln!(out, "skein_redirects_total{{result=\"{label}\"}} {value}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP skein_connection_thread_yields_total Times a connection thread gave its core up after answering requests for 1 ms without once finding nothing to do.\n# TYPE skein_connection_thread_yields_total counter\nskein_connection_thread_yields_total {}",
+            self.yields.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP skein_ads_pruned_total Ads dropped at expiry.\n# TYPE skein_ads_pruned_total counter\nskein_ads_pruned_total {}",

@@ -76,6 +76,15 @@ impl App {
         app
     }
 
+    /// Counts a connection thread's yield (see `rest`) in the director's metrics.
+    pub(super) fn yielded(&self) {
+        self.unrouted
+            .inner()
+            .state
+            .metrics
+            .connection_thread_yielded();
+    }
+
     /// The router alone, as every request went before (to compare with, in tests).
     #[cfg(test)]
     pub(super) fn routed(&self) -> Router {

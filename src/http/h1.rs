@@ -14,10 +14,11 @@
 //! oversized head) goes to hyper, which answers it and the rest of the connection with
 //! its own rules: one reader of bodies and errors.
 //!
-//! Pipelined requests are answered in order and their answers written together. The
-//! timeouts are hyper's as the listener sets them (see `serve`): a request's head must
-//! be complete within `header_timeout` of its first byte, and a connection waits at most
-//! `idle_timeout` for a request to start.
+//! Pipelined requests are answered in order and their answers written together. Between
+//! two reads, a thread that has answered for a millisecond without a rest gives its core
+//! up once ([`rest`]). The timeouts are hyper's as the listener sets them (see `serve`):
+//! a request's head must be complete within `header_timeout` of its first byte, and a
+//! connection waits at most `idle_timeout` for a request to start.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -35,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::asked::Asked;
 use super::dispatch::{App, ObjectAnswer};
-use super::{SERVER_HEADER, clients, redirect};
+use super::{SERVER_HEADER, clients, redirect, rest};
 use crate::route_class::RouteClass;
 
 /// Headers read per request; a request with more goes to hyper (which allows 100).
@@ -128,9 +129,15 @@ where
         if buf.len() >= MAX_HEAD {
             return Ended::HandOver(io, buf.freeze());
         }
+        // Between two reads, the answers written: the thread may owe its core a rest.
+        let mut now = Instant::now();
+        if rest::yield_if_held(now) {
+            app.yielded();
+            now = Instant::now();
+        }
         let started = buf.is_empty();
         if started {
-            clock.idle_from(Instant::now());
+            clock.idle_from(now);
         }
         buf.reserve(READ_CHUNK);
         let read = std::future::poll_fn(|cx| {

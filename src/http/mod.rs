@@ -12,6 +12,7 @@ mod json;
 mod observe;
 mod peers;
 mod redirect;
+mod rest;
 pub mod serve;
 mod servers;
 mod services;

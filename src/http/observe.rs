@@ -76,6 +76,11 @@ pub struct Observe<S> {
 
 impl<S> Observe<S> {
     /// The wrapped service.
+    pub(super) fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service.
     pub(super) fn inner_mut(&mut self) -> &mut S {
         &mut self.inner
     }

@@ -444,8 +444,11 @@ fn connection_thread(
     cancel: CancellationToken,
     stop: CancellationToken,
 ) {
+    // The park hooks tell the thread when it slept (see `rest`).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(super::rest::parking)
+        .on_thread_unpark(super::rest::unparked)
         .build()
     {
         Ok(runtime) => runtime,

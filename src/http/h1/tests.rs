@@ -404,3 +404,68 @@ async fn idle_connections_and_unfinished_heads_are_closed_in_time() {
     );
     cancel.cancel();
 }
+
+/// `skein_connection_thread_yields_total` as the director's `/metrics` gives it.
+async fn yields(addr: SocketAddr) -> u64 {
+    let answer = exchange(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", false).await;
+    let text = String::from_utf8(answer.body).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("skein_connection_thread_yields_total "))
+        .expect("the metric is rendered")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_connection_thread_that_sleeps_between_requests_never_yields() {
+    let (_h, addr, cancel) = director(Duration::from_secs(5)).await;
+    let mut stream = sent(addr, b"").await;
+    // Each gap is a sleep of the connection thread (its runtime parks), which resets
+    // the time it has held its core: without the park hooks, the answers after the
+    // first millisecond would yield.
+    for _ in 0..5 {
+        stream
+            .get_mut()
+            .write_all(b"GET /ns/obj HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(DEADLINE, read_answer(&mut stream, false))
+            .await
+            .expect("answered");
+        assert!(answer.status_line.contains("307"), "{}", answer.status_line);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    assert_eq!(yields(addr).await, 0);
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_thread_kept_busy_yields_and_counts_it() {
+    let (_h, addr, cancel) = director(Duration::from_secs(30)).await;
+    // Connections that each pipeline thousands of requests: the connection thread
+    // answers for far longer than a millisecond with a request always waiting.
+    const CONNECTIONS: usize = 8;
+    const REQUESTS: usize = 3000;
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..CONNECTIONS {
+        clients.spawn(async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut reader, mut writer) = stream.into_split();
+            let mut requests = "GET /ns/obj HTTP/1.1\r\nHost: x\r\n\r\n".repeat(REQUESTS - 1);
+            requests.push_str("GET /ns/obj HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let write = tokio::spawn(async move { writer.write_all(requests.as_bytes()).await });
+            let mut answers = Vec::new();
+            reader.read_to_end(&mut answers).await.unwrap();
+            write.await.unwrap().unwrap();
+            String::from_utf8_lossy(&answers)
+                .matches("HTTP/1.1 307 ")
+                .count()
+        });
+    }
+    let answered = tokio::time::timeout(Duration::from_secs(120), clients.join_all())
+        .await
+        .expect("every pipeline answered");
+    assert_eq!(answered, vec![REQUESTS; CONNECTIONS]);
+    assert!(yields(addr).await > 0);
+    cancel.cancel();
+}
