@@ -369,7 +369,7 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP skein_connection_thread_yields_total Times a connection thread gave its core up after answering requests for 1 ms without once finding nothing to do.\n# TYPE skein_connection_thread_yields_total counter\nskein_connection_thread_yields_total {}",
+            "# HELP skein_connection_thread_yields_total Times a connection thread gave its core up after using 1 ms of CPU time without once finding nothing to do.\n# TYPE skein_connection_thread_yields_total counter\nskein_connection_thread_yields_total {}",
             self.yields.load(Ordering::Relaxed)
         );
         let _ = writeln!(

@@ -15,10 +15,10 @@
 //! its own rules: one reader of bodies and errors.
 //!
 //! Pipelined requests are answered in order and their answers written together. Between
-//! two reads, a thread that has answered for a millisecond without a rest gives its core
-//! up once ([`rest`]). The timeouts are hyper's as the listener sets them (see `serve`):
-//! a request's head must be complete within `header_timeout` of its first byte, and a
-//! connection waits at most `idle_timeout` for a request to start.
+//! two reads, a thread that has used a millisecond of CPU time without a rest gives its
+//! core up once ([`rest`]). The timeouts are hyper's as the listener sets them (see
+//! `serve`): a request's head must be complete within `header_timeout` of its first
+//! byte, and a connection waits at most `idle_timeout` for a request to start.
 
 use std::io;
 use std::mem::MaybeUninit;
