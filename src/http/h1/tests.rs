@@ -1,5 +1,6 @@
 //! The director's HTTP/1.1 loop over real sockets: object requests answered as hyper
-//! answers them, pipelining, the handover to hyper, `Connection: close` and timeouts.
+//! answers them, pipelining, the handover to hyper, `Connection: close`, timeouts, and
+//! when a busy connection thread yields its core.
 
 use std::net::SocketAddr;
 use std::time::Duration;
